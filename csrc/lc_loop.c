@@ -1,0 +1,313 @@
+/*
+ * loopcore C shim: loop device ioctls and the one-call attach.
+ *
+ * Syscalls and tight loops only; every policy knob (retry counts,
+ * backoff, fallbacks, what counts as success) comes from Python.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+
+#include "lc_loop.h"
+
+/* Constants newer than the oldest headers we build against. */
+#ifndef LOOP_SET_CAPACITY
+#define LOOP_SET_CAPACITY 0x4C07
+#endif
+#ifndef LOOP_SET_DIRECT_IO
+#define LOOP_SET_DIRECT_IO 0x4C08
+#endif
+#ifndef LOOP_SET_BLOCK_SIZE
+#define LOOP_SET_BLOCK_SIZE 0x4C09
+#endif
+#ifndef LOOP_CONFIGURE
+#define LOOP_CONFIGURE 0x4C0A
+#endif
+#ifndef LOOP_CTL_ADD
+#define LOOP_CTL_ADD 0x4C80
+#define LOOP_CTL_REMOVE 0x4C81
+#define LOOP_CTL_GET_FREE 0x4C82
+#endif
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
+#endif
+#ifndef BLKSSZGET
+#define BLKSSZGET _IO(0x12, 104)
+#endif
+#ifndef BLKGETSIZE64
+#define BLKGETSIZE64 _IOR(0x12, 114, size_t)
+#endif
+
+/* Our mirrors must match the kernel ABI exactly. */
+_Static_assert(sizeof(struct lc_loop_info64) == 232, "loop_info64 is 232 bytes");
+_Static_assert(offsetof(struct lc_loop_info64, lo_flags) == 52, "lo_flags at 52");
+_Static_assert(offsetof(struct lc_loop_info64, lo_file_name) == 56, "lo_file_name at 56");
+_Static_assert(sizeof(struct lc_loop_config) == 304, "loop_config is 304 bytes");
+
+#define RET(expr) ((expr) < 0 ? -errno : 0)
+
+int lc_ctl_open(void)
+{
+    int fd = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int lc_ctl_add(int ctl_fd, int number)
+{
+    int r = ioctl(ctl_fd, LOOP_CTL_ADD, number);
+    return r < 0 ? -errno : r;
+}
+
+int lc_ctl_remove(int ctl_fd, int number)
+{
+    int r = ioctl(ctl_fd, LOOP_CTL_REMOVE, number);
+    return r < 0 ? -errno : r;
+}
+
+int lc_ctl_get_free(int ctl_fd)
+{
+    int r = ioctl(ctl_fd, LOOP_CTL_GET_FREE);
+    return r < 0 ? -errno : r;
+}
+
+int lc_dev_open(int number, int read_only)
+{
+    char path[32];
+    int fd;
+
+    if (number < 0)
+        return -EINVAL;
+    snprintf(path, sizeof(path), "/dev/loop%d", number);
+    fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int lc_configure(int dev_fd, const struct lc_loop_config *config)
+{
+    return RET(ioctl(dev_fd, LOOP_CONFIGURE, config));
+}
+
+/*
+ * LOOP_CONFIGURE with fd -1: the kernel looks the fd up first, so a kernel
+ * that knows the ioctl answers EBADF and binds nothing.  Returns 1 if the
+ * ioctl exists, 0 for EINVAL/ENOTTY/ENOSYS (pre-5.8 kernels), else -errno.
+ */
+int lc_probe_configure(int dev_fd)
+{
+    struct lc_loop_config config;
+
+    memset(&config, 0, sizeof(config));
+    config.fd = (uint32_t)-1;
+    if (ioctl(dev_fd, LOOP_CONFIGURE, &config) == 0) {
+        /* Cannot happen with fd -1; never leave it bound if it did. */
+        ioctl(dev_fd, LOOP_CLR_FD, 0);
+        return 1;
+    }
+    switch (errno) {
+    case EBADF:
+        return 1;
+    case EINVAL:
+    case ENOTTY:
+    case ENOSYS:
+        return 0;
+    default:
+        return -errno;
+    }
+}
+
+int lc_set_fd(int dev_fd, int backing_fd)
+{
+    return RET(ioctl(dev_fd, LOOP_SET_FD, backing_fd));
+}
+
+int lc_clr_fd(int dev_fd)
+{
+    return RET(ioctl(dev_fd, LOOP_CLR_FD, 0));
+}
+
+int lc_set_status64(int dev_fd, const struct lc_loop_info64 *info)
+{
+    return RET(ioctl(dev_fd, LOOP_SET_STATUS64, info));
+}
+
+int lc_get_status64(int dev_fd, struct lc_loop_info64 *info)
+{
+    return RET(ioctl(dev_fd, LOOP_GET_STATUS64, info));
+}
+
+int lc_change_fd(int dev_fd, int backing_fd)
+{
+    return RET(ioctl(dev_fd, LOOP_CHANGE_FD, backing_fd));
+}
+
+int lc_set_capacity(int dev_fd)
+{
+    return RET(ioctl(dev_fd, LOOP_SET_CAPACITY, 0));
+}
+
+int lc_set_block_size(int dev_fd, uint32_t block_size)
+{
+    return RET(ioctl(dev_fd, LOOP_SET_BLOCK_SIZE, (unsigned long)block_size));
+}
+
+int lc_set_direct_io(int dev_fd, uint32_t enable)
+{
+    return RET(ioctl(dev_fd, LOOP_SET_DIRECT_IO, (unsigned long)(enable ? 1 : 0)));
+}
+
+int lc_get_diskseq(int fd, uint64_t *diskseq)
+{
+    return RET(ioctl(fd, BLKGETDISKSEQ, diskseq));
+}
+
+int lc_get_size64(int fd, uint64_t *size_bytes)
+{
+    return RET(ioctl(fd, BLKGETSIZE64, size_bytes));
+}
+
+int lc_get_sector_size(int fd, uint32_t *sector_size)
+{
+    int ssz = 0;
+
+    if (ioctl(fd, BLKSSZGET, &ssz) < 0)
+        return -errno;
+    *sector_size = (uint32_t)ssz;
+    return 0;
+}
+
+int lc_detach_fd(int dev_fd)
+{
+    int r = RET(ioctl(dev_fd, LOOP_CLR_FD, 0));
+    close(dev_fd);
+    return r;
+}
+
+static uint32_t random_below(uint32_t bound)
+{
+    uint32_t value = 0;
+
+    if (bound == 0)
+        return 0;
+    if (syscall(SYS_getrandom, &value, sizeof(value), 0) != (long)sizeof(value)) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        value = (uint32_t)now.tv_nsec ^ (uint32_t)getpid();
+    }
+    return value % bound;
+}
+
+static void backoff(const struct lc_retry *retry, uint32_t attempt)
+{
+    uint64_t limit = retry->sleep_base_us +
+        (uint64_t)retry->sleep_span_us * attempt / retry->max_attempts;
+    uint32_t us = random_below(limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit);
+    struct timespec ts = { us / 1000000, (long)(us % 1000000) * 1000 };
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+int lc_read_state(int dev_fd, struct lc_attach_result *result)
+{
+    struct lc_loop_info64 info;
+    struct stat st;
+    int r;
+
+    if ((r = lc_get_status64(dev_fd, &info)) < 0)
+        return r;
+    result->flags = info.lo_flags;
+    if ((r = lc_get_sector_size(dev_fd, &result->block_size)) < 0)
+        return r;
+    if ((r = lc_get_size64(dev_fd, &result->size_bytes)) < 0)
+        return r;
+    if (lc_get_diskseq(dev_fd, &result->diskseq) < 0)
+        result->diskseq = 0;     /* kernels before 5.15 */
+    if (fstat(dev_fd, &st) < 0)
+        return -errno;
+    result->devnum = (uint64_t)st.st_rdev;
+    return 0;
+}
+
+int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
+              int use_configure, const struct lc_retry *retry,
+              struct lc_attach_result *result)
+{
+    int read_only = (config->info.lo_flags & LO_FLAGS_READ_ONLY) != 0;
+    uint32_t attempt;
+    int last_error = -EBUSY;
+
+    memset(result, 0, sizeof(*result));
+    result->number = -1;
+    result->fd = -1;
+    if (retry->max_attempts == 0)
+        return -EINVAL;
+
+    for (attempt = 0; attempt < retry->max_attempts; attempt++) {
+        int number, dev_fd, r;
+
+        /* Back off (not on the first retry: a fresh GET_FREE usually
+         * names another device) without holding the control lock. */
+        if (attempt > 1)
+            backoff(retry, attempt);
+        result->attempts = attempt + 1;
+
+        /* The control lock serializes GET_FREE..bind between cooperating
+         * processes, so they stop racing each other for the same N. */
+        if (flock(ctl_fd, LOCK_EX) < 0)
+            return -errno;
+        number = lc_ctl_get_free(ctl_fd);
+        if (number < 0) {
+            flock(ctl_fd, LOCK_UN);
+            return number;
+        }
+        dev_fd = lc_dev_open(number, read_only);
+        if (dev_fd < 0) {
+            flock(ctl_fd, LOCK_UN);
+            if (dev_fd == -ENXIO || dev_fd == -ENOENT) {
+                /* Being torn down, or the node is not there yet. */
+                result->vanished_retries++;
+                last_error = dev_fd;
+                continue;
+            }
+            return dev_fd;
+        }
+        if (use_configure) {
+            struct lc_loop_config cfg = *config;
+            cfg.fd = (uint32_t)backing_fd;
+            r = lc_configure(dev_fd, &cfg);
+        } else {
+            r = lc_set_fd(dev_fd, backing_fd);
+        }
+        flock(ctl_fd, LOCK_UN);
+        if (r < 0) {
+            close(dev_fd);
+            if (r == -EBUSY || r == -EAGAIN) {
+                /* Someone else bound it between GET_FREE and us. */
+                result->busy_retries++;
+                last_error = -EBUSY;
+                continue;
+            }
+            return r;
+        }
+        if ((r = lc_read_state(dev_fd, result)) < 0) {
+            lc_detach_fd(dev_fd);
+            return r;
+        }
+        result->number = number;
+        result->fd = dev_fd;
+        return number;
+    }
+    return last_error;
+}

@@ -1,0 +1,103 @@
+/*
+ * loopcore C shim: loop devices.
+ *
+ * This header is both the C prototype list and the cffi cdef (read by
+ * src/loopcore/_build.py), so it holds plain declarations only: no
+ * #include, no macros.  Every function has a fixed arity and returns a
+ * non-negative value on success or -errno on failure.  The structs
+ * mirror the kernel's uapi layouts byte for byte (checked with static
+ * asserts in lc_loop.c) so the shim builds against headers that predate
+ * LOOP_CONFIGURE.
+ */
+
+struct lc_loop_info64 {
+    uint64_t lo_device;          /* backing file's st_dev (r/o) */
+    uint64_t lo_inode;           /* backing file's st_ino (r/o) */
+    uint64_t lo_rdevice;         /* r/o */
+    uint64_t lo_offset;
+    uint64_t lo_sizelimit;       /* bytes, 0 == whole file */
+    uint32_t lo_number;          /* r/o */
+    uint32_t lo_encrypt_type;
+    uint32_t lo_encrypt_key_size;
+    uint32_t lo_flags;
+    uint8_t  lo_file_name[64];
+    uint8_t  lo_crypt_name[64];
+    uint8_t  lo_encrypt_key[32];
+    uint64_t lo_init[2];
+};
+
+struct lc_loop_config {
+    uint32_t fd;
+    uint32_t block_size;
+    struct lc_loop_info64 info;
+    uint64_t reserved[8];
+};
+
+/* Retry policy for lc_attach; chosen by the Python layer. */
+struct lc_retry {
+    uint32_t max_attempts;       /* total tries, >= 1 */
+    uint32_t sleep_base_us;      /* sleep is random in [0, base + span*attempt/max) */
+    uint32_t sleep_span_us;
+};
+
+/* What lc_attach did and what the kernel reports afterwards. */
+struct lc_attach_result {
+    int32_t  number;             /* N of /dev/loopN */
+    int32_t  fd;                 /* open fd on /dev/loopN, O_CLOEXEC */
+    uint64_t devnum;             /* st_rdev of the device */
+    uint64_t diskseq;            /* 0 where the kernel has none */
+    uint64_t size_bytes;         /* BLKGETSIZE64 */
+    uint32_t block_size;         /* BLKSSZGET */
+    uint32_t flags;              /* lo_flags from LOOP_GET_STATUS64 */
+    uint32_t attempts;           /* tries used (1 = no retry) */
+    uint32_t busy_retries;       /* EBUSY/EAGAIN from the bind ioctl */
+    uint32_t vanished_retries;   /* ENXIO/ENOENT opening the device */
+};
+
+/* /dev/loop-control */
+int lc_ctl_open(void);
+int lc_ctl_add(int ctl_fd, int number);
+int lc_ctl_remove(int ctl_fd, int number);
+int lc_ctl_get_free(int ctl_fd);
+
+/* open /dev/loopN; read_only selects O_RDONLY over O_RDWR */
+int lc_dev_open(int number, int read_only);
+
+/* loop ioctls on an open device */
+int lc_configure(int dev_fd, const struct lc_loop_config *config);
+int lc_probe_configure(int dev_fd);
+int lc_set_fd(int dev_fd, int backing_fd);
+int lc_clr_fd(int dev_fd);
+int lc_set_status64(int dev_fd, const struct lc_loop_info64 *info);
+int lc_get_status64(int dev_fd, struct lc_loop_info64 *info);
+int lc_change_fd(int dev_fd, int backing_fd);
+int lc_set_capacity(int dev_fd);
+int lc_set_block_size(int dev_fd, uint32_t block_size);
+int lc_set_direct_io(int dev_fd, uint32_t enable);
+
+/* block ioctls */
+int lc_get_diskseq(int fd, uint64_t *diskseq);
+int lc_get_size64(int fd, uint64_t *size_bytes);
+int lc_get_sector_size(int fd, uint32_t *sector_size);
+
+/*
+ * The hot path, one call: lock /dev/loop-control, GET_FREE, open
+ * /dev/loopN, bind (LOOP_CONFIGURE with *config, or LOOP_SET_FD alone
+ * when use_configure is 0), unlock, then read back what the kernel did.
+ * Retries EBUSY/EAGAIN from the bind and ENXIO/ENOENT from the open with
+ * a fresh GET_FREE and randomized backoff per *retry.  On failure nothing
+ * stays bound and no fd stays open.  Returns the device number or -errno;
+ * -EBUSY means the retries ran out.
+ */
+int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
+              int use_configure, const struct lc_retry *retry,
+              struct lc_attach_result *result);
+
+/*
+ * Fill devnum, diskseq, size_bytes, block_size and flags of *result from
+ * the kernel (GET_STATUS64, BLKSSZGET, BLKGETSIZE64, BLKGETDISKSEQ, fstat).
+ */
+int lc_read_state(int dev_fd, struct lc_attach_result *result);
+
+/* LOOP_CLR_FD then close: the common detach, one call. */
+int lc_detach_fd(int dev_fd);

@@ -1,0 +1,39 @@
+"""loopcore: Linux loop devices (and device-mapper) from Python, with a small C core.
+
+>>> import loopcore
+>>> with loopcore.attach("disk.img", read_only=True) as dev:
+...     print(dev.path, dev.info().size_bytes)
+"""
+from .errors import (
+    DeviceBusyError,
+    LoopError,
+    NoFreeDeviceError,
+    NotALoopDeviceError,
+)
+from .loop import (
+    Flags,
+    LoopControl,
+    LoopDevice,
+    LoopInfo,
+    attach,
+    detach,
+    kernel_supports_configure,
+    open,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeviceBusyError",
+    "Flags",
+    "LoopControl",
+    "LoopDevice",
+    "LoopError",
+    "LoopInfo",
+    "NoFreeDeviceError",
+    "NotALoopDeviceError",
+    "attach",
+    "detach",
+    "kernel_supports_configure",
+    "open",
+]

@@ -1,0 +1,718 @@
+"""Loop devices: attach, inspect, reconfigure and detach.
+
+The C shim (``loopcore._native``) does the syscalls; this module holds the
+policy: argument validation, retry constants, the LOOP_CONFIGURE probe and
+the SET_FD + SET_STATUS64 fallback for kernels before 5.8, and the mapping
+of errnos to exceptions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import fcntl
+import os
+import stat
+import threading
+import time
+import warnings
+from typing import IO, Callable, Optional, Tuple, Union
+
+from ._native import ffi, lib
+from .errors import (
+    DeviceBusyError,
+    LoopError,
+    NoFreeDeviceError,
+    NotALoopDeviceError,
+    error_from_errno,
+)
+
+__all__ = [
+    "Flags",
+    "LoopInfo",
+    "LoopDevice",
+    "LoopControl",
+    "attach",
+    "open",
+    "detach",
+    "kernel_supports_configure",
+    "Backing",
+    "DeviceRef",
+]
+
+_builtin_open = open
+
+Backing = Union[str, bytes, "os.PathLike[str]", int, IO]
+"""A backing file: a path, an open file descriptor or a file object."""
+DeviceRef = Union[str, bytes, "os.PathLike[str]", int]
+"""A loop device: its path (``/dev/loop3``) or its number (``3``)."""
+
+LOOP_MAJOR = 7
+LO_NAME_SIZE = 64
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
+
+# Retry policy (REFERENCE.md section 1).  Attach: systemd's 64 attempts
+# with a random sleep below 10 ms + 240 ms * attempt/64; the C loop makes
+# the first retry at once since a fresh GET_FREE usually names another
+# device.  EAGAIN from the other loop ioctls: util-linux's 10 x 250 ms.
+ATTACH_ATTEMPTS = 64
+ATTACH_SLEEP_BASE_US = 10_000
+ATTACH_SLEEP_SPAN_US = 240_000
+EAGAIN_ATTEMPTS = 10
+EAGAIN_SLEEP_S = 0.25
+# LOOP_CTL_REMOVE of a device still being released: systemd's backoff.
+REMOVE_ATTEMPTS = 8
+REMOVE_FIRST_SLEEP_S = 0.005
+
+
+class Flags(enum.IntFlag):
+    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h)."""
+
+    READ_ONLY = 1
+    AUTOCLEAR = 4
+    PARTSCAN = 8
+    DIRECT_IO = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopInfo:
+    """A loop device's state as the kernel reports it.
+
+    ``backing_file`` is the full path from sysfs (``None`` when unbound);
+    ``size_bytes`` is the device's size; ``diskseq`` is ``None`` on kernels
+    before 5.15.
+    """
+
+    number: int
+    path: str
+    backing_file: Optional[str]
+    backing_devnum: int
+    backing_inode: int
+    offset: int
+    size_limit: int
+    flags: Flags
+    block_size: int
+    size_bytes: int
+    diskseq: Optional[int]
+
+    @property
+    def read_only(self) -> bool:
+        return Flags.READ_ONLY in self.flags
+
+    @property
+    def autoclear(self) -> bool:
+        return Flags.AUTOCLEAR in self.flags
+
+    @property
+    def partscan(self) -> bool:
+        return Flags.PARTSCAN in self.flags
+
+    @property
+    def direct_io(self) -> bool:
+        return Flags.DIRECT_IO in self.flags
+
+
+def device_path(number: int) -> str:
+    """``/dev/loopN`` for device number N."""
+    return f"/dev/loop{number}"
+
+
+def sysfs_backing_file(number: int) -> Optional[str]:
+    """The full backing path from sysfs, or None if the device is unbound."""
+    try:
+        with _builtin_open(f"/sys/block/loop{number}/loop/backing_file", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return os.fsdecode(raw[:-1] if raw.endswith(b"\n") else raw)
+
+
+def _check(rc: int, filename: object = None, message: Optional[str] = None) -> int:
+    """Raise the matching OSError for a negative shim return value."""
+    if rc < 0:
+        raise error_from_errno(-rc, filename, message)  # type: ignore[arg-type]
+    return rc
+
+
+def _retry_eagain(call: Callable[[], int]) -> int:
+    """Run a loop ioctl wrapper, retrying EAGAIN (kernel >= 5.0 may say it)."""
+    for _ in range(EAGAIN_ATTEMPTS - 1):
+        rc = call()
+        if rc != -errno.EAGAIN:
+            return rc
+        time.sleep(EAGAIN_SLEEP_S)
+    return call()
+
+
+# --- /dev/loop-control ----------------------------------------------------
+
+class _SharedControl:
+    """One /dev/loop-control fd per process for the attach hot path.
+
+    flock() on it serializes GET_FREE..bind against other processes; the
+    threading lock does the same between this process's threads (they share
+    the open file description, so flock cannot tell them apart).  A forked
+    child reopens it so it does not share the parent's lock.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._fd = -1
+
+    def fd(self) -> int:
+        if self._fd < 0:
+            self._fd = _check(lib.lc_ctl_open(), "/dev/loop-control")
+        return self._fd
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+_control = _SharedControl()
+os.register_at_fork(after_in_child=_control.after_fork)
+
+_configure_supported: Optional[bool] = None
+
+
+def kernel_supports_configure() -> bool:
+    """Whether the running kernel has LOOP_CONFIGURE (Linux 5.8+).
+
+    Probed once per process with ``loop_config.fd = -1`` on a free device:
+    EBADF means the ioctl exists, EINVAL/ENOTTY/ENOSYS that it does not.
+    """
+    global _configure_supported
+    if _configure_supported is None:
+        with _control.lock:
+            ctl = _control.fd()
+            for _ in range(ATTACH_ATTEMPTS):
+                number = _check(lib.lc_ctl_get_free(ctl), "/dev/loop-control")
+                dev_fd = lib.lc_dev_open(number, 1)
+                if dev_fd in (-errno.ENXIO, -errno.ENOENT):
+                    continue  # being torn down or not created yet
+                _check(dev_fd, device_path(number))
+                try:
+                    answer = _check(lib.lc_probe_configure(dev_fd), device_path(number))
+                finally:
+                    os.close(dev_fd)
+                _configure_supported = bool(answer)
+                break
+            else:
+                raise DeviceBusyError(errno.EBUSY, "no loop device to probe", "/dev/loop-control")
+    return _configure_supported
+
+
+class LoopControl:
+    """``/dev/loop-control``: add, remove and find free loop devices.
+
+    Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self._fd = _check(lib.lc_ctl_open(), "/dev/loop-control")
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def add(self, number: int) -> int:
+        """Create ``/dev/loopN``; FileExistsError if it exists."""
+        _check_number(number)
+        return _check(lib.lc_ctl_add(self._fd, number), device_path(number))
+
+    def remove(self, number: int) -> None:
+        """Remove ``/dev/loopN``; retries EBUSY briefly, as systemd does."""
+        _check_number(number)
+        delay = REMOVE_FIRST_SLEEP_S
+        for _ in range(REMOVE_ATTEMPTS - 1):
+            rc = lib.lc_ctl_remove(self._fd, number)
+            if rc != -errno.EBUSY:
+                break
+            time.sleep(delay)
+            delay *= 2
+        else:
+            rc = lib.lc_ctl_remove(self._fd, number)
+        _check(rc, device_path(number))
+
+    def get_free(self) -> int:
+        """The number of a free loop device, allocating one if needed."""
+        rc = lib.lc_ctl_get_free(self._fd)
+        if rc < 0:
+            raise NoFreeDeviceError(-rc, os.strerror(-rc), "/dev/loop-control")
+        return rc
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "LoopControl":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- validation -------------------------------------------------------------
+
+def _check_number(number: int) -> None:
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise ValueError(f"loop device number must be a non-negative int, not {number!r}")
+
+
+def _check_block_size(block_size: int, *, allow_zero: bool) -> None:
+    if not isinstance(block_size, int) or isinstance(block_size, bool):
+        raise TypeError(f"block_size must be an int, not {type(block_size).__name__}")
+    if block_size == 0 and allow_zero:
+        return
+    if block_size < 512 or block_size > PAGE_SIZE or block_size & (block_size - 1):
+        raise ValueError(
+            f"block_size must be a power of two from 512 to {PAGE_SIZE}, not {block_size}")
+
+
+def _check_nonneg(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {value}")
+    if value >= 1 << 63:
+        raise ValueError(f"{name} is too large: {value}")
+
+
+def _device_from_ref(ref: DeviceRef) -> str:
+    if isinstance(ref, bool):
+        raise TypeError("a loop device is a path or a number, not a bool")
+    if isinstance(ref, int):
+        _check_number(ref)
+        return device_path(ref)
+    if isinstance(ref, (str, bytes, os.PathLike)):
+        return os.fsdecode(ref)
+    raise TypeError(f"a loop device is a path or a number, not {type(ref).__name__}")
+
+
+# --- backing files ----------------------------------------------------------
+
+def _open_backing(backing: Backing, read_only: bool) -> Tuple[int, bool, str]:
+    """Return (fd, owned, name) for a backing path, fd or file object."""
+    if isinstance(backing, bool):
+        raise TypeError("backing must be a path, an fd or a file object, not a bool")
+    if isinstance(backing, int):
+        if backing < 0:
+            raise ValueError(f"backing fd must not be negative, not {backing}")
+        return backing, False, f"/proc/self/fd/{backing}"
+    if isinstance(backing, (str, bytes, os.PathLike)):
+        name = os.fsdecode(backing)
+        if not name:
+            raise ValueError("backing path is empty")
+        fd = os.open(name, os.O_RDONLY if read_only else os.O_RDWR)
+        return fd, True, os.path.abspath(name)
+    fileno = getattr(backing, "fileno", None)
+    if fileno is None:
+        raise TypeError(
+            f"backing must be a path, an fd or a file object, not {type(backing).__name__}")
+    fd = fileno()
+    return fd, False, os.fsdecode(getattr(backing, "name", f"/proc/self/fd/{fd}"))
+
+
+def _backing_size(fd: int, st: os.stat_result, name: str) -> int:
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if stat.S_ISBLK(st.st_mode):
+        size = ffi.new("uint64_t *")
+        _check(lib.lc_get_size64(fd, size), name)
+        return int(size[0])
+    raise LoopError(errno.EINVAL, "backing file is not a regular file or block device", name)
+
+
+def _file_name_field(name: str) -> bytes:
+    """The 64-byte ``lo_file_name`` (NUL-terminated, truncated like losetup)."""
+    return os.fsencode(name)[: LO_NAME_SIZE - 1]
+
+
+# --- the device -------------------------------------------------------------
+
+class LoopDevice:
+    """An open loop device.  Detaches on leaving a ``with`` block.
+
+    ``close()`` only closes loopcore's fd (an autoclear device then detaches
+    when nobody else holds it open); ``detach()`` unbinds the backing file.
+    """
+
+    __slots__ = ("_fd", "number", "devnum", "diskseq", "__weakref__")
+
+    def __init__(self, number: int, fd: int, devnum: int, diskseq: Optional[int]) -> None:
+        self._fd = fd
+        #: N of /dev/loopN
+        self.number = number
+        #: the device's dev_t
+        self.devnum = devnum
+        #: the kernel's disk sequence number (None before Linux 5.15)
+        self.diskseq = diskseq
+
+    @property
+    def path(self) -> str:
+        return device_path(self.number)
+
+    @property
+    def backing_file(self) -> Optional[str]:
+        """The backing file's full path (from sysfs), None if unbound."""
+        return sysfs_backing_file(self.number)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._fd
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise ValueError(f"{self.path}: operation on a closed LoopDevice")
+
+    def _state(self) -> "ffi.CData":
+        self._check_open()
+        state = ffi.new("struct lc_attach_result *")
+        _check(lib.lc_read_state(self._fd, state), self.path)
+        return state
+
+    def _status(self) -> "ffi.CData":
+        self._check_open()
+        info = ffi.new("struct lc_loop_info64 *")
+        _check(lib.lc_get_status64(self._fd, info), self.path)
+        return info
+
+    def info(self) -> LoopInfo:
+        """The kernel's view of this device (GET_STATUS64, block ioctls, sysfs)."""
+        status = self._status()
+        state = self._state()
+        return LoopInfo(
+            number=self.number,
+            path=self.path,
+            backing_file=self.backing_file,
+            backing_devnum=int(status.lo_device),
+            backing_inode=int(status.lo_inode),
+            offset=int(status.lo_offset),
+            size_limit=int(status.lo_sizelimit),
+            flags=Flags(status.lo_flags & sum(Flags)),
+            block_size=int(state.block_size),
+            size_bytes=int(state.size_bytes),
+            diskseq=int(state.diskseq) or None,
+        )
+
+    def set_capacity(self) -> None:
+        """Re-read the backing file's size (after it grew or shrank)."""
+        self._check_open()
+        _check(_retry_eagain(lambda: lib.lc_set_capacity(self._fd)), self.path)
+
+    def set_block_size(self, block_size: int) -> None:
+        """Set the logical block size: a power of two from 512 to the page size."""
+        _check_block_size(block_size, allow_zero=False)
+        self._check_open()
+        _check(_retry_eagain(lambda: lib.lc_set_block_size(self._fd, block_size)), self.path)
+
+    def set_direct_io(self, enable: bool) -> None:
+        """Switch direct I/O to the backing file on or off.
+
+        The kernel refuses (EINVAL) when the backing file or offset does
+        not allow direct I/O.
+        """
+        self._check_open()
+        _check(_retry_eagain(lambda: lib.lc_set_direct_io(self._fd, 1 if enable else 0)),
+               self.path)
+
+    def set_autoclear(self, enable: bool) -> None:
+        """Set or clear AUTOCLEAR (detach when the last opener closes)."""
+        status = self._status()
+        if enable:
+            status.lo_flags |= Flags.AUTOCLEAR
+        else:
+            status.lo_flags &= ~Flags.AUTOCLEAR
+        _check(_retry_eagain(lambda: lib.lc_set_status64(self._fd, status)), self.path)
+
+    def change_fd(self, backing: Backing) -> None:
+        """Swap the backing file of a read-only device for one of the same size.
+
+        The kernel allows this only on read-only devices (it is meant for
+        replacing a live CD image); both conditions are checked first.
+        """
+        status = self._status()
+        if not status.lo_flags & Flags.READ_ONLY:
+            raise ValueError(f"{self.path}: change_fd needs a read-only device")
+        fd, owned, name = _open_backing(backing, read_only=True)
+        try:
+            # The kernel wants the same device size from the new file.
+            new_size = _expected_size(_backing_size(fd, os.fstat(fd), name),
+                                      int(status.lo_offset), int(status.lo_sizelimit))
+            current = int(self._state().size_bytes)
+            if new_size != current:
+                raise ValueError(f"{name}: would give a {new_size}-byte device, "
+                                 f"the current one has {current}")
+            _check(lib.lc_change_fd(self._fd, fd), self.path)
+        finally:
+            if owned:
+                os.close(fd)
+
+    def detach(self) -> None:
+        """Unbind the backing file (LOOP_CLR_FD) and close loopcore's fd.
+
+        If other processes hold the device open the kernel detaches it when
+        the last of them closes it.  LoopError(ENXIO) if it was not bound.
+        """
+        self._check_open()
+        fd, self._fd = self._fd, -1
+        _check(lib.lc_detach_fd(fd), self.path)
+
+    def close(self) -> None:
+        """Close loopcore's fd without detaching."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> "LoopDevice":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.detach()
+        except LoopError as e:
+            if e.errno != errno.ENXIO:  # already unbound (autoclear): fine
+                raise
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd < 0 else f"fd={self._fd}"
+        return f"<LoopDevice {self.path} {state}>"
+
+
+# --- attach ------------------------------------------------------------------
+
+def _use_legacy(legacy: Optional[bool]) -> bool:
+    if legacy is not None:
+        return legacy
+    if os.environ.get(FORCE_LEGACY_ENV, "") not in ("", "0"):
+        return True
+    return not kernel_supports_configure()
+
+
+def _expected_size(backing_size: int, offset: int, size_limit: int) -> int:
+    size = max(backing_size - offset, 0)
+    if size_limit:
+        size = min(size, size_limit)
+    return size & ~511
+
+
+def _bind(backing_fd: int, config: "ffi.CData", use_configure: bool, name: str) -> "ffi.CData":
+    """One C call: lock, GET_FREE, open, bind, read back.  Raises on failure."""
+    retry = ffi.new("struct lc_retry *", (ATTACH_ATTEMPTS, ATTACH_SLEEP_BASE_US,
+                                          ATTACH_SLEEP_SPAN_US))
+    result = ffi.new("struct lc_attach_result *")
+    with _control.lock:
+        rc = lib.lc_attach(_control.fd(), backing_fd, config, 1 if use_configure else 0,
+                           retry, result)
+    if rc == -errno.EBUSY:
+        raise DeviceBusyError(errno.EBUSY, f"every free loop device was taken by others "
+                              f"({result.attempts} attempts)", name)
+    if rc in (-errno.ENOSPC, -errno.ENODEV) or (rc < 0 and result.attempts == 0):
+        raise NoFreeDeviceError(-rc, f"no free loop device: {os.strerror(-rc)}", name)
+    if rc in (-errno.ENXIO, -errno.ENOENT):
+        raise DeviceBusyError(-rc, f"free loop devices kept vanishing "
+                              f"({result.attempts} attempts)", name)
+    _check(rc, name)
+    return result
+
+
+def _finish_legacy(dev_fd: int, flags: Flags, offset: int, size_limit: int,
+                   block_size: int, name: str) -> None:
+    """After LOOP_SET_FD: status, block size, direct I/O (pre-5.8 kernels)."""
+    info = ffi.new("struct lc_loop_info64 *")
+    info.lo_offset = offset
+    info.lo_sizelimit = size_limit
+    # READ_ONLY comes from the fd's open mode; DIRECT_IO has its own ioctl.
+    info.lo_flags = flags & (Flags.AUTOCLEAR | Flags.PARTSCAN)
+    info.lo_file_name = _file_name_field(name)
+    _check(_retry_eagain(lambda: lib.lc_set_status64(dev_fd, info)), name)
+    if block_size:
+        _check(_retry_eagain(lambda: lib.lc_set_block_size(dev_fd, block_size)), name)
+    if flags & Flags.DIRECT_IO:
+        # Best effort, like LOOP_CONFIGURE: the kernel says EINVAL when the
+        # backing file or the offset does not allow direct I/O.
+        rc = _retry_eagain(lambda: lib.lc_set_direct_io(dev_fd, 1))
+        if rc not in (0, -errno.EINVAL):
+            _check(rc, name)
+
+
+def attach(
+    backing: Backing,
+    *,
+    read_only: bool = False,
+    autoclear: bool = False,
+    partscan: bool = False,
+    direct_io: bool = True,
+    block_size: int = 0,
+    offset: int = 0,
+    size_limit: int = 0,
+    legacy: Optional[bool] = None,
+) -> LoopDevice:
+    """Bind ``backing`` to a free loop device and return it, open.
+
+    ``backing`` is a path, an fd or a file object; a path is opened
+    read-write unless ``read_only``.  ``direct_io`` asks for direct I/O
+    where the backing file allows it and falls back to buffered I/O where
+    it does not (``info().direct_io`` says which).  ``block_size`` 0 keeps
+    the kernel's default (512).  ``offset`` and ``size_limit`` are bytes.
+
+    ``legacy`` forces (True) or forbids (False) the pre-5.8 path
+    (LOOP_SET_FD + LOOP_SET_STATUS64); None picks LOOP_CONFIGURE when the
+    kernel has it, unless the environment sets LOOPCORE_FORCE_LEGACY=1.
+
+    Raises ValueError/TypeError for bad arguments before any syscall, an
+    OSError (PermissionError for a read-write attach of a backing that
+    cannot be written) otherwise; on failure nothing stays bound.
+    """
+    _check_nonneg("offset", offset)
+    _check_nonneg("size_limit", size_limit)
+    _check_block_size(block_size, allow_zero=True)
+    flags = Flags(0)
+    if read_only:
+        flags |= Flags.READ_ONLY
+    if autoclear:
+        flags |= Flags.AUTOCLEAR
+    if partscan:
+        flags |= Flags.PARTSCAN
+    if direct_io:
+        flags |= Flags.DIRECT_IO
+
+    backing_fd, owned, name = _open_backing(backing, read_only)
+    try:
+        st = os.fstat(backing_fd)
+        backing_size = _backing_size(backing_fd, st, name)
+        if offset > backing_size or (offset == backing_size and backing_size > 0):
+            raise ValueError(f"{name}: offset {offset} is past the end ({backing_size} bytes)")
+        if not read_only:
+            if fcntl.fcntl(backing_fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+                raise PermissionError(errno.EACCES,
+                                      "backing is open read-only; pass read_only=True", name)
+        use_legacy = _use_legacy(legacy)
+        device = (_attach_legacy if use_legacy else _attach_configure)(
+            backing_fd, flags, offset, size_limit, block_size, name)
+        try:
+            _verify(device, flags, block_size, _expected_size(backing_size, offset, size_limit),
+                    name)
+        except BaseException:
+            device.detach()
+            raise
+        return device
+    finally:
+        if owned:
+            os.close(backing_fd)
+
+
+def _device_from_result(result: "ffi.CData") -> LoopDevice:
+    return LoopDevice(int(result.number), int(result.fd), int(result.devnum),
+                      int(result.diskseq) or None)
+
+
+def _attach_configure(backing_fd: int, flags: Flags, offset: int, size_limit: int,
+                      block_size: int, name: str) -> LoopDevice:
+    config = ffi.new("struct lc_loop_config *")
+    config.block_size = block_size
+    config.info.lo_offset = offset
+    config.info.lo_sizelimit = size_limit
+    config.info.lo_flags = flags
+    config.info.lo_file_name = _file_name_field(name)
+    try:
+        result = _bind(backing_fd, config, True, name)
+    except LoopError as e:
+        # Kernels that refuse LO_FLAGS_DIRECT_IO outright for a backing file
+        # without O_DIRECT support say EINVAL: fall back to buffered I/O.
+        if e.errno != errno.EINVAL or not flags & Flags.DIRECT_IO:
+            raise
+        config.info.lo_flags = flags & ~Flags.DIRECT_IO
+        result = _bind(backing_fd, config, True, name)
+    return _device_from_result(result)
+
+
+def _attach_legacy(backing_fd: int, flags: Flags, offset: int, size_limit: int,
+                   block_size: int, name: str) -> LoopDevice:
+    config = ffi.new("struct lc_loop_config *")
+    config.info.lo_flags = flags & Flags.READ_ONLY  # selects the device's open mode
+    result = _bind(backing_fd, config, False, name)
+    device = _device_from_result(result)
+    try:
+        _finish_legacy(device.fileno(), flags, offset, size_limit, block_size, name)
+        state = device._state()
+        device.diskseq = int(state.diskseq) or None
+    except BaseException:
+        device.detach()  # nothing stays bound
+        raise
+    return device
+
+
+def _verify(device: LoopDevice, flags: Flags, block_size: int, expected_size: int,
+            name: str) -> None:
+    """Check the kernel did what was asked (systemd and util-linux do too)."""
+    state = device._state()
+    got = Flags(state.flags & sum(Flags))
+    if Flags.READ_ONLY in got and Flags.READ_ONLY not in flags:
+        raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
+                              "the backing file cannot be written", name)
+    if Flags.PARTSCAN in flags and Flags.PARTSCAN not in got:
+        raise LoopError(errno.EINVAL, "the kernel ignored PARTSCAN", name)
+    if block_size and state.block_size != block_size:
+        raise LoopError(errno.EINVAL, f"the kernel set block size {state.block_size}, "
+                        f"not {block_size}", name)
+    if state.size_bytes != expected_size:
+        # util-linux: some kernels miss offset/sizelimit in the first size.
+        _check(_retry_eagain(lambda: lib.lc_set_capacity(device.fileno())), name)
+
+
+# --- existing devices --------------------------------------------------------
+
+def _loop_number_of(path: str, st: os.stat_result) -> int:
+    """N for a loop device node, or raise NotALoopDeviceError."""
+    if not stat.S_ISBLK(st.st_mode):
+        raise NotALoopDeviceError(errno.ENOTBLK, "not a loop device (not a block device)", path)
+    # sysfs names the disk: loopN for a loop device (loopNpM is a partition).
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    try:
+        name = os.path.basename(os.readlink(f"/sys/dev/block/{major}:{minor}"))
+    except OSError:
+        name = ""
+    if not (name.startswith("loop") and name[4:].isdigit()):
+        raise NotALoopDeviceError(errno.ENODEV, "not a loop device", path)
+    return int(name[4:])
+
+
+def open(path: DeviceRef) -> LoopDevice:  # noqa: A001 - mirrors os.open's role
+    """Open an existing loop device by path (or number).
+
+    Opens read-write, falling back to read-only where the node or the
+    device refuses writing.  NotALoopDeviceError for anything else.
+    """
+    name = _device_from_ref(path)
+    st = os.stat(name)
+    number = _loop_number_of(name, st)
+    try:
+        fd = os.open(name, os.O_RDWR)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        fd = os.open(name, os.O_RDONLY)
+    seq = ffi.new("uint64_t *")
+    diskseq = int(seq[0]) if lib.lc_get_diskseq(fd, seq) == 0 else 0
+    return LoopDevice(number, fd, st.st_rdev, diskseq or None)
+
+
+def detach(path_or_number: DeviceRef) -> None:
+    """Detach a loop device by path or number (``losetup -d``)."""
+    device = open(path_or_number)
+    device.detach()
