@@ -1,0 +1,30 @@
+# loopcore: `make demo` runs the main job on a built-in example image,
+# `make test` runs every test (host tests, then device-mapper tests in a VM).
+PY := .venv/bin/python
+
+.PHONY: demo test test-host test-vm wheel bench clean
+
+demo:
+	scripts/bootstrap
+	$(PY) scripts/demo.py
+
+test:
+	scripts/bootstrap --vm
+	$(MAKE) --no-print-directory test-host
+	$(MAKE) --no-print-directory test-vm
+
+test-host:
+	$(PY) -m pytest tests --ignore=tests/vm -p no:cacheprovider
+
+test-vm:
+	scripts/vm-tests
+
+wheel:
+	scripts/build-wheel
+
+bench:
+	scripts/bootstrap
+	$(PY) -m loopcore.bench
+
+clean:
+	rm -rf build dist wheelhouse src/*.egg-info src/loopcore/_native.* .pytest_cache
