@@ -43,6 +43,9 @@
 #ifndef BLKGETDISKSEQ
 #define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
 #endif
+#ifndef BLKFLSBUF
+#define BLKFLSBUF _IO(0x12, 97)
+#endif
 #ifndef BLKSSZGET
 #define BLKSSZGET _IO(0x12, 104)
 #endif
@@ -187,11 +190,27 @@ int lc_get_sector_size(int fd, uint32_t *sector_size)
     return 0;
 }
 
+int lc_flush(int fd)
+{
+    /* BLKFLSBUF writes back the device's dirty page cache without a FLUSH
+     * request to the backing file; fsync() where it is not allowed. */
+    if (ioctl(fd, BLKFLSBUF, 0) == 0)
+        return 0;
+    if (errno != EPERM && errno != EACCES && errno != ENOTTY)
+        return -errno;
+    return RET(fsync(fd));
+}
+
 int lc_detach_fd(int dev_fd)
 {
+    /* Our fd keeps the device open, so a writer's close() was not the
+     * last one and its dirty pages are still in the device's page cache:
+     * write them back first, or unbinding throws them away. */
+    int flushed = lc_flush(dev_fd);
     int r = RET(ioctl(dev_fd, LOOP_CLR_FD, 0));
+
     close(dev_fd);
-    return r;
+    return r < 0 ? r : flushed;
 }
 
 static uint32_t random_below(uint32_t bound)

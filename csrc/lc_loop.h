@@ -99,5 +99,9 @@ int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
  */
 int lc_read_state(int dev_fd, struct lc_attach_result *result);
 
-/* LOOP_CLR_FD then close: the common detach, one call. */
+/* Write back a block device's dirty page cache (BLKFLSBUF, else fsync). */
+int lc_flush(int fd);
+
+/* Flush, LOOP_CLR_FD, close: the detach, one call.  The fd is closed
+ * whatever happens; returns the CLR_FD error first, then the flush's. */
 int lc_detach_fd(int dev_fd);
