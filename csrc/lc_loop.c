@@ -284,11 +284,14 @@ int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
 
         /* The control lock serializes GET_FREE..bind between cooperating
          * processes, so they stop racing each other for the same N. */
-        if (flock(ctl_fd, LOCK_EX) < 0)
+        if (flock(ctl_fd, LOCK_EX) < 0) {
+            result->failed_step = LC_STEP_LOCK;
             return -errno;
+        }
         number = lc_ctl_get_free(ctl_fd);
         if (number < 0) {
             flock(ctl_fd, LOCK_UN);
+            result->failed_step = LC_STEP_GET_FREE;
             return number;
         }
         dev_fd = lc_dev_open(number, read_only);
@@ -298,8 +301,10 @@ int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
                 /* Being torn down, or the node is not there yet. */
                 result->vanished_retries++;
                 last_error = dev_fd;
+                result->failed_step = LC_STEP_OPEN;
                 continue;
             }
+            result->failed_step = LC_STEP_OPEN;
             return dev_fd;
         }
         if (use_configure) {
@@ -316,14 +321,18 @@ int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
                 /* Someone else bound it between GET_FREE and us. */
                 result->busy_retries++;
                 last_error = -EBUSY;
+                result->failed_step = LC_STEP_BIND;
                 continue;
             }
+            result->failed_step = LC_STEP_BIND;
             return r;
         }
         if ((r = lc_read_state(dev_fd, result)) < 0) {
             lc_detach_fd(dev_fd);
+            result->failed_step = LC_STEP_READ_BACK;
             return r;
         }
+        result->failed_step = LC_STEP_NONE;
         result->number = number;
         result->fd = dev_fd;
         return number;

@@ -52,6 +52,16 @@ struct lc_attach_result {
     uint32_t attempts;           /* tries used (1 = no retry) */
     uint32_t busy_retries;       /* EBUSY/EAGAIN from the bind ioctl */
     uint32_t vanished_retries;   /* ENXIO/ENOENT opening the device */
+    uint32_t failed_step;        /* on failure: one of enum lc_attach_step */
+};
+
+enum lc_attach_step {
+    LC_STEP_NONE = 0,
+    LC_STEP_LOCK = 1,            /* flock on /dev/loop-control */
+    LC_STEP_GET_FREE = 2,
+    LC_STEP_OPEN = 3,            /* open /dev/loopN */
+    LC_STEP_BIND = 4,            /* LOOP_CONFIGURE or LOOP_SET_FD */
+    LC_STEP_READ_BACK = 5
 };
 
 /* /dev/loop-control */

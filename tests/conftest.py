@@ -190,3 +190,29 @@ def blkpg_partition(dev_path: str, op: int, pno: int, start: int = 0, length: in
         fcntl.ioctl(fd, BLKPG, arg)
     finally:
         os.close(fd)
+
+
+def kernel_view(number: int) -> Dict[str, object]:
+    """Everything the kernel says about a bound device that a caller chose."""
+    status = kernel_status(number)
+    view = {attr: sysfs(number, attr) for attr in (
+        "ro", "loop/offset", "loop/sizelimit", "loop/autoclear", "loop/partscan", "loop/dio",
+        "loop/backing_file", "queue/logical_block_size", "size")}
+    view.update(flags=status["flags"], file_name=status["file_name"],
+                status_offset=status["offset"], status_sizelimit=status["sizelimit"],
+                size_bytes=kernel_size(number))
+    return view
+
+
+def run_child(code: str, *, env: Optional[Dict[str, str]] = None, timeout: float = 120):
+    """Run Python code in a child with tests/ importable; return parsed JSON
+    from its last stdout line (the child prints one)."""
+    import json
+    import sys
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).parent)] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -178,6 +178,17 @@ os.register_at_fork(after_in_child=_control.after_fork)
 _configure_supported: Optional[bool] = None
 
 
+def _no_free_device(err: int) -> NoFreeDeviceError:
+    return NoFreeDeviceError(err, f"no free loop device: {os.strerror(err)}", "/dev/loop-control")
+
+
+def _get_free(ctl_fd: int) -> int:
+    rc = lib.lc_ctl_get_free(ctl_fd)
+    if rc < 0:
+        raise _no_free_device(-rc)
+    return rc
+
+
 def kernel_supports_configure() -> bool:
     """Whether the running kernel has LOOP_CONFIGURE (Linux 5.8+).
 
@@ -189,7 +200,7 @@ def kernel_supports_configure() -> bool:
         with _control.lock:
             ctl = _control.fd()
             for _ in range(ATTACH_ATTEMPTS):
-                number = _check(lib.lc_ctl_get_free(ctl), "/dev/loop-control")
+                number = _get_free(ctl)
                 dev_fd = lib.lc_dev_open(number, 1)
                 if dev_fd in (-errno.ENXIO, -errno.ENOENT):
                     continue  # being torn down or not created yet
@@ -238,10 +249,7 @@ class LoopControl:
 
     def get_free(self) -> int:
         """The number of a free loop device, allocating one if needed."""
-        rc = lib.lc_ctl_get_free(self._fd)
-        if rc < 0:
-            raise NoFreeDeviceError(-rc, os.strerror(-rc), "/dev/loop-control")
-        return rc
+        return _get_free(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -518,16 +526,17 @@ def _bind(backing_fd: int, config: "ffi.CData", use_configure: bool, name: str) 
     with _control.lock:
         rc = lib.lc_attach(_control.fd(), backing_fd, config, 1 if use_configure else 0,
                            retry, result)
+    if rc >= 0:
+        return result
+    if result.failed_step == lib.LC_STEP_GET_FREE:
+        raise _no_free_device(-rc)
     if rc == -errno.EBUSY:
         raise DeviceBusyError(errno.EBUSY, f"every free loop device was taken by others "
                               f"({result.attempts} attempts)", name)
-    if rc in (-errno.ENOSPC, -errno.ENODEV) or (rc < 0 and result.attempts == 0):
-        raise NoFreeDeviceError(-rc, f"no free loop device: {os.strerror(-rc)}", name)
-    if rc in (-errno.ENXIO, -errno.ENOENT):
+    if result.failed_step == lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
         raise DeviceBusyError(-rc, f"free loop devices kept vanishing "
                               f"({result.attempts} attempts)", name)
-    _check(rc, name)
-    return result
+    raise error_from_errno(-rc, name)
 
 
 def _finish_legacy(dev_fd: int, flags: Flags, offset: int, size_limit: int,

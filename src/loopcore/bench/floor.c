@@ -1,0 +1,249 @@
+/*
+ * loopcore bench: the plain C floor.
+ *
+ * The benchmark compares loopcore with the cheapest possible program that
+ * does the same syscalls, so this file holds no policy beyond what it must
+ * to survive other processes using loop devices at the same time.  The
+ * harness compiles it with the system cc at run time; it prints one number
+ * per line (nanoseconds per repetition) so the harness times every
+ * repetition the same way as its Python contenders and never counts
+ * process start-up.
+ *
+ *   floor cycle N BACKING DIRECT_IO   N x (GET_FREE, open, LOOP_CONFIGURE,
+ *                                      LOOP_CLR_FD, close); BACKING opened once
+ *   floor scan N                      N x read what list_devices() reads for
+ *                                      every bound loop device
+ *   floor find N BACKING              N x find the devices bound to BACKING
+ *                                      by (st_dev, st_ino), like find()
+ *
+ * After the samples it prints "retries R" (cycle) or "devices D" (scan,
+ * find) on a line of its own.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <linux/loop.h>
+
+#ifndef LOOP_CONFIGURE
+#define LOOP_CONFIGURE 0x4C0A
+struct loop_config {
+    uint32_t fd;
+    uint32_t block_size;
+    struct loop_info64 info;
+    uint64_t __reserved[8];
+};
+#endif
+#ifndef LO_FLAGS_DIRECT_IO
+#define LO_FLAGS_DIRECT_IO 16
+#endif
+
+/* Attributes list_devices() reads per device (loop/ ones only when bound). */
+static const char *const device_attrs[] = {
+    "ro", "queue/logical_block_size", "size", "dev", "diskseq",
+};
+static const char *const loop_attrs[] = {
+    "offset", "sizelimit", "autoclear", "partscan", "dio",
+};
+
+/* Keeps the compiler from dropping the sysfs reads as unused. */
+static volatile unsigned long sink;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int die(const char *what)
+{
+    fprintf(stderr, "floor: %s: %s\n", what, strerror(errno));
+    return 1;
+}
+
+/* One attach+detach cycle; retries the races with a fresh GET_FREE. */
+static int cycle_once(int ctl, int backing, int direct_io, unsigned *retries)
+{
+    char path[32];
+    struct loop_config config;
+
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int number = ioctl(ctl, LOOP_CTL_GET_FREE);
+        int dev;
+
+        if (number < 0)
+            return die("LOOP_CTL_GET_FREE");
+        snprintf(path, sizeof(path), "/dev/loop%d", number);
+        dev = open(path, O_RDWR | O_CLOEXEC);
+        if (dev < 0) {
+            if (errno == ENXIO || errno == ENOENT) {
+                ++*retries;          /* torn down by someone else */
+                continue;
+            }
+            return die(path);
+        }
+        memset(&config, 0, sizeof(config));
+        config.fd = (uint32_t)backing;
+        config.info.lo_flags = direct_io ? LO_FLAGS_DIRECT_IO : 0;
+        if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) {
+            int saved = errno;
+
+            close(dev);
+            if (saved == EBUSY || saved == EAGAIN) {
+                ++*retries;          /* someone took it after GET_FREE */
+                continue;
+            }
+            errno = saved;
+            return die("LOOP_CONFIGURE");
+        }
+        if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
+            int saved = errno;
+
+            close(dev);
+            errno = saved;
+            return die("LOOP_CLR_FD");
+        }
+        close(dev);
+        return 0;
+    }
+    errno = EBUSY;
+    return die("no free loop device after 1000 attempts");
+}
+
+static int run_cycles(long count, const char *backing_path, int direct_io)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    int backing = open(backing_path, O_RDWR | O_CLOEXEC);
+    unsigned retries = 0;
+
+    if (ctl < 0)
+        return die("/dev/loop-control");
+    if (backing < 0)
+        return die(backing_path);
+    for (long i = 0; i < count; i++) {
+        uint64_t start = now_ns();
+
+        if (cycle_once(ctl, backing, direct_io, &retries))
+            return 1;
+        printf("%llu\n", (unsigned long long)(now_ns() - start));
+    }
+    printf("retries %u\n", retries);
+    return 0;
+}
+
+/* Read a small sysfs file relative to dir_fd into buf; length or -1. */
+static ssize_t read_attr(int dir_fd, const char *name, char *buf, size_t size)
+{
+    int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, size - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return n;
+}
+
+/*
+ * Visit every bound loop device: read its attributes and stat its backing
+ * file.  With match set, count only devices bound to that (dev, ino).
+ * Returns the number of devices counted; *checksum goes to sink.
+ */
+static long scan(const struct stat *match, unsigned long *checksum)
+{
+    DIR *block = opendir("/sys/block");
+    struct dirent *entry;
+    long found = 0;
+    char buf[4096];
+
+    if (!block)
+        return -1;
+    while ((entry = readdir(block)) != NULL) {
+        int dir_fd;
+        ssize_t n;
+        struct stat st;
+
+        if (strncmp(entry->d_name, "loop", 4) != 0)
+            continue;
+        dir_fd = openat(dirfd(block), entry->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0)
+            continue;
+        n = read_attr(dir_fd, "loop/backing_file", buf, sizeof(buf));
+        if (n <= 0) {
+            close(dir_fd);           /* unbound */
+            continue;
+        }
+        if (buf[n - 1] == '\n')
+            buf[n - 1] = '\0';
+        if (stat(buf, &st) == 0) {
+            *checksum += (unsigned long)st.st_ino;
+            if (match && (st.st_dev != match->st_dev || st.st_ino != match->st_ino)) {
+                close(dir_fd);
+                continue;
+            }
+        } else if (match) {
+            close(dir_fd);
+            continue;
+        }
+        for (size_t i = 0; i < sizeof(loop_attrs) / sizeof(loop_attrs[0]); i++) {
+            char path[64];
+
+            snprintf(path, sizeof(path), "loop/%s", loop_attrs[i]);
+            if (read_attr(dir_fd, path, buf, sizeof(buf)) > 0)
+                *checksum += strtoul(buf, NULL, 10);
+        }
+        for (size_t i = 0; i < sizeof(device_attrs) / sizeof(device_attrs[0]); i++)
+            if (read_attr(dir_fd, device_attrs[i], buf, sizeof(buf)) > 0)
+                *checksum += strtoul(buf, NULL, 10);
+        close(dir_fd);
+        found++;
+    }
+    closedir(block);
+    return found;
+}
+
+static int run_scans(long count, const char *backing_path)
+{
+    struct stat match;
+    unsigned long checksum = 0;
+    long found = 0;
+
+    if (backing_path && stat(backing_path, &match) < 0)
+        return die(backing_path);
+    for (long i = 0; i < count; i++) {
+        uint64_t start = now_ns();
+
+        found = scan(backing_path ? &match : NULL, &checksum);
+        if (found < 0)
+            return die("/sys/block");
+        printf("%llu\n", (unsigned long long)(now_ns() - start));
+    }
+    printf("devices %ld\n", found);
+    sink = checksum;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "cycle") == 0)
+        return run_cycles(atol(argv[2]), argv[3], atoi(argv[4]));
+    if (argc == 3 && strcmp(argv[1], "scan") == 0)
+        return run_scans(atol(argv[2]), NULL);
+    if (argc == 4 && strcmp(argv[1], "find") == 0)
+        return run_scans(atol(argv[2]), argv[3]);
+    fprintf(stderr, "usage: floor cycle N BACKING DIRECT_IO | scan N | find N BACKING\n");
+    return 2;
+}
