@@ -20,6 +20,7 @@ from .loop import (
     kernel_supports_configure,
     open,
 )
+from .discovery import find, list_devices
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,8 @@ __all__ = [
     "NotALoopDeviceError",
     "attach",
     "detach",
+    "find",
     "kernel_supports_configure",
+    "list_devices",
     "open",
 ]

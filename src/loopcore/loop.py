@@ -410,6 +410,16 @@ class LoopDevice:
             diskseq=int(state.diskseq) or None,
         )
 
+    def partitions(self) -> list[str]:
+        """Paths of this device's partitions (``/dev/loopNpM``), from sysfs."""
+        from .discovery import partitions
+        return partitions(self.number)
+
+    def wait_for_partitions(self, count: int, timeout: float = 5.0) -> list[str]:
+        """Wait until ``count`` partitions and their nodes exist; return their paths."""
+        from .discovery import wait_for_partitions
+        return wait_for_partitions(self.number, count, timeout)
+
     def set_capacity(self) -> None:
         """Re-read the backing file's size (after it grew or shrank)."""
         self._check_open()
