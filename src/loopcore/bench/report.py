@@ -1,0 +1,255 @@
+"""Turning a run's results into the table, the target check and the plots."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+Results = Dict[str, object]
+
+
+def _time(ns: Optional[float]) -> str:
+    if ns is None:
+        return "-"
+    if ns >= 1e9:
+        return f"{ns / 1e9:.2f} s"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e3:.1f} us"
+
+
+def _ratio(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _rows_table(header: List[str], rows: List[List[str]]) -> List[str]:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return out
+
+
+def _time_rows(contenders: Dict[str, Dict[str, object]]) -> List[List[str]]:
+    rows = []
+    for name, c in contenders.items():
+        s = c["summary"]  # type: ignore[index]
+        rows.append([name, _time(s.get("median")),  # type: ignore[union-attr]
+                     f"{_time(s.get('min'))} - {_time(s.get('max'))}",  # type: ignore
+                     str(s.get("n", 0)), _ratio(c.get("ratio_vs_baseline"))])  # type: ignore
+    return rows
+
+
+def table(results: Results) -> str:
+    """The human-readable summary printed on stdout."""
+    scen = results["scenarios"]  # type: ignore[index]
+    lines: List[str] = []
+    if "cycle" in scen:  # type: ignore[operator]
+        c = scen["cycle"]  # type: ignore[index]
+        lines += [f"== attach+detach cycle (direct_io={c['params']['direct_io']}; "
+                  f"ratio vs {c['baseline']}) =="]
+        lines += _rows_table(["contender", "median", "min - max", "n", "ratio"],
+                             _time_rows(c["contenders"]))
+        lines.append("")
+    if "discovery" in scen:  # type: ignore[operator]
+        d = scen["discovery"]  # type: ignore[index]
+        for level in d["levels"]:
+            lines.append(f"== discovery, {level['devices']} devices bound by the bench "
+                         f"({level['bound_total']} in all) ==")
+            lines += _rows_table(["contender", "median", "min - max", "n", "ratio"],
+                                 _time_rows(level["list"]) + _time_rows(level["find"]))
+            lines.append("")
+        if d["missing"]:
+            lines += [f"(not measured, missing from loopcore: {', '.join(d['missing'])})", ""]
+    if "contention" in scen:  # type: ignore[operator]
+        k = scen["contention"]  # type: ignore[index]
+        lines.append(f"== contention: {k['params']['cycles_per_process']} cycles per process "
+                     f"(aggregate cycles/s; ratio vs {k['baseline']}) ==")
+        rows = []
+        for p in k["points"]:
+            s = p["throughput"]
+            rows.append([str(p["procs"]), f"{s.get('median', 0):.0f}",
+                         f"{s.get('min', 0):.0f} - {s.get('max', 0):.0f}", str(s.get("n", 0)),
+                         _ratio(p["ratio_vs_p1"]), str(p["retries"]), str(p["failures"]),
+                         str(p["leaked_devices"])])
+        lines += _rows_table(["P", "median", "min - max", "n", "ratio", "retries",
+                              "failures", "leaks"], rows)
+        lines.append("")
+    if "io" in scen:  # type: ignore[operator]
+        i = scen["io"]  # type: ignore[index]
+        size = i["params"]["size_bytes"]
+        lines.append(f"== cold sequential I/O, {size >> 20} MiB (MB/s; ratio vs "
+                     f"{i['baseline']}) ==")
+        rows = []
+        for name, c in i["contenders"].items():
+            s = c["summary"]
+            growth = c["cache_growth"].get("median", 0) / size
+            rows.append([name, f"{s.get('median', 0):.0f}",
+                         f"{s.get('min', 0):.0f} - {s.get('max', 0):.0f}", str(s.get("n", 0)),
+                         _ratio(c["ratio_vs_baseline"]), f"{growth:.2f}x data",
+                         "on" if all(c["direct_io"]) else "off"])
+        lines += _rows_table(["contender", "median", "min - max", "n", "ratio",
+                              "page cache growth", "dio"], rows)
+        lines.append("")
+    lines.append("== targets ==")
+    rows = [[t["target"], t["measured"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]]]
+            for t in results["targets"]]  # type: ignore[union-attr]
+    lines += _rows_table(["target", "measured", ""], rows)
+    return "\n".join(lines)
+
+
+def _median(entry: Optional[Dict[str, object]]) -> Optional[float]:
+    if not entry:
+        return None
+    return entry["summary"].get("median")  # type: ignore[index,union-attr]
+
+
+def _check(name: str, value: Optional[float], limit: float, at_most: bool,
+           fmt: str = "{:.2f}x") -> Dict[str, object]:
+    if value is None:
+        return {"target": name, "measured": "not measured", "value": None, "met": None}
+    met = value <= limit if at_most else value >= limit
+    return {"target": name, "measured": fmt.format(value), "value": value, "met": met}
+
+
+def targets(scenarios: Dict[str, Dict[str, object]]) -> List[Dict[str, object]]:
+    """The issue's targets beside what this run measured."""
+    out: List[Dict[str, object]] = []
+    cyc = scenarios.get("cycle")
+    if cyc:
+        r = cyc["ratios"]  # type: ignore[index]
+        out.append(_check("attach+detach <= 1.10x the C floor",
+                          r["loopcore_vs_c_floor"], 1.10, True))  # type: ignore[index]
+        out.append(_check("attach+detach >= 20x faster than losetup processes",
+                          r["losetup_vs_loopcore"], 20.0, False))  # type: ignore[index]
+    disc = scenarios.get("discovery")
+    if disc and disc["levels"]:  # type: ignore[index]
+        top = disc["levels"][-1]  # type: ignore[index]
+        lst = top["list"]
+        n = top["devices"]
+        mine = _median(lst.get("loopcore_list"))
+        out.append(_check(f"list_devices() with {n} devices <= 1.5x the C scan",
+                          None if mine is None else mine / _median(lst["c_scan"]), 1.5, True))
+        out.append(_check(f"list_devices() with {n} devices >= 3x faster than losetup -l --json",
+                          None if mine is None else _median(lst["losetup_json"]) / mine,
+                          3.0, False))
+    con = scenarios.get("contention")
+    if con:
+        points = con["points"]  # type: ignore[index]
+        failures = sum(p["failures"] for p in points)
+        leaks = sum(p["leaked_devices"] for p in points)
+        out.append({"target": "contention: 0 failures at every P",
+                    "measured": str(failures), "value": failures, "met": failures == 0})
+        out.append({"target": "contention: 0 leaked devices at every P",
+                    "measured": str(leaks), "value": leaks, "met": leaks == 0})
+        by_p = {p["procs"]: p for p in points}
+        if 4 in by_p and 1 in by_p:
+            out.append(_check("contention: throughput at P=4 >= 0.8x P=1",
+                              by_p[4]["ratio_vs_p1"], 0.8, False))
+    io = scenarios.get("io")
+    if io:
+        out.append(_check("cold sequential read, loopcore default >= 2x losetup default",
+                          io["contenders"]["loopcore_default_read"]  # type: ignore[index]
+                          ["ratio_vs_baseline"], 2.0, False))
+    return out
+
+
+# --- plots -------------------------------------------------------------------
+
+
+def _errors(summaries: List[Dict[str, float]], scale: float) -> Tuple[List[float], List[List[float]]]:
+    medians = [s["median"] / scale for s in summaries]
+    low = [(s["median"] - s["min"]) / scale for s in summaries]
+    high = [(s["max"] - s["median"]) / scale for s in summaries]
+    return medians, [low, high]
+
+
+def plot(results: Results, out_dir: str) -> List[str]:
+    """Write the PNG plots; their paths.  ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    machine = results["machine"]  # type: ignore[index]
+    subtitle = (f"{machine['cpus']} CPUs, Linux {machine['kernel']}, "  # type: ignore[index]
+                f"{machine['util_linux']}")  # type: ignore[index]
+    scen = results["scenarios"]  # type: ignore[index]
+    written = []
+
+    def save(fig: object, name: str) -> None:
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
+        plt.close(fig)  # type: ignore[arg-type]
+        written.append(path)
+
+    if "cycle" in scen:  # type: ignore[operator]
+        contenders = scen["cycle"]["contenders"]  # type: ignore[index]
+        names = list(contenders)
+        medians, err = _errors([contenders[n]["summary"] for n in names], 1e3)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.bar(names, medians, yerr=err, capsize=4,
+               color=["C0" if n.startswith("loopcore") else "C7" for n in names])
+        ax.set_yscale("log")
+        ax.set_ylabel("us per attach+detach (median, min-max)")
+        ax.set_title(f"attach+detach cycle cost\n{subtitle}", fontsize=10)
+        for x, m in enumerate(medians):
+            ax.annotate(f"{m:.0f}", (x, m), ha="center", va="bottom", fontsize=8)
+        ax.tick_params(axis="x", labelrotation=20)
+        save(fig, "cycle.png")
+
+    if "discovery" in scen and scen["discovery"]["levels"]:  # type: ignore[index]
+        levels = scen["discovery"]["levels"]  # type: ignore[index]
+        counts = [lv["devices"] for lv in levels]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for group, style in (("list", "-"), ("find", "--")):
+            for index, name in enumerate(levels[0][group]):
+                medians, err = _errors([lv[group][name]["summary"] for lv in levels], 1e6)
+                ax.errorbar(counts, medians, yerr=err, linestyle=style, marker="o",
+                            capsize=3, label=name, color=f"C{index}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("bound loop devices")
+        ax.set_ylabel("ms per call (median, min-max)")
+        ax.set_title(f"discovery: list (solid) and find (dashed)\n{subtitle}", fontsize=10)
+        ax.legend(fontsize=8)
+        save(fig, "discovery.png")
+
+    if "contention" in scen:  # type: ignore[operator]
+        points = scen["contention"]["points"]  # type: ignore[index]
+        procs = [p["procs"] for p in points]
+        medians, err = _errors([p["throughput"] for p in points], 1.0)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar(procs, medians, yerr=err, marker="o", capsize=4)
+        for p, m in zip(points, medians):
+            ax.annotate(f"{p['failures']} fail / {p['leaked_devices']} leak\n"
+                        f"{p['retries']} retries", (p["procs"], m), fontsize=7,
+                        textcoords="offset points", xytext=(4, 6))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(procs, [str(p) for p in procs])
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("processes attaching+detaching at once")
+        ax.set_ylabel("aggregate cycles/s (median, min-max)")
+        ax.set_title(f"contention\n{subtitle}", fontsize=10)
+        save(fig, "contention.png")
+
+    if "io" in scen:  # type: ignore[operator]
+        contenders = scen["io"]["contenders"]  # type: ignore[index]
+        size = scen["io"]["params"]["size_bytes"]  # type: ignore[index]
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        width = 0.38
+        for index, who in enumerate(("loopcore_default", "losetup_default")):
+            summaries = [contenders[f"{who}_{op}"]["summary"] for op in ("read", "write")]
+            medians, err = _errors(summaries, 1.0)
+            xs = [x + (index - 0.5) * width for x in range(2)]
+            ax.bar(xs, medians, width, yerr=err, capsize=4, label=who)
+            for x, op, m in zip(xs, ("read", "write"), medians):
+                growth = contenders[f"{who}_{op}"]["cache_growth"].get("median", 0) / size
+                ax.annotate(f"{m:.0f} MB/s\ncache {growth:.1f}x", (x, m), ha="center",
+                            va="bottom", fontsize=7)
+        ax.set_xticks(range(2), ["cold sequential read", "sequential write + fsync"])
+        ax.set_ylabel("MB/s (median, min-max)")
+        ax.set_title(f"I/O through a loop device, {size >> 20} MiB file\n{subtitle}",
+                     fontsize=10)
+        ax.legend(fontsize=8)
+        save(fig, "io.png")
+    return written

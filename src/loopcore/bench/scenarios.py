@@ -1,0 +1,440 @@
+"""The four benchmark scenarios.
+
+Each takes the run's :class:`Settings`, the :class:`Workspace`, the compiled
+C floor and the progress bar, and returns a JSON-ready dict holding every
+sample.  Each contender does its job the way its users would; the options
+that change the kernel's work (direct I/O, read-write) are the same for
+every contender of a scenario.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import loopcore
+
+from . import purepy
+from ._common import (
+    Contender,
+    Progress,
+    Workspace,
+    drop_caches,
+    interleave,
+    meminfo,
+    ratio,
+    run_floor,
+    summarize,
+)
+
+MiB = 1 << 20
+
+
+@dataclasses.dataclass
+class Settings:
+    """Sizes of one run.  Defaults are the full run; see QUICK and the CLI."""
+
+    cycles: int = 2000            # attach+detach cycles per fast contender
+    slow_cycles: int = 200        # ... for losetup processes and the legacy path
+    cycle_rounds: int = 20        # interleaving rounds in the cycle scenario
+    direct_io: bool = True        # for every cycle/contention contender
+    device_counts: Sequence[int] = (10, 100, 1000)
+    discovery_rounds: int = 15
+    discovery_batch: int = 2      # repetitions per contender per round
+    procs: Sequence[int] = (1, 2, 4, 8)
+    contention_cycles: int = 300  # cycles per process
+    contention_rounds: int = 5
+    io_mib: int = 512
+    io_rounds: int = 3
+    scenarios: Sequence[str] = ("cycle", "discovery", "contention", "io")
+
+
+QUICK = dict(cycles=300, slow_cycles=30, cycle_rounds=6, device_counts=(10, 100),
+             discovery_rounds=4, discovery_batch=1, contention_cycles=40,
+             contention_rounds=2, io_mib=64, io_rounds=1)
+
+
+def steps(settings: Settings) -> int:
+    """Progress units of a run, to size the bar up front."""
+    total = 0
+    if "cycle" in settings.scenarios:
+        total += settings.cycle_rounds * 5
+    if "discovery" in settings.scenarios:
+        total += len(settings.device_counts) * (settings.discovery_rounds * 8 + 1)
+    if "contention" in settings.scenarios:
+        total += settings.contention_rounds * len(settings.procs)
+    if "io" in settings.scenarios:
+        total += settings.io_rounds * 4 + 1
+    return total
+
+
+def _describe_contenders(contenders: Sequence[Contender],
+                         samples: Dict[str, List[float]], baseline: str) -> Dict[str, object]:
+    base = summarize(samples[baseline]).get("median")
+    out: Dict[str, object] = {}
+    for c in contenders:
+        summary = summarize(samples[c.name])
+        out[c.name] = {
+            "description": c.description,
+            "samples": samples[c.name],
+            "summary": summary,
+            "ratio_vs_baseline": ratio(summary.get("median"), base),
+        }
+    return out
+
+
+def _timed(job: Callable[[], object]) -> Callable[[int], List[float]]:
+    """A contender's run(count) that times each call of job in nanoseconds."""
+    clock = time.perf_counter_ns
+
+    def run(count: int) -> List[float]:
+        samples = []
+        for _ in range(count):
+            start = clock()
+            job()
+            samples.append(clock() - start)
+        return samples
+
+    return run
+
+
+def _losetup(*args: str) -> str:
+    return subprocess.run(["losetup", *args], check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True).stdout.strip()
+
+
+# --- 1. attach+detach cycle ---------------------------------------------------
+
+
+def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dict[str, object]:
+    """attach+detach cycle cost per method, interleaved round by round."""
+    backing = ws.make_file("cycle.img", 16 * MiB)
+    dio = settings.direct_io
+    rounds = settings.cycle_rounds
+    fast = max(1, math.ceil(settings.cycles / rounds))
+    slow = max(1, math.ceil(settings.slow_cycles / rounds))
+    fcntl_cycler = purepy.FcntlCycler(backing, dio)
+    floor_retries = [0]
+
+    def floor_run(count: int) -> List[float]:
+        samples, counters = run_floor(floor, "cycle", str(count), backing, "1" if dio else "0")
+        floor_retries[0] += counters.get("retries", 0)
+        return samples
+
+    def losetup_cycle() -> None:
+        device = _losetup("-f", "--show", f"--direct-io={'on' if dio else 'off'}", backing)
+        _losetup("-d", device)
+
+    contenders = [
+        Contender("loopcore", _timed(lambda: loopcore.attach(backing, direct_io=dio).detach()),
+                  fast, "loopcore.attach(path).detach()"),
+        Contender("c_floor", floor_run, fast,
+                  "plain C: GET_FREE, open, LOOP_CONFIGURE, LOOP_CLR_FD, close"),
+        Contender("python_fcntl", _timed(fcntl_cycler.cycle), fast,
+                  "pure Python fcntl.ioctl, same ioctls as the C floor"),
+        Contender("losetup", _timed(losetup_cycle), slow,
+                  "processes: losetup -f --show, losetup -d"),
+        Contender("loopcore_legacy",
+                  _timed(lambda: loopcore.attach(backing, direct_io=dio, legacy=True).detach()),
+                  slow, "loopcore.attach(path, legacy=True).detach(): SET_FD + SET_STATUS64"),
+    ]
+    try:
+        samples = interleave(contenders, rounds, progress, "cycle")
+    finally:
+        fcntl_cycler.close()
+    described = _describe_contenders(contenders, samples, "c_floor")
+    loopcore_median = summarize(samples["loopcore"]).get("median")
+    return {
+        "unit": "ns per attach+detach cycle",
+        "baseline": "c_floor",
+        "params": {"cycles": fast * rounds, "slow_cycles": slow * rounds, "rounds": rounds,
+                   "direct_io": dio, "backing_size_bytes": 16 * MiB},
+        "contenders": described,
+        "retries": {"c_floor": floor_retries[0], "python_fcntl": fcntl_cycler.retries},
+        "ratios": {
+            "loopcore_vs_c_floor": described["loopcore"]["ratio_vs_baseline"],  # type: ignore[index]
+            "losetup_vs_loopcore": ratio(summarize(samples["losetup"]).get("median"),
+                                         loopcore_median),
+            "legacy_vs_loopcore": ratio(summarize(samples["loopcore_legacy"]).get("median"),
+                                        loopcore_median),
+            "python_fcntl_vs_c_floor":
+                described["python_fcntl"]["ratio_vs_baseline"],  # type: ignore[index]
+        },
+    }
+
+
+# --- 2. discovery -------------------------------------------------------------
+
+
+def _discovery_functions() -> Dict[str, Optional[Callable[..., object]]]:
+    return {"list_devices": getattr(loopcore, "list_devices", None),
+            "find": getattr(loopcore, "find", None)}
+
+
+def discovery(settings: Settings, ws: Workspace, floor: str,
+              progress: Progress) -> Dict[str, object]:
+    """Listing and finding with 10/100/1000 bound devices."""
+    functions = _discovery_functions()
+    missing = [name for name, fn in functions.items() if fn is None]
+    if missing:
+        progress.note(f"bench: loopcore.{', loopcore.'.join(missing)} not available; "
+                      "those discovery contenders are skipped")
+    rounds, batch = settings.discovery_rounds, settings.discovery_batch
+    levels = []
+    bound: List[str] = []
+    try:
+        for count in sorted(settings.device_counts):
+            progress.status(f"discovery: attaching {count} devices")
+            while len(bound) < count:
+                path = ws.make_file(f"disc{len(bound):05d}.img", MiB)
+                device = loopcore.attach(path)
+                ws.allocated.add(device.number)
+                device.close()  # stays bound (no autoclear); no fd per device
+                bound.append(path)
+            progress.advance()
+            target = bound[len(bound) // 2]
+            listers, finders = _discovery_contenders(functions, floor, target, batch)
+            samples = interleave(listers + finders, rounds, progress, f"discovery {count}")
+            level = {
+                "devices": count,
+                # ours plus any other user's, as the C scan counted them
+                "bound_total": run_floor(floor, "scan", "1")[1].get("devices"),
+                "list": _describe_contenders(listers, samples, "c_scan"),
+                "find": _describe_contenders(finders, samples, "c_find"),
+            }
+            levels.append(level)
+    finally:
+        progress.status("discovery: detaching")
+        ws.detach_all()
+    return {"unit": "ns per call", "baselines": {"list": "c_scan", "find": "c_find"},
+            "params": {"rounds": rounds, "batch": batch,
+                       "device_counts": list(settings.device_counts)},
+            "missing": missing, "levels": levels}
+
+
+def _discovery_contenders(functions: Dict[str, Optional[Callable[..., object]]], floor: str,
+                          target: str, batch: int) -> "tuple[List[Contender], List[Contender]]":
+    """The listing contenders and the finding contenders."""
+    def floor_run(*args: str) -> Callable[[int], List[float]]:
+        return lambda count: run_floor(floor, args[0], str(count), *args[1:])[0]
+
+    def losetup_run(*args: str) -> Callable[[], object]:
+        return lambda: subprocess.run(["losetup", *args], check=True, stdout=subprocess.PIPE)
+
+    list_devices, find = functions["list_devices"], functions["find"]
+    listers, finders = [], []
+    if list_devices is not None:
+        listers.append(Contender("loopcore_list", _timed(list_devices), batch,
+                                    "loopcore.list_devices()"))
+    listers += [
+        Contender("python_sysfs_list", _timed(purepy.sysfs_list), batch,
+                  "pure Python: os.open/os.read of the same sysfs attributes, os.stat"),
+        Contender("losetup_json", _timed(losetup_run("-l", "--json")), batch,
+                  "process: losetup -l --json"),
+        Contender("c_scan", floor_run("scan"), batch,
+                  "plain C: openat/read of the same attributes, stat"),
+    ]
+    if find is not None:
+        finders.append(Contender("loopcore_find", _timed(lambda: find(target)), batch,
+                                    "loopcore.find(path)"))
+    finders += [
+        Contender("python_sysfs_find", _timed(lambda: purepy.sysfs_find(target)), batch,
+                  "pure Python: backing_file + os.stat per device"),
+        Contender("losetup_j", _timed(losetup_run("-j", target)), batch,
+                  "process: losetup -j FILE"),
+        Contender("c_find", floor_run("find", target), batch,
+                  "plain C: backing_file + stat per device"),
+    ]
+    return listers, finders
+
+
+# --- 3. contention ------------------------------------------------------------
+
+
+def _contention_round(procs: int, backings: List[str], cycles: int, dio: bool,
+                      ws: Workspace) -> Dict[str, object]:
+    workers = []
+    try:
+        for index in range(procs):
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "loopcore.bench.worker", backings[index], str(cycles),
+                 "1" if dio else "0"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for worker in workers:
+            assert worker.stdout is not None
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError("a contention worker failed to start")
+        for worker in workers:  # the start line, to all as close together as we can
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=max(600, cycles))
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+    leaked = ws.leaked(settle_s=1.0)
+    if leaked:
+        ws.detach_all()
+    wall_ns = max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)
+    done = sum(r["cycles"] for r in results)
+    return {
+        "procs": procs,
+        "wall_s": wall_ns / 1e9,
+        "cycles": done,
+        "throughput_cycles_per_s": done / (wall_ns / 1e9) if wall_ns else 0.0,
+        "failures": sum(r["failures"] for r in results),
+        "errors": [e for r in results for e in r["errors"]][:10],
+        "retries": sum(r["attempts"] - r["cycles"] for r in results),
+        "busy_retries": sum(r["busy_retries"] for r in results),
+        "vanished_retries": sum(r["vanished_retries"] for r in results),
+        "leaked_devices": len(leaked),
+        "workers": results,
+    }
+
+
+def contention(settings: Settings, ws: Workspace, floor: str,
+               progress: Progress) -> Dict[str, object]:
+    """P processes each doing N cycles at once, for each P, interleaved."""
+    procs = list(settings.procs)
+    backings = [ws.make_file(f"contend{i}.img", 16 * MiB) for i in range(max(procs))]
+    rounds: Dict[int, List[Dict[str, object]]] = {p: [] for p in procs}
+    for round_index in range(settings.contention_rounds):
+        shift = round_index % len(procs)
+        for p in procs[shift:] + procs[:shift]:
+            progress.status(f"contention: P={p}")
+            rounds[p].append(_contention_round(p, backings, settings.contention_cycles,
+                                               settings.direct_io, ws))
+            progress.advance()
+    points = []
+    for p in procs:
+        throughput = [r["throughput_cycles_per_s"] for r in rounds[p]]
+        points.append({
+            "procs": p,
+            "rounds": rounds[p],
+            "throughput": summarize(throughput),  # type: ignore[arg-type]
+            "failures": sum(r["failures"] for r in rounds[p]),  # type: ignore[misc]
+            "leaked_devices": sum(r["leaked_devices"] for r in rounds[p]),  # type: ignore[misc]
+            "retries": sum(r["retries"] for r in rounds[p]),  # type: ignore[misc]
+        })
+    base = points[0]["throughput"].get("median")  # type: ignore[union-attr]
+    for point in points:
+        point["ratio_vs_p1"] = ratio(point["throughput"].get("median"), base)  # type: ignore
+    return {"unit": "attach+detach cycles per second, all processes together",
+            "baseline": f"P={procs[0]}",
+            "params": {"procs": procs, "cycles_per_process": settings.contention_cycles,
+                       "rounds": settings.contention_rounds, "direct_io": settings.direct_io},
+            "points": points}
+
+
+# --- 4. I/O through the device ---------------------------------------------------
+
+
+def _page_cache() -> int:
+    """Bytes of page cache: Cached (files) + Buffers (block devices)."""
+    info = meminfo()
+    return info.get("Cached", 0) + info.get("Buffers", 0)
+
+
+def _read_device(path: str, size: int) -> None:
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        left = size
+        while left > 0:
+            n = f.readinto(view[: min(MiB, left)])  # type: ignore[attr-defined]
+            if not n:
+                break
+            left -= n
+
+
+def _write_device(path: str, size: int) -> None:
+    chunk = os.urandom(MiB)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        left = size
+        while left > 0:
+            left -= os.write(fd, chunk[: min(MiB, left)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def io(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dict[str, object]:
+    """Cold sequential read and write: loopcore's default vs losetup's."""
+    size = settings.io_mib * MiB
+    progress.status(f"io: writing a {settings.io_mib} MiB backing file")
+    backing = ws.make_file("io.img", size, fill=True)
+    progress.advance()
+
+    def loopcore_attach() -> "tuple[str, Callable[[], None]]":
+        device = loopcore.attach(backing)  # the default: direct I/O
+        ws.allocated.add(device.number)
+        return device.path, device.detach
+
+    def losetup_attach() -> "tuple[str, Callable[[], None]]":
+        path = _losetup("-f", "--show", backing)  # the default: buffered
+
+        def detach() -> None:
+            _losetup("-d", path)
+
+        return path, detach
+
+    attachers = {"loopcore_default": loopcore_attach, "losetup_default": losetup_attach}
+    samples: Dict[str, Dict[str, List[float]]] = {
+        f"{name}_{op}": {"mb_per_s": [], "cache_growth_bytes": [], "direct_io": []}
+        for name in attachers for op in ("read", "write")}
+    names = list(attachers)
+    for round_index in range(settings.io_rounds):
+        for op in ("read", "write"):
+            order = names if round_index % 2 == 0 else names[::-1]
+            for name in order:
+                progress.status(f"io: {name} {op}")
+                path, detach = attachers[name]()
+                try:
+                    number = int(path[len("/dev/loop"):])
+                    with open(f"/sys/block/loop{number}/loop/dio") as f:
+                        dio = f.read().strip() == "1"
+                    drop_caches([backing, path])
+                    before = _page_cache()
+                    start = time.perf_counter_ns()
+                    (_read_device if op == "read" else _write_device)(path, size)
+                    elapsed = time.perf_counter_ns() - start
+                    growth = _page_cache() - before
+                finally:
+                    detach()
+                entry = samples[f"{name}_{op}"]
+                entry["mb_per_s"].append(size / 1e6 / (elapsed / 1e9))
+                entry["cache_growth_bytes"].append(growth)
+                entry["direct_io"].append(dio)
+                progress.advance()
+    drop_caches([backing])
+    out: Dict[str, object] = {}
+    for key, entry in samples.items():
+        op = key.rsplit("_", 1)[1]
+        base = summarize(samples[f"losetup_default_{op}"]["mb_per_s"]).get("median")
+        summary = summarize(entry["mb_per_s"])
+        out[key] = {**entry, "summary": summary,
+                    "cache_growth": summarize(entry["cache_growth_bytes"]),
+                    "ratio_vs_baseline": ratio(summary.get("median"), base)}
+    return {"unit": "MB/s (10^6 bytes per second), cold cache",
+            "baseline": "losetup_default",
+            "params": {"size_bytes": size, "rounds": settings.io_rounds, "block": MiB},
+            "contenders": out}
+
+
+SCENARIOS = {"cycle": cycle, "discovery": discovery, "contention": contention, "io": io}
