@@ -1,0 +1,641 @@
+"""The ``loopcore`` command line: a losetup-compatible front end.
+
+``loopcore list --json`` prints what ``losetup -l --json`` (util-linux
+2.38) prints for the same devices and columns, key for key and byte for
+byte, except that devices come in number order.  Errors are one line on
+stderr naming the file or device (exit status 1); usage errors exit 2.
+
+Other modules add subcommands: each module in :data:`SUBCOMMAND_MODULES`
+exposes ``add_parser(subparsers)``, which adds a parser with
+``set_defaults(func=handler)``; ``handler(args)`` returns the exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import json
+import os
+import re
+import stat
+import sys
+import unicodedata
+from fractions import Fraction
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+
+from . import discovery, loop
+from .discovery import ScanRecord
+from .errors import error_from_errno
+
+__all__ = ["main", "build_parser", "parse_size", "SUBCOMMAND_MODULES", "COLUMNS"]
+
+PROG = "loopcore"
+
+#: Modules that add their own subcommands (see the module docstring).
+SUBCOMMAND_MODULES = ("loopcore.dm_cli", "loopcore.bench")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr, exit status 1."""
+
+
+# --- sizes --------------------------------------------------------------------
+
+_SIZE_RE = re.compile(
+    r"\s*(?P<int>0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)"
+    r"(?:\.(?P<frac>[0-9]*))?"
+    r"(?:(?P<suffix>[KMGTPEZYkmgtpezy])(?P<unit>iB|ib|B|b)?)?\Z")
+_POWERS = "kmgtpezy"
+
+
+def parse_size(text: str) -> int:
+    """A size as losetup reads it: ``4096``, ``0x1000``, ``1K``/``1KiB`` (1024), ``1KB`` (1000),
+    ``1.5M``; suffixes K M G T P E Z Y in either case.  ValueError otherwise.
+    """
+    m = _SIZE_RE.match(text)
+    if not m or (m.group("frac") is not None and not m.group("suffix")):
+        raise ValueError(f"invalid size: {text!r}")
+    value = Fraction(int(m.group("int"), 0))
+    suffix = m.group("suffix")
+    if suffix:
+        base = 1000 if m.group("unit") in ("B", "b") else 1024
+        scale = base ** (_POWERS.index(suffix.lower()) + 1)
+        if m.group("frac"):
+            value += Fraction(int(m.group("frac")), 10 ** len(m.group("frac")))
+        value *= scale
+    result = int(value)
+    if result >= 1 << 64:
+        raise ValueError(f"size too large: {text!r}")
+    return result
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+# --- devices --------------------------------------------------------------------
+
+_LOOP_NAME = re.compile(r"(?:/dev/)?loop(\d+)\Z")
+
+
+def _number_arg(text: str) -> int:
+    """N, loopN or /dev/loopN, syntactically (the device need not exist)."""
+    m = _LOOP_NAME.match(text)
+    if m:
+        return int(m.group(1))
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"not a loop device number: {text!r}")
+
+
+def resolve_device(ref: str) -> int:
+    """The loop device number for a path (``/dev/loop3``), ``loop3`` or ``3``.
+
+    Paths are stat()ed: a block node whose sysfs name is loopN.
+    """
+    if ref.isdigit():
+        return int(ref)
+    if re.fullmatch(r"loop\d+", ref):
+        return int(ref[4:])
+    st = os.stat(ref)
+    if stat.S_ISBLK(st.st_mode):
+        try:
+            name = os.path.basename(os.readlink(
+                f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"))
+        except OSError:
+            name = ""
+        if re.fullmatch(r"loop\d+", name):
+            return int(name[4:])
+    raise error_from_errno(errno.ENODEV, ref, "not a loop device")
+
+
+def _records_by_number(include_unbound: bool) -> Dict[int, ScanRecord]:
+    return {r.number: r for r in discovery.scan(include_unbound=include_unbound)}
+
+
+# --- columns (util-linux 2.38 losetup) -------------------------------------------
+
+STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
+
+
+class Column(NamedTuple):
+    name: str
+    json_type: str
+    right: bool
+    value: Callable[[ScanRecord], Optional[str]]
+    help: str
+
+
+def _bool(bit: int, unbound: str = "0") -> Callable[[ScanRecord], str]:
+    return lambda r: ("1" if r.flags & bit else "0") if r.bound else unbound
+
+
+def _if_bound(get: Callable[[ScanRecord], object]) -> Callable[[ScanRecord], Optional[str]]:
+    return lambda r: str(get(r)) if r.bound else None
+
+
+def _back_majmin(r: ScanRecord) -> Optional[str]:
+    if not r.has_status or not r.backing_devnum:
+        return None
+    return "%8u:%-3u" % (os.major(r.backing_devnum), os.minor(r.backing_devnum))
+
+
+def _majmin(r: ScanRecord) -> Optional[str]:
+    # losetup stat()s /dev/loopN and wants major 7.
+    if not r.has_node or r.major != loop.LOOP_MAJOR:
+        return None
+    return "%3u:%-3u" % (r.major, r.minor)
+
+
+COLUMNS: Dict[str, Column] = {c.name: c for c in (
+    Column("NAME", STRING, False, lambda r: loop.device_path(r.number), "loop device name"),
+    Column("AUTOCLEAR", BOOLEAN, True, _bool(4), "autoclear flag set"),
+    Column("BACK-FILE", STRING, False, lambda r: r.backing_file, "device backing file"),
+    Column("BACK-INO", NUMBER, True,
+           lambda r: str(r.backing_inode) if r.has_status and r.backing_inode else None,
+           "backing file inode number"),
+    Column("BACK-MAJ:MIN", STRING, False, _back_majmin,
+           "backing file major:minor device number"),
+    Column("MAJ:MIN", STRING, False, _majmin, "loop device major:minor number"),
+    Column("OFFSET", NUMBER, True, _if_bound(lambda r: r.offset), "offset from the beginning"),
+    # Unbound: losetup falls back to "does the kernel support partscan" (yes).
+    Column("PARTSCAN", BOOLEAN, True, _bool(8, unbound="1"), "partscan flag set"),
+    Column("RO", BOOLEAN, True, lambda r: "1" if r.flags & 1 else "0", "read-only device"),
+    Column("SIZELIMIT", NUMBER, True, _if_bound(lambda r: r.size_limit),
+           "size limit of the file in bytes"),
+    Column("DIO", BOOLEAN, True, _bool(16), "access backing file with direct-io"),
+    Column("LOG-SEC", NUMBER, True, lambda r: str(r.block_size) if r.block_size else None,
+           "logical sector size in bytes"),
+)}
+
+DEFAULT_COLUMNS = ("NAME", "SIZELIMIT", "OFFSET", "AUTOCLEAR", "RO", "BACK-FILE", "DIO",
+                   "LOG-SEC")
+ALL_COLUMNS = tuple(COLUMNS)
+
+
+def parse_columns(spec: str) -> List[str]:
+    """``-O`` list: comma-separated, case-insensitive; ``+COLS`` appends to the defaults."""
+    names = list(DEFAULT_COLUMNS) if spec.startswith("+") else []
+    for item in spec.lstrip("+").split(","):
+        key = item.strip().upper()
+        if key not in COLUMNS:
+            raise CLIError(f"unknown column: {item}")
+        names.append(key)
+    return names
+
+
+# --- output ----------------------------------------------------------------------
+
+def _json_quote(data: bytes) -> bytes:
+    """libsmartcols' JSON string quoting (bytes >= 0x80 pass through)."""
+    out = bytearray(b'"')
+    for c in data:
+        if c in (0x22, 0x5C):
+            out += b"\\" + bytes((c,))
+        elif c >= 0x20:
+            out.append(c)
+        else:
+            out += {8: b"\\b", 9: b"\\t", 10: b"\\n", 12: b"\\f", 13: b"\\r"}.get(
+                c, b"\\u00%02x" % c)
+    out += b'"'
+    return bytes(out)
+
+
+def render_json(columns: Sequence[str], records: Iterable[ScanRecord]) -> bytes:
+    """What ``losetup -l --json -O columns`` prints, byte for byte."""
+    cols = [COLUMNS[c] for c in columns]
+    keys = [_json_quote(c.name.lower().encode()) for c in cols]
+    objects = []
+    for rec in records:
+        fields = []
+        for col, key in zip(cols, keys):
+            value = col.value(rec)
+            if col.json_type == BOOLEAN:
+                text = b"false" if not value or value[0] in "0Nn" else b"true"
+            elif not value:
+                text = b"null"
+            elif col.json_type == NUMBER:
+                text = value.encode()
+            else:
+                text = _json_quote(os.fsencode(value))
+            fields.append(b"         " + key + b": " + text)
+        objects.append(b"{\n" + b",\n".join(fields) + b"\n      }")
+    body = b"      " + b",".join(objects) if objects else b""
+    return b'{\n   "loopdevices": [\n' + body + b"\n   ]\n}\n"
+
+
+def _safe_human(value: str) -> str:
+    """libsmartcols' human-output encoding: unprintables as \\xHH."""
+    raw = os.fsencode(value)
+    text = raw.decode("utf-8", "surrogateescape")
+    out = []
+    for i, ch in enumerate(text):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append("\\x%02x" % (code - 0xDC00))
+        elif ch == "\\" and text[i + 1:i + 2] == "x":
+            out.append("\\x5c")
+        elif unicodedata.category(ch) in ("Cc", "Cs"):
+            out.extend("\\x%02x" % b for b in ch.encode("utf-8", "surrogateescape"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _raw_cell(value: str) -> str:
+    out = []
+    for b in os.fsencode(value):
+        if b in (0x20, 0x09, 0x5C) or b < 0x20 or b >= 0x7F:
+            out.append("\\x%02x" % b)
+        else:
+            out.append(chr(b))
+    return "".join(out)
+
+
+def render_table(columns: Sequence[str], records: Iterable[ScanRecord], *,
+                 headings: bool = True, raw: bool = False) -> str:
+    """What ``losetup -l`` prints to a pipe (``raw``: ``losetup -l --raw``)."""
+    cols = [COLUMNS[c] for c in columns]
+    rows = [[col.value(rec) or "" for col in cols] for rec in records]
+    if not rows:
+        return ""
+    lines = []
+    if raw:
+        if headings:
+            lines.append(" ".join(c.name for c in cols))
+        lines.extend(" ".join(_raw_cell(v) for v in row) for row in rows)
+        return "\n".join(lines) + "\n"
+    rows = [[_safe_human(v) for v in row] for row in rows]
+    widths = [max([len(c.name)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
+
+    def line(cells: List[str]) -> str:
+        parts = []
+        for i, (col, cell) in enumerate(zip(cols, cells)):
+            last = i == len(cols) - 1
+            if col.right:
+                parts.append(cell.rjust(widths[i]) if cell else " " * widths[i])
+            elif last:
+                parts.append(cell)
+            else:
+                parts.append(cell.ljust(widths[i]))
+        return " ".join(parts)
+
+    if headings:
+        lines.append(line([c.name for c in cols]))
+    lines.extend(line(row) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _write_text(text: str) -> None:
+    _write(text.encode("utf-8", "surrogateescape"))
+
+
+def _print_records(args: argparse.Namespace, records: List[ScanRecord]) -> None:
+    if args.output_all:
+        columns: List[str] = list(ALL_COLUMNS)
+    elif args.output:
+        columns = parse_columns(args.output)
+    else:
+        columns = list(DEFAULT_COLUMNS)
+    if args.json:
+        _write(render_json(columns, records))
+    else:
+        _write_text(render_table(columns, records, headings=not args.noheadings,
+                                 raw=args.raw))
+
+
+# --- subcommands -------------------------------------------------------------------
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    device = loop.attach(
+        args.file,
+        read_only=args.read_only,
+        partscan=args.partscan,
+        autoclear=args.autoclear,
+        direct_io=args.direct_io == "on",
+        block_size=args.sector_size or 0,
+        offset=args.offset,
+        size_limit=args.sizelimit,
+    )
+    try:
+        _write_text(device.path + "\n")
+    finally:
+        device.close()  # closes our fd; does not detach
+    return 0
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    if args.all == bool(args.devices):
+        raise _UsageError("detach: give DEV... or --all, not both" if args.all
+                          else "detach: give DEV... or --all")
+    if args.all:
+        targets = [loop.device_path(r.number) for r in discovery.scan()]
+    else:
+        targets = args.devices
+    status = 0
+    for dev in targets:
+        try:
+            loop.detach(dev if not dev.isdigit() else int(dev))
+        except (OSError, ValueError) as e:
+            if args.all and isinstance(e, OSError) and e.errno in (errno.ENXIO, errno.ENOENT):
+                continue  # detached by someone else meanwhile
+            _error(_describe(e, action="detach failed", default=dev))
+            status = EXIT_FAILURE
+    return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.all and args.devices:
+        raise _UsageError("list: give DEV... or --all, not both")
+    if args.devices:
+        numbers = [resolve_device(d) for d in args.devices]
+        by_number = _records_by_number(include_unbound=True)
+        records = []
+        for dev, n in zip(args.devices, numbers):
+            if n not in by_number:
+                raise error_from_errno(errno.ENODEV, dev, "no such loop device")
+            records.append(by_number[n])
+    else:
+        records = discovery.scan()
+    _print_records(args, records)
+    return 0
+
+
+def _losetup_j_line(rec: ScanRecord) -> str:
+    """One line of ``losetup -j FILE`` / ``losetup -a``."""
+    name = loop.device_path(rec.number)
+    backing = rec.backing_file or ""
+    if rec.has_status and (rec.backing_devnum or rec.backing_inode):
+        text = "%s: [%04d]:%d (%s)" % (name, rec.backing_devnum, rec.backing_inode, backing)
+    else:
+        text = "%s: []: (%s)" % (name, backing)
+    if rec.offset:
+        text += ", offset %d" % rec.offset
+    if rec.size_limit:
+        text += ", sizelimit %d" % rec.size_limit
+    return text
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    records = discovery._find_records(args.file, args.offset)
+    if args.json or args.output or args.output_all:
+        args.noheadings = args.raw = False
+        _print_records(args, records)
+    else:
+        _write_text("".join(_losetup_j_line(r) + "\n" for r in records))
+    return 0
+
+
+def _info_fields(rec: ScanRecord) -> Dict[str, object]:
+    parts = discovery.partitions(rec.number) if rec.bound else []
+    bdev = rec.backing_devnum if rec.has_status else None
+    return {
+        "name": loop.device_path(rec.number),
+        "number": rec.number,
+        "maj:min": f"{rec.major}:{rec.minor}",
+        "node": rec.has_node,
+        "bound": rec.bound,
+        "back-file": rec.backing_file,
+        "back-maj:min": f"{os.major(bdev)}:{os.minor(bdev)}" if bdev else None,
+        "back-ino": rec.backing_inode if rec.has_status else None,
+        "offset": rec.offset if rec.bound else None,
+        "sizelimit": rec.size_limit if rec.bound else None,
+        "size": rec.size_sectors * 512,
+        "log-sec": rec.block_size,
+        "ro": bool(rec.flags & 1),
+        "autoclear": bool(rec.flags & 4),
+        "partscan": bool(rec.flags & 8),
+        "dio": bool(rec.flags & 16),
+        "diskseq": rec.diskseq,
+        "partitions": parts,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    number = resolve_device(args.device)
+    rec = _records_by_number(include_unbound=True).get(number)
+    if rec is None:
+        raise error_from_errno(errno.ENODEV, args.device, "no such loop device")
+    fields = _info_fields(rec)
+    if args.json:
+        _write_text(json.dumps(fields, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    flags = [name for bit, name in ((1, "read-only"), (4, "autoclear"), (8, "partscan"),
+                                    (16, "direct-io")) if rec.flags & bit]
+    lines = [f"{fields['name']} ({fields['maj:min']})"
+             + ("" if rec.has_node else " [no /dev node]")]
+    if not rec.bound:
+        lines.append("  not attached")
+    else:
+        ino = f" (dev {fields['back-maj:min']}, inode {fields['back-ino']})" \
+            if fields["back-ino"] is not None else ""
+        lines += [
+            f"  backing file: {_safe_human(rec.backing_file or '')}{ino}",
+            f"  offset:       {rec.offset}",
+            f"  size limit:   {rec.size_limit or 'none'}",
+        ]
+    lines += [
+        f"  size:         {fields['size']} bytes",
+        f"  block size:   {rec.block_size}",
+        f"  flags:        {', '.join(flags) or 'none'}",
+        f"  diskseq:      {rec.diskseq if rec.diskseq is not None else 'n/a'}",
+    ]
+    if rec.bound:
+        lines.append(f"  partitions:   {' '.join(fields['partitions']) or 'none'}")  # type: ignore[arg-type]
+    _write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_set_capacity(args: argparse.Namespace) -> int:
+    ref = args.device
+    device = loop.open(int(ref) if ref.isdigit() else ref)
+    try:
+        device.set_capacity()
+    finally:
+        device.close()
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    with loop.LoopControl() as ctl:
+        if args.action == "get-free":
+            number = ctl.get_free()
+        elif args.number is None:
+            raise _UsageError(f"control {args.action}: a device number is required")
+        elif args.action == "add":
+            number = ctl.add(args.number)
+        else:
+            ctl.remove(args.number)
+            return 0
+    _write_text(loop.device_path(number) + "\n")
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------
+
+class _UsageError(Exception):
+    """Bad usage found after parsing: exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and exit status 2."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> None:
+    p.add_argument("-J", "--json", action="store_true", help="JSON output (as losetup -l --json)")
+    p.add_argument("-O", "--output", metavar="COLUMNS",
+                   help="columns, comma-separated (losetup names; +COLS adds to the defaults)")
+    p.add_argument("--output-all", action="store_true", help="output all columns")
+    if table:
+        p.add_argument("-n", "--noheadings", action="store_true", help="no header line")
+        p.add_argument("--raw", action="store_true", help="raw output (as losetup -l --raw)")
+
+
+def _core_parser() -> "tuple[argparse.ArgumentParser, argparse._SubParsersAction]":
+    """The parser with loopcore's own subcommands, and its subparsers action."""
+    columns_help = "\n".join(f"  {c.name:>12}  {c.help}" for c in COLUMNS.values())
+    parser = _Parser(
+        prog=PROG,
+        description="Set up, list and control Linux loop devices.",
+        epilog=("Sizes take losetup's suffixes: K, M, G ... (1024), KiB, MiB ... (1024), "
+                "KB, MB ... (1000).\n\nColumns for list -O:\n" + columns_help),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("attach", help="attach FILE to a free loop device; print its path")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-r", "--read-only", action="store_true", help="read-only device")
+    p.add_argument("-P", "--partscan", action="store_true", help="scan the partition table")
+    p.add_argument("--direct-io", nargs="?", const="on", default="on", choices=("on", "off"),
+                   help="direct I/O to the backing file (default on, where the file allows it)")
+    p.add_argument("-b", "--sector-size", type=_size_arg, metavar="SIZE",
+                   help="logical block size")
+    p.add_argument("-o", "--offset", type=_size_arg, default=0, metavar="OFFSET",
+                   help="start at OFFSET bytes into FILE")
+    p.add_argument("--sizelimit", type=_size_arg, default=0, metavar="SIZE",
+                   help="use at most SIZE bytes of FILE")
+    p.add_argument("--autoclear", action="store_true",
+                   help="detach when the last user closes the device (this command closes "
+                        "its own fd on exit: without another user that is at once)")
+    p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("detach", help="detach loop devices")
+    p.add_argument("devices", nargs="*", metavar="DEV")
+    p.add_argument("-a", "--all", action="store_true", help="detach every bound device")
+    p.set_defaults(func=cmd_detach)
+
+    p = sub.add_parser("list", help="list bound loop devices (as losetup -l)")
+    p.add_argument("devices", nargs="*", metavar="DEV", help="only these devices")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="all bound devices (the default without DEV)")
+    _add_output_options(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("find", help="devices bound to FILE (as losetup -j)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--offset", type=_size_arg, metavar="OFFSET",
+                   help="only devices at this offset")
+    _add_output_options(p, table=False)
+    p.set_defaults(func=cmd_find)
+
+    p = sub.add_parser("info", help="everything about one device")
+    p.add_argument("device", metavar="DEV")
+    p.add_argument("-J", "--json", action="store_true", help="JSON output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("set-capacity", help="re-read the backing file's size")
+    p.add_argument("device", metavar="DEV")
+    p.set_defaults(func=cmd_set_capacity)
+
+    p = sub.add_parser("control", help="/dev/loop-control: add N, remove N, get-free")
+    p.add_argument("action", choices=("add", "remove", "get-free"))
+    p.add_argument("number", nargs="?", type=_number_arg, metavar="N")
+    p.set_defaults(func=cmd_control)
+
+    return parser, sub
+
+
+# --- errors and main --------------------------------------------------------------------
+
+def _describe(e: BaseException, *, action: str = "", default: str = "") -> str:
+    if isinstance(e, OSError):
+        reason = e.strerror or os.strerror(e.errno or 0) or str(e)
+        where = e.filename if e.filename is not None else default
+        where = os.fsdecode(where) if isinstance(where, (bytes, os.PathLike)) else where
+        head = f"{where}: " if where not in (None, "") else ""
+        return f"{head}{action + ': ' if action else ''}{reason}"
+    return f"{default + ': ' if default and default not in str(e) else ''}{e}"
+
+
+def _error(message: str) -> None:
+    message = " ".join(str(message).split("\n"))
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def _register_extensions(sub: argparse._SubParsersAction,
+                         modules: Sequence[str] = SUBCOMMAND_MODULES) -> None:
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue  # not written yet
+            raise
+        module.add_parser(sub)
+
+
+def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.ArgumentParser:
+    """The full parser: loopcore's subcommands, then each extension module's."""
+    parser, sub = _core_parser()
+    _register_extensions(sub, modules)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _UsageError as e:
+        _error(f"{e} (see '{PROG} --help')")
+        return EXIT_USAGE
+    except CLIError as e:
+        _error(str(e))
+        return EXIT_FAILURE
+    except (OSError, ValueError, TypeError) as e:
+        if isinstance(e, BrokenPipeError):
+            return _broken_pipe()
+        _error(_describe(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _broken_pipe() -> int:
+    # Reader went away (``loopcore list | head``): no traceback at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
+    return EXIT_FAILURE
