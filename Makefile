@@ -14,6 +14,8 @@ test:
 	$(MAKE) --no-print-directory test-vm
 
 test-host:
+	@[ "$$(id -u)" = 0 ] && [ -e /dev/loop-control ] || \
+		{ echo "make test needs root and /dev/loop-control (real loop devices)" >&2; exit 1; }
 	$(PY) -m pytest tests --ignore=tests/vm -p no:cacheprovider
 
 test-vm:
