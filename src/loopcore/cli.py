@@ -590,8 +590,7 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
-def _register_extensions(sub: argparse._SubParsersAction,
-                         modules: Sequence[str] = SUBCOMMAND_MODULES) -> None:
+def _register_extensions(sub: argparse._SubParsersAction, modules: Sequence[str]) -> None:
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -602,10 +601,11 @@ def _register_extensions(sub: argparse._SubParsersAction,
         module.add_parser(sub)
 
 
-def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.ArgumentParser:
-    """The full parser: loopcore's subcommands, then each extension module's."""
+def build_parser(modules: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The full parser: loopcore's subcommands, then each extension module's
+    (``modules``, default :data:`SUBCOMMAND_MODULES`)."""
     parser, sub = _core_parser()
-    _register_extensions(sub, modules)
+    _register_extensions(sub, SUBCOMMAND_MODULES if modules is None else modules)
     return parser
 
 
@@ -613,8 +613,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.error(f"{args.command}: this subcommand has no handler")
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except _UsageError as e:
         _error(f"{e} (see '{PROG} --help')")
         return EXIT_USAGE

@@ -1,0 +1,275 @@
+"""Discovery: list_devices, find, partitions, against sysfs, ioctls and losetup.
+
+Only devices bound to files these tests made are reasoned about: other
+processes attach and detach on the same machine at the same time.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+import loopcore
+from loopcore import Flags, discovery
+
+from conftest import (BLKPG_ADD_PARTITION, blkpg_partition, kernel_parses_gpt, kernel_size,
+                      kernel_status, sysfs)
+
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
+
+MiB = 1 << 20
+
+# Varied options; every one of them must show up in list_devices and losetup.
+VARIANTS = [
+    dict(direct_io=False),
+    dict(read_only=True, offset=4096, size_limit=MiB),
+    dict(block_size=4096, direct_io=True),
+    dict(partscan=True, direct_io=False),
+    dict(autoclear=True),
+    dict(offset=512, size_limit=3 * MiB + 512, direct_io=True),
+    dict(read_only=True, block_size=2048, partscan=True),
+]
+
+
+@contextlib.contextmanager
+def attached(*specs) -> Iterator[List[loopcore.LoopDevice]]:
+    """Attach (backing, options) pairs; detach them all whatever happens."""
+    devices: List[loopcore.LoopDevice] = []
+    try:
+        for backing, options in specs:
+            devices.append(loopcore.attach(backing, **options))
+        yield devices
+    finally:
+        for dev in devices:
+            with contextlib.suppress(OSError, ValueError):
+                dev.detach()
+
+
+def losetup_j(*args: str) -> List[str]:
+    out = subprocess.run(["losetup", "-j", *args], capture_output=True, text=True, check=True)
+    return sorted(line.split(":", 1)[0] for line in out.stdout.splitlines())
+
+
+def expected_info(number: int) -> loopcore.LoopInfo:
+    """The kernel's view, read without loopcore: sysfs plus raw GET_STATUS64."""
+    status = kernel_status(number)
+    flags = Flags(0)
+    for attr, bit in (("ro", Flags.READ_ONLY), ("loop/autoclear", Flags.AUTOCLEAR),
+                      ("loop/partscan", Flags.PARTSCAN), ("loop/dio", Flags.DIRECT_IO)):
+        if sysfs(number, attr) == "1":
+            flags |= bit
+    seq = sysfs(number, "diskseq")
+    return loopcore.LoopInfo(
+        number=number, path=f"/dev/loop{number}",
+        backing_file=sysfs(number, "loop/backing_file"),
+        backing_devnum=status["device"], backing_inode=status["inode"],
+        offset=int(sysfs(number, "loop/offset")), size_limit=int(sysfs(number, "loop/sizelimit")),
+        flags=flags, block_size=int(sysfs(number, "queue/logical_block_size")),
+        size_bytes=kernel_size(number), diskseq=int(seq) if seq is not None else None)
+
+
+def test_list_devices_matches_kernel(make_image):
+    images = [make_image(size=8 * MiB) for _ in VARIANTS]
+    with attached(*zip(images, VARIANTS)) as devices:
+        listed = {info.number: info for info in loopcore.list_devices()}
+        for dev, image, options in zip(devices, images, VARIANTS):
+            info = listed[dev.number]
+            assert info == expected_info(dev.number), options
+            assert info.backing_file == str(image)
+            st = os.stat(image)
+            assert (info.backing_devnum, info.backing_inode) == (st.st_dev, st.st_ino)
+            # And what the device itself says through ioctls.
+            direct = dev.info()
+            for field in ("backing_file", "backing_devnum", "backing_inode", "offset",
+                          "size_limit", "flags", "block_size", "size_bytes", "diskseq"):
+                assert getattr(info, field) == getattr(direct, field), (field, options)
+            assert info.read_only == options.get("read_only", False)
+            assert info.autoclear == options.get("autoclear", False)
+            assert info.partscan == options.get("partscan", False)
+            assert info.offset == options.get("offset", 0)
+            assert info.size_limit == options.get("size_limit", 0)
+
+
+def test_list_devices_sorted_bound_and_unbound(image):
+    with loopcore.LoopControl() as ctl:
+        with attached((image, {})) as (dev,):
+            bound = loopcore.list_devices()
+            numbers = [i.number for i in bound]
+            assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+            assert all(i.backing_file is not None for i in bound)
+            assert dev.number in numbers
+            every = loopcore.list_devices(include_unbound=True)
+            assert [i.number for i in every] == sorted(i.number for i in every)
+            in_sysfs = {int(n[4:]) for n in os.listdir("/sys/block") if n[4:].isdigit()
+                        and n.startswith("loop")}
+            # Devices come and go meanwhile; ours is there, and the sets overlap hugely.
+            assert dev.number in {i.number for i in every}
+            assert len(in_sysfs & {i.number for i in every}) >= len(in_sysfs) // 2
+            unbound = [i for i in every if i.backing_file is None]
+            for info in unbound:
+                assert info.flags & ~Flags.READ_ONLY == Flags(0)
+                assert (info.offset, info.size_limit, info.backing_inode) == (0, 0, 0)
+        # a fresh device we made ourselves is certainly unbound
+        number = _free_high_number()
+        ctl.add(number)
+        try:
+            info = {i.number: i for i in loopcore.list_devices(include_unbound=True)}[number]
+            assert info.backing_file is None and info.path == f"/dev/loop{number}"
+            assert info.block_size == 512
+            assert number not in {i.number for i in loopcore.list_devices()}
+        finally:
+            ctl.remove(number)
+
+
+def _free_high_number() -> int:
+    import random
+    for _ in range(100):
+        n = random.randrange(20000, 30000)
+        if not os.path.exists(f"/sys/block/loop{n}"):
+            return n
+    raise AssertionError("no free loop number")
+
+
+def test_small_buffer_grows(make_image, monkeypatch):
+    with attached(*[(make_image(name=f"grow-{'x' * 100}-{i}.img"), {}) for i in range(3)]):
+        expected = loopcore.list_devices()
+        monkeypatch.setattr(discovery, "_buffer_size", 80)  # room for one record, no name
+        again = loopcore.list_devices()
+        assert discovery._buffer_size > 80
+    ours = {i.number for i in expected if "grow-" in (i.backing_file or "")}
+    assert len(ours) == 3
+    assert [i for i in again if i.number in ours] == [i for i in expected if i.number in ours]
+
+
+def test_device_without_dev_node_is_reported(image):
+    with attached((image, {})) as (dev,):
+        node, hidden = dev.path, f"/dev/.loopcore-test-hidden-loop{dev.number}"
+        os.rename(node, hidden)
+        try:
+            info = {i.number: i for i in loopcore.list_devices()}.get(dev.number)
+            assert info is not None, "a device without a /dev node was skipped"
+            assert info.backing_file == str(image) and info.path == node
+            # No node, no LOOP_GET_STATUS64: dev/ino unknown, path fallback in find().
+            assert (info.backing_devnum, info.backing_inode) == (0, 0)
+            assert [i.number for i in loopcore.find(image)] == [dev.number]
+            rec = [r for r in discovery.scan() if r.number == dev.number][0]
+            assert not rec.has_node and rec.status_errno == errno.ENOENT
+        finally:
+            os.rename(hidden, node)
+
+
+def test_find_matches_losetup_j(make_image):
+    a, b = make_image(), make_image()
+    with attached((a, {}), (a, dict(offset=4096, read_only=True)), (b, {})) as (d1, d2, d3):
+        found = [i.path for i in loopcore.find(a)]
+        assert found == sorted([d1.path, d2.path], key=lambda p: int(p[9:]))
+        assert sorted(found) == losetup_j(str(a))
+        assert [i.path for i in loopcore.find(b)] == [d3.path] == losetup_j(str(b))
+        # offset filter, as losetup -j FILE -o N
+        assert [i.path for i in loopcore.find(a, offset=4096)] == [d2.path] \
+            == losetup_j(str(a), "-o", "4096")
+        assert [i.path for i in loopcore.find(a, offset=0)] == [d1.path] \
+            == losetup_j(str(a), "-o", "0")
+        assert loopcore.find(a, offset=512) == [] and losetup_j(str(a), "-o", "512") == []
+        # relative paths and symlinks resolve to the same file
+        link = a.parent / "link.img"
+        link.symlink_to(a)
+        assert [i.path for i in loopcore.find(link)] == found
+        assert losetup_j(str(link)) == sorted(found)
+        cwd = os.getcwd()
+        os.chdir(a.parent)
+        try:
+            assert [i.path for i in loopcore.find(a.name)] == found
+        finally:
+            os.chdir(cwd)
+        # a file nobody uses, and one that does not exist
+        other = make_image()
+        assert loopcore.find(other) == [] and losetup_j(str(other)) == []
+        assert loopcore.find(a.parent / "nope.img") == []
+
+
+def test_find_deleted_backing_file(make_image):
+    img = make_image()
+    with attached((img, {}), (img, dict(offset=1024))) as (d1, d2):
+        img.unlink()
+        listed = {i.number: i for i in loopcore.list_devices()}
+        assert listed[d1.number].backing_file == f"{img} (deleted)"
+        found = loopcore.find(img)
+        assert [i.number for i in found] == sorted([d1.number, d2.number])
+        assert [i.number for i in loopcore.find(img, offset=1024)] == [d2.number]
+        # losetup -j matches the sysfs name literally: the " (deleted)" form
+        deleted_name = f"{img} (deleted)"
+        assert [i.path for i in loopcore.find(deleted_name)] == losetup_j(deleted_name) \
+            == sorted([d1.path, d2.path], key=lambda p: int(p[9:]))
+        # ...and finds nothing for the plain path, where loopcore falls back by design
+        assert losetup_j(str(img)) == []
+        # a new file at the old path is a different file: (dev, ino) decide
+        img.write_bytes(b"\0" * MiB)
+        assert loopcore.find(img) == [] and losetup_j(str(img)) == []
+
+
+def test_find_bad_arguments(image):
+    with pytest.raises(ValueError):
+        loopcore.find("")
+    with pytest.raises(ValueError):
+        loopcore.find(image, offset=-1)
+
+
+def _gpt_image(make_image) -> Path:
+    img = make_image(size=16 * MiB)
+    table = "label: gpt\nstart=2048, size=12288\nstart=14336, size=12288\n"
+    subprocess.run(["sfdisk", "--quiet", str(img)], input=table, text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(img, "r+b") as f:
+        for start, text in ((2048 * 512, b"first partition"), (14336 * 512, b"second partition")):
+            f.seek(start)
+            f.write(text)
+    return img
+
+
+def test_gpt_partitions_found_and_readable(make_image):
+    img = _gpt_image(make_image)
+    with attached((img, dict(partscan=True))) as (dev,):
+        if not kernel_parses_gpt():
+            # This host's kernel has no GPT parser: add them as partx would.
+            assert dev.partitions() == []
+            blkpg_partition(dev.path, BLKPG_ADD_PARTITION, 1, 2048 * 512, 12288 * 512)
+            blkpg_partition(dev.path, BLKPG_ADD_PARTITION, 2, 14336 * 512, 12288 * 512)
+        parts = dev.wait_for_partitions(2, timeout=5.0)
+        expected = [f"{dev.path}p1", f"{dev.path}p2"]
+        assert parts == expected == dev.partitions() == discovery.partitions(dev.number)
+        for part, text in zip(parts, (b"first partition", b"second partition")):
+            with open(part, "rb") as f:
+                assert f.read(len(text)) == text
+                assert f.seek(0, os.SEEK_END) == 12288 * 512
+        assert loopcore.find(img)[0].partscan
+    # Detaching removes the partitions with the device's binding.
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/sys/block/loop{dev.number}/loop{dev.number}p1"):
+        assert time.monotonic() < deadline, "partitions outlived the detach"
+        time.sleep(0.01)
+
+
+def test_partitions_without_partscan_and_timeouts(image):
+    with attached((image, {})) as (dev,):
+        assert dev.partitions() == []
+        assert dev.wait_for_partitions(0, timeout=0) == []
+        start = time.monotonic()
+        with pytest.raises(TimeoutError) as exc:
+            dev.wait_for_partitions(1, timeout=0.2)
+        assert 0.2 <= time.monotonic() - start < 2
+        assert exc.value.errno == errno.ETIMEDOUT and exc.value.filename == dev.path
+        with pytest.raises(ValueError):
+            dev.wait_for_partitions(-1)
+    number = _free_high_number()
+    with pytest.raises(OSError) as exc2:
+        discovery.partitions(number)
+    assert exc2.value.errno == errno.ENODEV and exc2.value.filename == f"/dev/loop{number}"
+    with pytest.raises(ValueError):
+        discovery.partitions(-1)
