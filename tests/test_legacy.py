@@ -124,3 +124,24 @@ def test_failures_leave_nothing_bound(image: Path, errors, options, raised, err,
     assert out["filename"] == {"image": str(image), "control": "/dev/loop-control"}[about]
     assert out["fds_leaked"] == []
     assert not bound_under(image.parent)
+
+
+def test_configure_that_ignores_settings_falls_back_to_legacy(image: Path, monkeypatch):
+    # Linux 5.8 could drop PARTSCAN/block size from LOOP_CONFIGURE.  No
+    # kernel here does, so make the first read-back report it once.
+    from loopcore import loop
+    real = loop._ignored_settings
+    calls = []
+
+    def first_call_ignores(state, flags, block_size):
+        calls.append(int(state.number))
+        return "PARTSCAN" if len(calls) == 1 else real(state, flags, block_size)
+
+    monkeypatch.setattr(loop, "_ignored_settings", first_call_ignores)
+    monkeypatch.setattr(loop, "_configure_supported", True)
+    with loopcore.attach(image, partscan=True, block_size=4096) as dev:
+        view = kernel_view(dev.number)
+        assert view["loop/partscan"] == "1" and view["queue/logical_block_size"] == "4096"
+        assert loopcore.kernel_supports_configure() is False
+    assert len(calls) == 2
+    assert not bound_under(image.parent)

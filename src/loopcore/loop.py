@@ -190,10 +190,12 @@ def _get_free(ctl_fd: int) -> int:
 
 
 def kernel_supports_configure() -> bool:
-    """Whether the running kernel has LOOP_CONFIGURE (Linux 5.8+).
+    """Whether attach uses LOOP_CONFIGURE (Linux 5.8+) in this process.
 
     Probed once per process with ``loop_config.fd = -1`` on a free device:
     EBADF means the ioctl exists, EINVAL/ENOTTY/ENOSYS that it does not.
+    It also turns False once the kernel was caught ignoring part of a
+    LOOP_CONFIGURE (Linux 5.8's PARTSCAN and block size bugs).
     """
     global _configure_supported
     if _configure_supported is None:
@@ -614,18 +616,36 @@ def attach(
     try:
         st = os.fstat(backing_fd)
         backing_size = _backing_size(backing_fd, st, name)
-        if offset > backing_size or (offset == backing_size and backing_size > 0):
-            raise ValueError(f"{name}: offset {offset} is past the end ({backing_size} bytes)")
+        if offset >= backing_size > 0 or offset > backing_size:
+            raise ValueError(f"{name}: offset {offset} is at or past the end "
+                             f"({backing_size} bytes)")
         if not read_only:
             if fcntl.fcntl(backing_fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
                 raise PermissionError(errno.EACCES,
                                       "backing is open read-only; pass read_only=True", name)
         use_legacy = _use_legacy(legacy)
-        device = (_attach_legacy if use_legacy else _attach_configure)(
+        device, state = (_attach_legacy if use_legacy else _attach_configure)(
             backing_fd, flags, offset, size_limit, block_size, name)
+        ignored = _ignored_settings(state, flags, block_size)
+        if ignored and not use_legacy:
+            # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
+            # (fixed in 5.9).  Like systemd: distrust LOOP_CONFIGURE for the
+            # rest of the process and bind a new device the old way (the
+            # detached one may still be winding down).
+            device.detach()
+            _distrust_configure()
+            device, state = _attach_legacy(backing_fd, flags, offset, size_limit,
+                                           block_size, name)
+            ignored = _ignored_settings(state, flags, block_size)
         try:
-            _verify(device, flags, block_size, _expected_size(backing_size, offset, size_limit),
-                    name)
+            if ignored:
+                raise LoopError(errno.EINVAL, f"the kernel ignored {ignored}", name)
+            if state.flags & Flags.READ_ONLY and not read_only:
+                raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
+                                      "the backing file cannot be written", name)
+            if state.size_bytes != _expected_size(backing_size, offset, size_limit):
+                # util-linux: some kernels miss offset/sizelimit in the first size.
+                _check(_retry_eagain(lambda: lib.lc_set_capacity(device.fileno())), name)
         except BaseException:
             device.detach()
             raise
@@ -641,7 +661,8 @@ def _device_from_result(result: "ffi.CData") -> LoopDevice:
 
 
 def _attach_configure(backing_fd: int, flags: Flags, offset: int, size_limit: int,
-                      block_size: int, name: str) -> LoopDevice:
+                      block_size: int, name: str) -> Tuple[LoopDevice, "ffi.CData"]:
+    """LOOP_CONFIGURE: bind and configure in one ioctl, inside lc_attach."""
     config = ffi.new("struct lc_loop_config *")
     config.block_size = block_size
     config.info.lo_offset = offset
@@ -657,11 +678,12 @@ def _attach_configure(backing_fd: int, flags: Flags, offset: int, size_limit: in
             raise
         config.info.lo_flags = flags & ~Flags.DIRECT_IO
         result = _bind(backing_fd, config, True, name)
-    return _device_from_result(result)
+    return _device_from_result(result), result
 
 
 def _attach_legacy(backing_fd: int, flags: Flags, offset: int, size_limit: int,
-                   block_size: int, name: str) -> LoopDevice:
+                   block_size: int, name: str) -> Tuple[LoopDevice, "ffi.CData"]:
+    """LOOP_SET_FD inside lc_attach, then the settings one ioctl at a time."""
     config = ffi.new("struct lc_loop_config *")
     config.info.lo_flags = flags & Flags.READ_ONLY  # selects the device's open mode
     result = _bind(backing_fd, config, False, name)
@@ -673,25 +695,22 @@ def _attach_legacy(backing_fd: int, flags: Flags, offset: int, size_limit: int,
     except BaseException:
         device.detach()  # nothing stays bound
         raise
-    return device
+    return device, state
 
 
-def _verify(device: LoopDevice, flags: Flags, block_size: int, expected_size: int,
-            name: str) -> None:
-    """Check the kernel did what was asked (systemd and util-linux do too)."""
-    state = device._state()
-    got = Flags(state.flags & sum(Flags))
-    if Flags.READ_ONLY in got and Flags.READ_ONLY not in flags:
-        raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
-                              "the backing file cannot be written", name)
-    if Flags.PARTSCAN in flags and Flags.PARTSCAN not in got:
-        raise LoopError(errno.EINVAL, "the kernel ignored PARTSCAN", name)
+def _ignored_settings(state: "ffi.CData", flags: Flags, block_size: int) -> str:
+    """What the kernel left out of the requested configuration ('' if nothing)."""
+    ignored = []
+    if flags & Flags.PARTSCAN and not state.flags & Flags.PARTSCAN:
+        ignored.append("PARTSCAN")
     if block_size and state.block_size != block_size:
-        raise LoopError(errno.EINVAL, f"the kernel set block size {state.block_size}, "
-                        f"not {block_size}", name)
-    if state.size_bytes != expected_size:
-        # util-linux: some kernels miss offset/sizelimit in the first size.
-        _check(_retry_eagain(lambda: lib.lc_set_capacity(device.fileno())), name)
+        ignored.append(f"block size {block_size} (got {state.block_size})")
+    return ", ".join(ignored)
+
+
+def _distrust_configure() -> None:
+    global _configure_supported
+    _configure_supported = False
 
 
 # --- existing devices --------------------------------------------------------
