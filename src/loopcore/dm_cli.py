@@ -1,0 +1,381 @@
+"""``loopcore dm ...``: a dmsetup-like command line over :mod:`loopcore.dm`.
+
+The CLI module (``loopcore.cli``) calls :func:`add_parser` with its
+subparsers object; every leaf parser sets ``func`` to a handler taking the
+parsed args and returning the exit status.  Errors are raised (OSError,
+ValueError) for ``cli.main()`` to print as one line.  Output follows
+dmsetup's; ``--json`` prints structured data instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, List, Optional
+
+from . import dm
+
+__all__ = ["add_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _mapper() -> dm.DeviceMapper:
+    return dm.DeviceMapper()
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def _dump(obj: object) -> None:
+    _out(json.dumps(obj, indent=2) + "\n")
+
+
+def _read_table(args: argparse.Namespace) -> dm.Table:
+    """The table from --table TEXT, a file argument, or stdin."""
+    if getattr(args, "table", None) is not None:
+        text = args.table
+    elif getattr(args, "table_file", None):
+        with open(args.table_file) as f:
+            text = f.read()
+    else:
+        text = sys.stdin.read()
+    table = dm.Table.parse(text)
+    if not table:
+        raise ValueError("the table is empty (give --table, a table file, or a table on stdin)")
+    return table
+
+
+def _dev_label(devnum: int, style: str) -> str:
+    major, minor = os.major(devnum), os.minor(devnum)
+    if style == "blkdevname":
+        name = dm.block_name(devnum)
+        if name:
+            return name
+    return f"{major}:{minor}" if style == "ls" else f"{major}, {minor}"
+
+
+# --- handlers -------------------------------------------------------------------
+
+def _ls(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        devices = m.list_devices()
+    if args.json:
+        _dump([{"name": d.name, "uuid": d.uuid or None, "major": d.major, "minor": d.minor,
+                "event_nr": d.event_nr} for d in devices])
+        return 0
+    if not devices:
+        _out("No devices found\n")
+        return 0
+    for d in devices:
+        label = dm.block_name(d.devnum) if args.output == "blkdevname" else None
+        _out(f"{d.name}\t({label or f'{d.major}:{d.minor}'})\n")
+    return 0
+
+
+def _info_text(info: dm.DeviceInfo, read_ahead: Optional[int]) -> str:
+    state = "SUSPENDED" if info.suspended else "ACTIVE"
+    if info.read_only:
+        state += " (READ-ONLY)"
+    if info.deferred_remove:
+        state += " (DEFERRED REMOVE)"
+    lines = [f"Name:              {info.name}", f"State:             {state}"]
+    if read_ahead is not None:
+        lines.append(f"Read Ahead:        {read_ahead}")
+    if not info.active and not info.inactive_table:
+        lines.append("Tables present:    None")
+    else:
+        both = " & " if info.active and info.inactive_table else ""
+        lines.append(f"Tables present:    {'LIVE' if info.active else ''}{both}"
+                     f"{'INACTIVE' if info.inactive_table else ''}")
+    lines += [f"Open count:        {info.open_count}",
+              f"Event number:      {info.event_nr}",
+              f"Major, minor:      {info.major}, {info.minor}",
+              f"Number of targets: {info.target_count}"]
+    if info.uuid:
+        lines.append(f"UUID: {info.uuid}")
+    return "\n".join(lines) + "\n\n"
+
+
+def _names(m: dm.DeviceMapper, names: List[str]) -> List[str]:
+    return names or [d.name for d in m.list_devices()]
+
+
+def _info(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        infos = [m.info(n) for n in _names(m, args.names)]
+    if args.json:
+        _dump([dict(i.as_dict(), read_ahead=dm.read_ahead(i.devnum)) for i in infos])
+        return 0
+    if not infos:
+        _out("No devices found\n")
+    for i in infos:
+        _out(_info_text(i, dm.read_ahead(i.devnum)))
+    return 0
+
+
+def _table_like(args: argparse.Namespace, status: bool) -> int:
+    with _mapper() as m:
+        names = _names(m, args.names)
+        tables = [(n, m.status(n, inactive=args.inactive) if status
+                   else m.table(n, inactive=args.inactive)) for n in names]
+    if args.json:
+        _dump({n: [{"start": t.start, "length": t.length, "type": t.type, "params": t.params}
+                   for t in table] for n, table in tables})
+        return 0
+    if not tables:
+        _out("No devices found\n")
+    prefix = len(tables) > 1 or not args.names
+    for n, table in tables:
+        for t in table:
+            _out(f"{n}: {t}\n" if prefix else f"{t}\n")
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    return _table_like(args, status=False)
+
+
+def _status(args: argparse.Namespace) -> int:
+    return _table_like(args, status=True)
+
+
+def _deps(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        names = _names(m, args.names)
+        found = [(n, m.deps(n)) for n in names]
+    if args.json:
+        _dump({n: [{"major": os.major(d), "minor": os.minor(d), "name": dm.block_name(d)}
+                   for d in devs] for n, devs in found})
+        return 0
+    prefix = len(found) > 1 or not args.names
+    for n, devs in found:
+        labels = "".join(f" ({_dev_label(d, args.output)})" for d in devs)
+        _out(f"{n + ': ' if prefix else ''}{len(devs)} dependencies\t:{labels}\n")
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        versions = m.target_versions()
+    if args.json:
+        _dump([{"name": v.name, "version": ".".join(map(str, v.version))} for v in versions])
+        return 0
+    for v in versions:
+        _out(f"{v}\n")
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        v = m.version()
+    _out(f"Driver version:    {v[0]}.{v[1]}.{v[2]}\n")
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    dm.validate_name(args.name)
+    table = None if args.notable else _read_table(args)
+    with _mapper() as m:
+        info = m.create(args.name, uuid=args.uuid, table=table, read_only=args.readonly)
+    if args.json:
+        _dump(info.as_dict())
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    dm.validate_name(args.name)
+    table = _read_table(args)
+    with _mapper() as m:
+        m.load(args.name, table, read_only=args.readonly)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        if args.all:
+            if args.names:
+                raise ValueError("remove --all takes no device names")
+            m.remove_all(deferred=args.deferred)
+            return 0
+        if not args.names:
+            raise ValueError("no device specified")
+        retries = dm.REMOVE_RETRIES if args.retry else 0
+        for n in args.names:
+            m.remove(n, deferred=args.deferred, retries=retries)
+    return 0
+
+
+def _rename(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        if args.setuuid is not None:
+            if args.new_name is not None:
+                raise ValueError("give a new name or --setuuid, not both")
+            m.set_uuid(args.name, args.setuuid)
+        elif args.new_name is None:
+            raise ValueError("no new name given")
+        else:
+            m.rename(args.name, args.new_name)
+    return 0
+
+
+def _suspend(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        for n in args.names:
+            m.suspend(n, noflush=args.noflush, skip_lockfs=args.nolockfs)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        for n in args.names:
+            m.resume(n)
+    return 0
+
+
+def _clear(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        m.clear(args.name)
+    return 0
+
+
+def _message(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        reply = m.message(args.name, args.sector, " ".join(args.message))
+    if reply:
+        _out(reply if reply.endswith("\n") else reply + "\n")
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        info = m.wait(args.name, args.event_nr)
+    if args.json:
+        _dump(info.as_dict())
+    return 0
+
+
+def _mknodes(args: argparse.Namespace) -> int:
+    with _mapper() as m:
+        m.mknodes(args.name)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------
+
+def _uint(text: str) -> int:
+    value = int(text, 0)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def add_parser(subparsers: "argparse._SubParsersAction") -> None:
+    """Add ``dm`` and its subcommands to ``subparsers``."""
+    top = subparsers.add_parser("dm", help="device-mapper devices (like dmsetup)",
+                                description="Device-mapper through /dev/mapper/control, "
+                                            "with dmsetup's output formats.")
+    sub = top.add_subparsers(dest="dm_command", metavar="COMMAND")
+    sub.required = True
+
+    def leaf(name: str, func: Handler, help_: str, json_: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if json_:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+        return p
+
+    def table_source(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--table", metavar="TABLE",
+                       help="the table text ('start length type params' per line)")
+        p.add_argument("table_file", nargs="?", metavar="TABLE_FILE",
+                       help="read the table from this file (default: stdin)")
+        p.add_argument("-r", "--readonly", action="store_true", help="read-only table")
+
+    p = leaf("ls", _ls, "list devices: name (major:minor)", json_=True)
+    p.add_argument("-o", "--output", choices=["devno", "blkdevname"], default="devno")
+
+    p = leaf("create", _create, "create a device, load its table and resume it", json_=True)
+    p.add_argument("name")
+    p.add_argument("-u", "--uuid")
+    p.add_argument("--notable", action="store_true", help="create without a table (suspended)")
+    table_source(p)
+
+    p = leaf("load", _load, "load an inactive table (resume makes it live)")
+    p.add_argument("name")
+    table_source(p)
+
+    p = leaf("remove", _remove, "remove devices")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--deferred", action="store_true", help="remove on last close if open")
+    p.add_argument("--retry", action="store_true",
+                   help="retry EBUSY 25 times, 200 ms apart (libdevmapper's policy)")
+    p.add_argument("--all", action="store_true", help="remove every device not in use")
+
+    p = leaf("rename", _rename, "rename a device, or set its uuid with --setuuid")
+    p.add_argument("name")
+    p.add_argument("new_name", nargs="?")
+    p.add_argument("--setuuid", metavar="UUID")
+
+    p = leaf("suspend", _suspend, "suspend devices")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--noflush", action="store_true", help="do not flush queued I/O")
+    p.add_argument("--nolockfs", action="store_true", help="do not freeze a file system")
+
+    p = leaf("resume", _resume, "resume devices (swapping in a loaded table)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = leaf("clear", _clear, "drop a device's inactive table")
+    p.add_argument("name")
+
+    for name, func, what in (("table", _table, "the table"), ("status", _status, "the status")):
+        p = leaf(name, func, f"print {what} of devices (all without names)", json_=True)
+        p.add_argument("names", nargs="*", metavar="NAME")
+        p.add_argument("--inactive", action="store_true", help="the inactive table")
+
+    p = leaf("info", _info, "print device information (all without names)", json_=True)
+    p.add_argument("names", nargs="*", metavar="NAME")
+
+    p = leaf("deps", _deps, "print the devices a device uses", json_=True)
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-o", "--output", choices=["devno", "blkdevname"], default="devno")
+
+    p = leaf("message", _message, "send a message to a target (or '@...' to dm core)")
+    p.add_argument("name")
+    p.add_argument("sector", type=_uint)
+    p.add_argument("message", nargs="+")
+
+    p = leaf("wait", _wait, "wait until the device's event number moves past EVENT_NR",
+             json_=True)
+    p.add_argument("name")
+    p.add_argument("event_nr", type=_uint, nargs="?", default=0)
+
+    leaf("targets", _targets, "list the kernel's target types and versions", json_=True)
+    leaf("version", _version, "print the kernel's device-mapper interface version")
+    p = leaf("mknodes", _mknodes, "make /dev/mapper match the kernel's devices")
+    p.add_argument("name", nargs="?")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Stand-alone entry (``python -m loopcore.dm_cli dm ls``) with the loop
+    CLI's error rules; ``loopcore dm`` goes through loopcore.cli instead."""
+    parser = argparse.ArgumentParser(prog="loopcore")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    add_parser(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OSError as exc:
+        where = exc.filename or "dm"
+        print(f"loopcore: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"loopcore: dm: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
