@@ -11,8 +11,12 @@
  *
  *   floor cycle N BACKING DIRECT_IO   N x (GET_FREE, open, LOOP_CONFIGURE,
  *                                      LOOP_CLR_FD, close); BACKING opened once
+ *   floor cycle-same N BACKING DIO    the same plus the syscalls loopcore adds
  *   floor scan N                      N x read what list_devices() reads for
- *                                      every bound loop device
+ *                                      every bound loop device, from the same
+ *                                      sources (sysfs, LOOP_GET_STATUS64)
+ *   floor scan-ioctl N                the same information from backing_file
+ *                                      and ioctls on /dev/loopN (fewer opens)
  *   floor find N BACKING              N x find the devices bound to BACKING
  *                                      by (st_dev, st_ino), like find()
  *
@@ -29,8 +33,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 
 #ifndef LOOP_CONFIGURE
@@ -41,6 +47,9 @@ struct loop_config {
     struct loop_info64 info;
     uint64_t __reserved[8];
 };
+#endif
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
 #endif
 #ifndef LO_FLAGS_DIRECT_IO
 #define LO_FLAGS_DIRECT_IO 16
@@ -71,21 +80,56 @@ static int die(const char *what)
     return 1;
 }
 
-/* One attach+detach cycle; retries the races with a fresh GET_FREE. */
-static int cycle_once(int ctl, int backing, int direct_io, unsigned *retries)
+/* What loopcore reads back after binding (lc_read_state). */
+static void read_back(int dev)
+{
+    struct loop_info64 info;
+    struct stat st;
+    int sector_size;
+    uint64_t value;
+
+    ioctl(dev, LOOP_GET_STATUS64, &info);
+    ioctl(dev, BLKSSZGET, &sector_size);
+    ioctl(dev, BLKGETSIZE64, &value);
+    ioctl(dev, BLKGETDISKSEQ, &value);
+    fstat(dev, &st);
+}
+
+/*
+ * One attach+detach cycle; retries the races with a fresh GET_FREE.  With
+ * same_as_loopcore it also makes the syscalls loopcore makes beyond the
+ * minimum: the backing file opened (and fstat, F_GETFL) per cycle, flock
+ * on the control fd,
+ * the read-back of what the kernel did (lc_read_state), BLKFLSBUF before
+ * LOOP_CLR_FD.  The gap between the two variants is the cost of those
+ * syscalls; the gap between this one and loopcore is Python's.
+ */
+static int cycle_once(int ctl, const char *backing_path, int backing, int direct_io,
+                      int same_as_loopcore, unsigned *retries)
 {
     char path[32];
     struct loop_config config;
 
-    for (int attempt = 0; attempt < 1000; attempt++) {
-        int number = ioctl(ctl, LOOP_CTL_GET_FREE);
-        int dev;
+    if (same_as_loopcore) {
+        struct stat st;
 
+        backing = open(backing_path, O_RDWR | O_CLOEXEC);
+        if (backing < 0 || fstat(backing, &st) < 0 || fcntl(backing, F_GETFL) < 0)
+            return die(backing_path);
+    }
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int number, dev;
+
+        if (same_as_loopcore)
+            flock(ctl, LOCK_EX);
+        number = ioctl(ctl, LOOP_CTL_GET_FREE);
         if (number < 0)
             return die("LOOP_CTL_GET_FREE");
         snprintf(path, sizeof(path), "/dev/loop%d", number);
         dev = open(path, O_RDWR | O_CLOEXEC);
         if (dev < 0) {
+            if (same_as_loopcore)
+                flock(ctl, LOCK_UN);
             if (errno == ENXIO || errno == ENOENT) {
                 ++*retries;          /* torn down by someone else */
                 continue;
@@ -98,6 +142,8 @@ static int cycle_once(int ctl, int backing, int direct_io, unsigned *retries)
         if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) {
             int saved = errno;
 
+            if (same_as_loopcore)
+                flock(ctl, LOCK_UN);
             close(dev);
             if (saved == EBUSY || saved == EAGAIN) {
                 ++*retries;          /* someone took it after GET_FREE */
@@ -105,6 +151,12 @@ static int cycle_once(int ctl, int backing, int direct_io, unsigned *retries)
             }
             errno = saved;
             return die("LOOP_CONFIGURE");
+        }
+        if (same_as_loopcore) {
+            flock(ctl, LOCK_UN);
+            read_back(dev);
+            close(backing);
+            ioctl(dev, BLKFLSBUF, 0);
         }
         if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
             int saved = errno;
@@ -120,7 +172,8 @@ static int cycle_once(int ctl, int backing, int direct_io, unsigned *retries)
     return die("no free loop device after 1000 attempts");
 }
 
-static int run_cycles(long count, const char *backing_path, int direct_io)
+static int run_cycles(long count, const char *backing_path, int direct_io,
+                      int same_as_loopcore)
 {
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     int backing = open(backing_path, O_RDWR | O_CLOEXEC);
@@ -133,7 +186,7 @@ static int run_cycles(long count, const char *backing_path, int direct_io)
     for (long i = 0; i < count; i++) {
         uint64_t start = now_ns();
 
-        if (cycle_once(ctl, backing, direct_io, &retries))
+        if (cycle_once(ctl, backing_path, backing, direct_io, same_as_loopcore, &retries))
             return 1;
         printf("%llu\n", (unsigned long long)(now_ns() - start));
     }
@@ -157,12 +210,61 @@ static ssize_t read_attr(int dir_fd, const char *name, char *buf, size_t size)
     return n;
 }
 
+/* GET_STATUS64 etc. on /dev/NAME; 0 or -1.  Adds what it read to *checksum. */
+static int read_by_ioctl(const char *name, int all, unsigned long *checksum)
+{
+    char path[64];
+    struct loop_info64 info;
+    struct stat st;
+    int fd;
+
+    snprintf(path, sizeof(path), "/dev/%s", name);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0)
+        *checksum += info.lo_device + info.lo_inode + info.lo_offset + info.lo_flags;
+    if (all) {
+        int sector_size = 0;
+        uint64_t bytes = 0, diskseq = 0;
+
+        ioctl(fd, BLKSSZGET, &sector_size);
+        ioctl(fd, BLKGETSIZE64, &bytes);
+        ioctl(fd, BLKGETDISKSEQ, &diskseq);
+        fstat(fd, &st);
+        *checksum += (unsigned long)sector_size + bytes + diskseq + st.st_rdev;
+    }
+    close(fd);
+    return 0;
+}
+
+static void read_sysfs_attrs(int dir_fd, unsigned long *checksum)
+{
+    char buf[64];
+
+    for (size_t i = 0; i < sizeof(loop_attrs) / sizeof(loop_attrs[0]); i++) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "loop/%s", loop_attrs[i]);
+        if (read_attr(dir_fd, path, buf, sizeof(buf)) > 0)
+            *checksum += strtoul(buf, NULL, 10);
+    }
+    for (size_t i = 0; i < sizeof(device_attrs) / sizeof(device_attrs[0]); i++)
+        if (read_attr(dir_fd, device_attrs[i], buf, sizeof(buf)) > 0)
+            *checksum += strtoul(buf, NULL, 10);
+}
+
+enum method {
+    SCAN_SYSFS,   /* list_devices()' sources: sysfs attributes, GET_STATUS64 */
+    SCAN_IOCTL,   /* backing_file from sysfs, the rest from ioctls */
+    FIND,         /* backing_file + stat per device; everything for matches */
+};
+
 /*
- * Visit every bound loop device: read its attributes and stat its backing
- * file.  With match set, count only devices bound to that (dev, ino).
- * Returns the number of devices counted; *checksum goes to sink.
+ * Visit every bound loop device the way `method` says.  With FIND, count
+ * only devices bound to match's (dev, ino).  Returns the number counted.
  */
-static long scan(const struct stat *match, unsigned long *checksum)
+static long scan(enum method method, const struct stat *match, unsigned long *checksum)
 {
     DIR *block = opendir("/sys/block");
     struct dirent *entry;
@@ -178,7 +280,7 @@ static long scan(const struct stat *match, unsigned long *checksum)
 
         if (strncmp(entry->d_name, "loop", 4) != 0)
             continue;
-        dir_fd = openat(dirfd(block), entry->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        dir_fd = openat(dirfd(block), entry->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (dir_fd < 0)
             continue;
         n = read_attr(dir_fd, "loop/backing_file", buf, sizeof(buf));
@@ -188,26 +290,23 @@ static long scan(const struct stat *match, unsigned long *checksum)
         }
         if (buf[n - 1] == '\n')
             buf[n - 1] = '\0';
-        if (stat(buf, &st) == 0) {
-            *checksum += (unsigned long)st.st_ino;
-            if (match && (st.st_dev != match->st_dev || st.st_ino != match->st_ino)) {
+        switch (method) {
+        case SCAN_SYSFS:
+            read_sysfs_attrs(dir_fd, checksum);
+            read_by_ioctl(entry->d_name, 0, checksum);
+            break;
+        case SCAN_IOCTL:
+            read_by_ioctl(entry->d_name, 1, checksum);
+            break;
+        case FIND:
+            if (stat(buf, &st) < 0 || st.st_dev != match->st_dev
+                || st.st_ino != match->st_ino) {
                 close(dir_fd);
                 continue;
             }
-        } else if (match) {
-            close(dir_fd);
-            continue;
+            read_sysfs_attrs(dir_fd, checksum);
+            break;
         }
-        for (size_t i = 0; i < sizeof(loop_attrs) / sizeof(loop_attrs[0]); i++) {
-            char path[64];
-
-            snprintf(path, sizeof(path), "loop/%s", loop_attrs[i]);
-            if (read_attr(dir_fd, path, buf, sizeof(buf)) > 0)
-                *checksum += strtoul(buf, NULL, 10);
-        }
-        for (size_t i = 0; i < sizeof(device_attrs) / sizeof(device_attrs[0]); i++)
-            if (read_attr(dir_fd, device_attrs[i], buf, sizeof(buf)) > 0)
-                *checksum += strtoul(buf, NULL, 10);
         close(dir_fd);
         found++;
     }
@@ -215,7 +314,7 @@ static long scan(const struct stat *match, unsigned long *checksum)
     return found;
 }
 
-static int run_scans(long count, const char *backing_path)
+static int run_scans(long count, enum method method, const char *backing_path)
 {
     struct stat match;
     unsigned long checksum = 0;
@@ -226,7 +325,7 @@ static int run_scans(long count, const char *backing_path)
     for (long i = 0; i < count; i++) {
         uint64_t start = now_ns();
 
-        found = scan(backing_path ? &match : NULL, &checksum);
+        found = scan(method, &match, &checksum);
         if (found < 0)
             return die("/sys/block");
         printf("%llu\n", (unsigned long long)(now_ns() - start));
@@ -239,11 +338,16 @@ static int run_scans(long count, const char *backing_path)
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "cycle") == 0)
-        return run_cycles(atol(argv[2]), argv[3], atoi(argv[4]));
+        return run_cycles(atol(argv[2]), argv[3], atoi(argv[4]), 0);
+    if (argc == 5 && strcmp(argv[1], "cycle-same") == 0)
+        return run_cycles(atol(argv[2]), argv[3], atoi(argv[4]), 1);
     if (argc == 3 && strcmp(argv[1], "scan") == 0)
-        return run_scans(atol(argv[2]), NULL);
+        return run_scans(atol(argv[2]), SCAN_SYSFS, NULL);
+    if (argc == 3 && strcmp(argv[1], "scan-ioctl") == 0)
+        return run_scans(atol(argv[2]), SCAN_IOCTL, NULL);
     if (argc == 4 && strcmp(argv[1], "find") == 0)
-        return run_scans(atol(argv[2]), argv[3]);
-    fprintf(stderr, "usage: floor cycle N BACKING DIRECT_IO | scan N | find N BACKING\n");
+        return run_scans(atol(argv[2]), FIND, argv[3]);
+    fprintf(stderr, "usage: floor cycle|cycle-same N BACKING DIRECT_IO | scan N | scan-ioctl N"
+            " | find N BACKING\n");
     return 2;
 }

@@ -64,9 +64,9 @@ def steps(settings: Settings) -> int:
     """Progress units of a run, to size the bar up front."""
     total = 0
     if "cycle" in settings.scenarios:
-        total += settings.cycle_rounds * 5
+        total += settings.cycle_rounds * 6
     if "discovery" in settings.scenarios:
-        total += len(settings.device_counts) * (settings.discovery_rounds * 8 + 1)
+        total += len(settings.device_counts) * (settings.discovery_rounds * 9 + 1)
     if "contention" in settings.scenarios:
         total += settings.contention_rounds * len(settings.procs)
     if "io" in settings.scenarios:
@@ -105,8 +105,23 @@ def _timed(job: Callable[[], object]) -> Callable[[int], List[float]]:
 
 
 def _losetup(*args: str) -> str:
+    """Run losetup; its stdout.  CalledProcessError carries its stderr."""
     return subprocess.run(["losetup", *args], check=True, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True).stdout.strip()
+
+
+def _losetup_attach(*args: str) -> str:
+    """``losetup -f --show ...``, tried again a few times: losetup -f loses
+    races with other users of loop devices (it retries EBUSY only), and on
+    a shared machine those are not what the benchmark measures."""
+    for attempt in range(5):
+        try:
+            return _losetup("-f", "--show", *args)
+        except subprocess.CalledProcessError:
+            if attempt == 4:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")
 
 
 # --- 1. attach+detach cycle ---------------------------------------------------
@@ -122,20 +137,25 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
     fcntl_cycler = purepy.FcntlCycler(backing, dio)
     floor_retries = [0]
 
-    def floor_run(count: int) -> List[float]:
-        samples, counters = run_floor(floor, "cycle", str(count), backing, "1" if dio else "0")
-        floor_retries[0] += counters.get("retries", 0)
-        return samples
+    def floor_run(mode: str) -> Callable[[int], List[float]]:
+        def run(count: int) -> List[float]:
+            samples, counters = run_floor(floor, mode, str(count), backing, "1" if dio else "0")
+            floor_retries[0] += counters.get("retries", 0)
+            return samples
+        return run
 
     def losetup_cycle() -> None:
-        device = _losetup("-f", "--show", f"--direct-io={'on' if dio else 'off'}", backing)
+        device = _losetup_attach(f"--direct-io={'on' if dio else 'off'}", backing)
         _losetup("-d", device)
 
     contenders = [
         Contender("loopcore", _timed(lambda: loopcore.attach(backing, direct_io=dio).detach()),
                   fast, "loopcore.attach(path).detach()"),
-        Contender("c_floor", floor_run, fast,
+        Contender("c_floor", floor_run("cycle"), fast,
                   "plain C: GET_FREE, open, LOOP_CONFIGURE, LOOP_CLR_FD, close"),
+        Contender("c_same_syscalls", floor_run("cycle-same"), fast,
+                  "plain C making loopcore's syscalls: + backing open/fstat, flock, "
+                  "read-back, BLKFLSBUF"),
         Contender("python_fcntl", _timed(fcntl_cycler.cycle), fast,
                   "pure Python fcntl.ioctl, same ioctls as the C floor"),
         Contender("losetup", _timed(losetup_cycle), slow,
@@ -163,6 +183,8 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
                                          loopcore_median),
             "legacy_vs_loopcore": ratio(summarize(samples["loopcore_legacy"]).get("median"),
                                         loopcore_median),
+            "loopcore_vs_c_same_syscalls":
+                ratio(loopcore_median, summarize(samples["c_same_syscalls"]).get("median")),
             "python_fcntl_vs_c_floor":
                 described["python_fcntl"]["ratio_vs_baseline"],  # type: ignore[index]
         },
@@ -237,8 +259,12 @@ def _discovery_contenders(functions: Dict[str, Optional[Callable[..., object]]],
                   "pure Python: os.open/os.read of the same sysfs attributes, os.stat"),
         Contender("losetup_json", _timed(losetup_run("-l", "--json")), batch,
                   "process: losetup -l --json"),
-        Contender("c_scan", floor_run("scan"), batch,
-                  "plain C: openat/read of the same attributes, stat"),
+        Contender("c_scan", floor_run("scan-ioctl"), batch,
+                  "plain C floor: backing_file from sysfs, the rest from ioctls on "
+                  "/dev/loopN (LOOP_GET_STATUS64, BLKSSZGET, BLKGETSIZE64, BLKGETDISKSEQ)"),
+        Contender("c_scan_sysfs", floor_run("scan"), batch,
+                  "plain C reading list_devices()' sources: 11 sysfs attributes + "
+                  "LOOP_GET_STATUS64"),
     ]
     if find is not None:
         finders.append(Contender("loopcore_find", _timed(lambda: find(target)), batch,
@@ -350,7 +376,12 @@ def _page_cache() -> int:
     return info.get("Cached", 0) + info.get("Buffers", 0)
 
 
-def _read_device(path: str, size: int) -> None:
+# The I/O functions return the page cache size measured before they close
+# the device: the last close of a block device drops its page cache, which
+# would hide the second copy that buffered backing I/O keeps.
+
+
+def _read_device(path: str, size: int) -> int:
     buf = bytearray(MiB)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
@@ -360,9 +391,10 @@ def _read_device(path: str, size: int) -> None:
             if not n:
                 break
             left -= n
+        return _page_cache()
 
 
-def _write_device(path: str, size: int) -> None:
+def _write_device(path: str, size: int) -> int:
     chunk = os.urandom(MiB)
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -370,6 +402,7 @@ def _write_device(path: str, size: int) -> None:
         while left > 0:
             left -= os.write(fd, chunk[: min(MiB, left)])
         os.fsync(fd)
+        return _page_cache()
     finally:
         os.close(fd)
 
@@ -387,7 +420,7 @@ def io(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dic
         return device.path, device.detach
 
     def losetup_attach() -> "tuple[str, Callable[[], None]]":
-        path = _losetup("-f", "--show", backing)  # the default: buffered
+        path = _losetup_attach(backing)  # the default: buffered
 
         def detach() -> None:
             _losetup("-d", path)
@@ -412,9 +445,9 @@ def io(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dic
                     drop_caches([backing, path])
                     before = _page_cache()
                     start = time.perf_counter_ns()
-                    (_read_device if op == "read" else _write_device)(path, size)
+                    after = (_read_device if op == "read" else _write_device)(path, size)
                     elapsed = time.perf_counter_ns() - start
-                    growth = _page_cache() - before
+                    growth = after - before
                 finally:
                     detach()
                 entry = samples[f"{name}_{op}"]
