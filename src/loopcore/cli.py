@@ -58,7 +58,10 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.match(text)
     if not m or (m.group("frac") is not None and not m.group("suffix")):
         raise ValueError(f"invalid size: {text!r}")
-    value = Fraction(int(m.group("int"), 0))
+    digits = m.group("int")
+    # strtoumax base 0: 0x hex, leading-zero octal, else decimal
+    value = Fraction(int(digits, 8) if len(digits) > 1 and digits[0] == "0"
+                     and digits[1] not in "xX" else int(digits, 0))
     suffix = m.group("suffix")
     if suffix:
         base = 1000 if m.group("unit") in ("B", "b") else 1024

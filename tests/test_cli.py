@@ -1,0 +1,459 @@
+"""The loopcore CLI: differential against losetup, every subcommand, every error path.
+
+Devices are compared one by one (other processes list their own devices
+in the same `losetup -l` output), and only devices bound to files these
+tests made are looked at.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+
+import loopcore
+from loopcore import cli
+
+from conftest import kernel_size, sysfs
+
+MiB = 1 << 20
+
+
+def loopcore_cmd(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m loopcore ARGS`` (the real entry point), bytes out."""
+    proc = subprocess.run([sys.executable, "-m", "loopcore", *args], capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    if check:
+        assert proc.returncode == 0, proc.stderr.decode()
+    return proc
+
+
+def run_main(capfdbinary, *args: str) -> bytes:
+    """cli.main in this process (fast); stdout bytes; it must succeed."""
+    assert cli.main(list(args)) == 0, capfdbinary.readouterr().err
+    out, err = capfdbinary.readouterr()
+    assert err == b""
+    return out
+
+
+def losetup(*args: str) -> bytes:
+    return subprocess.run(["losetup", *args], capture_output=True, check=True).stdout
+
+
+def losetup_columns() -> List[str]:
+    """The columns the installed losetup knows, from its --help."""
+    text = subprocess.run(["losetup", "--help"], capture_output=True, text=True).stdout
+    section = text.split("Available output columns:")[1]
+    return [line.split()[0] for line in section.splitlines()
+            if line.strip() and not line.startswith("For more")]
+
+
+@contextlib.contextmanager
+def attached(*specs) -> Iterator[List[loopcore.LoopDevice]]:
+    devices: List[loopcore.LoopDevice] = []
+    try:
+        for backing, options in specs:
+            devices.append(loopcore.attach(backing, **options))
+        yield devices
+    finally:
+        for dev in devices:
+            with contextlib.suppress(OSError, ValueError):
+                dev.detach()
+
+
+VARIANTS = [
+    dict(direct_io=False),
+    dict(read_only=True, offset=4096, size_limit=MiB),
+    dict(block_size=4096, direct_io=True),
+    dict(partscan=True, direct_io=False),
+    dict(autoclear=True),
+    dict(offset=512, size_limit=3 * MiB + 512, direct_io=True),
+    dict(read_only=True, block_size=2048, partscan=True),
+]
+
+
+def json_objects(output: bytes) -> Dict[str, bytes]:
+    """The text of each device object in libsmartcols JSON, by name."""
+    chunks = re.findall(rb'\{\n         "name": "([^"]+)",?(?:\n[^\n]*?)*?\n      \}', output)
+    objs = re.findall(rb'(\{\n         "name": "[^"]+".*?\n      \})', output, re.S)
+    assert len(chunks) == len(objs)
+    return dict(zip((c.decode() for c in chunks), objs))
+
+
+# --- differential -------------------------------------------------------------------
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_list_json_matches_losetup_per_device(make_image, capfdbinary):
+    images = [make_image(name=f'img {i} "q"\\.img' if i == 0 else None) for i in
+              range(len(VARIANTS))]
+    every = ",".join(losetup_columns())
+    column_sets = [[], ["--output-all"], ["-O", every]] + \
+        [["-O", c] for c in losetup_columns()] + [["-O", every.lower()], ["-O", "+BACK-INO"]]
+    with attached(*zip(images, VARIANTS)) as devices:
+        # the real entry point once per device, in-process for the many column sets
+        for dev in devices:
+            assert loopcore_cmd("list", "--json", "--output-all", dev.path, check=True).stdout \
+                == losetup("-l", "--json", "--output-all", dev.path)
+        for dev in devices:
+            for cols in column_sets:
+                ours = run_main(capfdbinary, "list", "--json", *cols, dev.path)
+                theirs = losetup("-l", "--json", *cols, dev.path)
+                assert ours == theirs, (dev.path, cols)
+                # tables: human, raw, no headings
+                extras = ([], ["--raw"], ["-n"], ["--raw", "-n"]) if len(cols) != 2 \
+                    or cols[1] == every else ([],)
+                for extra in extras:
+                    ours = run_main(capfdbinary, "list", *extra, *cols, dev.path)
+                    assert ours == losetup("-l", *extra, *cols, dev.path), (dev.path, cols, extra)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_list_all_matches_losetup_field_by_field(make_image):
+    images = [make_image() for _ in VARIANTS]
+    with attached(*zip(images, VARIANTS)) as devices:
+        names = {d.path for d in devices}
+        for cols in ([], ["--output-all"], ["-O", ",".join(losetup_columns())]):
+            ours_raw = loopcore_cmd("list", "--json", *cols, check=True).stdout
+            theirs_raw = losetup("-l", "--json", *cols)
+            ours = json.loads(ours_raw)["loopdevices"]
+            theirs = {d["name"]: d for d in json.loads(theirs_raw)["loopdevices"]}
+            listed = [d["name"] for d in ours]
+            assert listed == sorted(listed, key=lambda n: int(n[9:])), "not in number order"
+            assert names <= set(listed)
+            for obj in ours:
+                if obj["name"] not in names:
+                    continue
+                other = theirs[obj["name"]]
+                assert list(obj.items()) == list(other.items()), obj["name"]  # keys, order, values
+                for key, value in obj.items():
+                    assert type(value) is type(other[key]), key
+            # the object texts, byte for byte, and libsmartcols' "},{" separators
+            ours_objs, theirs_objs = json_objects(ours_raw), json_objects(theirs_raw)
+            for name in names:
+                assert ours_objs[name] == theirs_objs[name]
+            assert ours_raw.startswith(b'{\n   "loopdevices": [\n      {\n')
+            assert ours_raw.endswith(b"\n      }\n   ]\n}\n")
+            assert ours_raw.count(b"},{\n") == len(ours) - 1
+        # table: every line of ours appears in losetup's table of the same columns
+        # only when widths agree, so compare cell by cell via --raw instead
+        ours_rows = loopcore_cmd("list", "--raw", "--output-all", check=True).stdout.splitlines()
+        theirs_rows = losetup("-l", "--raw", "--output-all").splitlines()
+        assert ours_rows[0] == theirs_rows[0]
+        for name in names:
+            mine = [r for r in ours_rows if r.split(b" ")[0] == name.encode()]
+            assert mine and mine == [r for r in theirs_rows if r.split(b" ")[0] == name.encode()]
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_empty_json_and_table_like_losetup(make_image):
+    nobody = make_image()
+    assert loopcore_cmd("find", "--json", str(nobody), check=True).stdout == \
+        losetup("-l", "--json", "-j", str(nobody))
+    assert loopcore_cmd("find", str(nobody), check=True).stdout == losetup("-j", str(nobody)) == b""
+    assert cli.render_table(["NAME"], []) == ""
+
+
+def test_every_losetup_column_is_known():
+    assert list(cli.COLUMNS) == losetup_columns()
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_attach_options_via_cli(make_image):
+    img = make_image(size=4 * MiB)
+    out = loopcore_cmd("attach", "-r", "-o", "1KiB", "--sizelimit", "1M", "-b", "4096",
+                       "--direct-io", "off", "-P", str(img), check=True)
+    dev = out.stdout.decode().strip()
+    try:
+        assert re.fullmatch(r"/dev/loop\d+", dev)
+        got = json.loads(losetup("-l", "--json", "--output-all", dev))["loopdevices"][0]
+        assert (got["back-file"], got["ro"], got["offset"], got["sizelimit"], got["log-sec"],
+                got["dio"], got["partscan"], got["autoclear"]) == \
+            (str(img), True, 1024, MiB, 4096, False, True, False)
+    finally:
+        out = loopcore_cmd("detach", dev)
+    assert out.returncode == 0 and out.stdout == out.stderr == b""
+    assert loopcore.find(img) == []
+
+    # defaults: read-write, direct I/O where possible, 512-byte blocks
+    dev = loopcore_cmd("attach", str(img), check=True).stdout.decode().strip()
+    try:
+        got = json.loads(losetup("-l", "--json", dev))["loopdevices"][0]
+        assert (got["ro"], got["log-sec"], got["offset"]) == (False, 512, 0)
+        assert got["dio"] == (sysfs(int(dev[9:]), "loop/dio") == "1")
+    finally:
+        loopcore_cmd("detach", dev, check=True)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_attach_autoclear_detaches_when_the_cli_exits(make_image):
+    img = make_image()
+    dev = loopcore_cmd("attach", "--autoclear", str(img), check=True).stdout.decode().strip()
+    assert re.fullmatch(r"/dev/loop\d+", dev)
+    deadline = time.monotonic() + 5
+    while loopcore.find(img):
+        assert time.monotonic() < deadline, "an autoclear device outlived its only user"
+        time.sleep(0.01)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_find_matches_losetup_j(make_image):
+    a = make_image()
+    with attached((a, {}), (a, dict(offset=4096, size_limit=MiB)), (a, dict(read_only=True))):
+        ours = loopcore_cmd("find", str(a), check=True).stdout.splitlines()
+        assert ours == sorted(ours, key=lambda l: int(l.split(b":")[0][9:]))
+        assert sorted(ours) == sorted(losetup("-j", str(a)).splitlines())
+        assert len(ours) == 3
+        assert loopcore_cmd("find", "-o", "4K", str(a), check=True).stdout == \
+            losetup("-j", str(a), "-o", "4096")
+        ours_json = loopcore_cmd("find", "--json", str(a), check=True).stdout
+        theirs_json = losetup("-l", "--json", "-j", str(a))
+        assert sorted(json_objects(ours_json).items()) == sorted(json_objects(theirs_json).items())
+        ours_json = loopcore_cmd("find", "--json", "--output-all", str(a), check=True).stdout
+        theirs_json = losetup("-l", "--json", "--output-all", "-j", str(a))
+        assert sorted(json_objects(ours_json).items()) == sorted(json_objects(theirs_json).items())
+        # deleted: losetup -j matches the " (deleted)" name, loopcore also the plain path
+        a.unlink()
+        deleted = f"{a} (deleted)"
+        ours = loopcore_cmd("find", deleted, check=True).stdout.splitlines()
+        assert sorted(ours) == sorted(losetup("-j", deleted).splitlines()) and len(ours) == 3
+        assert loopcore_cmd("find", str(a), check=True).stdout.splitlines() == ours
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_info(make_image):
+    img = make_image()
+    with attached((img, dict(read_only=True, offset=4096, block_size=4096))) as (dev,):
+        out = loopcore_cmd("info", dev.path, check=True).stdout.decode()
+        assert out.startswith(f"{dev.path} (7:")
+        assert f"backing file: {img}" in out and "offset:       4096" in out
+        assert "read-only" in out and "block size:   4096" in out
+        got = json.loads(loopcore_cmd("info", "--json", str(dev.number), check=True).stdout)
+        st = os.stat(img)
+        assert got["name"] == dev.path and got["back-file"] == str(img)
+        assert got["back-ino"] == st.st_ino
+        assert got["back-maj:min"] == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+        assert (got["ro"], got["offset"], got["log-sec"]) == (True, 4096, 4096)
+        assert got["size"] == kernel_size(dev.number) and got["partitions"] == []
+        assert got["diskseq"] == int(sysfs(dev.number, "diskseq"))
+        assert loopcore_cmd("info", f"loop{dev.number}", check=True).stdout.decode() == out
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_set_capacity(make_image):
+    img = make_image(size=MiB)
+    with attached((img, {})) as (dev,):
+        os.truncate(img, 3 * MiB)
+        assert kernel_size(dev.number) == MiB
+        out = loopcore_cmd("set-capacity", dev.path, check=True)
+        assert out.stdout == b""
+        assert kernel_size(dev.number) == 3 * MiB
+
+
+def _free_high_number() -> int:
+    for _ in range(100):
+        n = random.randrange(30000, 40000)
+        if not os.path.exists(f"/sys/block/loop{n}"):
+            return n
+    raise AssertionError("no free loop number")
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_control_add_remove_get_free():
+    n = _free_high_number()
+    out = loopcore_cmd("control", "add", str(n), check=True)
+    try:
+        assert out.stdout == f"/dev/loop{n}\n".encode()
+        assert os.path.exists(f"/sys/block/loop{n}")
+        info = json.loads(loopcore_cmd("info", "--json", f"/dev/loop{n}", check=True).stdout)
+        assert info["bound"] is False and info["back-file"] is None
+        assert loopcore_cmd("list", "--json", f"/dev/loop{n}", check=True).stdout == \
+            losetup("-l", "--json", f"/dev/loop{n}")
+        # the error paths of a device that exists but is not bound
+        r = loopcore_cmd("detach", f"/dev/loop{n}")
+        assert r.returncode == 1
+        assert r.stderr == f"loopcore: /dev/loop{n}: detach failed: No such device or address\n".encode()
+        r = loopcore_cmd("set-capacity", f"/dev/loop{n}")
+        assert r.returncode == 1 and r.stderr.startswith(f"loopcore: /dev/loop{n}: ".encode())
+        r = loopcore_cmd("control", "add", str(n))
+        assert (r.returncode, r.stderr) == (1, f"loopcore: /dev/loop{n}: File exists\n".encode())
+    finally:
+        out = loopcore_cmd("control", "remove", f"loop{n}")
+    assert out.returncode == 0, out.stderr
+    assert not os.path.exists(f"/sys/block/loop{n}")
+    r = loopcore_cmd("control", "remove", str(n))
+    assert r.returncode == 1 and r.stderr.startswith(f"loopcore: /dev/loop{n}: ".encode())
+    free = loopcore_cmd("control", "get-free", check=True).stdout.decode().strip()
+    assert re.fullmatch(r"/dev/loop\d+", free)
+
+
+# --- sizes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,value", [
+    ("0", 0), ("4096", 4096), ("0x1000", 4096), ("010", 8), ("1K", 1024), ("1k", 1024),
+    ("1KiB", 1024), ("1KB", 1000), ("1kb", 1000), ("2M", 2 * MiB), ("1MiB", MiB),
+    ("1MB", 10 ** 6), ("1G", 1 << 30), ("1GiB", 1 << 30), ("1.5M", 3 * MiB // 2),
+    ("0.5K", 512), ("1T", 1 << 40),
+])
+def test_parse_size(text, value):
+    assert cli.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "-1", "K", "1X", "1KiBx", "1.5", "abc", "1 K", "1e3",
+                                  "99999999999999999999", "16E"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        cli.parse_size(text)
+
+
+# --- error paths -----------------------------------------------------------------------
+
+def one_line(stderr: bytes) -> str:
+    text = stderr.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    assert text.startswith("loopcore"), text
+    return text.rstrip("\n")
+
+
+USAGE_ERRORS = [
+    [],
+    ["frobnicate"],
+    ["--bogus"],
+    ["attach"],
+    ["attach", "-o", "abc", "/x"],
+    ["attach", "--sizelimit", "1Q", "/x"],
+    ["attach", "-b", "", "/x"],
+    ["attach", "--direct-io", "maybe", "/x"],
+    ["attach", "/x", "/y"],
+    ["detach"],
+    ["detach", "--all", "/dev/loop0"],
+    ["list", "--all", "/dev/loop0"],
+    ["list", "--bogus"],
+    ["find"],
+    ["find", "-o", "x", "/x"],
+    ["info"],
+    ["set-capacity"],
+    ["control"],
+    ["control", "frob"],
+    ["control", "add"],
+    ["control", "remove"],
+    ["control", "add", "abc"],
+    ["control", "add", "-1"],
+]
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS, ids=lambda a: " ".join(a) or "<none>")
+def test_usage_errors_exit_2(argv):
+    r = loopcore_cmd(*argv)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == b""
+    one_line(r.stderr)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_runtime_errors_exit_1(tmp_path, make_image):
+    img = make_image(size=MiB)
+    missing = tmp_path / "missing.img"
+    cases: List[Tuple[List[str], str]] = [
+        (["attach", str(missing)], f"loopcore: {missing}: No such file or directory"),
+        (["attach", str(tmp_path)], f"loopcore: {tmp_path}: "),
+        (["attach", "-b", "1000", str(img)], "block_size must be a power of two"),
+        (["attach", "-o", "2M", str(img)], f"loopcore: {img}: offset 2097152 is "),
+        (["detach", "/dev/null"], "loopcore: /dev/null: detach failed: not a loop device"),
+        (["detach", str(missing)], f"loopcore: {missing}: detach failed: No such file or directory"),
+        (["list", "/dev/null"], "loopcore: /dev/null: not a loop device"),
+        (["list", str(missing)], f"loopcore: {missing}: No such file or directory"),
+        (["list", "-O", "NAME,FOO"], "loopcore: unknown column: FOO"),
+        (["list", "loop99999999"], "loopcore: loop99999999: no such loop device"),
+        (["info", "/dev/null"], "loopcore: /dev/null: not a loop device"),
+        (["info", "99999999"], "loopcore: 99999999: no such loop device"),
+        (["set-capacity", "/dev/null"], "loopcore: /dev/null: not a loop device"),
+        (["set-capacity", str(missing)], f"loopcore: {missing}: No such file or directory"),
+        (["find", "", "--json"], "loopcore: backing path is empty"),
+        (["control", "remove", "99999999"], "loopcore: /dev/loop99999999: "),
+    ]
+    for argv, message in cases:
+        r = loopcore_cmd(*argv)
+        assert r.returncode == 1, (argv, r.stderr)
+        assert r.stdout == b"", argv
+        line = one_line(r.stderr)
+        assert line.startswith(message) or message in line, (argv, line)
+    assert loopcore.find(img) == []
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_detach_several_continues_past_errors(make_image):
+    img = make_image()
+    with attached((img, {})) as (dev,):
+        dev.close()  # keep it bound, let the CLI detach it
+        r = loopcore_cmd("detach", "/dev/null", dev.path)
+        assert r.returncode == 1
+        assert one_line(r.stderr).startswith("loopcore: /dev/null: detach failed")
+        assert loopcore.find(img) == []
+
+
+# --- extension hook ------------------------------------------------------------------------
+
+EXTENSION = '''
+def add_parser(subparsers):
+    p = subparsers.add_parser("{name}", help="test extension")
+    p.add_argument("--fail", choices=("oserror", "valueerror"))
+    p.set_defaults(func=handler)
+
+def handler(args):
+    import errno
+    if args.fail == "oserror":
+        raise OSError(errno.EIO, "Input/output error", "/dev/ext0")
+    if args.fail == "valueerror":
+        raise ValueError("bad value for ext")
+    print("extension ran")
+    return 3
+'''
+
+
+@pytest.fixture
+def extension_dir(tmp_path, monkeypatch):
+    pkg = tmp_path / "lcext"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "good.py").write_text(EXTENSION.format(name="ext-good"))
+    (pkg / "broken.py").write_text("import lcext.not_there_either\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return pkg
+
+
+def test_extension_subcommands(extension_dir, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("lcext.absent", "lcext.good"))
+    assert cli.main(["ext-good"]) == 3
+    assert capsys.readouterr().out == "extension ran\n"
+    assert cli.main(["ext-good", "--fail", "oserror"]) == 1
+    assert capsys.readouterr().err == "loopcore: /dev/ext0: Input/output error\n"
+    assert cli.main(["ext-good", "--fail", "valueerror"]) == 1
+    assert capsys.readouterr().err == "loopcore: bad value for ext\n"
+    # a module that exists but fails to import is a bug, not "not written yet"
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("lcext.broken",))
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()
+    # the real list: whichever of them exist register, the others are skipped
+    parser = cli.build_parser(cli.SUBCOMMAND_MODULES[:0] + ("loopcore.dm_cli", "loopcore.bench"))
+    assert parser.prog == "loopcore"
