@@ -259,14 +259,25 @@ int lc_read_state(int dev_fd, struct lc_attach_result *result)
     return 0;
 }
 
-int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
-              int use_configure, const struct lc_retry *retry,
+int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
+              uint64_t offset, uint64_t size_limit, uint32_t block_size,
+              const char *file_name, const struct lc_retry *retry,
               struct lc_attach_result *result)
 {
-    int read_only = (config->info.lo_flags & LO_FLAGS_READ_ONLY) != 0;
+    int read_only = (flags & LO_FLAGS_READ_ONLY) != 0;
+    struct lc_loop_config config;
     uint32_t attempt;
     int last_error = -EBUSY;
 
+    memset(&config, 0, sizeof(config));
+    config.fd = (uint32_t)backing_fd;
+    config.block_size = block_size;
+    config.info.lo_offset = offset;
+    config.info.lo_sizelimit = size_limit;
+    config.info.lo_flags = flags;
+    if (file_name)
+        strncpy((char *)config.info.lo_file_name, file_name,
+                sizeof(config.info.lo_file_name) - 1);
     memset(result, 0, sizeof(*result));
     result->number = -1;
     result->fd = -1;
@@ -308,9 +319,7 @@ int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
             return dev_fd;
         }
         if (use_configure) {
-            struct lc_loop_config cfg = *config;
-            cfg.fd = (uint32_t)backing_fd;
-            r = lc_configure(dev_fd, &cfg);
+            r = lc_configure(dev_fd, &config);
         } else {
             r = lc_set_fd(dev_fd, backing_fd);
         }

@@ -92,15 +92,21 @@ int lc_get_sector_size(int fd, uint32_t *sector_size);
 
 /*
  * The hot path, one call: lock /dev/loop-control, GET_FREE, open
- * /dev/loopN, bind (LOOP_CONFIGURE with *config, or LOOP_SET_FD alone
- * when use_configure is 0), unlock, then read back what the kernel did.
- * Retries EBUSY/EAGAIN from the bind and ENXIO/ENOENT from the open with
- * a fresh GET_FREE and randomized backoff per *retry.  On failure nothing
- * stays bound and no fd stays open.  Returns the device number or -errno;
- * -EBUSY means the retries ran out.
+ * /dev/loopN (read-only if LO_FLAGS_READ_ONLY is in flags), bind, unlock,
+ * then read back what the kernel did into *result.  With use_configure the
+ * bind is LOOP_CONFIGURE with flags, offset, size limit, block size and
+ * file_name (lo_file_name, at most 63 bytes used); without it LOOP_SET_FD
+ * alone, the caller setting the rest.  Retries EBUSY/EAGAIN from the bind
+ * and ENXIO/ENOENT from the open with a fresh GET_FREE, up to
+ * retry->max_attempts tries; from the second retry on it first sleeps a
+ * random time below sleep_base_us + sleep_span_us * attempt / max_attempts
+ * with the lock released.  On failure nothing stays bound, no fd stays
+ * open, result->failed_step names the step, and -errno is returned (-EBUSY
+ * when the retries ran out); on success the device number.
  */
-int lc_attach(int ctl_fd, int backing_fd, const struct lc_loop_config *config,
-              int use_configure, const struct lc_retry *retry,
+int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
+              uint64_t offset, uint64_t size_limit, uint32_t block_size,
+              const char *file_name, const struct lc_retry *retry,
               struct lc_attach_result *result);
 
 /*

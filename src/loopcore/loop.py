@@ -113,6 +113,10 @@ class LoopInfo:
         return Flags.DIRECT_IO in self.flags
 
 
+_READ_ONLY, _AUTOCLEAR, _PARTSCAN, _DIRECT_IO = (int(f) for f in Flags)
+_ALL_FLAGS = _READ_ONLY | _AUTOCLEAR | _PARTSCAN | _DIRECT_IO
+
+
 def device_path(number: int) -> str:
     """``/dev/loopN`` for device number N."""
     return f"/dev/loop{number}"
@@ -406,7 +410,7 @@ class LoopDevice:
             backing_inode=int(status.lo_inode),
             offset=int(status.lo_offset),
             size_limit=int(status.lo_sizelimit),
-            flags=Flags(status.lo_flags & sum(Flags)),
+            flags=Flags(status.lo_flags & _ALL_FLAGS),
             block_size=int(state.block_size),
             size_bytes=int(state.size_bytes),
             diskseq=int(state.diskseq) or None,
@@ -483,7 +487,9 @@ class LoopDevice:
         """
         self._check_open()
         fd, self._fd = self._fd, -1
-        _check(lib.lc_detach_fd(fd), self.path)
+        rc = lib.lc_detach_fd(fd)
+        if rc < 0:
+            raise error_from_errno(-rc, self.path)
 
     def close(self) -> None:
         """Close loopcore's fd without detaching."""
@@ -515,12 +521,19 @@ class LoopDevice:
 
 # --- attach ------------------------------------------------------------------
 
+_force_legacy_env: Optional[bool] = None
+
+
 def _use_legacy(legacy: Optional[bool]) -> bool:
+    """The attach path: the caller's choice, else LOOPCORE_FORCE_LEGACY (read
+    once, at the first attach: a missing variable costs microseconds per
+    lookup), else the probe."""
+    global _force_legacy_env
     if legacy is not None:
         return legacy
-    if os.environ.get(FORCE_LEGACY_ENV, "") not in ("", "0"):
-        return True
-    return not kernel_supports_configure()
+    if _force_legacy_env is None:
+        _force_legacy_env = os.environ.get(FORCE_LEGACY_ENV, "") not in ("", "0")
+    return _force_legacy_env or not kernel_supports_configure()
 
 
 def _expected_size(backing_size: int, offset: int, size_limit: int) -> int:
@@ -530,14 +543,20 @@ def _expected_size(backing_size: int, offset: int, size_limit: int) -> int:
     return size & ~511
 
 
-def _bind(backing_fd: int, config: "ffi.CData", use_configure: bool, name: str) -> "ffi.CData":
+_retry: Optional[Tuple[Tuple[int, int, int], "ffi.CData"]] = None
+
+
+def _bind(backing_fd: int, use_configure: bool, flags: int, offset: int, size_limit: int,
+          block_size: int, name: str) -> "ffi.CData":
     """One C call: lock, GET_FREE, open, bind, read back.  Raises on failure."""
-    retry = ffi.new("struct lc_retry *", (ATTACH_ATTEMPTS, ATTACH_SLEEP_BASE_US,
-                                          ATTACH_SLEEP_SPAN_US))
+    global _retry
+    policy = (ATTACH_ATTEMPTS, ATTACH_SLEEP_BASE_US, ATTACH_SLEEP_SPAN_US)
+    if _retry is None or _retry[0] != policy:
+        _retry = (policy, ffi.new("struct lc_retry *", policy))
     result = ffi.new("struct lc_attach_result *")
     with _control.lock:
-        rc = lib.lc_attach(_control.fd(), backing_fd, config, 1 if use_configure else 0,
-                           retry, result)
+        rc = lib.lc_attach(_control.fd(), backing_fd, use_configure, flags, offset, size_limit,
+                           block_size, _file_name_field(name), _retry[1], result)
     if rc >= 0:
         return result
     if result.failed_step == lib.LC_STEP_GET_FREE:
@@ -551,19 +570,19 @@ def _bind(backing_fd: int, config: "ffi.CData", use_configure: bool, name: str) 
     raise error_from_errno(-rc, name)
 
 
-def _finish_legacy(dev_fd: int, flags: Flags, offset: int, size_limit: int,
+def _finish_legacy(dev_fd: int, flags: int, offset: int, size_limit: int,
                    block_size: int, name: str) -> None:
     """After LOOP_SET_FD: status, block size, direct I/O (pre-5.8 kernels)."""
     info = ffi.new("struct lc_loop_info64 *")
     info.lo_offset = offset
     info.lo_sizelimit = size_limit
     # READ_ONLY comes from the fd's open mode; DIRECT_IO has its own ioctl.
-    info.lo_flags = flags & (Flags.AUTOCLEAR | Flags.PARTSCAN)
+    info.lo_flags = flags & (_AUTOCLEAR | _PARTSCAN)
     info.lo_file_name = _file_name_field(name)
     _check(_retry_eagain(lambda: lib.lc_set_status64(dev_fd, info)), name)
     if block_size:
         _check(_retry_eagain(lambda: lib.lc_set_block_size(dev_fd, block_size)), name)
-    if flags & Flags.DIRECT_IO:
+    if flags & _DIRECT_IO:
         # Best effort, like LOOP_CONFIGURE: the kernel says EINVAL when the
         # backing file or the offset does not allow direct I/O.
         rc = _retry_eagain(lambda: lib.lc_set_direct_io(dev_fd, 1))
@@ -602,15 +621,9 @@ def attach(
     _check_nonneg("offset", offset)
     _check_nonneg("size_limit", size_limit)
     _check_block_size(block_size, allow_zero=True)
-    flags = Flags(0)
-    if read_only:
-        flags |= Flags.READ_ONLY
-    if autoclear:
-        flags |= Flags.AUTOCLEAR
-    if partscan:
-        flags |= Flags.PARTSCAN
-    if direct_io:
-        flags |= Flags.DIRECT_IO
+    # Plain ints on the hot path: IntFlag arithmetic costs microseconds.
+    flags = ((_READ_ONLY if read_only else 0) | (_AUTOCLEAR if autoclear else 0)
+             | (_PARTSCAN if partscan else 0) | (_DIRECT_IO if direct_io else 0))
 
     backing_fd, owned, name = _open_backing(backing, read_only)
     try:
@@ -640,7 +653,7 @@ def attach(
         try:
             if ignored:
                 raise LoopError(errno.EINVAL, f"the kernel ignored {ignored}", name)
-            if state.flags & Flags.READ_ONLY and not read_only:
+            if state.flags & _READ_ONLY and not read_only:
                 raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
                                       "the backing file cannot be written", name)
             if state.size_bytes != _expected_size(backing_size, offset, size_limit):
@@ -660,33 +673,26 @@ def _device_from_result(result: "ffi.CData") -> LoopDevice:
                       int(result.diskseq) or None)
 
 
-def _attach_configure(backing_fd: int, flags: Flags, offset: int, size_limit: int,
+def _attach_configure(backing_fd: int, flags: int, offset: int, size_limit: int,
                       block_size: int, name: str) -> Tuple[LoopDevice, "ffi.CData"]:
     """LOOP_CONFIGURE: bind and configure in one ioctl, inside lc_attach."""
-    config = ffi.new("struct lc_loop_config *")
-    config.block_size = block_size
-    config.info.lo_offset = offset
-    config.info.lo_sizelimit = size_limit
-    config.info.lo_flags = flags
-    config.info.lo_file_name = _file_name_field(name)
     try:
-        result = _bind(backing_fd, config, True, name)
+        result = _bind(backing_fd, True, flags, offset, size_limit, block_size, name)
     except LoopError as e:
         # Kernels that refuse LO_FLAGS_DIRECT_IO outright for a backing file
         # without O_DIRECT support say EINVAL: fall back to buffered I/O.
-        if e.errno != errno.EINVAL or not flags & Flags.DIRECT_IO:
+        if e.errno != errno.EINVAL or not flags & _DIRECT_IO:
             raise
-        config.info.lo_flags = flags & ~Flags.DIRECT_IO
-        result = _bind(backing_fd, config, True, name)
+        result = _bind(backing_fd, True, flags & ~_DIRECT_IO, offset, size_limit, block_size,
+                       name)
     return _device_from_result(result), result
 
 
-def _attach_legacy(backing_fd: int, flags: Flags, offset: int, size_limit: int,
+def _attach_legacy(backing_fd: int, flags: int, offset: int, size_limit: int,
                    block_size: int, name: str) -> Tuple[LoopDevice, "ffi.CData"]:
     """LOOP_SET_FD inside lc_attach, then the settings one ioctl at a time."""
-    config = ffi.new("struct lc_loop_config *")
-    config.info.lo_flags = flags & Flags.READ_ONLY  # selects the device's open mode
-    result = _bind(backing_fd, config, False, name)
+    # flags: READ_ONLY only, which picks the device's open mode for SET_FD
+    result = _bind(backing_fd, False, flags & _READ_ONLY, 0, 0, 0, name)
     device = _device_from_result(result)
     try:
         _finish_legacy(device.fileno(), flags, offset, size_limit, block_size, name)
@@ -698,10 +704,10 @@ def _attach_legacy(backing_fd: int, flags: Flags, offset: int, size_limit: int,
     return device, state
 
 
-def _ignored_settings(state: "ffi.CData", flags: Flags, block_size: int) -> str:
+def _ignored_settings(state: "ffi.CData", flags: int, block_size: int) -> str:
     """What the kernel left out of the requested configuration ('' if nothing)."""
     ignored = []
-    if flags & Flags.PARTSCAN and not state.flags & Flags.PARTSCAN:
+    if flags & _PARTSCAN and not state.flags & _PARTSCAN:
         ignored.append("PARTSCAN")
     if block_size and state.block_size != block_size:
         ignored.append(f"block size {block_size} (got {state.block_size})")
