@@ -41,7 +41,7 @@ def sysfs(number: int, attr: str) -> Optional[str]:
     """/sys/block/loopN/<attr>, stripped; None if absent."""
     try:
         return Path(f"/sys/block/loop{number}/{attr}").read_text().rstrip("\n")
-    except FileNotFoundError:
+    except OSError:  # absent, or the device is being removed under us
         return None
 
 
@@ -78,7 +78,7 @@ def bound_under(directory: Path) -> Dict[int, str]:
     prefix = str(directory)
     found = {}
     for entry in os.listdir("/sys/block"):
-        if not entry.startswith("loop"):
+        if not entry.startswith("loop") or not entry[4:].isdigit():
             continue
         backing = bound_backing(int(entry[4:]))
         if backing and backing.startswith(prefix):

@@ -127,8 +127,11 @@ def sysfs_backing_file(number: int) -> Optional[str]:
     try:
         with _builtin_open(f"/sys/block/loop{number}/loop/backing_file", "rb") as f:
             raw = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    except OSError as e:
+        # ENODEV/ENXIO: the device is being removed while we look
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO):
+            return None
+        raise
     return os.fsdecode(raw[:-1] if raw.endswith(b"\n") else raw)
 
 
