@@ -324,7 +324,7 @@ def _open_backing(backing: Backing, read_only: bool) -> Tuple[int, bool, str]:
         if not name:
             raise ValueError("backing path is empty")
         fd = os.open(name, os.O_RDONLY if read_only else os.O_RDWR)
-        return fd, True, os.path.abspath(name)
+        return fd, True, name if name.startswith("/") else os.path.abspath(name)
     fileno = getattr(backing, "fileno", None)
     if fileno is None:
         raise TypeError(
@@ -635,14 +635,15 @@ def attach(
         if offset >= backing_size > 0 or offset > backing_size:
             raise ValueError(f"{name}: offset {offset} is at or past the end "
                              f"({backing_size} bytes)")
-        if not read_only:
+        if not read_only and not owned:  # a caller's fd may be open read-only
             if fcntl.fcntl(backing_fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
                 raise PermissionError(errno.EACCES,
                                       "backing is open read-only; pass read_only=True", name)
         use_legacy = _use_legacy(legacy)
         device, state = (_attach_legacy if use_legacy else _attach_configure)(
             backing_fd, flags, offset, size_limit, block_size, name)
-        ignored = _ignored_settings(state, flags, block_size)
+        ignored = _ignored_settings(state, flags, block_size) \
+            if flags & _PARTSCAN or block_size else ""
         if ignored and not use_legacy:
             # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
             # (fixed in 5.9).  Like systemd: distrust LOOP_CONFIGURE for the
