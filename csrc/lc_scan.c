@@ -1,11 +1,12 @@
 /*
- * loopcore C shim: scan every loop device's sysfs attributes in one call.
+ * loopcore C shim: scan every loop device in one call.
  *
- * One dirfd on /sys/block, one O_PATH dirfd per device, then openat +
- * pread + close per attribute; no stdio, no allocation.  The backing
- * file's device and inode are not in sysfs: like losetup they come from
- * LOOP_GET_STATUS64 (lo_device, lo_inode) on /dev/loopN, opened read-only
- * only after fstatat shows it is this device's node.
+ * One dirfd on /sys/block and one on /dev; per device the backing path
+ * from sysfs (openat + pread + close), then one read-only open of
+ * /dev/loopN -- after fstatat shows it is a loop block node -- for
+ * LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which
+ * sysfs attribute each replaces).  Where that open is impossible the
+ * sysfs attribute files are read.  No stdio, no allocation.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -18,11 +19,25 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 
 #include "lc_scan.h"
 
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
+#endif
+#ifndef LO_FLAGS_DIRECT_IO
+#define LO_FLAGS_DIRECT_IO 16
+#endif
+#define LOOP_MAJOR_NUMBER 7
+
 _Static_assert(sizeof(struct lc_scan_rec) == 80, "lc_scan_rec is 80 bytes");
+_Static_assert((int)LC_SCAN_RO == (int)LO_FLAGS_READ_ONLY
+               && (int)LC_SCAN_AUTOCLEAR == (int)LO_FLAGS_AUTOCLEAR
+               && (int)LC_SCAN_PARTSCAN == (int)LO_FLAGS_PARTSCAN
+               && (int)LC_SCAN_DIO == (int)LO_FLAGS_DIRECT_IO,
+               "LC_SCAN_ flag bits are the LO_FLAGS_ bits");
 
 #define ATTR_MAX 4096   /* sysfs shows at most a page */
 
@@ -95,38 +110,114 @@ static int loop_number(const char *name)
     return (int)n;
 }
 
-/* Backing dev/ino from LOOP_GET_STATUS64 on the device's own /dev node. */
-static void read_status(int dev_dfd, const char *name, struct lc_scan_rec *rec,
-                        int want_status)
+/*
+ * Everything but the backing path from the device itself: one open of
+ * /dev/loopN.  Returns 0 if the attributes are filled in, -1 if the
+ * caller must read them from sysfs instead (rec->status_err says why).
+ */
+static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
+                     int status_only)
 {
     struct stat st;
     struct loop_info64 info;
-    int fd;
+    uint64_t u64;
+    int fd, ro = 0, ssz = 0;
 
-    if (dev_dfd < 0 || fstatat(dev_dfd, name, &st, 0) < 0) {
-        rec->status_err = dev_dfd < 0 ? ENOENT : errno;
-        return;
+    if (dev_dfd < 0) {
+        rec->status_err = ENOENT;
+        return -1;
     }
-    if (!S_ISBLK(st.st_mode) || st.st_rdev != makedev(rec->major, rec->minor)) {
+    if (fstatat(dev_dfd, name, &st, 0) < 0) {
+        rec->status_err = errno;
+        return -1;
+    }
+    if (!S_ISBLK(st.st_mode) || major(st.st_rdev) != LOOP_MAJOR_NUMBER) {
         rec->status_err = ENODEV;
-        return;
+        return -1;
     }
-    rec->flags |= LC_SCAN_HAS_NODE;
-    if (!want_status || !(rec->flags & LC_SCAN_BOUND))
-        return;
     fd = openat(dev_dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         rec->status_err = errno;
-        return;
+        return -1;
     }
-    if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
+    rec->flags |= LC_SCAN_HAS_NODE;
+    rec->major = major(st.st_rdev);
+    rec->minor = minor(st.st_rdev);
+    if (rec->flags & LC_SCAN_BOUND) {
+        if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 || info.lo_number != rec->number) {
+            /* ENXIO: detached since we read backing_file */
+            rec->status_err = errno ? errno : ENODEV;
+            close(fd);
+            return -1;
+        }
         rec->backing_dev = info.lo_device;
         rec->backing_ino = info.lo_inode;
         rec->flags |= LC_SCAN_HAS_STATUS;
-    } else {
-        rec->status_err = errno;
+        if (!status_only) {
+            rec->offset = info.lo_offset;
+            rec->sizelimit = info.lo_sizelimit;
+            rec->flags |= info.lo_flags & (LC_SCAN_AUTOCLEAR | LC_SCAN_PARTSCAN | LC_SCAN_DIO);
+            rec->flags |= LC_SCAN_HAS_DIO;
+        }
+    }
+    if (!status_only) {
+        if (ioctl(fd, BLKROGET, &ro) < 0 || ioctl(fd, BLKSSZGET, &ssz) < 0
+            || ioctl(fd, BLKGETSIZE64, &u64) < 0) {
+            rec->status_err = errno;
+            close(fd);
+            return -1;
+        }
+        if (ro)
+            rec->flags |= LC_SCAN_RO;
+        rec->block_size = (uint32_t)ssz;
+        rec->size_sectors = u64 >> 9;
+        if (ioctl(fd, BLKGETDISKSEQ, &u64) == 0) {
+            rec->diskseq = u64;
+            rec->flags |= LC_SCAN_HAS_DISKSEQ;
+        }
     }
     close(fd);
+    return status_only ? -1 : 0;
+}
+
+/* The same attributes from their sysfs files (no node, or LC_SCAN_SYSFS). */
+static void read_sysfs(int dfd, struct lc_scan_rec *rec)
+{
+    char dev[64], *colon;
+    uint64_t v;
+    uint32_t keep = rec->flags & (LC_SCAN_BOUND | LC_SCAN_HAS_NODE | LC_SCAN_HAS_STATUS);
+
+    rec->flags = keep | LC_SCAN_FROM_SYSFS;
+    rec->offset = rec->sizelimit = rec->size_sectors = rec->diskseq = 0;
+    rec->block_size = 0;
+    if (rec->flags & LC_SCAN_BOUND) {
+        if (read_u64(dfd, "loop/offset", &v) == 0)
+            rec->offset = v;
+        if (read_u64(dfd, "loop/sizelimit", &v) == 0)
+            rec->sizelimit = v;
+        read_flag(dfd, "loop/autoclear", LC_SCAN_AUTOCLEAR, &rec->flags);
+        read_flag(dfd, "loop/partscan", LC_SCAN_PARTSCAN, &rec->flags);
+        if (read_flag(dfd, "loop/dio", LC_SCAN_DIO, &rec->flags) == 0)
+            rec->flags |= LC_SCAN_HAS_DIO;
+    }
+    read_flag(dfd, "ro", LC_SCAN_RO, &rec->flags);
+    if (read_u64(dfd, "queue/logical_block_size", &v) == 0)
+        rec->block_size = (uint32_t)v;
+    if (read_u64(dfd, "size", &v) == 0)
+        rec->size_sectors = v;
+    if (read_u64(dfd, "diskseq", &v) == 0) {
+        rec->diskseq = v;
+        rec->flags |= LC_SCAN_HAS_DISKSEQ;
+    }
+    if (!(rec->flags & LC_SCAN_HAS_NODE)
+        && read_attr(dfd, "dev", dev, sizeof(dev)) > 0 && (colon = strchr(dev, ':')) != NULL) {
+        int ok1, ok2;
+        uint64_t mj = parse_u64(dev, &ok1), mn = parse_u64(colon + 1, &ok2);
+        if (ok1 && ok2) {
+            rec->major = (uint32_t)mj;
+            rec->minor = (uint32_t)mn;
+        }
+    }
 }
 
 static int cmp_rec(const void *a, const void *b)
@@ -155,68 +246,41 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
         return -errno;
     dev_dfd = (flags & LC_SCAN_NO_STATUS) ? -1
             : open("/dev", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dev_dfd < 0)
+        flags |= LC_SCAN_NO_STATUS;
 
     while ((d = readdir(dir)) != NULL) {
         struct lc_scan_rec rec;
-        uint64_t v;
-        int n = loop_number(d->d_name), dfd, len;
-        char *colon;
+        int n = loop_number(d->d_name), len;
+        char path[NAME_MAX + 32];
 
         if (n < 0)
             continue;
-        dfd = openat(dirfd(dir), d->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-            continue;               /* removed while we looked */
         memset(&rec, 0, sizeof(rec));
         rec.number = (uint32_t)n;
 
-        len = read_attr(dfd, "loop/backing_file", attr, sizeof(attr));
+        /* The one attribute always read from sysfs: the full path. */
+        memcpy(path, d->d_name, strlen(d->d_name));
+        strcpy(path + strlen(d->d_name), "/loop/backing_file");
+        len = read_attr(dirfd(dir), path, attr, sizeof(attr));
         if (len >= 0) {
             if (len > 0 && attr[len - 1] == '\n')
                 attr[--len] = '\0';
             rec.flags |= LC_SCAN_BOUND;
-        } else if (!(flags & LC_SCAN_INCLUDE_UNBOUND)) {
-            close(dfd);
-            continue;
+        } else if (len != -ENOENT || !(flags & LC_SCAN_INCLUDE_UNBOUND)) {
+            continue;       /* unbound, or the device went away */
         } else {
             len = 0;
         }
-        if (rec.flags & LC_SCAN_BOUND) {
-            if (read_u64(dfd, "loop/offset", &v) == 0)
-                rec.offset = v;
-            if (read_u64(dfd, "loop/sizelimit", &v) == 0)
-                rec.sizelimit = v;
-            read_flag(dfd, "loop/autoclear", LC_SCAN_AUTOCLEAR, &rec.flags);
-            read_flag(dfd, "loop/partscan", LC_SCAN_PARTSCAN, &rec.flags);
-            if (read_flag(dfd, "loop/dio", LC_SCAN_DIO, &rec.flags) == 0)
-                rec.flags |= LC_SCAN_HAS_DIO;
-        }
-        read_flag(dfd, "ro", LC_SCAN_RO, &rec.flags);
-        if (read_u64(dfd, "queue/logical_block_size", &v) == 0)
-            rec.block_size = (uint32_t)v;
-        if (read_u64(dfd, "size", &v) == 0)
-            rec.size_sectors = v;
-        if (read_u64(dfd, "diskseq", &v) == 0) {
-            rec.diskseq = v;
-            rec.flags |= LC_SCAN_HAS_DISKSEQ;
-        }
-        {
-            char dev[64];
-            int ok1 = 0, ok2 = 0;
-            if (read_attr(dfd, "dev", dev, sizeof(dev)) > 0
-                && (colon = strchr(dev, ':')) != NULL) {
-                rec.major = (uint32_t)parse_u64(dev, &ok1);
-                rec.minor = (uint32_t)parse_u64(colon + 1, &ok2);
-            }
-            if (!ok1 || !ok2)
-                rec.major = rec.minor = 0;
-        }
-        close(dfd);
 
-        if (rec.major || rec.minor)
-            read_status(dev_dfd, d->d_name, &rec, !(flags & LC_SCAN_NO_STATUS));
-        else
-            rec.status_err = ENODEV;
+        if (flags & LC_SCAN_NO_STATUS || read_node(dev_dfd, d->d_name, &rec,
+                                                   (flags & LC_SCAN_SYSFS) != 0) < 0) {
+            int dfd = openat(dirfd(dir), d->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (dfd < 0)
+                continue;   /* removed while we looked */
+            read_sysfs(dfd, &rec);
+            close(dfd);
+        }
 
         strings += (uint64_t)len;
         if (!overflow && (count + 1) * sizeof(rec) + (uint64_t)len <= top) {

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import random
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from loopcore import cli
 from conftest import kernel_size, sysfs
 
 MiB = 1 << 20
+BLKROSET = 0x125D
 
 
 def loopcore_cmd(*args: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -101,6 +104,8 @@ def test_list_json_matches_losetup_per_device(make_image, capfdbinary):
     column_sets = [[], ["--output-all"], ["-O", every]] + \
         [["-O", c] for c in losetup_columns()] + [["-O", every.lower()], ["-O", "+BACK-INO"]]
     with attached(*zip(images, VARIANTS)) as devices:
+        # read-only disk (BLKROSET) without LO_FLAGS_READ_ONLY: sysfs ro says 1
+        fcntl.ioctl(devices[0].fileno(), BLKROSET, struct.pack("i", 1))
         # the real entry point once per device, in-process for the many column sets
         for dev in devices:
             assert loopcore_cmd("list", "--json", "--output-all", dev.path, check=True).stdout \

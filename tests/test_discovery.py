@@ -273,3 +273,37 @@ def test_partitions_without_partscan_and_timeouts(image):
     assert exc2.value.errno == errno.ENODEV and exc2.value.filename == f"/dev/loop{number}"
     with pytest.raises(ValueError):
         discovery.partitions(-1)
+
+
+BLKROSET = 0x125D
+
+
+def set_disk_ro(dev: loopcore.LoopDevice, ro: bool) -> None:
+    """BLKROSET: the disk read-only without LO_FLAGS_READ_ONLY."""
+    import fcntl
+    import struct
+    fcntl.ioctl(dev.fileno(), BLKROSET, struct.pack("i", 1 if ro else 0))
+
+
+def test_ioctl_sysfs_and_no_node_paths_agree(make_image):
+    """The default scan reads ioctls on /dev/loopN; the sysfs files must say the same."""
+    images = [make_image() for _ in VARIANTS]
+    with attached(*zip(images, VARIANTS)) as devices:
+        set_disk_ro(devices[0], True)  # ro in sysfs, not in lo_flags
+        ours = {d.number for d in devices}
+        fast = {r.number: r for r in discovery.scan() if r.number in ours}
+        slow = {r.number: r for r in discovery.scan(sysfs=True) if r.number in ours}
+        bare = {r.number: r for r in discovery.scan(backing_status=False) if r.number in ours}
+        assert set(fast) == set(slow) == set(bare) == ours
+        from_sysfs = discovery.lib.LC_SCAN_FROM_SYSFS
+        status_bits = discovery.lib.LC_SCAN_HAS_STATUS | discovery.lib.LC_SCAN_HAS_NODE
+        for n in ours:
+            assert not fast[n].flags & from_sysfs
+            assert slow[n].flags & from_sysfs and bare[n].flags & from_sysfs
+            assert fast[n] == slow[n]._replace(flags=slow[n].flags & ~from_sysfs)
+            assert bare[n]._replace(flags=bare[n].flags & ~from_sysfs) == fast[n]._replace(
+                flags=fast[n].flags & ~status_bits, backing_devnum=0, backing_inode=0)
+        info = {i.number: i for i in loopcore.list_devices()}[devices[0].number]
+        assert info.read_only and sysfs(devices[0].number, "ro") == "1"
+        assert not kernel_status(devices[0].number)["flags"] & Flags.READ_ONLY
+        set_disk_ro(devices[0], False)

@@ -1,9 +1,12 @@
 """Discovery: which loop devices exist, what they are bound to, their partitions.
 
 One C call (``lc_scan_loops``) walks ``/sys/block/loop*`` and reads every
-device's sysfs attributes plus the backing file's device and inode (from
-LOOP_GET_STATUS64, as losetup does) into one buffer; this module parses
-it.  Nothing here opens a per-device file from Python.
+device's attributes -- the backing path from sysfs, the values the other
+sysfs attributes print through one open of ``/dev/loopN`` (see
+``csrc/lc_scan.h``), the sysfs files themselves where there is no node --
+plus the backing file's device and inode (LOOP_GET_STATUS64, as losetup)
+into one buffer; this module parses it.  Nothing here opens a per-device
+file from Python.
 """
 from __future__ import annotations
 
@@ -73,11 +76,15 @@ class ScanRecord(NamedTuple):
 _buffer_size = INITIAL_BUFFER
 
 
-def scan(*, include_unbound: bool = False, backing_status: bool = True) -> List[ScanRecord]:
+def scan(*, include_unbound: bool = False, backing_status: bool = True,
+         sysfs: bool = False) -> List[ScanRecord]:
     """Every loop device (bound ones only unless ``include_unbound``), by number.
 
-    ``backing_status=False`` skips opening ``/dev/loopN`` for the backing
-    file's device and inode (they are then 0).
+    By default the backing path comes from sysfs and the rest from one
+    open of ``/dev/loopN`` (GET_STATUS64 and block ioctls: the fields the
+    sysfs attributes print, much cheaper); ``sysfs=True`` reads the sysfs
+    attribute files instead.  ``backing_status=False`` never opens
+    ``/dev/loopN`` (sysfs only; backing device and inode are then 0).
     """
     global _buffer_size
     flags = 0
@@ -85,6 +92,8 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True) -> List[
         flags |= lib.LC_SCAN_INCLUDE_UNBOUND
     if not backing_status:
         flags |= lib.LC_SCAN_NO_STATUS
+    if sysfs:
+        flags |= lib.LC_SCAN_SYSFS
     needed = ffi.new("uint64_t *")
     while True:
         size = _buffer_size
@@ -139,9 +148,10 @@ def _info(rec: ScanRecord) -> LoopInfo:
 def list_devices(*, include_unbound: bool = False) -> List[LoopInfo]:
     """Every bound loop device (all of them with ``include_unbound``), by number.
 
-    Values are the kernel's, from sysfs: ``flags`` has READ_ONLY from
-    ``ro``, AUTOCLEAR/PARTSCAN/DIRECT_IO from ``loop/*``; ``size_bytes`` is
-    ``size`` * 512; ``backing_file`` is the full path as sysfs shows it
+    Values are what the sysfs attributes show (read more cheaply through
+    ioctls on the device where it has a node): ``flags`` has READ_ONLY
+    from ``ro`` (the disk's, so BLKROSET counts too), AUTOCLEAR/PARTSCAN/
+    DIRECT_IO from ``loop/*``; ``size_bytes`` is ``size`` * 512; ``backing_file`` is the full path as sysfs shows it
     (ending in " (deleted)" once the file is unlinked, None when unbound);
     ``backing_devnum``/``backing_inode`` come from LOOP_GET_STATUS64 and
     are 0 when ``/dev/loopN`` is missing or could not be opened.  A device
