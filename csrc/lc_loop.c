@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
@@ -45,6 +46,10 @@
 #endif
 #ifndef BLKFLSBUF
 #define BLKFLSBUF _IO(0x12, 97)
+#endif
+#ifndef BLKROSET
+#define BLKROSET _IO(0x12, 93)
+#define BLKROGET _IO(0x12, 94)
 #endif
 #ifndef BLKSSZGET
 #define BLKSSZGET _IO(0x12, 104)
@@ -190,6 +195,23 @@ int lc_get_sector_size(int fd, uint32_t *sector_size)
     return 0;
 }
 
+int lc_get_read_only(int fd, uint32_t *read_only)
+{
+    int ro = 0;
+
+    if (ioctl(fd, BLKROGET, &ro) < 0)
+        return -errno;
+    *read_only = ro ? 1 : 0;
+    return 0;
+}
+
+int lc_set_read_only(int fd, uint32_t read_only)
+{
+    int ro = read_only ? 1 : 0;
+
+    return RET(ioctl(fd, BLKROSET, &ro));
+}
+
 int lc_flush(int fd)
 {
     /* BLKFLSBUF writes back the device's dirty page cache without a FLUSH
@@ -241,7 +263,7 @@ static void backoff(const struct lc_retry *retry, uint32_t attempt)
 int lc_read_state(int dev_fd, struct lc_attach_result *result)
 {
     struct lc_loop_info64 info;
-    struct stat st;
+    struct statx stx;
     int r;
 
     if ((r = lc_get_status64(dev_fd, &info)) < 0)
@@ -251,11 +273,15 @@ int lc_read_state(int dev_fd, struct lc_attach_result *result)
         return r;
     if ((r = lc_get_size64(dev_fd, &result->size_bytes)) < 0)
         return r;
+    if ((r = lc_get_read_only(dev_fd, &result->disk_read_only)) < 0)
+        return r;
     if (lc_get_diskseq(dev_fd, &result->diskseq) < 0)
         result->diskseq = 0;     /* kernels before 5.15 */
-    if (fstat(dev_fd, &st) < 0)
+    /* statx, not fstat: glibc 2.28 has it, fstat is a 2.33 symbol, and the
+     * wheel's manylinux tag follows the newest symbol it needs. */
+    if (statx(dev_fd, "", AT_EMPTY_PATH, STATX_TYPE, &stx) < 0)
         return -errno;
-    result->devnum = (uint64_t)st.st_rdev;
+    result->devnum = (uint64_t)makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
     return 0;
 }
 

@@ -53,6 +53,7 @@ struct lc_attach_result {
     uint32_t busy_retries;       /* EBUSY/EAGAIN from the bind ioctl */
     uint32_t vanished_retries;   /* ENXIO/ENOENT opening the device */
     uint32_t failed_step;        /* on failure: one of enum lc_attach_step */
+    uint32_t disk_read_only;     /* BLKROGET: lo_flags or a BLKROSET policy */
 };
 
 enum lc_attach_step {
@@ -89,6 +90,8 @@ int lc_set_direct_io(int dev_fd, uint32_t enable);
 int lc_get_diskseq(int fd, uint64_t *diskseq);
 int lc_get_size64(int fd, uint64_t *size_bytes);
 int lc_get_sector_size(int fd, uint32_t *sector_size);
+int lc_get_read_only(int fd, uint32_t *read_only);
+int lc_set_read_only(int fd, uint32_t read_only);
 
 /*
  * The hot path, one call: lock /dev/loop-control, GET_FREE, open
@@ -110,8 +113,9 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
               struct lc_attach_result *result);
 
 /*
- * Fill devnum, diskseq, size_bytes, block_size and flags of *result from
- * the kernel (GET_STATUS64, BLKSSZGET, BLKGETSIZE64, BLKGETDISKSEQ, fstat).
+ * Fill devnum, diskseq, size_bytes, block_size, flags and disk_read_only
+ * of *result from the kernel (GET_STATUS64, BLKSSZGET, BLKGETSIZE64,
+ * BLKGETDISKSEQ, BLKROGET, statx).
  */
 int lc_read_state(int dev_fd, struct lc_attach_result *result);
 

@@ -190,3 +190,33 @@ def test_device_node_is_block_device(image: Path):
     with loopcore.attach(image) as dev:
         assert stat.S_ISBLK(os.stat(dev.path).st_mode)
         assert os.major(dev.devnum) == 7
+
+
+BLKROSET = 0x125D
+
+
+def test_stale_setro_policy_is_cleared_on_read_write_attach(make_image):
+    # blockdev --setro on a device survives its detach; the next read-write
+    # attach of that number must not come out read-only.
+    import fcntl
+    import struct
+    img = make_image(size=1 << 20)
+    first = loopcore.attach(img)
+    number = first.number
+    fcntl.ioctl(first.fileno(), BLKROSET, struct.pack("i", 1))
+    first.detach()
+    held = []
+    try:
+        for _ in range(20):  # GET_FREE hands out the lowest free number
+            dev = loopcore.attach(img)
+            held.append(dev)
+            if dev.number == number:
+                break
+        else:
+            pytest.skip("could not get the same device number back")
+        assert sysfs(number, "ro") == "0"
+        with open(dev.path, "r+b", buffering=0) as disk:
+            disk.write(b"w" * 512)
+    finally:
+        for dev in held:
+            dev.detach()

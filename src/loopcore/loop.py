@@ -660,6 +660,10 @@ def attach(
             if state.flags & _READ_ONLY and not read_only:
                 raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
                                       "the backing file cannot be written", name)
+            if state.disk_read_only and not read_only:
+                # A BLKROSET policy (blockdev --setro) outlives detach: the
+                # last user of this device number left it read-only.
+                _check(lib.lc_set_read_only(device.fileno(), 0), device.path)
             if state.size_bytes != _expected_size(backing_size, offset, size_limit):
                 # util-linux: some kernels miss offset/sizelimit in the first size.
                 _check(_retry_eagain(lambda: lib.lc_set_capacity(device.fileno())), name)
