@@ -1,10 +1,10 @@
 /*
  * loopcore C shim: scan every loop device in one call.
  *
- * One dirfd on /sys/block and one on /dev; per device the backing path
- * from sysfs (openat + pread + close), then one read-only open of
- * /dev/loopN -- after fstatat shows it is a loop block node -- for
- * LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which
+ * One dirfd on /sys/devices/virtual/block (where /sys/block/loopN points)
+ * and one on /dev; per device the backing path from sysfs (openat + pread
+ * + close), then one read-only open of /dev/loopN -- checked with fstat
+ * to be a loop block node -- for LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which
  * sysfs attribute each replaces).  Where that open is impossible the
  * sysfs attribute files are read.  No stdio, no allocation.
  */
@@ -127,17 +127,17 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
         rec->status_err = ENOENT;
         return -1;
     }
-    if (fstatat(dev_dfd, name, &st, 0) < 0) {
-        rec->status_err = errno;
-        return -1;
-    }
-    if (!S_ISBLK(st.st_mode) || major(st.st_rdev) != LOOP_MAJOR_NUMBER) {
-        rec->status_err = ENODEV;
-        return -1;
-    }
-    fd = openat(dev_dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* Open, then check what we opened before any ioctl: devtmpfs makes
+     * /dev/loopN, but anyone may have put something else there. */
+    fd = openat(dev_dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         rec->status_err = errno;
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode)
+        || major(st.st_rdev) != LOOP_MAJOR_NUMBER) {
+        rec->status_err = ENODEV;
+        close(fd);
         return -1;
     }
     rec->flags |= LC_SCAN_HAS_NODE;
@@ -241,7 +241,11 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
     *needed = 0;
     if (((uintptr_t)buf & 7) != 0 || bufsize > UINT32_MAX)
         return -EINVAL;
-    dir = opendir("/sys/block");
+    /* Loop disks have no parent device: they all live in virtual/block,
+     * and reading there skips resolving /sys/block's symlinks. */
+    dir = opendir("/sys/devices/virtual/block");
+    if (!dir)
+        dir = opendir("/sys/block");
     if (!dir)
         return -errno;
     dev_dfd = (flags & LC_SCAN_NO_STATUS) ? -1

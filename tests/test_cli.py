@@ -93,18 +93,31 @@ def json_objects(output: bytes) -> Dict[str, bytes]:
     return dict(zip((c.decode() for c in chunks), objs))
 
 
+@pytest.fixture
+def ro_device():
+    """Devices a test made read-only with BLKROSET: made writable again before
+    they are detached (the flag would stay with the device number)."""
+    devices: List[loopcore.LoopDevice] = []
+    yield devices
+    for dev in devices:
+        if not dev.closed:
+            fcntl.ioctl(dev.fileno(), BLKROSET, struct.pack("i", 0))
+
+
 # --- differential -------------------------------------------------------------------
 
 @pytest.mark.root
 @pytest.mark.usefixtures("no_leaks")
-def test_list_json_matches_losetup_per_device(make_image, capfdbinary):
+def test_list_json_matches_losetup_per_device(make_image, capfdbinary, ro_device):
     images = [make_image(name=f'img {i} "q"\\.img' if i == 0 else None) for i in
               range(len(VARIANTS))]
     every = ",".join(losetup_columns())
     column_sets = [[], ["--output-all"], ["-O", every]] + \
         [["-O", c] for c in losetup_columns()] + [["-O", every.lower()], ["-O", "+BACK-INO"]]
     with attached(*zip(images, VARIANTS)) as devices:
-        # read-only disk (BLKROSET) without LO_FLAGS_READ_ONLY: sysfs ro says 1
+        # read-only disk (BLKROSET) without LO_FLAGS_READ_ONLY: sysfs ro says 1.
+        # BLKROSET outlives the binding: the fixture below resets it.
+        ro_device.append(devices[0])
         fcntl.ioctl(devices[0].fileno(), BLKROSET, struct.pack("i", 1))
         # the real entry point once per device, in-process for the many column sets
         for dev in devices:

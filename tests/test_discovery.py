@@ -285,10 +285,19 @@ def set_disk_ro(dev: loopcore.LoopDevice, ro: bool) -> None:
     fcntl.ioctl(dev.fileno(), BLKROSET, struct.pack("i", 1 if ro else 0))
 
 
+@contextlib.contextmanager
+def reset_ro(dev: loopcore.LoopDevice) -> Iterator[None]:
+    """BLKROSET stays with the device number after detach: undo it first."""
+    try:
+        yield
+    finally:
+        set_disk_ro(dev, False)
+
+
 def test_ioctl_sysfs_and_no_node_paths_agree(make_image):
     """The default scan reads ioctls on /dev/loopN; the sysfs files must say the same."""
     images = [make_image() for _ in VARIANTS]
-    with attached(*zip(images, VARIANTS)) as devices:
+    with attached(*zip(images, VARIANTS)) as devices, reset_ro(devices[0]):
         set_disk_ro(devices[0], True)  # ro in sysfs, not in lo_flags
         ours = {d.number for d in devices}
         fast = {r.number: r for r in discovery.scan() if r.number in ours}
@@ -306,4 +315,3 @@ def test_ioctl_sysfs_and_no_node_paths_agree(make_image):
         info = {i.number: i for i in loopcore.list_devices()}[devices[0].number]
         assert info.read_only and sysfs(devices[0].number, "ro") == "1"
         assert not kernel_status(devices[0].number)["flags"] & Flags.READ_ONLY
-        set_disk_ro(devices[0], False)

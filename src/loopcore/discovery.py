@@ -10,11 +10,12 @@ file from Python.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import struct
 import time
-from typing import Dict, List, NamedTuple, Optional, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from ._native import ffi, lib
 from .errors import error_from_errno
@@ -94,6 +95,21 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True,
         flags |= lib.LC_SCAN_NO_STATUS
     if sysfs:
         flags |= lib.LC_SCAN_SYSFS
+    return [ScanRecord(number, name, offset, sizelimit, sectors,
+                       diskseq if rflags & _HAS_DISKSEQ else None, bdev, bino, major, minor,
+                       block_size, rflags, status_err)
+            for (offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
+                 block_size, rflags, status_err, name) in _scan_raw(flags)]
+
+
+_BOUND = lib.LC_SCAN_BOUND
+_HAS_DISKSEQ = lib.LC_SCAN_HAS_DISKSEQ
+
+
+def _scan_raw(flags: int) -> Iterator[Tuple]:
+    """(offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
+    block_size, flags, status_err, backing name or None) per device."""
+    global _buffer_size
     needed = ffi.new("uint64_t *")
     while True:
         size = _buffer_size
@@ -105,20 +121,12 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True,
         _buffer_size = max(size * 2, (int(needed[0]) * 3 // 2 + 4096) & ~7)
     if count < 0:
         raise error_from_errno(-count, SYS_BLOCK)
-    raw = ffi.buffer(buf, size)
-    records = []
-    append = records.append
+    raw = ffi.buffer(buf, size)[:]
     fsdecode = os.fsdecode
-    bound_bit = lib.LC_SCAN_BOUND
-    diskseq_bit = lib.LC_SCAN_HAS_DISKSEQ
-    for (offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
-         block_size, rflags, status_err, name_off, name_len) in _REC.iter_unpack(
-             raw[: count * _REC.size]):
-        name = fsdecode(raw[name_off:name_off + name_len]) if rflags & bound_bit else None
-        append(ScanRecord(number, name, offset, sizelimit, sectors,
-                          diskseq if rflags & diskseq_bit else None, bdev, bino,
-                          major, minor, block_size, rflags, status_err))
-    return records
+    for rec in _REC.iter_unpack(raw[: count * _REC.size]):
+        name_off, name_len = rec[12], rec[13]
+        yield rec[:12] + (fsdecode(raw[name_off:name_off + name_len])
+                          if rec[10] & _BOUND else None,)
 
 
 def _flags_of(scan_flags: int) -> Flags:
@@ -145,6 +153,36 @@ def _info(rec: ScanRecord) -> LoopInfo:
     )
 
 
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(LoopInfo))
+# LoopInfo is a plain frozen dataclass: filling its __dict__ directly is what
+# its __init__ does, minus eleven object.__setattr__ calls.
+_FAST_INFO = (_INFO_FIELDS == ("number", "path", "backing_file", "backing_devnum",
+                               "backing_inode", "offset", "size_limit", "flags",
+                               "block_size", "size_bytes", "diskseq")
+              and not hasattr(LoopInfo, "__post_init__") and not hasattr(LoopInfo, "__slots__"))
+
+
+def _infos(include_unbound: bool) -> List[LoopInfo]:
+    flags = lib.LC_SCAN_INCLUDE_UNBOUND if include_unbound else 0
+    infos = []
+    append = infos.append
+    new = object.__new__
+    cache = _flags_cache
+    for (offset, sizelimit, sectors, diskseq, bdev, bino, number, _major, _minor,
+         block_size, rflags, _err, name) in _scan_raw(flags):
+        bits = rflags & _FLAG_BITS
+        lo_flags = cache.get(bits) or _flags_of(bits)
+        values = (number, f"/dev/loop{number}", name, bdev, bino, offset, sizelimit, lo_flags,
+                  block_size, sectors * 512, diskseq if rflags & _HAS_DISKSEQ else None)
+        if _FAST_INFO:
+            info = new(LoopInfo)
+            info.__dict__.update(zip(_INFO_FIELDS, values))
+        else:
+            info = LoopInfo(*values)
+        append(info)
+    return infos
+
+
 def list_devices(*, include_unbound: bool = False) -> List[LoopInfo]:
     """Every bound loop device (all of them with ``include_unbound``), by number.
 
@@ -157,7 +195,7 @@ def list_devices(*, include_unbound: bool = False) -> List[LoopInfo]:
     are 0 when ``/dev/loopN`` is missing or could not be opened.  A device
     in sysfs without a ``/dev`` node is listed all the same.
     """
-    return [_info(rec) for rec in scan(include_unbound=include_unbound)]
+    return _infos(include_unbound)
 
 
 def strip_deleted(name: str) -> str:
