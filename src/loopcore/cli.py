@@ -5,9 +5,11 @@
 byte, except that devices come in number order.  Errors are one line on
 stderr naming the file or device (exit status 1); usage errors exit 2.
 
-Other modules add subcommands: each module in :data:`SUBCOMMAND_MODULES`
-exposes ``add_parser(subparsers)``, which adds a parser with
-``set_defaults(func=handler)``; ``handler(args)`` returns the exit status.
+Other modules add subcommands: :data:`SUBCOMMAND_MODULES` maps each such
+subcommand to its module, which exposes ``add_parser(subparsers)`` adding a
+parser with ``set_defaults(func=handler)``; ``handler(args)`` returns the
+exit status.  A module is imported only when its subcommand (or the help)
+is asked for, so ``loopcore list`` does not pay for device-mapper's import.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ __all__ = ["main", "build_parser", "parse_size", "SUBCOMMAND_MODULES", "COLUMNS"
 
 PROG = "loopcore"
 
-#: Modules that add their own subcommands (see the module docstring).
-SUBCOMMAND_MODULES = ("loopcore.dm_cli", "loopcore.bench")
+#: Subcommands that other modules add, and those modules (see the docstring).
+SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.dm_cli", "bench": "loopcore.bench"}
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -593,28 +595,22 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
-def _register_extensions(sub: argparse._SubParsersAction, modules: Sequence[str]) -> None:
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue  # not written yet
-            raise
-        module.add_parser(sub)
-
-
-def build_parser(modules: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
-    """The full parser: loopcore's subcommands, then each extension module's
-    (``modules``, default :data:`SUBCOMMAND_MODULES`)."""
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: loopcore's own subcommands, plus the extension
+    subcommand ``argv`` names, or every extension when it names none (help)."""
     parser, sub = _core_parser()
-    _register_extensions(sub, SUBCOMMAND_MODULES if modules is None else modules)
+    wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    for command, module in SUBCOMMAND_MODULES.items():
+        if wanted is None or wanted == command or wanted not in sub.choices:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
