@@ -734,11 +734,11 @@ class DeviceMapper:
 
     def list_devices(self) -> List[DeviceEntry]:
         """Every device: name, uuid, devnum, event_nr (kernel order)."""
-        reply = self._ioctl(Cmd.LIST_DEVICES, out=True)
+        # UUID asks kernels >= 4.46 to add each uuid (and say when there is none)
+        reply = self._ioctl(Cmd.LIST_DEVICES, flags=Flag.UUID, out=True)
         data = reply.payload
         if len(data) < _NAME_LIST.size:
             return []
-        trust_flags = reply.version[1] >= 45
         devices = []
         pos = 0
         while True:
@@ -757,11 +757,11 @@ class DeviceMapper:
             uuid: Optional[str] = None
             if extra + 8 <= entry_end:
                 event_nr, lflags = _U32x2.unpack_from(data, extra)
-                if trust_flags and lflags & _NAME_LIST_HAS_UUID:
+                if lflags & _NAME_LIST_HAS_UUID:
                     u0 = extra + 8
                     u1 = data.find(b"\0", u0)
                     uuid = _decode(data[u0:u1 if u1 >= 0 else len(data)])
-                elif trust_flags and lflags & _NAME_LIST_NO_UUID:
+                elif lflags & _NAME_LIST_NO_UUID:
                     uuid = ""
             devices.append(DeviceEntry(name, uuid, dev, event_nr))
             if not nxt:
@@ -893,14 +893,14 @@ class DeviceMapper:
         reply = self._ioctl(Cmd.DEV_RENAME, raw, payload=new_raw + b"\0")
         self._remove_node(name)
         self._add_node(new_name, reply.dev)
-        return reply.info()
+        return dataclasses.replace(reply.info(), name=new_name)
 
     def set_uuid(self, name: str, uuid: str) -> DeviceInfo:
         """Give a device without a uuid one (the kernel refuses to change a set uuid)."""
         raw = validate_name(name)
         raw_uuid = validate_uuid(uuid)
-        return self._ioctl(Cmd.DEV_RENAME, raw, flags=Flag.UUID,
-                           payload=raw_uuid + b"\0").info()
+        reply = self._ioctl(Cmd.DEV_RENAME, raw, flags=Flag.UUID, payload=raw_uuid + b"\0")
+        return dataclasses.replace(reply.info(), uuid=uuid)
 
     def table(self, name: str, *, inactive: bool = False) -> Table:
         """The live (or the inactive) table, as the kernel reports it."""

@@ -129,8 +129,11 @@ def _table_like(args: argparse.Namespace, status: bool) -> int:
         _out("No devices found\n")
     prefix = len(tables) > 1 or not args.names
     for n, table in tables:
+        lead = f"{n}: " if prefix else ""
+        if not table:
+            _out(f"{lead}\n")  # dmsetup prints an empty line for no table
         for t in table:
-            _out(f"{n}: {t}\n" if prefix else f"{t}\n")
+            _out(f"{lead}{t}\n")
     return 0
 
 

@@ -1,0 +1,477 @@
+"""loopcore.dm against a real device-mapper (inside the qemu guest).
+
+Data tests write through /dev/mapper/<name> and read the bytes back from
+the loop devices' backing files at the offsets the table maps them to.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import struct
+import threading
+import time
+
+import pytest
+
+from loopcore import DeviceBusyError, dm
+from vmhelpers import (PREFIX, backing_bytes, cli, dmsetup, node_devnum, our_devices,
+                       read_dm, write_dm)
+
+S = 512  # sector
+
+
+def pattern(tag: int, size: int) -> bytes:
+    return bytes((tag + i) & 0xFF for i in range(256)) * (size // 256)
+
+
+# --- basics ---------------------------------------------------------------------
+
+def test_version_and_targets(mapper):
+    major, minor, _patch = mapper.version()
+    assert major == 4 and minor >= 37
+    names = {t.name: t for t in mapper.target_versions()}
+    assert {"linear", "striped", "zero", "error"} <= set(names)
+    assert mapper.target_version("linear") == names["linear"]
+    mirror = mapper.target_version("mirror")  # loads dm-mirror if needed
+    assert mirror.name == "mirror" and mirror.version[0] >= 1
+    with pytest.raises(OSError) as exc:
+        mapper.target_version("no-such-target")
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_linear_bytes_at_offsets(mapper, names, loops):
+    a, b = loops(1 << 20), loops(1 << 20)
+    name = names("linear")
+    table = dm.Table([dm.linear(0, 256, a, 1024), dm.linear(256, 512, b.path, 0)])
+    info = mapper.create(name, table=table)
+    assert info.active and not info.suspended and info.target_count == 2
+    assert node_devnum(name) == info.devnum
+    assert str(mapper.table(name)) == (f"0 256 linear {a.devnum >> 8}:{a.devnum & 0xff} 1024\n"
+                                       f"256 512 linear {os.major(b.devnum)}:"
+                                       f"{os.minor(b.devnum)} 0")
+    data = pattern(1, 768 * S)
+    write_dm(name, 0, data)
+    assert backing_bytes(a, 1024 * S, 256 * S) == data[:256 * S]
+    assert backing_bytes(b, 0, 512 * S) == data[256 * S:]
+    assert backing_bytes(a, 0, 1024 * S) == bytes(1024 * S)  # before the offset: untouched
+    assert read_dm(name, 100 * S, 300 * S) == data[100 * S:400 * S]
+    mapper.remove(name)
+    assert node_devnum(name) is None
+    assert name not in our_devices(mapper)
+
+
+def test_striped_bytes(mapper, names, loops):
+    a, b = loops(1 << 20), loops(1 << 20)
+    name = names("striped")
+    chunk = 8  # sectors
+    mapper.create(name, table=[dm.striped(0, 1024, chunk, [(a, 16), (b, 0)])])
+    data = pattern(7, 1024 * S)
+    write_dm(name, 0, data)
+    c = chunk * S
+    for i in range(1024 // chunk):
+        dev, base = (a, 16 * S) if i % 2 == 0 else (b, 0)
+        assert backing_bytes(dev, base + (i // 2) * c, c) == data[i * c:(i + 1) * c], i
+
+
+def test_zero_and_error(mapper, names):
+    name = names("zeroerr")
+    mapper.create(name, table=[dm.zero(0, 64), dm.error(64, 64)])
+    assert read_dm(name, 0, 64 * S) == bytes(64 * S)
+    write_dm(name, 0, b"\xff" * 4096)  # discarded
+    assert read_dm(name, 0, 4096) == bytes(4096)
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY | os.O_DIRECT)
+    try:
+        with pytest.raises(OSError) as exc:
+            import mmap
+            buf = mmap.mmap(-1, 4096)
+            os.preadv(fd, [buf], 64 * S)
+        assert exc.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    assert [t.type for t in mapper.status(name)] == ["zero", "error"]
+
+
+def test_read_only_create(mapper, names, loops):
+    a = loops(1 << 20)
+    name = names("ro")
+    info = mapper.create(name, table=[dm.linear(0, 64, a)], read_only=True)
+    assert info.read_only and mapper.info(name).read_only
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as exc:
+            os.pwrite(fd, b"x" * 4096, 0)
+        assert exc.value.errno in (errno.EACCES, errno.EROFS, errno.EPERM)
+    finally:
+        os.close(fd)
+
+
+# --- table changes, suspend, rename, uuid, deps ------------------------------------
+
+def test_load_resume_swaps_table(mapper, names, loops):
+    a, b = loops(1 << 20, fill=b"A"), loops(1 << 20, fill=b"B")
+    name = names("swap")
+    mapper.create(name, table=[dm.linear(0, 64, a)])
+    assert read_dm(name, 0, 4) == b"AAAA"
+    new = dm.Table([dm.linear(0, 128, b, 8)])
+    info = mapper.load(name, new)
+    assert info.inactive_table and info.active
+    assert mapper.table(name, inactive=True) == dm.Table.parse(str(mapper.table(name,
+                                                                                 inactive=True)))
+    assert mapper.table(name, inactive=True)[0].length == 128
+    assert mapper.table(name)[0].length == 64  # live table unchanged until resume
+    assert read_dm(name, 0, 4) == b"AAAA"
+    info = mapper.resume(name)
+    assert not info.inactive_table and info.target_count == 1
+    assert mapper.table(name)[0].length == 128
+    assert read_dm(name, 0, 4) == b"BBBB"
+    # load then clear: the inactive table goes away, the live one stays
+    mapper.load(name, [dm.zero(0, 8)])
+    assert mapper.clear(name).inactive_table is False
+    assert mapper.table(name) == dm.Table([dm.linear(0, 128, b.devnum, 8)])
+
+
+def test_suspend_resume_noflush(mapper, names, loops):
+    a = loops(1 << 20)
+    name = names("susp")
+    mapper.create(name, table=[dm.linear(0, 64, a)])
+    info = mapper.suspend(name, noflush=True, skip_lockfs=True)
+    assert info.suspended and mapper.info(name).suspended
+    assert mapper.suspend(name).suspended  # suspending twice is fine
+    assert "SUSPENDED" in cli_info_state(name)
+    info = mapper.resume(name)
+    assert not info.suspended and not mapper.info(name).suspended
+    mapper.suspend(name)
+    assert mapper.resume(name).suspended is False
+
+
+def cli_info_state(name: str) -> str:
+    return dmsetup("info", name).stdout.splitlines()[1]
+
+
+def test_rename_and_set_uuid(mapper, names):
+    name = names("ren")
+    new = name + "-renamed"
+    devnum = mapper.create(name, table=[dm.zero(0, 8)]).devnum
+    info = mapper.rename(name, new)
+    assert info.name == new and info.devnum == devnum
+    assert node_devnum(name) is None and node_devnum(new) == devnum
+    with pytest.raises(OSError) as exc:
+        mapper.info(name)
+    assert exc.value.errno == errno.ENXIO
+    assert mapper.info(new).uuid == ""
+    uuid = f"LOOPCORE-{new}"
+    assert mapper.set_uuid(new, uuid).uuid == uuid
+    assert mapper.info(new).uuid == uuid
+    entry = [d for d in mapper.list_devices() if d.name == new][0]
+    assert entry.uuid == uuid and entry.devnum == devnum
+    with pytest.raises(OSError):
+        mapper.set_uuid(new, uuid + "-again")  # the kernel will not change a set uuid
+    mapper.remove(new)
+    assert node_devnum(new) is None
+
+
+def test_deps_names_the_loop_devices(mapper, names, loops):
+    a, b = loops(1 << 20), loops(1 << 20)
+    name = names("deps")
+    mapper.create(name, table=[dm.linear(0, 64, a), dm.linear(64, 64, b)])
+    assert sorted(mapper.deps(name)) == sorted([a.devnum, b.devnum])
+    assert dm.block_name(a.devnum) == os.path.basename(a.path)
+
+
+def test_set_geometry(mapper, names):
+    name = names("geo")
+    mapper.create(name, table=[dm.zero(0, 2048)])
+    mapper.set_geometry(name, 16, 4, 32, 0)
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
+    try:
+        raw = fcntl.ioctl(fd, 0x0301, bytes(struct.calcsize("BBHL")))  # HDIO_GETGEO
+    finally:
+        os.close(fd)
+    heads, sectors, cylinders, start = struct.unpack("BBHL", raw)
+    assert (cylinders, heads, sectors, start) == (16, 4, 32, 0)
+
+
+# --- events -------------------------------------------------------------------------
+
+def test_wait_returns_after_mirror_resync(mapper, names, loops):
+    a, b = loops(1 << 20), loops(1 << 20)
+    name = names("mirror")
+    sectors = (1 << 20) // S
+    table = [dm.Target(0, sectors, "mirror",
+                       f"core 1 64 2 {dm.device_arg(a)} 0 {dm.device_arg(b)} 0")]
+    result = {}
+
+    def waiter(event_nr: int) -> None:
+        result["info"] = mapper.wait(name, event_nr)
+
+    info = mapper.create(name, table=table)
+    # event_nr starts at 0; the finished resync raises it.  wait() returns
+    # at once if it has already moved on.
+    thread = threading.Thread(target=waiter, args=(0,), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "wait() did not return after the mirror's resync"
+    assert info.event_nr == 0 and result["info"].event_nr > 0
+    status = mapper.status(name)[0]
+    assert status.type == "mirror"
+    fields = status.params.split()
+    in_sync, total = map(int, fields[3].split("/"))
+    assert in_sync == total and fields[4] == "1" and fields[5] == "AA", status.params
+    # a second wait with the current number blocks until the next event,
+    # which a reloaded mirror raises when its new resync finishes
+    current = mapper.info(name).event_nr
+    thread = threading.Thread(target=waiter, args=(current,), daemon=True)
+    result.clear()
+    thread.start()
+    time.sleep(0.2)
+    assert thread.is_alive(), "wait() returned with no new event"
+    mapper.load(name, table)
+    mapper.resume(name)  # resync of the reloaded mirror raises the next event
+    thread.join(120)
+    assert not thread.is_alive() and result["info"].event_nr > current
+
+
+def test_arm_poll(mapper, names):
+    mapper.arm_poll()
+    poller = select.poll()
+    poller.register(mapper.fileno(), select.POLLIN)
+    assert poller.poll(0) == []
+    name = names("poll")
+    mapper.create(name, table=[dm.zero(0, 8)])
+    assert poller.poll(5000), "no poll event after creating a device"
+    mapper.arm_poll()
+    assert poller.poll(0) == []
+
+
+def test_deferred_remove_and_cancel(mapper, names):
+    name = names("deferred")
+    mapper.create(name, table=[dm.zero(0, 8)])
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
+    try:
+        assert mapper.info(name).open_count == 1
+        assert mapper.remove(name, deferred=True) is False
+        assert mapper.info(name).deferred_remove
+        assert mapper.message(name, 0, "@cancel_deferred_remove") is None
+        assert not mapper.info(name).deferred_remove
+        assert mapper.remove(name, deferred=True) is False
+        assert mapper.info(name).deferred_remove
+    finally:
+        os.close(fd)
+    # the last close removed it
+    with pytest.raises(OSError) as exc:
+        mapper.info(name)
+    assert exc.value.errno == errno.ENXIO
+    assert node_devnum(name) is not None  # the node outlives a deferred remove...
+    mapper.mknodes()
+    assert node_devnum(name) is None  # ...until mknodes() syncs /dev/mapper
+
+
+def test_message_with_reply(mapper, names):
+    name = names("stats")
+    mapper.create(name, table=[dm.zero(0, 64)])
+    region = mapper.message(name, 0, "@stats_create - /1")
+    assert region is not None and region.strip().isdigit()
+    listing = mapper.message(name, 0, "@stats_list")
+    assert listing and listing.split(":")[0] == region.strip()
+    mapper.message(name, 0, f"@stats_delete {region.strip()}")
+
+
+# --- error paths: the exception, and nothing left behind ----------------------------
+
+def assert_nothing_left(mapper, name):
+    assert name not in our_devices(mapper)
+    assert node_devnum(name) is None
+
+
+@pytest.mark.parametrize("call", ["info", "remove", "table", "status", "suspend", "resume",
+                                  "deps", "clear", "rename", "message", "wait", "load"])
+def test_missing_device_is_enxio(mapper, call):
+    name = PREFIX + "missing"
+    args = {"rename": (name, name + "2"), "message": (name, 0, "@cancel_deferred_remove"),
+            "wait": (name, 0), "load": (name, [dm.zero(0, 8)])}.get(call, (name,))
+    kwargs = {"remove": {"retries": 0}}.get(call, {})
+    with pytest.raises(OSError) as exc:
+        getattr(mapper, call)(*args, **kwargs)
+    assert exc.value.errno == errno.ENXIO, exc.value
+    assert exc.value.filename == f"/dev/mapper/{name}"
+    assert_nothing_left(mapper, name)
+
+
+@pytest.mark.parametrize("bad", ["a/b", "control", ".", "..", "x" * 128, ""])
+def test_bad_name_rejected_before_ioctl(mapper, bad):
+    before = our_devices(mapper)
+    with pytest.raises(ValueError):
+        mapper.create(bad, table=[dm.zero(0, 8)])
+    with pytest.raises(ValueError):
+        mapper.create(PREFIX + "ok", uuid="u" * 129)
+    assert our_devices(mapper) == before
+
+
+def test_unknown_target_type(mapper, names):
+    name = names("unknown")
+    with pytest.raises(OSError) as exc:
+        mapper.create(name, table=[dm.Target(0, 8, "no-such-target")])
+    assert exc.value.errno == errno.EINVAL
+    assert_nothing_left(mapper, name)
+
+
+@pytest.mark.parametrize("table", [
+    "0 8 linear /dev/does-not-exist 0",   # no such device
+    "0 8 zero\n16 8 zero",                 # a gap
+    "0 64 striped 2 6 7:0 0 7:1 0",        # chunk not a power of two
+    "0 8 linear",                          # missing parameters
+])
+def test_kernel_rejected_table(mapper, names, table):
+    name = names("rejected")
+    with pytest.raises(OSError) as exc:
+        mapper.create(name, table=dm.Table.parse(table))
+    assert exc.value.errno in (errno.EINVAL, errno.ENXIO, errno.ENODEV, errno.ENOENT)
+    assert_nothing_left(mapper, name)
+
+
+def test_rejected_load_keeps_device(mapper, names):
+    name = names("keep")
+    mapper.create(name, table=[dm.zero(0, 8)])
+    with pytest.raises(OSError):
+        mapper.load(name, "0 8 no-such-target")
+    info = mapper.info(name)
+    assert info.active and not info.inactive_table
+
+
+def test_busy_device(mapper, names):
+    name = names("busy")
+    devnum = mapper.create(name, table=[dm.zero(0, 8)]).devnum
+    # creating the same name again is EBUSY and must not remove the first one
+    with pytest.raises(DeviceBusyError) as exc:
+        mapper.create(name, table=[dm.zero(0, 16)])
+    assert exc.value.errno == errno.EBUSY
+    assert mapper.info(name).devnum == devnum and mapper.table(name)[0].length == 8
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeviceBusyError) as exc:
+            mapper.remove(name, retries=3, retry_delay=0.02)
+        assert exc.value.errno == errno.EBUSY and time.monotonic() - t0 >= 0.06
+        assert mapper.info(name).open_count == 1
+        assert node_devnum(name) == devnum
+    finally:
+        os.close(fd)
+    # EBUSY that clears while remove() retries: closed from another thread
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
+    threading.Timer(0.1, os.close, args=(fd,)).start()
+    assert mapper.remove(name, retries=50, retry_delay=0.02) is True
+    assert_nothing_left(mapper, name)
+
+
+# --- many devices -------------------------------------------------------------------
+
+def test_list_2000_devices(mapper):
+    """BUFFER_FULL growth: 2000 devices with uuids do not fit 16 KiB."""
+    count = 2000
+    base = PREFIX + "many-"
+    fresh = dm.DeviceMapper()
+    made = []
+    t0 = time.monotonic()
+    try:
+        for i in range(count):
+            info = fresh.create(f"{base}{i:04d}", uuid=f"LCT-MANY-{i:04d}")  # no table: fast
+            made.append((info.name, info.devnum))
+        t1 = time.monotonic()
+        listed = {d.name: d for d in fresh.list_devices() if d.name.startswith(base)}
+        assert fresh._out_size > 16 * 1024  # it grew
+        assert len(listed) == count
+        for name, devnum in made:
+            assert listed[name].devnum == devnum
+            assert listed[name].uuid == "LCT-MANY-" + name[-4:]
+        lines = [ln for ln in dmsetup("ls").stdout.splitlines() if ln.startswith(base)]
+        assert len(lines) == count
+    finally:
+        t2 = time.monotonic()
+        for name, _devnum in made:
+            fresh.remove(name, retries=5, retry_delay=0.05)
+        t3 = time.monotonic()
+        fresh.close()
+    print(f"\n2000 devices: create {t1 - t0:.1f} s, list+check {t2 - t1:.1f} s, "
+          f"remove {t3 - t2:.1f} s")
+    assert not [n for n in our_devices(mapper) if n.startswith(base)]
+
+
+# --- differential: dmsetup in the same VM ------------------------------------------
+
+@pytest.fixture
+def three_devices(mapper, names, loops):
+    a, b = loops(1 << 20), loops(1 << 20)
+    made = []
+    for tag, table, uuid in (
+            ("dl", [dm.linear(0, 128, a, 8), dm.linear(128, 64, b)], None),
+            ("ds", [dm.striped(0, 256, 16, [a, (b, 32)])], "LCT-DIFF-S"),
+            ("dz", [dm.zero(0, 8), dm.error(8, 8)], None)):
+        name = names(tag)
+        mapper.create(name, uuid=uuid, table=table)
+        made.append(name)
+    mapper.suspend(made[2])
+    mapper.load(made[2], [dm.zero(0, 32)])
+    return made
+
+
+def test_dmsetup_table_status_info_deps_agree(mapper, three_devices, capsys):
+    for name in three_devices:
+        assert dmsetup("table", name).stdout == str(mapper.table(name)) + "\n"
+        assert dmsetup("status", name).stdout == str(mapper.status(name)) + "\n"
+        assert dmsetup("table", "--inactive", name).stdout == \
+            cli(capsys, "table", "--inactive", name)
+        assert dmsetup("info", name).stdout == cli(capsys, "info", name)
+        assert dmsetup("deps", name).stdout == cli(capsys, "deps", name)
+        assert dmsetup("table", name).stdout == cli(capsys, "table", name)
+        assert dmsetup("status", name).stdout == cli(capsys, "status", name)
+        assert dm.Table.parse(dmsetup("table", name).stdout) == mapper.table(name)
+
+
+def test_dmsetup_ls_and_targets_agree(mapper, three_devices, capsys):
+    ours = cli(capsys, "ls").splitlines()
+    theirs = dmsetup("ls").stdout.splitlines()
+    assert sorted(ours) == sorted(theirs)
+    assert cli(capsys, "targets") == dmsetup("targets").stdout
+
+
+def test_dmsetup_sees_our_devices_and_we_see_theirs(mapper, names):
+    name = names("theirs")
+    dmsetup("create", name, "--uuid", "LCT-THEIRS", "--table", "0 16 zero")
+    info = mapper.info(name)
+    assert info.uuid == "LCT-THEIRS" and info.active and info.target_count == 1
+    assert str(mapper.table(name)) == "0 16 zero "
+    mapper.remove(name)
+    assert dmsetup("info", name, check=False).returncode != 0
+
+
+# --- the CLI --------------------------------------------------------------------------
+
+def test_cli_lifecycle(mapper, names, capsys, tmp_path, monkeypatch):
+    import io
+    import json
+    name = names("cli")
+    cli(capsys, "create", name, "--table", "0 16 zero\n16 16 error")
+    assert [t.type for t in mapper.table(name)] == ["zero", "error"]
+    table_file = tmp_path / "t.txt"
+    table_file.write_text("0 64 zero\n")
+    cli(capsys, "load", name, str(table_file))
+    assert cli(capsys, "table", "--inactive", name) == "0 64 zero \n"
+    cli(capsys, "resume", name)
+    listing = json.loads(cli(capsys, "ls", "--json"))
+    assert any(d["name"] == name for d in listing)
+    info = json.loads(cli(capsys, "info", "--json", name))[0]
+    assert info["name"] == name and info["target_count"] == 1
+    cli(capsys, "rename", name, "--setuuid", "LCT-CLI")
+    assert mapper.info(name).uuid == "LCT-CLI"
+    cli(capsys, "suspend", "--noflush", name)
+    assert mapper.info(name).suspended
+    cli(capsys, "resume", name)
+    name2 = names("cli2")
+    monkeypatch.setattr("sys.stdin", io.StringIO("0 8 zero\n"))
+    cli(capsys, "create", name2)
+    assert mapper.table(name2)[0].length == 8
+    cli(capsys, "remove", name, name2)
+    assert_nothing_left(mapper, name)
+    assert_nothing_left(mapper, name2)
