@@ -149,3 +149,11 @@ def test_cli_parser_contract():
         assert callable(args.func), argv
     with pytest.raises(SystemExit):
         parser.parse_args(["dm", "message", "x", "-1", "m"])
+
+
+def test_cli_bad_name_before_control(capsys):
+    """Name errors come first, even where device-mapper is missing (this host)."""
+    from loopcore import cli
+    assert cli.main(["dm", "info", "a/b"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("loopcore: ") and "'/'" in err and err.count("\n") == 1

@@ -21,7 +21,12 @@ __all__ = ["add_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _mapper() -> dm.DeviceMapper:
+def _mapper(*names: Optional[str]) -> dm.DeviceMapper:
+    """Open the control node after checking every name (bad names are
+    usage errors, reported before device-mapper is touched)."""
+    for name in names:
+        if name is not None:
+            dm.validate_name(name)
     return dm.DeviceMapper()
 
 
@@ -104,7 +109,7 @@ def _names(m: dm.DeviceMapper, names: List[str]) -> List[str]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(*args.names) as m:
         infos = [m.info(n) for n in _names(m, args.names)]
     if args.json:
         _dump([dict(i.as_dict(), read_ahead=dm.read_ahead(i.devnum)) for i in infos])
@@ -117,7 +122,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _table_like(args: argparse.Namespace, status: bool) -> int:
-    with _mapper() as m:
+    with _mapper(*args.names) as m:
         names = _names(m, args.names)
         tables = [(n, m.status(n, inactive=args.inactive) if status
                    else m.table(n, inactive=args.inactive)) for n in names]
@@ -146,7 +151,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _deps(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(*args.names) as m:
         names = _names(m, args.names)
         found = [(n, m.deps(n)) for n in names]
     if args.json:
@@ -197,7 +202,7 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(*args.names) as m:
         if args.all:
             if args.names:
                 raise ValueError("remove --all takes no device names")
@@ -212,7 +217,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _rename(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args.name, args.new_name) as m:
         if args.setuuid is not None:
             if args.new_name is not None:
                 raise ValueError("give a new name or --setuuid, not both")
@@ -225,27 +230,27 @@ def _rename(args: argparse.Namespace) -> int:
 
 
 def _suspend(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(*args.names) as m:
         for n in args.names:
             m.suspend(n, noflush=args.noflush, skip_lockfs=args.nolockfs)
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(*args.names) as m:
         for n in args.names:
             m.resume(n)
     return 0
 
 
 def _clear(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args.name) as m:
         m.clear(args.name)
     return 0
 
 
 def _message(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args.name) as m:
         reply = m.message(args.name, args.sector, " ".join(args.message))
     if reply:
         _out(reply if reply.endswith("\n") else reply + "\n")
@@ -253,7 +258,7 @@ def _message(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args.name) as m:
         info = m.wait(args.name, args.event_nr)
     if args.json:
         _dump(info.as_dict())
@@ -261,7 +266,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _mknodes(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args.name) as m:
         m.mknodes(args.name)
     return 0
 

@@ -475,3 +475,17 @@ def test_cli_lifecycle(mapper, names, capsys, tmp_path, monkeypatch):
     cli(capsys, "remove", name, name2)
     assert_nothing_left(mapper, name)
     assert_nothing_left(mapper, name2)
+
+
+def test_cli_errors_one_line(mapper):
+    """Through the real entry point: one stderr line, exit 1; usage errors exit 2."""
+    import subprocess
+    import sys
+    name = PREFIX + "missing"
+    proc = subprocess.run([sys.executable, "-m", "loopcore", "dm", "info", name],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == f"loopcore: /dev/mapper/{name}: No such device-mapper device\n"
+    proc = subprocess.run([sys.executable, "-m", "loopcore", "dm", "wait"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
