@@ -18,45 +18,8 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
-#include <linux/fs.h>
-#include <linux/loop.h>
-
+#include "kernel_compat.h"
 #include "lc_loop.h"
-
-/* Constants newer than the oldest headers we build against. */
-#ifndef LOOP_SET_CAPACITY
-#define LOOP_SET_CAPACITY 0x4C07
-#endif
-#ifndef LOOP_SET_DIRECT_IO
-#define LOOP_SET_DIRECT_IO 0x4C08
-#endif
-#ifndef LOOP_SET_BLOCK_SIZE
-#define LOOP_SET_BLOCK_SIZE 0x4C09
-#endif
-#ifndef LOOP_CONFIGURE
-#define LOOP_CONFIGURE 0x4C0A
-#endif
-#ifndef LOOP_CTL_ADD
-#define LOOP_CTL_ADD 0x4C80
-#define LOOP_CTL_REMOVE 0x4C81
-#define LOOP_CTL_GET_FREE 0x4C82
-#endif
-#ifndef BLKGETDISKSEQ
-#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
-#endif
-#ifndef BLKFLSBUF
-#define BLKFLSBUF _IO(0x12, 97)
-#endif
-#ifndef BLKROSET
-#define BLKROSET _IO(0x12, 93)
-#define BLKROGET _IO(0x12, 94)
-#endif
-#ifndef BLKSSZGET
-#define BLKSSZGET _IO(0x12, 104)
-#endif
-#ifndef BLKGETSIZE64
-#define BLKGETSIZE64 _IOR(0x12, 114, size_t)
-#endif
 
 /* Our mirrors must match the kernel ABI exactly. */
 _Static_assert(sizeof(struct lc_loop_info64) == 232, "loop_info64 is 232 bytes");

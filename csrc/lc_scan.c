@@ -19,17 +19,10 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <linux/fs.h>
-#include <linux/loop.h>
 
+#include "kernel_compat.h"
 #include "lc_scan.h"
 
-#ifndef BLKGETDISKSEQ
-#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
-#endif
-#ifndef LO_FLAGS_DIRECT_IO
-#define LO_FLAGS_DIRECT_IO 16
-#endif
 #define LOOP_MAJOR_NUMBER 7
 
 _Static_assert(sizeof(struct lc_scan_rec) == 80, "lc_scan_rec is 80 bytes");
