@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include "kernel_compat.h"
 #include "lc_loop.h"
@@ -173,6 +174,30 @@ int lc_set_read_only(int fd, uint32_t read_only)
     int ro = read_only ? 1 : 0;
 
     return RET(ioctl(fd, BLKROSET, &ro));
+}
+
+#define OVERLAYFS_MAGIC 0x794c7630
+
+int lc_direct_io_refused(int backing_fd)
+{
+    struct statfs fs;
+    char path[40];
+    int probe;
+
+    if (fstatfs(backing_fd, &fs) < 0)
+        return -errno;
+    if ((uint32_t)fs.f_type != OVERLAYFS_MAGIC)
+        return 0;
+    /* overlayfs claims direct I/O for every file, so the loop driver turns
+     * it on, then every I/O fails (EIO) where the lower file system has no
+     * O_DIRECT (tmpfs before 6.6).  Reopening with O_DIRECT asks the
+     * lower file system itself. */
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", backing_fd);
+    probe = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (probe < 0)
+        return errno == EINVAL ? 1 : 0;
+    close(probe);
+    return 0;
 }
 
 int lc_flush(int fd)

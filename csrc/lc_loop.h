@@ -119,6 +119,13 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
  */
 int lc_read_state(int dev_fd, struct lc_attach_result *result);
 
+/*
+ * 1 if the backing file sits on a file system that claims direct I/O but
+ * whose lower file refuses O_DIRECT (overlayfs over tmpfs), else 0; -errno
+ * if fstatfs fails.  One fstatfs unless the file is on overlayfs.
+ */
+int lc_direct_io_refused(int backing_fd);
+
 /* Write back a block device's dirty page cache (BLKFLSBUF, else fsync). */
 int lc_flush(int fd);
 

@@ -639,6 +639,8 @@ def attach(
             if fcntl.fcntl(backing_fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
                 raise PermissionError(errno.EACCES,
                                       "backing is open read-only; pass read_only=True", name)
+        if flags & _DIRECT_IO and lib.lc_direct_io_refused(backing_fd) == 1:
+            flags &= ~_DIRECT_IO  # the kernel would say yes, then fail every I/O
         use_legacy = _use_legacy(legacy)
         device, state = (_attach_legacy if use_legacy else _attach_configure)(
             backing_fd, flags, offset, size_limit, block_size, name)

@@ -84,9 +84,7 @@ def loops(tmp_path: Path) -> Iterator[Callable[..., Loop]]:
                 f.write((fill * (size // len(fill) + 1))[:size])
             else:
                 f.truncate(size)
-        # buffered: O_DIRECT on the guest's /tmp (overlayfs over tmpfs) is accepted
-        # by LOOP_CONFIGURE but every write then fails with EIO
-        loop = Loop(loopcore.attach(path, direct_io=False), path)
+        loop = Loop(loopcore.attach(path), path)
         attached.append(loop)
         return loop
 
