@@ -3,13 +3,14 @@ kernel's own view of a loop device (sysfs and raw ioctls), read without
 going through loopcore so tests never check loopcore against itself."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import os
 import struct
 import subprocess
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, Iterator, List, Optional, Set
 
 import pytest
 
@@ -103,6 +104,20 @@ def open_fds() -> Dict[int, str]:
 def force_detach(numbers: Set[int]) -> None:
     for number in numbers:
         subprocess.run(["losetup", "-d", f"/dev/loop{number}"], check=False)
+
+
+@contextlib.contextmanager
+def attached(*specs) -> Iterator[List[loopcore.LoopDevice]]:
+    """Attach (backing, options) pairs; detach them all whatever happens."""
+    devices: List[loopcore.LoopDevice] = []
+    try:
+        for backing, options in specs:
+            devices.append(loopcore.attach(backing, **options))
+        yield devices
+    finally:
+        for dev in devices:
+            with contextlib.suppress(OSError, ValueError):
+                dev.detach()
 
 
 # --- fixtures ------------------------------------------------------------------

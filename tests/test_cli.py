@@ -6,7 +6,6 @@ tests made are looked at.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -25,7 +24,7 @@ import pytest
 import loopcore
 from loopcore import cli
 
-from conftest import kernel_size, sysfs
+from conftest import attached, kernel_size, sysfs
 
 MiB = 1 << 20
 BLKROSET = 0x125D
@@ -61,17 +60,6 @@ def losetup_columns() -> List[str]:
             if line.strip() and not line.startswith("For more")]
 
 
-@contextlib.contextmanager
-def attached(*specs) -> Iterator[List[loopcore.LoopDevice]]:
-    devices: List[loopcore.LoopDevice] = []
-    try:
-        for backing, options in specs:
-            devices.append(loopcore.attach(backing, **options))
-        yield devices
-    finally:
-        for dev in devices:
-            with contextlib.suppress(OSError, ValueError):
-                dev.detach()
 
 
 VARIANTS = [

@@ -18,7 +18,7 @@ import pytest
 import loopcore
 from loopcore import Flags, discovery
 
-from conftest import (BLKPG_ADD_PARTITION, blkpg_partition, kernel_parses_gpt, kernel_size,
+from conftest import (BLKPG_ADD_PARTITION, attached, blkpg_partition, kernel_parses_gpt, kernel_size,
                       kernel_status, sysfs)
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
@@ -37,18 +37,6 @@ VARIANTS = [
 ]
 
 
-@contextlib.contextmanager
-def attached(*specs) -> Iterator[List[loopcore.LoopDevice]]:
-    """Attach (backing, options) pairs; detach them all whatever happens."""
-    devices: List[loopcore.LoopDevice] = []
-    try:
-        for backing, options in specs:
-            devices.append(loopcore.attach(backing, **options))
-        yield devices
-    finally:
-        for dev in devices:
-            with contextlib.suppress(OSError, ValueError):
-                dev.detach()
 
 
 def losetup_j(*args: str) -> List[str]:

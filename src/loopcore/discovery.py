@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from ._native import ffi, lib
 from .errors import error_from_errno
-from .loop import Flags, LoopInfo, device_path
+from .loop import Flags, LoopInfo, check_number, device_path
 
 __all__ = [
     "list_devices",
@@ -244,11 +244,6 @@ def find(backing: Union[str, bytes, "os.PathLike[str]"], *,
     return [_info(rec) for rec in _find_records(backing, offset)]
 
 
-def _check_number(number: int) -> None:
-    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-        raise ValueError(f"loop device number must be a non-negative int, not {number!r}")
-
-
 def _partition_numbers(number: int) -> List[int]:
     prefix = f"loop{number}p"
     try:
@@ -270,7 +265,7 @@ def partitions(number: int) -> List[str]:
     partition table.  The ``/dev`` nodes may lag a moment behind (udev or
     devtmpfs creates them); :func:`wait_for_partitions` waits for them.
     """
-    _check_number(number)
+    check_number(number)
     return [f"/dev/loop{number}p{p}" for p in _partition_numbers(number)]
 
 
@@ -280,7 +275,7 @@ def wait_for_partitions(number: int, count: int, timeout: float = 5.0) -> List[s
     Returns their paths (as :func:`partitions`); TimeoutError (ETIMEDOUT,
     naming the device) if they did not all appear within ``timeout`` s.
     """
-    _check_number(number)
+    check_number(number)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ValueError(f"count must be a non-negative int, not {count!r}")
     if timeout < 0:

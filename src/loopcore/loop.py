@@ -239,12 +239,12 @@ class LoopControl:
 
     def add(self, number: int) -> int:
         """Create ``/dev/loopN``; FileExistsError if it exists."""
-        _check_number(number)
+        check_number(number)
         return _check(lib.lc_ctl_add(self._fd, number), device_path(number))
 
     def remove(self, number: int) -> None:
         """Remove ``/dev/loopN``; retries EBUSY briefly, as systemd does."""
-        _check_number(number)
+        check_number(number)
         delay = REMOVE_FIRST_SLEEP_S
         for _ in range(REMOVE_ATTEMPTS - 1):
             rc = lib.lc_ctl_remove(self._fd, number)
@@ -274,7 +274,8 @@ class LoopControl:
 
 # --- validation -------------------------------------------------------------
 
-def _check_number(number: int) -> None:
+def check_number(number: int) -> None:
+    """ValueError unless ``number`` is a valid loop device number."""
     if not isinstance(number, int) or isinstance(number, bool) or number < 0:
         raise ValueError(f"loop device number must be a non-negative int, not {number!r}")
 
@@ -302,7 +303,7 @@ def _device_from_ref(ref: DeviceRef) -> str:
     if isinstance(ref, bool):
         raise TypeError("a loop device is a path or a number, not a bool")
     if isinstance(ref, int):
-        _check_number(ref)
+        check_number(ref)
         return device_path(ref)
     if isinstance(ref, (str, bytes, os.PathLike)):
         return os.fsdecode(ref)
