@@ -248,15 +248,17 @@ static void backoff(const struct lc_retry *retry, uint32_t attempt)
         ;
 }
 
-int lc_read_state(int dev_fd, struct lc_attach_result *result)
+int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
+                  struct lc_attach_result *result)
 {
-    struct lc_loop_info64 info;
+    struct lc_loop_info64 local;
+    struct lc_loop_info64 *info = status ? status : &local;
     struct statx stx;
     int r;
 
-    if ((r = lc_get_status64(dev_fd, &info)) < 0)
+    if ((r = lc_get_status64(dev_fd, info)) < 0)
         return r;
-    result->flags = info.lo_flags;
+    result->flags = info->lo_flags;
     if ((r = lc_get_sector_size(dev_fd, &result->block_size)) < 0)
         return r;
     if ((r = lc_get_size64(dev_fd, &result->size_bytes)) < 0)
@@ -350,7 +352,7 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
             result->failed_step = LC_STEP_BIND;
             return r;
         }
-        if ((r = lc_read_state(dev_fd, result)) < 0) {
+        if ((r = lc_read_state(dev_fd, NULL, result)) < 0) {
             lc_detach_fd(dev_fd);
             result->failed_step = LC_STEP_READ_BACK;
             return r;

@@ -115,9 +115,11 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
 /*
  * Fill devnum, diskseq, size_bytes, block_size, flags and disk_read_only
  * of *result from the kernel (GET_STATUS64, BLKSSZGET, BLKGETSIZE64,
- * BLKGETDISKSEQ, BLKROGET, statx).
+ * BLKGETDISKSEQ, BLKROGET, statx); *status, unless NULL, receives the
+ * whole GET_STATUS64 answer so callers need not ask again.
  */
-int lc_read_state(int dev_fd, struct lc_attach_result *result);
+int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
+                  struct lc_attach_result *result);
 
 /*
  * 1 if the backing file sits on a file system that claims direct I/O but

@@ -390,11 +390,13 @@ class LoopDevice:
         if self._fd < 0:
             raise ValueError(f"{self.path}: operation on a closed LoopDevice")
 
-    def _state(self) -> "ffi.CData":
+    def _state(self) -> Tuple["ffi.CData", "ffi.CData"]:
+        """(GET_STATUS64 answer, block-level state), in one C call."""
         self._check_open()
+        status = ffi.new("struct lc_loop_info64 *")
         state = ffi.new("struct lc_attach_result *")
-        _check(lib.lc_read_state(self._fd, state), self.path)
-        return state
+        _check(lib.lc_read_state(self._fd, status, state), self.path)
+        return status, state
 
     def _status(self) -> "ffi.CData":
         self._check_open()
@@ -404,8 +406,7 @@ class LoopDevice:
 
     def info(self) -> LoopInfo:
         """The kernel's view of this device (GET_STATUS64, block ioctls, sysfs)."""
-        status = self._status()
-        state = self._state()
+        status, state = self._state()
         return LoopInfo(
             number=self.number,
             path=self.path,
@@ -466,7 +467,7 @@ class LoopDevice:
         The kernel allows this only on read-only devices (it is meant for
         replacing a live CD image); both conditions are checked first.
         """
-        status = self._status()
+        status, state = self._state()
         if not status.lo_flags & Flags.READ_ONLY:
             raise ValueError(f"{self.path}: change_fd needs a read-only device")
         fd, owned, name = _open_backing(backing, read_only=True)
@@ -474,7 +475,7 @@ class LoopDevice:
             # The kernel wants the same device size from the new file.
             new_size = _expected_size(_backing_size(fd, os.fstat(fd), name),
                                       int(status.lo_offset), int(status.lo_sizelimit))
-            current = int(self._state().size_bytes)
+            current = int(state.size_bytes)
             if new_size != current:
                 raise ValueError(f"{name}: would give a {new_size}-byte device, "
                                  f"the current one has {current}")
@@ -707,7 +708,7 @@ def _attach_legacy(backing_fd: int, flags: int, offset: int, size_limit: int,
     device = _device_from_result(result)
     try:
         _finish_legacy(device.fileno(), flags, offset, size_limit, block_size, name)
-        state = device._state()
+        _, state = device._state()
         device.diskseq = int(state.diskseq) or None
     except BaseException:
         device.detach()  # nothing stays bound
