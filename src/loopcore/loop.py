@@ -646,8 +646,7 @@ def attach(
         use_legacy = _use_legacy(legacy)
         device, state = (_attach_legacy if use_legacy else _attach_configure)(
             backing_fd, flags, offset, size_limit, block_size, name)
-        ignored = _ignored_settings(state, flags, block_size) \
-            if flags & _PARTSCAN or block_size else ""
+        ignored = _ignored_settings(state, flags, block_size)
         if ignored and not use_legacy:
             # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
             # (fixed in 5.9).  Like systemd: distrust LOOP_CONFIGURE for the
