@@ -19,11 +19,10 @@ import importlib
 import json
 import os
 import re
-import stat
 import sys
 import unicodedata
 from fractions import Fraction
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, NamedTuple, NoReturn, Optional, Sequence
 
 from . import discovery, loop
 from .discovery import ScanRecord
@@ -108,16 +107,7 @@ def resolve_device(ref: str) -> int:
         return int(ref)
     if re.fullmatch(r"loop\d+", ref):
         return int(ref[4:])
-    st = os.stat(ref)
-    if stat.S_ISBLK(st.st_mode):
-        try:
-            name = os.path.basename(os.readlink(
-                f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"))
-        except OSError:
-            name = ""
-        if re.fullmatch(r"loop\d+", name):
-            return int(name[4:])
-    raise error_from_errno(errno.ENODEV, ref, "not a loop device")
+    return loop.loop_number_of(ref, os.stat(ref))
 
 
 def _records_by_number(include_unbound: bool) -> Dict[int, ScanRecord]:

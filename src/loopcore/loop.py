@@ -732,10 +732,10 @@ def _distrust_configure() -> None:
 
 # --- existing devices --------------------------------------------------------
 
-def _loop_number_of(path: str, st: os.stat_result) -> int:
+def loop_number_of(path: str, st: os.stat_result) -> int:
     """N for a loop device node, or raise NotALoopDeviceError."""
     if not stat.S_ISBLK(st.st_mode):
-        raise NotALoopDeviceError(errno.ENOTBLK, "not a loop device (not a block device)", path)
+        raise NotALoopDeviceError(errno.ENOTBLK, "not a loop device", path)
     # sysfs names the disk: loopN for a loop device (loopNpM is a partition).
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
     try:
@@ -755,7 +755,7 @@ def open(path: DeviceRef) -> LoopDevice:  # noqa: A001 - mirrors os.open's role
     """
     name = _device_from_ref(path)
     st = os.stat(name)
-    number = _loop_number_of(name, st)
+    number = loop_number_of(name, st)
     try:
         fd = os.open(name, os.O_RDWR)
     except OSError as e:
