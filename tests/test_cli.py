@@ -6,7 +6,6 @@ tests made are looked at.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -16,8 +15,7 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 

@@ -4,7 +4,6 @@ with no compiler around."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

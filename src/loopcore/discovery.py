@@ -87,7 +87,6 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True,
     attribute files instead.  ``backing_status=False`` never opens
     ``/dev/loopN`` (sysfs only; backing device and inode are then 0).
     """
-    global _buffer_size
     flags = 0
     if include_unbound:
         flags |= lib.LC_SCAN_INCLUDE_UNBOUND

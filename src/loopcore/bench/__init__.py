@@ -20,7 +20,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from . import report
-from ._common import Progress, Workspace, compile_floor, describe_machine, loop_numbers
+from ._common import Progress, Workspace, compile_floor, describe_machine
 from .scenarios import QUICK, SCENARIOS, Settings, steps
 
 __all__ = ["Settings", "add_parser", "main", "run"]

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import select
 import subprocess
 import sys
 import time
