@@ -106,6 +106,18 @@ def force_detach(numbers: Set[int]) -> None:
         subprocess.run(["losetup", "-d", f"/dev/loop{number}"], check=False)
 
 
+# Varied attach options: each must show up alike in loopcore's and losetup's lists.
+VARIANTS = [
+    dict(direct_io=False),
+    dict(read_only=True, offset=4096, size_limit=1 << 20),
+    dict(block_size=4096, direct_io=True),
+    dict(partscan=True, direct_io=False),
+    dict(autoclear=True),
+    dict(offset=512, size_limit=3 * (1 << 20) + 512, direct_io=True),
+    dict(read_only=True, block_size=2048, partscan=True),
+]
+
+
 @contextlib.contextmanager
 def attached(*specs) -> Iterator[List[loopcore.LoopDevice]]:
     """Attach (backing, options) pairs; detach them all whatever happens."""

@@ -22,7 +22,7 @@ import pytest
 import loopcore
 from loopcore import cli
 
-from conftest import attached, kernel_size, sysfs
+from conftest import VARIANTS, attached, kernel_size, sysfs
 
 MiB = 1 << 20
 BLKROSET = 0x125D
@@ -60,15 +60,6 @@ def losetup_columns() -> List[str]:
 
 
 
-VARIANTS = [
-    dict(direct_io=False),
-    dict(read_only=True, offset=4096, size_limit=MiB),
-    dict(block_size=4096, direct_io=True),
-    dict(partscan=True, direct_io=False),
-    dict(autoclear=True),
-    dict(offset=512, size_limit=3 * MiB + 512, direct_io=True),
-    dict(read_only=True, block_size=2048, partscan=True),
-]
 
 
 def json_objects(output: bytes) -> Dict[str, bytes]:

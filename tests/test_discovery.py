@@ -18,23 +18,13 @@ import pytest
 import loopcore
 from loopcore import Flags, discovery
 
-from conftest import (BLKPG_ADD_PARTITION, attached, blkpg_partition, kernel_parses_gpt, kernel_size,
-                      kernel_status, sysfs)
+from conftest import (BLKPG_ADD_PARTITION, VARIANTS, attached, blkpg_partition,
+                      kernel_parses_gpt, kernel_size, kernel_status, sysfs)
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
 MiB = 1 << 20
 
-# Varied options; every one of them must show up in list_devices and losetup.
-VARIANTS = [
-    dict(direct_io=False),
-    dict(read_only=True, offset=4096, size_limit=MiB),
-    dict(block_size=4096, direct_io=True),
-    dict(partscan=True, direct_io=False),
-    dict(autoclear=True),
-    dict(offset=512, size_limit=3 * MiB + 512, direct_io=True),
-    dict(read_only=True, block_size=2048, partscan=True),
-]
 
 
 
