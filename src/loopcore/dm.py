@@ -393,8 +393,22 @@ def _parse_specs(payload: bytes, count: int) -> Table:
 
 # --- records --------------------------------------------------------------------
 
+class _HasDevnum:
+    """major and minor of a record's ``devnum`` (a dev_t)."""
+
+    devnum: int
+
+    @property
+    def major(self) -> int:
+        return os.major(self.devnum)
+
+    @property
+    def minor(self) -> int:
+        return os.minor(self.devnum)
+
+
 @dataclasses.dataclass(frozen=True)
-class DeviceInfo:
+class DeviceInfo(_HasDevnum):
     """What DEV_STATUS (and most commands) report about a device."""
 
     name: str
@@ -404,14 +418,6 @@ class DeviceInfo:
     event_nr: int
     target_count: int
     flags: Flag
-
-    @property
-    def major(self) -> int:
-        return os.major(self.devnum)
-
-    @property
-    def minor(self) -> int:
-        return os.minor(self.devnum)
 
     @property
     def suspended(self) -> bool:
@@ -451,7 +457,7 @@ class DeviceInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class DeviceEntry:
+class DeviceEntry(_HasDevnum):
     """One device of :meth:`DeviceMapper.list_devices`.  ``uuid`` is "" for
     none, None where the kernel (before 4.46) does not report it."""
 
@@ -459,14 +465,6 @@ class DeviceEntry:
     uuid: Optional[str]
     devnum: int
     event_nr: Optional[int]
-
-    @property
-    def major(self) -> int:
-        return os.major(self.devnum)
-
-    @property
-    def minor(self) -> int:
-        return os.minor(self.devnum)
 
 
 @dataclasses.dataclass(frozen=True)
