@@ -20,6 +20,7 @@
 #include <sys/vfs.h>
 #include <sys/syscall.h>
 #include "kernel_compat.h"
+#include "libc_compat.h"
 #include "lc_loop.h"
 
 /* Our mirrors must match the kernel ABI exactly. */
@@ -253,7 +254,8 @@ int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
 {
     struct lc_loop_info64 local;
     struct lc_loop_info64 *info = status ? status : &local;
-    struct statx stx;
+    unsigned int mode;
+    dev_t rdev;
     int r;
 
     if ((r = lc_get_status64(dev_fd, info)) < 0)
@@ -267,11 +269,9 @@ int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
         return r;
     if (lc_get_diskseq(dev_fd, &result->diskseq) < 0)
         result->diskseq = 0;     /* kernels before 5.15 */
-    /* statx, not fstat: glibc 2.28 has it, fstat is a 2.33 symbol, and the
-     * wheel's manylinux tag follows the newest symbol it needs. */
-    if (statx(dev_fd, "", AT_EMPTY_PATH, STATX_TYPE, &stx) < 0)
-        return -errno;
-    result->devnum = (uint64_t)makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+    if ((r = lc_fd_node(dev_fd, &mode, &rdev)) < 0)
+        return r;
+    result->devnum = (uint64_t)rdev;
     return 0;
 }
 

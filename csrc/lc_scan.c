@@ -3,9 +3,9 @@
  *
  * One dirfd on /sys/devices/virtual/block (where /sys/block/loopN points)
  * and one on /dev; per device the backing path from sysfs (openat + pread
- * + close), then one read-only open of /dev/loopN -- checked with fstat
- * to be a loop block node -- for LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which
- * sysfs attribute each replaces).  Where that open is impossible the
+ * + close), then one read-only open of /dev/loopN -- checked to be a loop
+ * block node -- for LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h
+ * for which sysfs attribute each replaces).  Where that open is impossible the
  * sysfs attribute files are read.  No stdio, no allocation.
  */
 #define _GNU_SOURCE
@@ -21,6 +21,7 @@
 #include <sys/sysmacros.h>
 
 #include "kernel_compat.h"
+#include "libc_compat.h"
 #include "lc_scan.h"
 
 #define LOOP_MAJOR_NUMBER 7
@@ -111,8 +112,9 @@ static int loop_number(const char *name)
 static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
                      int status_only)
 {
-    struct stat st;
     struct loop_info64 info;
+    unsigned int mode;
+    dev_t rdev;
     uint64_t u64;
     int fd, ro = 0, ssz = 0;
 
@@ -127,15 +129,15 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
         rec->status_err = errno;
         return -1;
     }
-    if (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode)
-        || major(st.st_rdev) != LOOP_MAJOR_NUMBER) {
+    if (lc_fd_node(fd, &mode, &rdev) < 0 || !S_ISBLK(mode)
+        || major(rdev) != LOOP_MAJOR_NUMBER) {
         rec->status_err = ENODEV;
         close(fd);
         return -1;
     }
     rec->flags |= LC_SCAN_HAS_NODE;
-    rec->major = major(st.st_rdev);
-    rec->minor = minor(st.st_rdev);
+    rec->major = major(rdev);
+    rec->minor = minor(rdev);
     if (rec->flags & LC_SCAN_BOUND) {
         if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 || info.lo_number != rec->number) {
             /* ENXIO: detached since we read backing_file */
