@@ -1,8 +1,10 @@
 # loopcore: `make demo` runs the main job on a built-in example image,
-# `make test` runs every test (host tests, then device-mapper tests in a VM).
+# `make test` runs every test: lint and types, host tests, then
+# device-mapper tests in a VM.  Every target bootstraps what it needs and
+# calls tools by their path in .venv (nothing beyond Debian's default PATH).
 PY := .venv/bin/python
 
-.PHONY: demo test test-host test-vm wheel bench clean
+.PHONY: demo test lint test-host test-vm wheel bench clean
 
 demo:
 	scripts/bootstrap
@@ -10,8 +12,13 @@ demo:
 
 test:
 	scripts/bootstrap --vm
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-host
 	$(MAKE) --no-print-directory test-vm
+
+lint:
+	.venv/bin/ruff check src tests scripts
+	.venv/bin/mypy
 
 test-host:
 	@[ "$$(id -u)" = 0 ] && [ -e /dev/loop-control ] || \
