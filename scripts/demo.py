@@ -15,7 +15,8 @@ import loopcore
 from loopcore import discovery
 
 MIB = 1 << 20
-PARTS = [(1 * MIB, 6 * MIB, b"hello from partition 1"), (7 * MIB, 6 * MIB, b"hello from partition 2")]
+PARTS = [(1 * MIB, 6 * MIB, b"hello from partition 1"),
+         (7 * MIB, 6 * MIB, b"hello from partition 2")]
 
 
 def say(text: str = "") -> None:
@@ -77,7 +78,8 @@ def main() -> int:
                 parts = discovery.wait_for_partitions(number, len(PARTS), timeout=2.0)
             except TimeoutError:
                 say("    this kernel did not parse the GPT (no CONFIG_EFI_PARTITION);")
-                say("    adding them from user space instead (partx reads the GPT, tells the kernel via BLKPG):")
+                say("    adding them from user space instead "
+                    "(partx reads the GPT, tells the kernel via BLKPG):")
                 run("partx", "--add", device)
                 parts = discovery.wait_for_partitions(number, len(PARTS), timeout=5.0)
             loopcore_cli("info", device)

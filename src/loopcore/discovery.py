@@ -105,7 +105,11 @@ _BOUND = lib.LC_SCAN_BOUND
 _HAS_DISKSEQ = lib.LC_SCAN_HAS_DISKSEQ
 
 
-def _scan_raw(flags: int) -> Iterator[Tuple]:
+# struct lc_scan_rec's twelve integers (as _scan_raw lists them), then the backing name.
+_RawRecord = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, Optional[str]]
+
+
+def _scan_raw(flags: int) -> Iterator[_RawRecord]:
     """(offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
     block_size, flags, status_err, backing name or None) per device."""
     global _buffer_size
@@ -163,7 +167,7 @@ _FAST_INFO = (_INFO_FIELDS == ("number", "path", "backing_file", "backing_devnum
 
 def _infos(include_unbound: bool) -> List[LoopInfo]:
     flags = lib.LC_SCAN_INCLUDE_UNBOUND if include_unbound else 0
-    infos = []
+    infos: List[LoopInfo] = []
     append = infos.append
     new = object.__new__
     cache = _flags_cache
@@ -188,8 +192,9 @@ def list_devices(*, include_unbound: bool = False) -> List[LoopInfo]:
     Values are what the sysfs attributes show (read more cheaply through
     ioctls on the device where it has a node): ``flags`` has READ_ONLY
     from ``ro`` (the disk's, so BLKROSET counts too), AUTOCLEAR/PARTSCAN/
-    DIRECT_IO from ``loop/*``; ``size_bytes`` is ``size`` * 512; ``backing_file`` is the full path as sysfs shows it
-    (ending in " (deleted)" once the file is unlinked, None when unbound);
+    DIRECT_IO from ``loop/*``; ``size_bytes`` is ``size`` * 512;
+    ``backing_file`` is the full path as sysfs shows it (ending in
+    " (deleted)" once the file is unlinked, None when unbound);
     ``backing_devnum``/``backing_inode`` come from LOOP_GET_STATUS64 and
     are 0 when ``/dev/loopN`` is missing or could not be opened.  A device
     in sysfs without a ``/dev`` node is listed all the same.
@@ -247,8 +252,8 @@ def _partition_numbers(number: int) -> List[int]:
     prefix = f"loop{number}p"
     try:
         names = os.listdir(f"{SYS_BLOCK}/loop{number}")
-    except FileNotFoundError:
-        raise error_from_errno(errno.ENODEV, device_path(number), "no such loop device")
+    except FileNotFoundError as e:
+        raise error_from_errno(errno.ENODEV, device_path(number), "no such loop device") from e
     parts = []
     for entry in names:
         if entry.startswith(prefix) and entry[len(prefix):].isdigit():

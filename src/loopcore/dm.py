@@ -23,7 +23,7 @@ import struct
 import subprocess
 import time
 import warnings
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._native import ffi, lib
 from .errors import error_from_errno
@@ -218,7 +218,7 @@ class Target:
         return f"{self.start} {self.length} {self.type} {self.params}"
 
 
-class Table(tuple):
+class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic base
     """A device's table: a sequence of :class:`Target`.
 
     ``str(table)`` is dmsetup's syntax, one target per line;
@@ -446,7 +446,7 @@ class DeviceInfo(_HasDevnum):
     def path(self) -> str:
         return _node(self.name)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, object]:
         return {
             "name": self.name, "uuid": self.uuid or None, "major": self.major,
             "minor": self.minor, "open_count": self.open_count, "event_nr": self.event_nr,

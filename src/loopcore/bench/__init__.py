@@ -29,8 +29,9 @@ __all__ = ["Settings", "add_parser", "main", "run"]
 def _int_list(text: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, not {text!r}") from e
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
     return values
@@ -104,7 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
-        plots: bool = True, progress: bool = True) -> Dict[str, object]:
+        plots: bool = True, progress: bool = True) -> report.Results:
     """Run the selected scenarios; write results.json (and plots) to out_dir.
 
     Returns the results dict (the same as the JSON file).  Whatever
@@ -113,8 +114,8 @@ def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
     os.makedirs(out_dir, exist_ok=True)
     ws = Workspace(workdir)
     bar = Progress(steps(settings) + 1, enabled=progress)
-    results: Dict[str, object] = {"command": sys.argv, "settings": dataclasses.asdict(settings)}
-    scenarios: Dict[str, object] = {}
+    results: report.Results = {"command": sys.argv, "settings": dataclasses.asdict(settings)}
+    scenarios: Dict[str, Dict[str, object]] = {}
     results["scenarios"] = scenarios
     try:
         with tempfile.TemporaryDirectory(prefix="loopcore-floor-") as build:
@@ -126,7 +127,7 @@ def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
             for name in settings.scenarios:
                 t0 = time.monotonic()
                 scenarios[name] = SCENARIOS[name](settings, ws, floor, bar)
-                scenarios[name]["seconds"] = time.monotonic() - t0  # type: ignore[index]
+                scenarios[name]["seconds"] = time.monotonic() - t0
                 bar.note(f"bench: {name} done in {time.monotonic() - t0:.1f} s")
             results["seconds"] = time.monotonic() - started
     finally:
@@ -136,8 +137,8 @@ def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
         if cleanup["detached_at_exit"]:
             print(f"loopcore bench: detached devices left bound at exit: "
                   f"{cleanup['detached_at_exit']}", file=sys.stderr)
-    results["machine"]["loadavg_at_end"] = list(os.getloadavg())  # type: ignore[index]
-    results["targets"] = report.targets(scenarios)  # type: ignore[arg-type]
+    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    results["targets"] = report.targets(scenarios)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
@@ -173,7 +174,7 @@ def handler(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     print(report.table(results))
     print(f"\nresults: {os.path.join(args.out, 'results.json')}")
-    for path in results["plots"]:  # type: ignore[union-attr]
+    for path in results["plots"]:
         print(f"plot: {path}")
     return 0
 

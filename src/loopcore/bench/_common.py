@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from importlib import resources
-from typing import Callable, Dict, IO, Iterable, List, Optional, Sequence, Set
+from typing import IO, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 LOOP_CLR_FD = 0x4C01
 LOOP_CTL_REMOVE = 0x4C81
@@ -331,11 +331,11 @@ class Workspace:
 
     def bound(self) -> Dict[int, str]:
         """Loop devices bound to our files now: {number: backing}."""
-        found = {}
+        found: Dict[int, str] = {}
         for number in loop_numbers():
             backing = read_backing(number)
-            if self.owns(backing):
-                found[number] = backing  # type: ignore[assignment]
+            if backing is not None and self.owns(backing):
+                found[number] = backing
         return found
 
     def leaked(self, settle_s: float = 1.0) -> Dict[int, str]:
@@ -372,7 +372,7 @@ class Workspace:
         """LOOP_CTL_REMOVE the unbound devices we allocated that did not exist
         before the run.  The kernel refuses (EBUSY) a device that anyone has
         open or bound, so this never takes one from another user."""
-        removed = []
+        removed: List[int] = []
         candidates = sorted(self.allocated - self.preexisting)
         if not candidates:
             return removed

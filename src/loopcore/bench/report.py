@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
 
-Results = Dict[str, object]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# A run's results: the JSON tree the scenarios build (nested dicts and lists
+# of numbers and strings), the same as results.json.
+Results = Dict[str, Any]
 
 
 def _time(ns: Optional[float]) -> str:
@@ -29,29 +34,29 @@ def _rows_table(header: List[str], rows: List[List[str]]) -> List[str]:
     return out
 
 
-def _time_rows(contenders: Dict[str, Dict[str, object]]) -> List[List[str]]:
+def _time_rows(contenders: Dict[str, Dict[str, Any]]) -> List[List[str]]:
     rows = []
     for name, c in contenders.items():
-        s = c["summary"]  # type: ignore[index]
-        rows.append([name, _time(s.get("median")),  # type: ignore[union-attr]
-                     f"{_time(s.get('min'))} - {_time(s.get('max'))}",  # type: ignore
-                     str(s.get("n", 0)), _ratio(c.get("ratio_vs_baseline"))])  # type: ignore
+        s = c["summary"]
+        rows.append([name, _time(s.get("median")),
+                     f"{_time(s.get('min'))} - {_time(s.get('max'))}",
+                     str(s.get("n", 0)), _ratio(c.get("ratio_vs_baseline"))])
     return rows
 
 
 def table(results: Results) -> str:
     """The human-readable summary printed on stdout."""
-    scen = results["scenarios"]  # type: ignore[index]
+    scen = results["scenarios"]
     lines: List[str] = []
-    if "cycle" in scen:  # type: ignore[operator]
-        c = scen["cycle"]  # type: ignore[index]
+    if "cycle" in scen:
+        c = scen["cycle"]
         lines += [f"== attach+detach cycle (direct_io={c['params']['direct_io']}; "
                   f"ratio vs {c['baseline']}) =="]
         lines += _rows_table(["contender", "median", "min - max", "n", "ratio"],
                              _time_rows(c["contenders"]))
         lines.append("")
-    if "discovery" in scen:  # type: ignore[operator]
-        d = scen["discovery"]  # type: ignore[index]
+    if "discovery" in scen:
+        d = scen["discovery"]
         for level in d["levels"]:
             lines.append(f"== discovery, {level['devices']} devices bound by the bench "
                          f"({level['bound_total']} in all) ==")
@@ -60,8 +65,8 @@ def table(results: Results) -> str:
             lines.append("")
         if d["missing"]:
             lines += [f"(not measured, missing from loopcore: {', '.join(d['missing'])})", ""]
-    if "contention" in scen:  # type: ignore[operator]
-        k = scen["contention"]  # type: ignore[index]
+    if "contention" in scen:
+        k = scen["contention"]
         lines.append(f"== contention: {k['params']['cycles_per_process']} cycles per process "
                      f"(aggregate cycles/s; ratio vs {k['baseline']}) ==")
         rows = []
@@ -74,8 +79,8 @@ def table(results: Results) -> str:
         lines += _rows_table(["P", "median", "min - max", "n", "ratio", "retries",
                               "failures", "leaks"], rows)
         lines.append("")
-    if "io" in scen:  # type: ignore[operator]
-        i = scen["io"]  # type: ignore[index]
+    if "io" in scen:
+        i = scen["io"]
         size = i["params"]["size_bytes"]
         lines.append(f"== cold sequential I/O, {size >> 20} MiB (MB/s; ratio vs "
                      f"{i['baseline']}) ==")
@@ -92,15 +97,16 @@ def table(results: Results) -> str:
         lines.append("")
     lines.append("== targets ==")
     rows = [[t["target"], t["measured"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]]]
-            for t in results["targets"]]  # type: ignore[union-attr]
+            for t in results["targets"]]
     lines += _rows_table(["target", "measured", ""], rows)
     return "\n".join(lines)
 
 
-def _median(entry: Optional[Dict[str, object]]) -> Optional[float]:
+def _median(entry: Optional[Dict[str, Any]]) -> Optional[float]:
     if not entry:
         return None
-    return entry["summary"].get("median")  # type: ignore[index,union-attr]
+    median: Optional[float] = entry["summary"].get("median")
+    return median
 
 
 def _check(name: str, value: Optional[float], limit: float, at_most: bool,
@@ -111,30 +117,32 @@ def _check(name: str, value: Optional[float], limit: float, at_most: bool,
     return {"target": name, "measured": fmt.format(value), "value": value, "met": met}
 
 
-def targets(scenarios: Dict[str, Dict[str, object]]) -> List[Dict[str, object]]:
+def targets(scenarios: Dict[str, Dict[str, Any]]) -> List[Dict[str, object]]:
     """The issue's targets beside what this run measured."""
     out: List[Dict[str, object]] = []
     cyc = scenarios.get("cycle")
     if cyc:
-        r = cyc["ratios"]  # type: ignore[index]
+        r = cyc["ratios"]
         out.append(_check("attach+detach <= 1.10x the C floor",
-                          r["loopcore_vs_c_floor"], 1.10, True))  # type: ignore[index]
+                          r["loopcore_vs_c_floor"], 1.10, True))
         out.append(_check("attach+detach >= 20x faster than losetup processes",
-                          r["losetup_vs_loopcore"], 20.0, False))  # type: ignore[index]
+                          r["losetup_vs_loopcore"], 20.0, False))
     disc = scenarios.get("discovery")
-    if disc and disc["levels"]:  # type: ignore[index]
-        top = disc["levels"][-1]  # type: ignore[index]
+    if disc and disc["levels"]:
+        top = disc["levels"][-1]
         lst = top["list"]
         n = top["devices"]
         mine = _median(lst.get("loopcore_list"))
         out.append(_check(f"list_devices() with {n} devices <= 1.5x the C scan",
-                          None if mine is None else mine / _median(lst["c_scan"]), 1.5, True))
+                          None if mine is None else mine / cast(float, _median(lst["c_scan"])),
+                          1.5, True))
         out.append(_check(f"list_devices() with {n} devices >= 3x faster than losetup -l --json",
-                          None if mine is None else _median(lst["losetup_json"]) / mine,
+                          None if mine is None
+                          else cast(float, _median(lst["losetup_json"])) / mine,
                           3.0, False))
     con = scenarios.get("contention")
     if con:
-        points = con["points"]  # type: ignore[index]
+        points = con["points"]
         failures = sum(p["failures"] for p in points)
         leaks = sum(p["leaked_devices"] for p in points)
         out.append({"target": "contention: 0 failures at every P",
@@ -148,7 +156,7 @@ def targets(scenarios: Dict[str, Dict[str, object]]) -> List[Dict[str, object]]:
     io = scenarios.get("io")
     if io:
         out.append(_check("cold sequential read, loopcore default >= 2x losetup default",
-                          io["contenders"]["loopcore_default_read"]  # type: ignore[index]
+                          io["contenders"]["loopcore_default_read"]
                           ["ratio_vs_baseline"], 2.0, False))
     return out
 
@@ -156,7 +164,8 @@ def targets(scenarios: Dict[str, Dict[str, object]]) -> List[Dict[str, object]]:
 # --- plots -------------------------------------------------------------------
 
 
-def _errors(summaries: List[Dict[str, float]], scale: float) -> Tuple[List[float], List[List[float]]]:
+def _errors(summaries: List[Dict[str, float]],
+            scale: float) -> Tuple[List[float], List[List[float]]]:
     medians = [s["median"] / scale for s in summaries]
     low = [(s["median"] - s["min"]) / scale for s in summaries]
     high = [(s["max"] - s["median"]) / scale for s in summaries]
@@ -170,20 +179,20 @@ def plot(results: Results, out_dir: str) -> List[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    machine = results["machine"]  # type: ignore[index]
-    subtitle = (f"{machine['cpus']} CPUs, Linux {machine['kernel']}, "  # type: ignore[index]
-                f"{machine['util_linux']}")  # type: ignore[index]
-    scen = results["scenarios"]  # type: ignore[index]
+    machine = results["machine"]
+    subtitle = (f"{machine['cpus']} CPUs, Linux {machine['kernel']}, "
+                f"{machine['util_linux']}")
+    scen = results["scenarios"]
     written = []
 
-    def save(fig: object, name: str) -> None:
+    def save(fig: Figure, name: str) -> None:
         path = os.path.join(out_dir, name)
-        fig.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-        plt.close(fig)  # type: ignore[arg-type]
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
         written.append(path)
 
-    if "cycle" in scen:  # type: ignore[operator]
-        contenders = scen["cycle"]["contenders"]  # type: ignore[index]
+    if "cycle" in scen:
+        contenders = scen["cycle"]["contenders"]
         names = list(contenders)
         medians, err = _errors([contenders[n]["summary"] for n in names], 1e3)
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -197,8 +206,8 @@ def plot(results: Results, out_dir: str) -> List[str]:
         ax.tick_params(axis="x", labelrotation=20)
         save(fig, "cycle.png")
 
-    if "discovery" in scen and scen["discovery"]["levels"]:  # type: ignore[index]
-        levels = scen["discovery"]["levels"]  # type: ignore[index]
+    if "discovery" in scen and scen["discovery"]["levels"]:
+        levels = scen["discovery"]["levels"]
         counts = [lv["devices"] for lv in levels]
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for group, style in (("list", "-"), ("find", "--")):
@@ -214,8 +223,8 @@ def plot(results: Results, out_dir: str) -> List[str]:
         ax.legend(fontsize=8)
         save(fig, "discovery.png")
 
-    if "contention" in scen:  # type: ignore[operator]
-        points = scen["contention"]["points"]  # type: ignore[index]
+    if "contention" in scen:
+        points = scen["contention"]["points"]
         procs = [p["procs"] for p in points]
         medians, err = _errors([p["throughput"] for p in points], 1.0)
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -232,9 +241,9 @@ def plot(results: Results, out_dir: str) -> List[str]:
         ax.set_title(f"contention\n{subtitle}", fontsize=10)
         save(fig, "contention.png")
 
-    if "io" in scen:  # type: ignore[operator]
-        contenders = scen["io"]["contenders"]  # type: ignore[index]
-        size = scen["io"]["params"]["size_bytes"]  # type: ignore[index]
+    if "io" in scen:
+        contenders = scen["io"]["contenders"]
+        size = scen["io"]["params"]["size_bytes"]
         fig, ax = plt.subplots(figsize=(6.5, 4))
         width = 0.38
         for index, who in enumerate(("loopcore_default", "losetup_default")):
@@ -242,9 +251,9 @@ def plot(results: Results, out_dir: str) -> List[str]:
             medians, err = _errors(summaries, 1.0)
             xs = [x + (index - 0.5) * width for x in range(2)]
             ax.bar(xs, medians, width, yerr=err, capsize=4, label=who)
-            for x, op, m in zip(xs, ("read", "write"), medians):
+            for xpos, op, m in zip(xs, ("read", "write"), medians):
                 growth = contenders[f"{who}_{op}"]["cache_growth"].get("median", 0) / size
-                ax.annotate(f"{m:.0f} MB/s\ncache {growth:.1f}x", (x, m), ha="center",
+                ax.annotate(f"{m:.0f} MB/s\ncache {growth:.1f}x", (xpos, m), ha="center",
                             va="bottom", fontsize=7)
         ax.set_xticks(range(2), ["cold sequential read", "sequential write + fsync"])
         ax.set_ylabel("MB/s (median, min-max)")

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import loopcore
 
@@ -93,7 +93,7 @@ def _timed(job: Callable[[], object]) -> Callable[[int], List[float]]:
     clock = time.perf_counter_ns
 
     def run(count: int) -> List[float]:
-        samples = []
+        samples: List[float] = []
         for _ in range(count):
             start = clock()
             job()
@@ -337,7 +337,7 @@ def contention(settings: Settings, ws: Workspace, floor: str,
     """P processes each doing N cycles at once, for each P, interleaved."""
     procs = list(settings.procs)
     backings = [ws.make_file(f"contend{i}.img", 16 * MiB) for i in range(max(procs))]
-    rounds: Dict[int, List[Dict[str, object]]] = {p: [] for p in procs}
+    rounds: Dict[int, List[Dict[str, Any]]] = {p: [] for p in procs}
     for round_index in range(settings.contention_rounds):
         shift = round_index % len(procs)
         for p in procs[shift:] + procs[:shift]:
@@ -345,20 +345,20 @@ def contention(settings: Settings, ws: Workspace, floor: str,
             rounds[p].append(_contention_round(p, backings, settings.contention_cycles,
                                                settings.direct_io, ws))
             progress.advance()
-    points = []
+    points: List[Dict[str, Any]] = []
     for p in procs:
         throughput = [r["throughput_cycles_per_s"] for r in rounds[p]]
         points.append({
             "procs": p,
             "rounds": rounds[p],
-            "throughput": summarize(throughput),  # type: ignore[arg-type]
-            "failures": sum(r["failures"] for r in rounds[p]),  # type: ignore[misc]
-            "leaked_devices": sum(r["leaked_devices"] for r in rounds[p]),  # type: ignore[misc]
-            "retries": sum(r["retries"] for r in rounds[p]),  # type: ignore[misc]
+            "throughput": summarize(throughput),
+            "failures": sum(r["failures"] for r in rounds[p]),
+            "leaked_devices": sum(r["leaked_devices"] for r in rounds[p]),
+            "retries": sum(r["retries"] for r in rounds[p]),
         })
-    base = points[0]["throughput"].get("median")  # type: ignore[union-attr]
+    base = points[0]["throughput"].get("median")
     for point in points:
-        point["ratio_vs_p1"] = ratio(point["throughput"].get("median"), base)  # type: ignore
+        point["ratio_vs_p1"] = ratio(point["throughput"].get("median"), base)
     return {"unit": "attach+detach cycles per second, all processes together",
             "baseline": f"P={procs[0]}",
             "params": {"procs": procs, "cycles_per_process": settings.contention_cycles,
@@ -386,7 +386,7 @@ def _read_device(path: str, size: int) -> int:
     with open(path, "rb", buffering=0) as f:
         left = size
         while left > 0:
-            n = f.readinto(view[: min(MiB, left)])  # type: ignore[attr-defined]
+            n = f.readinto(view[: min(MiB, left)])
             if not n:
                 break
             left -= n
