@@ -36,4 +36,4 @@ bench:
 	$(PY) -m loopcore.bench
 
 clean:
-	rm -rf build dist wheelhouse src/*.egg-info src/loopcore/_native.* .pytest_cache
+	rm -rf build dist wheelhouse src/*.egg-info src/loopcore/_native.c src/loopcore/_native*.so .pytest_cache .mypy_cache .ruff_cache

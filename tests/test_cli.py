@@ -211,7 +211,7 @@ def test_find_matches_losetup_j(make_image):
     a = make_image()
     with attached((a, {}), (a, dict(offset=4096, size_limit=MiB)), (a, dict(read_only=True))):
         ours = loopcore_cmd("find", str(a), check=True).stdout.splitlines()
-        assert ours == sorted(ours, key=lambda l: int(l.split(b":")[0][9:]))
+        assert ours == sorted(ours, key=lambda line: int(line.split(b":")[0][9:]))
         assert sorted(ours) == sorted(losetup("-j", str(a)).splitlines())
         assert len(ours) == 3
         assert loopcore_cmd("find", "-o", "4K", str(a), check=True).stdout == \
@@ -285,7 +285,8 @@ def test_control_add_remove_get_free():
         # the error paths of a device that exists but is not bound
         r = loopcore_cmd("detach", f"/dev/loop{n}")
         assert r.returncode == 1
-        assert r.stderr == f"loopcore: /dev/loop{n}: detach failed: No such device or address\n".encode()
+        assert r.stderr == (f"loopcore: /dev/loop{n}: detach failed: "
+                            "No such device or address\n").encode()
         r = loopcore_cmd("set-capacity", f"/dev/loop{n}")
         assert r.returncode == 1 and r.stderr.startswith(f"loopcore: /dev/loop{n}: ".encode())
         r = loopcore_cmd("control", "add", str(n))
@@ -352,6 +353,9 @@ USAGE_ERRORS = [
     ["control", "remove"],
     ["control", "add", "abc"],
     ["control", "add", "-1"],
+    ["control", "add", "2147483648"],      # past the C int LOOP_CTL_ADD takes
+    ["control", "remove", "loop99999999999999999999"],
+    ["control", "get-free", "3"],
 ]
 
 
@@ -361,6 +365,18 @@ def test_usage_errors_exit_2(argv):
     assert r.returncode == 2, r.stderr
     assert r.stdout == b""
     one_line(r.stderr)
+
+
+def test_control_usage_errors_before_opening_loop_control(monkeypatch, capsys):
+    """Usage errors come before /dev/loop-control is opened, so they read the
+    same as root, as a user and in a container without the node."""
+    def opened() -> None:
+        raise AssertionError("/dev/loop-control opened before the arguments were checked")
+    monkeypatch.setattr(cli.loop, "LoopControl", opened)
+    for argv in (["control", "add"], ["control", "remove"], ["control", "get-free", "3"]):
+        assert cli.main(argv) == cli.EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert err.startswith("loopcore: control ") and err.count("\n") == 1, err
 
 
 @pytest.mark.root
@@ -374,7 +390,8 @@ def test_runtime_errors_exit_1(tmp_path, make_image):
         (["attach", "-b", "1000", str(img)], "block_size must be a power of two"),
         (["attach", "-o", "2M", str(img)], f"loopcore: {img}: offset 2097152 is "),
         (["detach", "/dev/null"], "loopcore: /dev/null: detach failed: not a loop device"),
-        (["detach", str(missing)], f"loopcore: {missing}: detach failed: No such file or directory"),
+        (["detach", str(missing)],
+         f"loopcore: {missing}: detach failed: No such file or directory"),
         (["list", "/dev/null"], "loopcore: /dev/null: not a loop device"),
         (["list", str(missing)], f"loopcore: {missing}: No such file or directory"),
         (["list", "-O", "NAME,FOO"], "loopcore: unknown column: FOO"),
@@ -447,8 +464,9 @@ def test_extension_subcommands(extension_dir, monkeypatch, capsys):
     assert cli.main(["ext-good", "--fail", "valueerror"]) == 1
     assert capsys.readouterr().err == "loopcore: bad value for ext\n"
     # only the named extension is imported: the broken one is not touched
-    # by a core subcommand or by another extension's...
-    assert cli.main(["control", "get-free"]) == 0
+    # by a core subcommand or by another extension's (a usage error runs the
+    # core handler without needing /dev/loop-control, so this holds anywhere)...
+    assert cli.main(["control", "add"]) == cli.EXIT_USAGE
     capsys.readouterr()
     # ...but a module that fails to import is a bug, not a missing command
     with pytest.raises(ModuleNotFoundError):
@@ -464,3 +482,14 @@ def test_core_subcommands_do_not_import_extensions():
             "print(sorted(m for m in sys.modules if m in ('loopcore.dm', 'loopcore.bench')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_version_from_one_source():
+    from importlib.metadata import version
+
+    from loopcore._version import __version__
+    assert loopcore.__version__ == __version__ == version("loopcore")
+    for flag in ("--version", "-V"):
+        proc = loopcore_cmd(flag)
+        assert proc.returncode == 0
+        assert proc.stdout.decode() == f"loopcore {__version__}\n"

@@ -108,6 +108,7 @@ def test_forked_child_gets_its_own_control_lock(image: Path):
     # After fork the child must not share the parent's open file description
     # of /dev/loop-control, or the parent's flock would not exclude it.
     import fcntl
+
     from loopcore import loop
     loopcore.attach(image).detach()  # the parent's control fd is open
     control_fd = loop._control.fd()

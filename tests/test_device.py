@@ -10,8 +10,14 @@ import pytest
 import loopcore
 from loopcore import Flags
 
-from conftest import (BLKPG_ADD_PARTITION, blkpg_partition, bound_backing, kernel_size,
-                      kernel_status, sysfs)
+from conftest import (
+    BLKPG_ADD_PARTITION,
+    blkpg_partition,
+    bound_backing,
+    kernel_size,
+    kernel_status,
+    sysfs,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 

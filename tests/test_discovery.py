@@ -18,8 +18,16 @@ import pytest
 import loopcore
 from loopcore import Flags, discovery
 
-from conftest import (BLKPG_ADD_PARTITION, VARIANTS, attached, blkpg_partition,
-                      kernel_parses_gpt, kernel_size, kernel_status, sysfs)
+from conftest import (
+    BLKPG_ADD_PARTITION,
+    VARIANTS,
+    attached,
+    blkpg_partition,
+    kernel_parses_gpt,
+    kernel_size,
+    kernel_status,
+    sysfs,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 

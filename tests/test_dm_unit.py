@@ -157,3 +157,23 @@ def test_cli_bad_name_before_control(capsys):
     assert cli.main(["dm", "info", "a/b"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("loopcore: ") and "'/'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["remove"], "no device specified"),
+    (["remove", "--all", "x"], "remove --all takes no device names"),
+    (["rename", "x"], "no new name given"),
+    (["rename", "x", "y", "--setuuid", "u"], "give a new name or --setuuid, not both"),
+    (["rename", "x", "--setuuid", ""], "uuid is empty"),
+    (["create", "x", "--notable", "-u", ""], "uuid is empty"),
+])
+def test_cli_argument_errors_before_control(monkeypatch, capsys, argv, message):
+    """Bad argument combinations fail before /dev/mapper/control is opened,
+    with or without device-mapper (or the right to use it)."""
+    from loopcore import cli
+
+    def opened() -> None:
+        raise AssertionError("/dev/mapper/control opened before the arguments were checked")
+    monkeypatch.setattr(dm, "DeviceMapper", opened)
+    assert cli.main(["dm", *argv]) == 1
+    assert capsys.readouterr().err == f"loopcore: {message}\n"

@@ -4,6 +4,8 @@
 >>> with loopcore.attach("disk.img", read_only=True) as dev:
 ...     print(dev.path, dev.info().size_bytes)
 """
+from ._version import __version__
+from .discovery import find, list_devices
 from .errors import (
     DeviceBusyError,
     LoopError,
@@ -20,11 +22,9 @@ from .loop import (
     kernel_supports_configure,
     open,
 )
-from .discovery import find, list_devices
-
-__version__ = "0.1.0"
 
 __all__ = [
+    "__version__",
     "DeviceBusyError",
     "Flags",
     "LoopControl",

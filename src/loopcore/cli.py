@@ -22,9 +22,10 @@ import re
 import sys
 import unicodedata
 from fractions import Fraction
-from typing import Callable, Dict, Iterable, List, NamedTuple, NoReturn, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, NamedTuple, NoReturn, Optional, Sequence, cast
 
 from . import discovery, loop
+from ._version import __version__
 from .discovery import ScanRecord
 from .errors import error_from_errno
 
@@ -80,7 +81,7 @@ def _size_arg(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 # --- devices --------------------------------------------------------------------
@@ -91,11 +92,14 @@ _LOOP_NAME = re.compile(r"(?:/dev/)?loop(\d+)\Z")
 def _number_arg(text: str) -> int:
     """N, loopN or /dev/loopN, syntactically (the device need not exist)."""
     m = _LOOP_NAME.match(text)
-    if m:
-        return int(m.group(1))
-    if text.isdigit():
-        return int(text)
-    raise argparse.ArgumentTypeError(f"not a loop device number: {text!r}")
+    if not m and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a loop device number: {text!r}")
+    number = int(m.group(1) if m else text)
+    try:
+        loop.check_number(number)  # the range too: a usage error, not a failed ioctl
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return number
 
 
 def resolve_device(ref: str) -> int:
@@ -464,15 +468,20 @@ def cmd_set_capacity(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    # Arguments first: a usage error must not hinge on /dev/loop-control
+    # existing or being ours to open (containers, non-root users).
+    if args.action == "get-free":
+        if args.number is not None:
+            raise _UsageError("control get-free: takes no device number")
+    elif args.number is None:
+        raise _UsageError(f"control {args.action}: a device number is required")
     with loop.LoopControl() as ctl:
         if args.action == "get-free":
             number = ctl.get_free()
-        elif args.number is None:
-            raise _UsageError(f"control {args.action}: a device number is required")
         elif args.action == "add":
-            number = ctl.add(args.number)
+            number = ctl.add(cast(int, args.number))  # not None: checked above
         else:
-            ctl.remove(args.number)
+            ctl.remove(cast(int, args.number))
             return 0
     _write_text(loop.device_path(number) + "\n")
     return 0
@@ -487,7 +496,7 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors and exit status 2."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
@@ -501,7 +510,7 @@ def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> No
         p.add_argument("--raw", action="store_true", help="raw output (as losetup -l --raw)")
 
 
-def _core_parser() -> "tuple[argparse.ArgumentParser, argparse._SubParsersAction]":
+def _core_parser() -> "tuple[argparse.ArgumentParser, argparse._SubParsersAction[_Parser]]":
     """The parser with loopcore's own subcommands, and its subparsers action."""
     columns_help = "\n".join(f"  {c.name:>12}  {c.help}" for c in COLUMNS.values())
     parser = _Parser(
@@ -511,6 +520,7 @@ def _core_parser() -> "tuple[argparse.ArgumentParser, argparse._SubParsersAction
                 "KB, MB ... (1000).\n\nColumns for list -O:\n" + columns_help),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

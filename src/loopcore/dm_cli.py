@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, cast
 
 from . import dm
 
@@ -185,6 +185,8 @@ def _version(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     dm.validate_name(args.name)
+    if args.uuid is not None:
+        dm.validate_uuid(args.uuid)  # before the control node, like the name
     table = None if args.notable else _read_table(args)
     with _mapper() as m:
         info = m.create(args.name, uuid=args.uuid, table=table, read_only=args.readonly)
@@ -202,14 +204,15 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    # Argument checks before _mapper(): they must not wait on device-mapper.
+    if args.all and args.names:
+        raise ValueError("remove --all takes no device names")
+    if not args.all and not args.names:
+        raise ValueError("no device specified")
     with _mapper(*args.names) as m:
         if args.all:
-            if args.names:
-                raise ValueError("remove --all takes no device names")
             m.remove_all(deferred=args.deferred)
             return 0
-        if not args.names:
-            raise ValueError("no device specified")
         retries = dm.REMOVE_RETRIES if args.retry else 0
         for n in args.names:
             m.remove(n, deferred=args.deferred, retries=retries)
@@ -217,15 +220,18 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _rename(args: argparse.Namespace) -> int:
+    # Argument checks before _mapper(): they must not wait on device-mapper.
+    if args.setuuid is not None:
+        if args.new_name is not None:
+            raise ValueError("give a new name or --setuuid, not both")
+        dm.validate_uuid(args.setuuid)
+    elif args.new_name is None:
+        raise ValueError("no new name given")
     with _mapper(args.name, args.new_name) as m:
         if args.setuuid is not None:
-            if args.new_name is not None:
-                raise ValueError("give a new name or --setuuid, not both")
             m.set_uuid(args.name, args.setuuid)
-        elif args.new_name is None:
-            raise ValueError("no new name given")
         else:
-            m.rename(args.name, args.new_name)
+            m.rename(args.name, cast(str, args.new_name))  # not None: checked above
     return 0
 
 
@@ -280,7 +286,7 @@ def _uint(text: str) -> int:
     return value
 
 
-def add_parser(subparsers: "argparse._SubParsersAction") -> None:
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``dm`` and its subcommands to ``subparsers``."""
     top = subparsers.add_parser("dm", help="device-mapper devices (like dmsetup)",
                                 description="Device-mapper through /dev/mapper/control, "
@@ -375,7 +381,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     add_parser(subparsers)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        func: Handler = args.func
+        return func(args)
     except OSError as exc:
         where = exc.filename or "dm"
         print(f"loopcore: {where}: {exc.strerror or exc}", file=sys.stderr)

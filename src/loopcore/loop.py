@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 import warnings
-from typing import IO, Callable, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 from ._native import ffi, lib
 from .errors import (
@@ -26,6 +26,9 @@ from .errors import (
     NotALoopDeviceError,
     error_from_errno,
 )
+
+if TYPE_CHECKING:
+    from ._native import CData  # cffi cdata (struct pointers); only in the stub
 
 __all__ = [
     "Flags",
@@ -42,13 +45,14 @@ __all__ = [
 
 _builtin_open = open
 
-Backing = Union[str, bytes, "os.PathLike[str]", int, IO]
+Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""
 DeviceRef = Union[str, bytes, "os.PathLike[str]", int]
 """A loop device: its path (``/dev/loop3``) or its number (``3``)."""
 
 LOOP_MAJOR = 7
 LO_NAME_SIZE = 64
+_INT_MAX = (1 << 31) - 1  # the C int the LOOP_CTL_* ioctls take
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
 
@@ -278,6 +282,10 @@ def check_number(number: int) -> None:
     """ValueError unless ``number`` is a valid loop device number."""
     if not isinstance(number, int) or isinstance(number, bool) or number < 0:
         raise ValueError(f"loop device number must be a non-negative int, not {number!r}")
+    # The LOOP_CTL_* ioctls take a C int: a bigger number would be an
+    # OverflowError out of cffi, and no loop device has one anyway.
+    if number > _INT_MAX:
+        raise ValueError(f"loop device number is too large: {number}")
 
 
 def _check_block_size(block_size: int, *, allow_zero: bool) -> None:
@@ -390,7 +398,7 @@ class LoopDevice:
         if self._fd < 0:
             raise ValueError(f"{self.path}: operation on a closed LoopDevice")
 
-    def _state(self) -> Tuple["ffi.CData", "ffi.CData"]:
+    def _state(self) -> Tuple[CData, CData]:
         """(GET_STATUS64 answer, block-level state), in one C call."""
         self._check_open()
         status = ffi.new("struct lc_loop_info64 *")
@@ -398,7 +406,7 @@ class LoopDevice:
         _check(lib.lc_read_state(self._fd, status, state), self.path)
         return status, state
 
-    def _status(self) -> "ffi.CData":
+    def _status(self) -> CData:
         self._check_open()
         info = ffi.new("struct lc_loop_info64 *")
         _check(lib.lc_get_status64(self._fd, info), self.path)
@@ -548,11 +556,11 @@ def _expected_size(backing_size: int, offset: int, size_limit: int) -> int:
     return size & ~511
 
 
-_retry: Optional[Tuple[Tuple[int, int, int], "ffi.CData"]] = None
+_retry: Optional[Tuple[Tuple[int, int, int], CData]] = None
 
 
 def _bind(backing_fd: int, use_configure: bool, flags: int, offset: int, size_limit: int,
-          block_size: int, name: str) -> "ffi.CData":
+          block_size: int, name: str) -> CData:
     """One C call: lock, GET_FREE, open, bind, read back.  Raises on failure."""
     global _retry
     policy = (ATTACH_ATTEMPTS, ATTACH_SLEEP_BASE_US, ATTACH_SLEEP_SPAN_US)
@@ -679,13 +687,13 @@ def attach(
             os.close(backing_fd)
 
 
-def _device_from_result(result: "ffi.CData") -> LoopDevice:
+def _device_from_result(result: CData) -> LoopDevice:
     return LoopDevice(int(result.number), int(result.fd), int(result.devnum),
                       int(result.diskseq) or None)
 
 
 def _attach_configure(backing_fd: int, flags: int, offset: int, size_limit: int,
-                      block_size: int, name: str) -> Tuple[LoopDevice, "ffi.CData"]:
+                      block_size: int, name: str) -> Tuple[LoopDevice, CData]:
     """LOOP_CONFIGURE: bind and configure in one ioctl, inside lc_attach."""
     try:
         result = _bind(backing_fd, True, flags, offset, size_limit, block_size, name)
@@ -700,7 +708,7 @@ def _attach_configure(backing_fd: int, flags: int, offset: int, size_limit: int,
 
 
 def _attach_legacy(backing_fd: int, flags: int, offset: int, size_limit: int,
-                   block_size: int, name: str) -> Tuple[LoopDevice, "ffi.CData"]:
+                   block_size: int, name: str) -> Tuple[LoopDevice, CData]:
     """LOOP_SET_FD inside lc_attach, then the settings one ioctl at a time."""
     # flags: READ_ONLY only, which picks the device's open mode for SET_FD
     result = _bind(backing_fd, False, flags & _READ_ONLY, 0, 0, 0, name)
@@ -715,7 +723,7 @@ def _attach_legacy(backing_fd: int, flags: int, offset: int, size_limit: int,
     return device, state
 
 
-def _ignored_settings(state: "ffi.CData", flags: int, block_size: int) -> str:
+def _ignored_settings(state: CData, flags: int, block_size: int) -> str:
     """What the kernel left out of the requested configuration ('' if nothing)."""
     ignored = []
     if flags & _PARTSCAN and not state.flags & _PARTSCAN:

@@ -14,6 +14,7 @@ import pytest
 
 import loopcore
 from loopcore import dm
+
 from vmhelpers import PREFIX, Loop
 
 _counter = itertools.count()

@@ -16,8 +16,17 @@ import time
 import pytest
 
 from loopcore import DeviceBusyError, dm
-from vmhelpers import (PREFIX, backing_bytes, cli, dmsetup, node_devnum, our_devices,
-                       read_dm, write_dm)
+
+from vmhelpers import (
+    PREFIX,
+    backing_bytes,
+    cli,
+    dmsetup,
+    node_devnum,
+    our_devices,
+    read_dm,
+    write_dm,
+)
 
 S = 512  # sector
 
