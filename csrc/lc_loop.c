@@ -85,7 +85,7 @@ int lc_probe_configure(int dev_fd)
     config.fd = (uint32_t)-1;
     if (ioctl(dev_fd, LOOP_CONFIGURE, &config) == 0) {
         /* Cannot happen with fd -1; never leave it bound if it did. */
-        ioctl(dev_fd, LOOP_CLR_FD, 0);
+        ioctl(dev_fd, LOOP_CLR_FD, 0);  /* the caller closes dev_fd */
         return 1;
     }
     switch (errno) {
@@ -203,25 +203,50 @@ int lc_direct_io_refused(int backing_fd)
 
 int lc_flush(int fd)
 {
-    /* BLKFLSBUF writes back the device's dirty page cache without a FLUSH
-     * request to the backing file; fsync() where it is not allowed. */
-    if (ioctl(fd, BLKFLSBUF, 0) == 0)
+    /* Not BLKFLSBUF: it writes back but swallows the write errors (a loop
+     * device over a full file system "succeeds" and drops the data).
+     * sync_file_range reports them through the fd's error sequence, and
+     * unlike fsync it sends no cache flush down to the backing file. */
+    int r;
+
+    do {
+        r = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
+                            SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0)
         return 0;
-    if (errno != EPERM && errno != EACCES && errno != ENOTTY)
+    if (errno != ENOSYS)
         return -errno;
     return RET(fsync(fd));
 }
 
-int lc_detach_fd(int dev_fd)
+/* Unbind and close, ignoring errors: only for a device this call bound
+ * moments ago and failed to set up, which nobody has written to. */
+static void unbind_and_close(int dev_fd)
+{
+    ioctl(dev_fd, LOOP_CLR_FD, 0);
+    close(dev_fd);
+}
+
+int lc_detach_fd(int dev_fd, uint32_t *failed_step)
 {
     /* Our fd keeps the device open, so a writer's close() was not the
      * last one and its dirty pages are still in the device's page cache:
-     * write them back first, or unbinding throws them away. */
-    int flushed = lc_flush(dev_fd);
-    int r = RET(ioctl(dev_fd, LOOP_CLR_FD, 0));
+     * write them back first, or unbinding throws them away.  If they
+     * cannot be written, stay bound: the data is still in the cache. */
+    int r = lc_flush(dev_fd);
 
+    if (r < 0) {
+        *failed_step = LC_STEP_WRITE_BACK;
+        return r;
+    }
+    if (ioctl(dev_fd, LOOP_CLR_FD, 0) < 0) {
+        *failed_step = LC_STEP_UNBIND;
+        return -errno;
+    }
+    *failed_step = LC_STEP_NONE;
     close(dev_fd);
-    return r < 0 ? r : flushed;
+    return 0;
 }
 
 static uint32_t random_below(uint32_t bound)
@@ -238,15 +263,69 @@ static uint32_t random_below(uint32_t bound)
     return value % bound;
 }
 
-static void backoff(const struct lc_retry *retry, uint32_t attempt)
+static int64_t monotonic_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Sleep us microseconds, but not past deadline_ns (0: no deadline).
+ * 0, -EINTR (a signal: the caller's handlers must run) or -ETIMEDOUT. */
+static int sleep_until(uint64_t us, int64_t deadline_ns)
+{
+    struct timespec ts;
+    int64_t ns = (int64_t)us * 1000;
+
+    if (deadline_ns) {
+        int64_t left = deadline_ns - monotonic_ns();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        if (ns > left)
+            ns = left;
+    }
+    ts.tv_sec = ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    if (nanosleep(&ts, NULL) < 0)
+        return -errno;
+    if (deadline_ns && ns < (int64_t)us * 1000)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+static int backoff(const struct lc_retry *retry, uint32_t attempt, int64_t deadline_ns)
 {
     uint64_t limit = retry->sleep_base_us +
         (uint64_t)retry->sleep_span_us * attempt / retry->max_attempts;
-    uint32_t us = random_below(limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit);
-    struct timespec ts = { us / 1000000, (long)(us % 1000000) * 1000 };
 
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    return sleep_until(random_below(limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit),
+                       deadline_ns);
+}
+
+/*
+ * flock(LOCK_EX) on the control fd.  Without a deadline it blocks (a
+ * signal returns -EINTR); with one it polls LOCK_NB, sleeping 50 us at
+ * first and at most 5 ms between tries, until the deadline (-ETIMEDOUT).
+ */
+static int lock_control(int ctl_fd, int64_t deadline_ns)
+{
+    uint64_t pause_us = 50;
+
+    if (!deadline_ns)
+        return RET(flock(ctl_fd, LOCK_EX));
+    for (;;) {
+        int r;
+
+        if (flock(ctl_fd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK)
+            return -errno;
+        if ((r = sleep_until(pause_us, deadline_ns)) < 0)
+            return r;
+        if (pause_us < 5000)
+            pause_us *= 2;
+    }
 }
 
 int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
@@ -278,6 +357,7 @@ int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
 int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
               uint64_t offset, uint64_t size_limit, uint32_t block_size,
               const char *file_name, const struct lc_retry *retry,
+              uint32_t first_attempt, int64_t deadline_ns,
               struct lc_attach_result *result)
 {
     int read_only = (flags & LO_FLAGS_READ_ONLY) != 0;
@@ -296,24 +376,21 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
                 sizeof(config.info.lo_file_name) - 1);
     memset(result, 0, sizeof(*result));
     result->number = -1;
+    result->attempts = first_attempt;
     result->fd = -1;
     if (retry->max_attempts == 0)
         return -EINVAL;
 
-    for (attempt = 0; attempt < retry->max_attempts; attempt++) {
+    for (attempt = first_attempt; attempt < retry->max_attempts; attempt++) {
         int number, dev_fd, r;
 
-        /* Back off (not on the first retry: a fresh GET_FREE usually
-         * names another device) without holding the control lock. */
-        if (attempt > 1)
-            backoff(retry, attempt);
         result->attempts = attempt + 1;
-
         /* The control lock serializes GET_FREE..bind between cooperating
          * processes, so they stop racing each other for the same N. */
-        if (flock(ctl_fd, LOCK_EX) < 0) {
+        if ((r = lock_control(ctl_fd, deadline_ns)) < 0) {
+            result->attempts = attempt;     /* resume here after EINTR */
             result->failed_step = LC_STEP_LOCK;
-            return -errno;
+            return r;
         }
         number = lc_ctl_get_free(ctl_fd);
         if (number < 0) {
@@ -321,46 +398,49 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
             result->failed_step = LC_STEP_GET_FREE;
             return number;
         }
+        result->number = number;
         dev_fd = lc_dev_open(number, read_only);
         if (dev_fd < 0) {
             flock(ctl_fd, LOCK_UN);
-            if (dev_fd == -ENXIO || dev_fd == -ENOENT) {
-                /* Being torn down, or the node is not there yet. */
-                result->vanished_retries++;
-                last_error = dev_fd;
-                result->failed_step = LC_STEP_OPEN;
-                continue;
-            }
             result->failed_step = LC_STEP_OPEN;
-            return dev_fd;
-        }
-        if (use_configure) {
-            r = lc_configure(dev_fd, &config);
+            if (dev_fd != -ENXIO && dev_fd != -ENOENT)
+                return dev_fd;
+            /* Being torn down, or the node is not there yet. */
+            result->vanished_retries++;
+            last_error = dev_fd;
         } else {
-            r = lc_set_fd(dev_fd, backing_fd);
-        }
-        flock(ctl_fd, LOCK_UN);
-        if (r < 0) {
-            close(dev_fd);
-            if (r == -EBUSY || r == -EAGAIN) {
-                /* Someone else bound it between GET_FREE and us. */
-                result->busy_retries++;
-                last_error = -EBUSY;
-                result->failed_step = LC_STEP_BIND;
-                continue;
+            if (use_configure) {
+                r = lc_configure(dev_fd, &config);
+            } else {
+                r = lc_set_fd(dev_fd, backing_fd);
             }
+            flock(ctl_fd, LOCK_UN);
+            if (r == 0) {
+                if ((r = lc_read_state(dev_fd, NULL, result)) < 0) {
+                    unbind_and_close(dev_fd);
+                    result->failed_step = LC_STEP_READ_BACK;
+                    return r;
+                }
+                result->failed_step = LC_STEP_NONE;
+                result->fd = dev_fd;
+                return number;
+            }
+            close(dev_fd);
             result->failed_step = LC_STEP_BIND;
+            if (r != -EBUSY && r != -EAGAIN)
+                return r;
+            /* Someone else bound it between GET_FREE and us. */
+            result->busy_retries++;
+            last_error = -EBUSY;
+        }
+        /* Back off (not before the first retry: a fresh GET_FREE usually
+         * names another device) without holding the control lock. */
+        if (attempt >= 1 && attempt + 1 < retry->max_attempts
+            && (r = backoff(retry, attempt + 1, deadline_ns)) < 0) {
+            result->attempts = attempt + 1; /* resume with the next attempt */
+            result->failed_step = LC_STEP_BACKOFF;
             return r;
         }
-        if ((r = lc_read_state(dev_fd, NULL, result)) < 0) {
-            lc_detach_fd(dev_fd);
-            result->failed_step = LC_STEP_READ_BACK;
-            return r;
-        }
-        result->failed_step = LC_STEP_NONE;
-        result->number = number;
-        result->fd = dev_fd;
-        return number;
     }
     return last_error;
 }

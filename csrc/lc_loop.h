@@ -62,7 +62,10 @@ enum lc_attach_step {
     LC_STEP_GET_FREE = 2,
     LC_STEP_OPEN = 3,            /* open /dev/loopN */
     LC_STEP_BIND = 4,            /* LOOP_CONFIGURE or LOOP_SET_FD */
-    LC_STEP_READ_BACK = 5
+    LC_STEP_READ_BACK = 5,
+    LC_STEP_BACKOFF = 6,         /* the sleep between two attempts */
+    LC_STEP_WRITE_BACK = 7,      /* detach: writing back the page cache */
+    LC_STEP_UNBIND = 8           /* detach: LOOP_CLR_FD */
 };
 
 /* /dev/loop-control */
@@ -101,15 +104,27 @@ int lc_set_read_only(int fd, uint32_t read_only);
  * file_name (lo_file_name, at most 63 bytes used); without it LOOP_SET_FD
  * alone, the caller setting the rest.  Retries EBUSY/EAGAIN from the bind
  * and ENXIO/ENOENT from the open with a fresh GET_FREE, up to
- * retry->max_attempts tries; from the second retry on it first sleeps a
- * random time below sleep_base_us + sleep_span_us * attempt / max_attempts
- * with the lock released.  On failure nothing stays bound, no fd stays
- * open, result->failed_step names the step, and -errno is returned (-EBUSY
- * when the retries ran out); on success the device number.
+ * retry->max_attempts tries; after the second failure and later ones it
+ * sleeps a random time below sleep_base_us + sleep_span_us * attempt /
+ * max_attempts with the lock released.
+ *
+ * Attempts are counted from first_attempt (0 on a first call).  A signal
+ * interrupting the lock wait or a sleep returns -EINTR with failed_step
+ * LOCK or BACKOFF and result->attempts set to the attempt to resume from:
+ * the caller runs its signal handlers and calls again with that as
+ * first_attempt (PEP 475), so Ctrl-C is never held up by a retry loop.
+ * deadline_ns, if not 0, is a CLOCK_MONOTONIC time after which waiting
+ * for the lock or sleeping between attempts gives up with -ETIMEDOUT.
+ *
+ * On failure nothing stays bound, no fd stays open, result->failed_step
+ * names the step, result->number the device once GET_FREE named one, and
+ * -errno is returned (-EBUSY when the retries ran out); on success the
+ * device number.
  */
 int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
               uint64_t offset, uint64_t size_limit, uint32_t block_size,
               const char *file_name, const struct lc_retry *retry,
+              uint32_t first_attempt, int64_t deadline_ns,
               struct lc_attach_result *result);
 
 /*
@@ -128,9 +143,19 @@ int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
  */
 int lc_direct_io_refused(int backing_fd);
 
-/* Write back a block device's dirty page cache (BLKFLSBUF, else fsync). */
+/*
+ * Write back a block device's dirty page cache and report whether it all
+ * reached the device: sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER), which
+ * reports a write-back error that happened since fd was opened (BLKFLSBUF
+ * does not), without the cache flush fsync() would add; fsync() where the
+ * kernel has no sync_file_range.
+ */
 int lc_flush(int fd);
 
-/* Flush, LOOP_CLR_FD, close: the detach, one call.  The fd is closed
- * whatever happens; returns the CLR_FD error first, then the flush's. */
-int lc_detach_fd(int dev_fd);
+/*
+ * The detach, one call: write back (lc_flush), LOOP_CLR_FD, close.  If the
+ * write-back or LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK or
+ * UNBIND), -errno is returned and the fd stays open and the device bound,
+ * so the caller can retry; on success the fd is closed and 0 returned.
+ */
+int lc_detach_fd(int dev_fd, uint32_t *failed_step);

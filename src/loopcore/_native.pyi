@@ -44,6 +44,9 @@ class _Lib:
     LC_STEP_OPEN: int
     LC_STEP_BIND: int
     LC_STEP_READ_BACK: int
+    LC_STEP_BACKOFF: int
+    LC_STEP_WRITE_BACK: int
+    LC_STEP_UNBIND: int
 
     # lc_scan.h: lc_scan_rec.flags bits
     LC_SCAN_RO: int
@@ -104,13 +107,15 @@ class _Lib:
         block_size: int,
         file_name: bytes | CData,
         retry: CData,
+        first_attempt: int,
+        deadline_ns: int,
         result: CData,
         /,
     ) -> int: ...
     def lc_read_state(self, dev_fd: int, status: CData, result: CData, /) -> int: ...
     def lc_direct_io_refused(self, backing_fd: int, /) -> int: ...
     def lc_flush(self, fd: int, /) -> int: ...
-    def lc_detach_fd(self, dev_fd: int, /) -> int: ...
+    def lc_detach_fd(self, dev_fd: int, failed_step: CData, /) -> int: ...
 
     # lc_scan.h
     def lc_scan_loops(self, buf: CData, bufsize: int, flags: int, needed: CData, /) -> int: ...

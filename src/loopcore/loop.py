@@ -54,6 +54,10 @@ LOOP_MAJOR = 7
 LO_NAME_SIZE = 64
 _INT_MAX = (1 << 31) - 1  # the C int the LOOP_CTL_* ioctls take
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# The largest logical block size any kernel takes (BLK_MAX_BLOCK_SIZE, 64
+# KiB since Linux 6.15; the page size before).  Sizes above the page size
+# are left to the running kernel to accept or refuse.
+MAX_BLOCK_SIZE = 65536
 FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
 
 # Retry policy (REFERENCE.md section 1).  Attach: systemd's 64 attempts
@@ -293,9 +297,32 @@ def _check_block_size(block_size: int, *, allow_zero: bool) -> None:
         raise TypeError(f"block_size must be an int, not {type(block_size).__name__}")
     if block_size == 0 and allow_zero:
         return
-    if block_size < 512 or block_size > PAGE_SIZE or block_size & (block_size - 1):
-        raise ValueError(
-            f"block_size must be a power of two from 512 to {PAGE_SIZE}, not {block_size}")
+    if block_size < 512 or block_size > MAX_BLOCK_SIZE or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two from 512 to {MAX_BLOCK_SIZE}, "
+                         f"not {block_size}")
+
+
+def _block_size_refused(block_size: int, error: OSError) -> ValueError:
+    """The ValueError for a block size the kernel refused (EINVAL): kernels
+    before 6.15 take no block size above the page size."""
+    return ValueError(f"block_size {block_size}: this kernel refuses it ({error.strerror}); "
+                      f"every kernel takes powers of two from 512 to the page size, {PAGE_SIZE}")
+
+
+def _check_fd(fd: int) -> None:
+    """ValueError unless ``fd`` can be a file descriptor (a C int, >= 0)."""
+    if fd < 0 or fd > _INT_MAX:
+        raise ValueError(f"backing fd must be from 0 to {_INT_MAX}, not {fd}")
+
+
+def _check_timeout(timeout: Optional[float]) -> None:
+    if timeout is None:
+        return
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if not timeout >= 0:  # also NaN
+        raise ValueError(f"timeout must not be negative, not {timeout}")
 
 
 def _check_nonneg(name: str, value: int) -> None:
@@ -320,26 +347,57 @@ def _device_from_ref(ref: DeviceRef) -> str:
 
 # --- backing files ----------------------------------------------------------
 
+def _fd_name(fd: int) -> str:
+    """The path behind an fd, for the kernel's ``lo_file_name`` and for
+    errors (losetup records a path too); ``fd N`` when it has none."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"fd {fd}"
+    return target if target.startswith("/") else f"fd {fd}"
+
+
+# O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer
+# forever; attach refuses anything but regular files and block devices
+# right after, and clears the flag on what it keeps.
+_BACKING_OPEN_FLAGS = os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
 def _open_backing(backing: Backing, read_only: bool) -> Tuple[int, bool, str]:
     """Return (fd, owned, name) for a backing path, fd or file object."""
     if isinstance(backing, bool):
         raise TypeError("backing must be a path, an fd or a file object, not a bool")
     if isinstance(backing, int):
-        if backing < 0:
-            raise ValueError(f"backing fd must not be negative, not {backing}")
-        return backing, False, f"/proc/self/fd/{backing}"
+        _check_fd(backing)
+        return backing, False, _fd_name(backing)
     if isinstance(backing, (str, bytes, os.PathLike)):
         name = os.fsdecode(backing)
         if not name:
             raise ValueError("backing path is empty")
-        fd = os.open(name, os.O_RDONLY if read_only else os.O_RDWR)
+        fd = os.open(name, (os.O_RDONLY if read_only else os.O_RDWR) | _BACKING_OPEN_FLAGS)
         return fd, True, name if name.startswith("/") else os.path.abspath(name)
     fileno = getattr(backing, "fileno", None)
     if fileno is None:
         raise TypeError(
             f"backing must be a path, an fd or a file object, not {type(backing).__name__}")
     fd = fileno()
-    return fd, False, os.fsdecode(getattr(backing, "name", f"/proc/self/fd/{fd}"))
+    _check_fd(fd)
+    given = getattr(backing, "name", None)
+    if isinstance(given, (str, bytes)) and given:
+        return fd, False, os.path.abspath(os.fsdecode(given))
+    return fd, False, _fd_name(fd)
+
+
+def _stat_backing(fd: int, owned: bool, name: str) -> os.stat_result:
+    """fstat the backing fd (naming the file in the error); for an fd
+    loopcore opened, clear the O_NONBLOCK it was opened with."""
+    try:
+        st = os.fstat(fd)
+    except OSError as e:
+        raise error_from_errno(e.errno or errno.EBADF, name) from None
+    if owned and (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        fcntl.fcntl(fd, fcntl.F_SETFL, 0)
+    return st
 
 
 def _backing_size(fd: int, st: os.stat_result, name: str) -> int:
@@ -445,10 +503,14 @@ class LoopDevice:
         _check(_retry_eagain(lambda: lib.lc_set_capacity(self._fd)), self.path)
 
     def set_block_size(self, block_size: int) -> None:
-        """Set the logical block size: a power of two from 512 to the page size."""
+        """Set the logical block size: a power of two from 512 to the page
+        size, or up to 64 KiB where the kernel takes it (6.15+)."""
         _check_block_size(block_size, allow_zero=False)
         self._check_open()
-        _check(_retry_eagain(lambda: lib.lc_set_block_size(self._fd, block_size)), self.path)
+        rc = _retry_eagain(lambda: lib.lc_set_block_size(self._fd, block_size))
+        if rc == -errno.EINVAL and block_size > PAGE_SIZE:
+            raise _block_size_refused(block_size, error_from_errno(errno.EINVAL, self.path))
+        _check(rc, self.path)
 
     def set_direct_io(self, enable: bool) -> None:
         """Switch direct I/O to the backing file on or off.
@@ -481,7 +543,7 @@ class LoopDevice:
         fd, owned, name = _open_backing(backing, read_only=True)
         try:
             # The kernel wants the same device size from the new file.
-            new_size = _expected_size(_backing_size(fd, os.fstat(fd), name),
+            new_size = _expected_size(_backing_size(fd, _stat_backing(fd, owned, name), name),
                                       int(status.lo_offset), int(status.lo_sizelimit))
             current = int(state.size_bytes)
             if new_size != current:
@@ -493,16 +555,45 @@ class LoopDevice:
                 os.close(fd)
 
     def detach(self) -> None:
-        """Unbind the backing file (LOOP_CLR_FD) and close loopcore's fd.
+        """Write back the device's page cache, unbind the backing file
+        (LOOP_CLR_FD) and close loopcore's fd.
 
-        If other processes hold the device open the kernel detaches it when
-        the last of them closes it.  LoopError(ENXIO) if it was not bound.
+        If the cached writes cannot reach the backing file (its file system
+        is full, an I/O error), this raises and the device stays bound and
+        this object usable: the data is not thrown away, and the caller can
+        make room and detach again.  LOOP_CLR_FD's EAGAIN is retried (10 x
+        250 ms); another failure also leaves the device bound and this
+        object open.  If other processes hold the device open the kernel
+        detaches it when the last of them closes it.  LoopError(ENXIO) if
+        it was not bound (this object is closed then).
         """
         self._check_open()
+        step = ffi.new("uint32_t *")
+        for _ in range(EAGAIN_ATTEMPTS - 1):
+            rc = lib.lc_detach_fd(self._fd, step)
+            if rc != -errno.EAGAIN:
+                break
+            time.sleep(EAGAIN_SLEEP_S)
+        else:
+            rc = lib.lc_detach_fd(self._fd, step)
+        if rc == 0:
+            self._fd = -1
+            return
+        err = -rc
+        if step[0] == lib.LC_STEP_WRITE_BACK:
+            raise error_from_errno(err, self.path, f"{os.strerror(err)}: the device's cached "
+                                   "writes could not be written back; it stays bound")
+        if err == errno.ENXIO:  # not bound (any more): nothing to keep open for
+            self.close()
+        raise error_from_errno(err, self.path)
+
+    def _unbind(self) -> None:
+        """Unbind and close a device attach() bound moments ago and is not
+        handing out: nobody wrote to it, so there is nothing to write back,
+        and a failure to unbind could not be acted on."""
         fd, self._fd = self._fd, -1
-        rc = lib.lc_detach_fd(fd)
-        if rc < 0:
-            raise error_from_errno(-rc, self.path)
+        _retry_eagain(lambda: lib.lc_clr_fd(fd))
+        os.close(fd)
 
     def close(self) -> None:
         """Close loopcore's fd without detaching."""
@@ -559,27 +650,61 @@ def _expected_size(backing_size: int, offset: int, size_limit: int) -> int:
 _retry: Optional[Tuple[Tuple[int, int, int], CData]] = None
 
 
+def _lock_timeout(deadline_ns: int) -> TimeoutError:
+    return TimeoutError(errno.ETIMEDOUT, "timed out waiting for another attach to release "
+                        "/dev/loop-control, or for a free loop device", "/dev/loop-control")
+
+
 def _bind(backing_fd: int, use_configure: bool, flags: int, offset: int, size_limit: int,
-          block_size: int, name: str) -> CData:
-    """One C call: lock, GET_FREE, open, bind, read back.  Raises on failure."""
+          block_size: int, name: str, deadline_ns: int = 0) -> CData:
+    """One C call: lock, GET_FREE, open, bind, read back.  Raises on failure.
+
+    ``deadline_ns`` (time.monotonic_ns(), 0 for none) bounds the waits.
+    """
     global _retry
     policy = (ATTACH_ATTEMPTS, ATTACH_SLEEP_BASE_US, ATTACH_SLEEP_SPAN_US)
     if _retry is None or _retry[0] != policy:
         _retry = (policy, ffi.new("struct lc_retry *", policy))
     result = ffi.new("struct lc_attach_result *")
-    with _control.lock:
-        rc = lib.lc_attach(_control.fd(), backing_fd, use_configure, flags, offset, size_limit,
-                           block_size, _file_name_field(name), _retry[1], result)
+    file_name = _file_name_field(name)
+    attempt = 0
+    while True:
+        if deadline_ns:
+            left = (deadline_ns - time.monotonic_ns()) / 1e9
+            if not _control.lock.acquire(timeout=max(left, 0.0)):
+                raise _lock_timeout(deadline_ns)
+        else:
+            _control.lock.acquire()
+        try:
+            rc = lib.lc_attach(_control.fd(), backing_fd, use_configure, flags, offset,
+                               size_limit, block_size, file_name, _retry[1], attempt,
+                               deadline_ns, result)
+        finally:
+            _control.lock.release()
+        if rc != -errno.EINTR or result.failed_step not in (lib.LC_STEP_LOCK,
+                                                              lib.LC_STEP_BACKOFF):
+            break
+        # A signal interrupted a wait (PEP 475): its Python handler runs
+        # before the next loop iteration and may raise (Ctrl-C); if it does
+        # not, carry on from the attempt the C loop stopped at.
+        attempt = result.attempts
     if rc >= 0:
         return result
-    if result.failed_step == lib.LC_STEP_GET_FREE:
+    step = result.failed_step
+    if rc == -errno.ETIMEDOUT and step in (lib.LC_STEP_LOCK, lib.LC_STEP_BACKOFF):
+        raise _lock_timeout(deadline_ns)
+    if step == lib.LC_STEP_GET_FREE:
         raise _no_free_device(-rc)
-    if rc == -errno.EBUSY:
+    if rc == -errno.EBUSY and step == lib.LC_STEP_BIND:
         raise DeviceBusyError(errno.EBUSY, f"every free loop device was taken by others "
                               f"({result.attempts} attempts)", name)
-    if result.failed_step == lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
+    if step == lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
         raise DeviceBusyError(-rc, f"free loop devices kept vanishing "
-                              f"({result.attempts} attempts)", name)
+                              f"({result.attempts} attempts)", device_path(result.number))
+    if step in (lib.LC_STEP_OPEN, lib.LC_STEP_READ_BACK) and result.number >= 0:
+        raise error_from_errno(-rc, device_path(result.number))
+    if step == lib.LC_STEP_LOCK:
+        raise error_from_errno(-rc, "/dev/loop-control")
     raise error_from_errno(-rc, name)
 
 
@@ -614,6 +739,7 @@ def attach(
     offset: int = 0,
     size_limit: int = 0,
     legacy: Optional[bool] = None,
+    timeout: Optional[float] = None,
 ) -> LoopDevice:
     """Bind ``backing`` to a free loop device and return it, open.
 
@@ -627,20 +753,30 @@ def attach(
     (LOOP_SET_FD + LOOP_SET_STATUS64); None picks LOOP_CONFIGURE when the
     kernel has it, unless the environment sets LOOPCORE_FORCE_LEGACY=1.
 
+    ``timeout`` bounds, in seconds, the time spent waiting for other
+    attaches to release ``/dev/loop-control`` and for busy devices; None
+    (the default, as systemd) waits as long as it takes, and TimeoutError
+    says it ran out.  A signal handler that returns does not interrupt
+    the wait; one that raises (Ctrl-C) does, at once.
+
     Raises ValueError/TypeError for bad arguments before any syscall, an
     OSError (PermissionError for a read-write attach of a backing that
-    cannot be written) otherwise; on failure nothing stays bound.
+    cannot be written) otherwise; on failure nothing stays bound.  A
+    block size above the page size is up to the kernel: ValueError if it
+    refuses.
     """
     _check_nonneg("offset", offset)
     _check_nonneg("size_limit", size_limit)
     _check_block_size(block_size, allow_zero=True)
+    _check_timeout(timeout)
+    deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
     # Plain ints on the hot path: IntFlag arithmetic costs microseconds.
     flags = ((_READ_ONLY if read_only else 0) | (_AUTOCLEAR if autoclear else 0)
              | (_PARTSCAN if partscan else 0) | (_DIRECT_IO if direct_io else 0))
 
     backing_fd, owned, name = _open_backing(backing, read_only)
     try:
-        st = os.fstat(backing_fd)
+        st = _stat_backing(backing_fd, owned, name)
         backing_size = _backing_size(backing_fd, st, name)
         if offset >= backing_size > 0 or offset > backing_size:
             raise ValueError(f"{name}: offset {offset} is at or past the end "
@@ -652,18 +788,23 @@ def attach(
         if flags & _DIRECT_IO and lib.lc_direct_io_refused(backing_fd) == 1:
             flags &= ~_DIRECT_IO  # the kernel would say yes, then fail every I/O
         use_legacy = _use_legacy(legacy)
-        device, state = (_attach_legacy if use_legacy else _attach_configure)(
-            backing_fd, flags, offset, size_limit, block_size, name)
+        try:
+            device, state = (_attach_legacy if use_legacy else _attach_configure)(
+                backing_fd, flags, offset, size_limit, block_size, name, deadline_ns)
+        except LoopError as e:
+            if e.errno == errno.EINVAL and block_size > PAGE_SIZE:
+                raise _block_size_refused(block_size, e) from None
+            raise
         ignored = _ignored_settings(state, flags, block_size)
         if ignored and not use_legacy:
             # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
             # (fixed in 5.9).  Like systemd: distrust LOOP_CONFIGURE for the
             # rest of the process and bind a new device the old way (the
             # detached one may still be winding down).
-            device.detach()
+            device._unbind()
             _distrust_configure()
             device, state = _attach_legacy(backing_fd, flags, offset, size_limit,
-                                           block_size, name)
+                                           block_size, name, deadline_ns)
             ignored = _ignored_settings(state, flags, block_size)
         try:
             if ignored:
@@ -679,7 +820,7 @@ def attach(
                 # util-linux: some kernels miss offset/sizelimit in the first size.
                 _check(_retry_eagain(lambda: lib.lc_set_capacity(device.fileno())), name)
         except BaseException:
-            device.detach()
+            device._unbind()
             raise
         return device
     finally:
@@ -693,32 +834,35 @@ def _device_from_result(result: CData) -> LoopDevice:
 
 
 def _attach_configure(backing_fd: int, flags: int, offset: int, size_limit: int,
-                      block_size: int, name: str) -> Tuple[LoopDevice, CData]:
+                      block_size: int, name: str, deadline_ns: int = 0
+                      ) -> Tuple[LoopDevice, CData]:
     """LOOP_CONFIGURE: bind and configure in one ioctl, inside lc_attach."""
     try:
-        result = _bind(backing_fd, True, flags, offset, size_limit, block_size, name)
+        result = _bind(backing_fd, True, flags, offset, size_limit, block_size, name,
+                       deadline_ns)
     except LoopError as e:
         # Kernels that refuse LO_FLAGS_DIRECT_IO outright for a backing file
         # without O_DIRECT support say EINVAL: fall back to buffered I/O.
         if e.errno != errno.EINVAL or not flags & _DIRECT_IO:
             raise
         result = _bind(backing_fd, True, flags & ~_DIRECT_IO, offset, size_limit, block_size,
-                       name)
+                       name, deadline_ns)
     return _device_from_result(result), result
 
 
 def _attach_legacy(backing_fd: int, flags: int, offset: int, size_limit: int,
-                   block_size: int, name: str) -> Tuple[LoopDevice, CData]:
+                   block_size: int, name: str, deadline_ns: int = 0
+                   ) -> Tuple[LoopDevice, CData]:
     """LOOP_SET_FD inside lc_attach, then the settings one ioctl at a time."""
     # flags: READ_ONLY only, which picks the device's open mode for SET_FD
-    result = _bind(backing_fd, False, flags & _READ_ONLY, 0, 0, 0, name)
+    result = _bind(backing_fd, False, flags & _READ_ONLY, 0, 0, 0, name, deadline_ns)
     device = _device_from_result(result)
     try:
         _finish_legacy(device.fileno(), flags, offset, size_limit, block_size, name)
         _, state = device._state()
         device.diskseq = int(state.diskseq) or None
     except BaseException:
-        device.detach()  # nothing stays bound
+        device._unbind()  # nothing stays bound
         raise
     return device, state
 
@@ -778,4 +922,7 @@ def open(path: DeviceRef) -> LoopDevice:  # noqa: A001 - mirrors os.open's role
 def detach(path_or_number: DeviceRef) -> None:
     """Detach a loop device by path or number (``losetup -d``)."""
     device = open(path_or_number)
-    device.detach()
+    try:
+        device.detach()
+    finally:
+        device.close()  # still open if detach failed
