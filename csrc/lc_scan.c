@@ -3,9 +3,10 @@
  *
  * One dirfd on /sys/devices/virtual/block (where /sys/block/loopN points)
  * and one on /dev; per device the backing path from sysfs (openat + pread
- * + close), then one read-only open of /dev/loopN -- checked to be a loop
- * block node -- for LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h
- * for which sysfs attribute each replaces).  Where that open is impossible the
+ * + close; lo_file_name where sysfs cannot show it), then one read-only
+ * open of /dev/loopN -- checked to be a loop block node -- for
+ * LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which sysfs
+ * attribute each replaces).  Where that open is impossible the
  * sysfs attribute files are read.  No stdio, no allocation.
  */
 #define _GNU_SOURCE
@@ -105,12 +106,32 @@ static int loop_number(const char *name)
 }
 
 /*
+ * lo_file_name as a name (into out, NUL-terminated; its length).  The
+ * kernel keeps 63 bytes and a NUL: a name using all 63 may have been cut,
+ * so its last byte becomes '*', the mark util-linux gives a name it read
+ * from lo_file_name (util-linux marks 62-byte names too, which cannot have
+ * been cut).
+ */
+static int status_name(const struct loop_info64 *info, char *out)
+{
+    size_t n = strnlen((const char *)info->lo_file_name, LO_NAME_SIZE - 1);
+
+    memcpy(out, info->lo_file_name, n);
+    if (n == LO_NAME_SIZE - 1)
+        out[n - 1] = '*';
+    out[n] = '\0';
+    return (int)n;
+}
+
+/*
  * Everything but the backing path from the device itself: one open of
  * /dev/loopN.  Returns 0 if the attributes are filled in, -1 if the
  * caller must read them from sysfs instead (rec->status_err says why).
+ * For an LC_SCAN_NAME_PARTIAL device the name comes from here too: into
+ * name_buf, its length into *name_len.
  */
 static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
-                     int status_only)
+                     int status_only, char *name_buf, int *name_len)
 {
     struct loop_info64 info;
     unsigned int mode;
@@ -148,6 +169,8 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
         rec->backing_dev = info.lo_device;
         rec->backing_ino = info.lo_inode;
         rec->flags |= LC_SCAN_HAS_STATUS;
+        if (rec->flags & LC_SCAN_NAME_PARTIAL)
+            *name_len = status_name(&info, name_buf);
         if (!status_only) {
             rec->offset = info.lo_offset;
             rec->sizelimit = info.lo_sizelimit;
@@ -180,7 +203,8 @@ static void read_sysfs(int dfd, struct lc_scan_rec *rec)
 {
     char dev[64], *colon;
     uint64_t v;
-    uint32_t keep = rec->flags & (LC_SCAN_BOUND | LC_SCAN_HAS_NODE | LC_SCAN_HAS_STATUS);
+    uint32_t keep = rec->flags & (LC_SCAN_BOUND | LC_SCAN_HAS_NODE | LC_SCAN_HAS_STATUS
+                                  | LC_SCAN_NAME_PARTIAL);
 
     rec->flags = keep | LC_SCAN_FROM_SYSFS;
     rec->offset = rec->sizelimit = rec->size_sectors = rec->diskseq = 0;
@@ -266,15 +290,35 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
             if (len > 0 && attr[len - 1] == '\n')
                 attr[--len] = '\0';
             rec.flags |= LC_SCAN_BOUND;
-        } else if (len != -ENOENT || !(flags & LC_SCAN_INCLUDE_UNBOUND)) {
-            continue;       /* unbound, or the device went away */
+        } else if (len == -ENOENT || len == -ENODEV) {
+            /* ENOENT: unbound (loop/ exists only while bound); ENODEV: the
+             * device went away while we read */
+            if (len == -ENODEV || !(flags & LC_SCAN_INCLUDE_UNBOUND))
+                continue;
+            len = 0;
         } else {
+            /* Bound, but sysfs cannot show the name: the path is longer than
+             * the page an attribute prints (ENAMETOOLONG).  Skipping it would
+             * hide a bound device from every listing (and detach --all), so
+             * it is reported with the name LOOP_GET_STATUS64 has (read_node),
+             * as util-linux falls back to it. */
+            rec.flags |= LC_SCAN_BOUND | LC_SCAN_NAME_PARTIAL;
             len = 0;
         }
 
         if (flags & LC_SCAN_NO_STATUS || read_node(dev_dfd, d->d_name, &rec,
-                                                   (flags & LC_SCAN_SYSFS) != 0) < 0) {
-            int dfd = openat(dirfd(dir), d->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                                                   (flags & LC_SCAN_SYSFS) != 0,
+                                                   attr, &len) < 0) {
+            int dfd;
+
+            if ((rec.flags & LC_SCAN_NAME_PARTIAL) && rec.status_err == ENXIO) {
+                /* detached meanwhile: unbound after all */
+                rec.flags &= ~(uint32_t)(LC_SCAN_BOUND | LC_SCAN_NAME_PARTIAL);
+                rec.status_err = 0;
+                if (!(flags & LC_SCAN_INCLUDE_UNBOUND))
+                    continue;
+            }
+            dfd = openat(dirfd(dir), d->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (dfd < 0)
                 continue;   /* removed while we looked */
             read_sysfs(dfd, &rec);

@@ -6,8 +6,9 @@
  * records grow from the start, the backing-file strings from the end.
  * Python parses it; no per-device file is opened from Python.
  *
- * Where each value comes from: the backing path always from sysfs
- * (loop/backing_file: lo_file_name holds only 64 bytes).  The rest are the
+ * Where each value comes from: the backing path from sysfs
+ * (loop/backing_file: lo_file_name holds only 64 bytes), unless sysfs
+ * cannot show it (see LC_SCAN_NAME_PARTIAL).  The rest are the
  * same kernel fields the sysfs attributes print, read with one open of
  * /dev/loopN: LOOP_GET_STATUS64 (lo_offset, lo_sizelimit, lo_flags ->
  * loop/offset, loop/sizelimit, loop/autoclear, loop/partscan, loop/dio;
@@ -30,7 +31,14 @@ enum {
     LC_SCAN_HAS_NODE    = 1024,   /* /dev/loopN is this device's block node */
     LC_SCAN_HAS_STATUS  = 2048,   /* backing_dev/backing_ino are from GET_STATUS64 */
     LC_SCAN_HAS_DIO     = 4096,   /* dio known (Linux 4.4+) */
-    LC_SCAN_FROM_SYSFS  = 8192    /* attributes read from the sysfs files */
+    LC_SCAN_FROM_SYSFS  = 8192,   /* attributes read from the sysfs files */
+    LC_SCAN_NAME_PARTIAL = 16384  /* bound, but loop/backing_file could not be read
+                                     (a path longer than the page sysfs shows:
+                                     ENAMETOOLONG): the name is lo_file_name from
+                                     LOOP_GET_STATUS64, at most 63 bytes, its last
+                                     byte '*' when all 63 are used (perhaps cut, as
+                                     util-linux marks it); empty when /dev/loopN
+                                     could not be asked */
 };
 
 /* lc_scan_loops flags argument */
@@ -57,7 +65,8 @@ struct lc_scan_rec {
     int32_t  status_err;          /* errno: /dev/loopN missing (ENOENT), not this
                                      device's node (ENODEV), open or GET_STATUS64
                                      failed; else 0 */
-    uint32_t name_off;            /* backing file (no trailing newline) */
+    uint32_t name_off;            /* backing file (no trailing newline; see
+                                     LC_SCAN_NAME_PARTIAL) */
     uint32_t name_len;
 };
 

@@ -22,7 +22,7 @@ import pytest
 import loopcore
 from loopcore import cli
 
-from conftest import VARIANTS, attached, kernel_size, sysfs
+from conftest import VARIANTS, attached, bound_under, kernel_size, sysfs
 
 MiB = 1 << 20
 BLKROSET = 0x125D
@@ -301,6 +301,55 @@ def test_control_add_remove_get_free():
     assert re.fullmatch(r"/dev/loop\d+", free)
 
 
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_backing_path_longer_than_a_page(tmp_path, monkeypatch):
+    """sysfs cannot show such a path: list, info, find and detach --all still
+    see the device, named by the 63 bytes of lo_file_name, marked cut."""
+    from test_discovery import LO_NAME_SIZE, bound_to_unnamed, deep_image, set_lo_file_name
+    with deep_image(tmp_path) as deep, attached((deep.fd, {})) as (dev,):
+        set_lo_file_name(dev, deep.path.encode())  # as losetup attaching by path would
+        want = deep.path[:LO_NAME_SIZE - 2] + "*"
+        # losetup lists it too; ours is the same but for BACK-FILE, which
+        # losetup 2.38 leaves empty (on Linux 2.6.37+ it reads only sysfs).
+        ours = json.loads(loopcore_cmd("list", "--json", "--output-all", dev.path,
+                                       check=True).stdout)["loopdevices"]
+        theirs = json.loads(losetup("-l", "--json", "--output-all", dev.path))["loopdevices"]
+        assert len(theirs) == 1 and theirs[0]["back-file"] in (None, want)
+        assert ours == [dict(theirs[0], **{"back-file": want})]
+        every = {d["name"]: d for d in json.loads(
+            loopcore_cmd("list", "--json", check=True).stdout)["loopdevices"]}
+        assert every[dev.path]["back-file"] == want
+        assert dev.path in {d["name"] for d in json.loads(
+            losetup("-l", "--json"))["loopdevices"]}
+        # info
+        got = json.loads(loopcore_cmd("info", "--json", dev.path, check=True).stdout)
+        st = os.fstat(deep.fd)
+        assert (got["bound"], got["back-file"], got["back-file-partial"], got["back-ino"]) == \
+            (True, want, True, st.st_ino)
+        text = loopcore_cmd("info", dev.path, check=True).stdout.decode()
+        assert f"backing file: {want} (" in text and "not attached" not in text
+        # find, through /dev/fd (no path to the image is short enough for stat)
+        proc = subprocess.run([sys.executable, "-m", "loopcore", "find", f"/dev/fd/{deep.fd}"],
+                              capture_output=True, pass_fds=(deep.fd,), timeout=60)
+        assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+        assert proc.stdout.decode() == \
+            f"{dev.path}: [{st.st_dev:04d}]:{st.st_ino} ({want})\n"
+        # detach --all picks it: recorded, not done (other devices are not ours)
+        picked: List[str] = []
+        monkeypatch.setattr(cli.loop, "detach", picked.append)
+        assert cli.main(["detach", "--all"]) == 0
+        assert dev.path in picked
+        monkeypatch.undo()
+        # and detaching it by name works (once our own fd on it is closed too)
+        loopcore_cmd("detach", dev.path, check=True)
+        dev.close()
+        deadline = time.monotonic() + 5
+        while bound_to_unnamed(st):
+            assert time.monotonic() < deadline, "still bound after loopcore detach"
+            time.sleep(0.01)
+
+
 # --- sizes ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,value", [
@@ -422,6 +471,133 @@ def test_detach_several_continues_past_errors(make_image):
         assert r.returncode == 1
         assert one_line(r.stderr).startswith("loopcore: /dev/null: detach failed")
         assert loopcore.find(img) == []
+
+
+# --- output that cannot be written ---------------------------------------------------------
+# stdout closed (sys.stdout is None), full (ENOSPC) or a pipe nobody reads
+# (EPIPE; Python ignores SIGPIPE), and stderr likewise: no traceback, no
+# "Exception ignored" at exit, no hang.  attach and control add, which make
+# what they print, undo it when they cannot print it.
+
+# bash redirections of file descriptor {fd}; {pipe} is the write end of a pipe
+# whose read end is closed.
+REDIRECTS = {
+    "keep": "",
+    "full": "{fd}>/dev/full",
+    "closed": "{fd}>&-",
+    "broken-pipe": "{fd}>&{pipe}",
+}
+# How the one line on stderr names each failure of stdout.
+STDOUT_REASONS = {"full": "No space left on device", "closed": "standard output is closed",
+                  "broken-pipe": "Broken pipe"}
+
+
+def loopcore_redirected(args: List[str], stdout: str = "keep",
+                        stderr: str = "keep") -> subprocess.CompletedProcess:
+    """``python -m loopcore ARGS`` through bash (dash takes one-digit fds
+    only), stdin closed (no input) and stdout/stderr redirected as REDIRECTS
+    names; what is kept is captured."""
+    read_end, pipe = os.pipe()
+    os.close(read_end)
+    try:
+        redirs = ["0<&-"] + [REDIRECTS[mode].format(fd=fd, pipe=pipe)
+                             for fd, mode in ((1, stdout), (2, stderr))] + [f"{pipe}>&-"]
+        return subprocess.run(
+            ["bash", "-c", 'exec "$@" ' + " ".join(redirs), "bash",
+             sys.executable, "-m", "loopcore", *args],
+            capture_output=True, pass_fds=(pipe,), timeout=60)
+    finally:
+        os.close(pipe)
+
+
+def assert_clean_stderr(stderr: bytes, context: object) -> List[str]:
+    """At most one line, no traceback, nothing from the interpreter's exit."""
+    text = stderr.decode(errors="replace")
+    assert "Traceback" not in text and "Exception ignored" not in text, (context, text)
+    lines = text.splitlines()
+    assert len(lines) <= 1 and text == "".join(f"{line}\n" for line in lines), (context, text)
+    assert all(line.startswith("loopcore: ") for line in lines), (context, text)
+    return lines
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+@pytest.mark.parametrize("stderr", ["keep", "closed"])
+@pytest.mark.parametrize("stdout", ["full", "closed", "broken-pipe"])
+def test_attach_that_cannot_print_detaches(make_image, tmp_path, stdout, stderr):
+    img = make_image()
+    r = loopcore_redirected(["attach", str(img)], stdout=stdout, stderr=stderr)
+    # Nobody learnt which device it was: it must not stay bound.
+    assert bound_under(tmp_path) == {}
+    assert r.returncode == 1, r.stderr
+    lines = assert_clean_stderr(r.stderr, stdout)
+    if stderr == "keep":
+        assert len(lines) == 1
+        assert re.fullmatch(r"loopcore: /dev/loop\d+: cannot print the device's name "
+                            rf"\({STDOUT_REASONS[stdout]}\); detached it again", lines[0]), lines[0]
+    else:
+        assert lines == []
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+@pytest.mark.parametrize("stdout", ["full", "closed", "broken-pipe"])
+def test_control_add_that_cannot_print_removes(stdout):
+    n = _free_high_number()
+    try:
+        r = loopcore_redirected(["control", "add", str(n)], stdout=stdout)
+        assert not os.path.exists(f"/sys/block/loop{n}"), "the device it could not print stayed"
+        assert r.returncode == 1
+        assert assert_clean_stderr(r.stderr, stdout) == [
+            f"loopcore: /dev/loop{n}: cannot print the device's name "
+            f"({STDOUT_REASONS[stdout]}); removed it again"]
+    finally:
+        if os.path.exists(f"/sys/block/loop{n}"):
+            with loopcore.LoopControl() as ctl:
+                ctl.remove(n)
+
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_every_subcommand_with_broken_stdout_or_stderr(make_image):
+    """Each subcommand under each broken stream: the exit status it would
+    have (1 where its output was lost), at most one line on stderr."""
+    from concurrent.futures import ThreadPoolExecutor
+    img = make_image()
+    broken = ("full", "closed", "broken-pipe")
+    with attached((img, {})) as (dev,):
+        # (argv, writes to stdout, exit status with every stream fine)
+        printing: List[Tuple[List[str], bool, int]] = [
+            (["list"], True, 0), (["list", "--json", dev.path], True, 0),
+            (["list", "--raw", "-n"], True, 0), (["find", str(img)], True, 0),
+            (["find", "--json", str(img)], True, 0), (["info", dev.path], True, 0),
+            (["info", "--json", dev.path], True, 0), (["control", "get-free"], True, 0),
+            (["--help"], True, 0), (["--version"], True, 0), (["dm", "--help"], True, 0),
+        ]
+        silent: List[Tuple[List[str], bool, int]] = [
+            (["set-capacity", dev.path], False, 0), (["detach", "/dev/null"], False, 1),
+            (["list", "/dev/null"], False, 1), (["frobnicate"], False, 2),
+        ]
+        # stdout broken for every command; stderr broken for those that print
+        # errors (and one that succeeds); both for a few.
+        runs = [(argv, writes, status, out, "keep") for argv, writes, status in printing + silent
+                for out in broken]
+        runs += [(argv, writes, status, "keep", err) for argv, writes, status in
+                 silent[1:] + printing[:1] for err in broken]
+        runs += [(argv, writes, status, mode, mode) for argv, writes, status in
+                 (printing[0], printing[8], silent[1]) for mode in broken]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda run: loopcore_redirected(
+                run[0], stdout=run[3], stderr=run[4]), runs))
+        for (argv, writes, status, out, err), r in zip(runs, results):
+            context = (argv, out, err)
+            lost = writes and out != "keep"
+            assert r.returncode == (cli.EXIT_FAILURE if lost else status), (context, r.stderr)
+            lines = assert_clean_stderr(r.stderr, context)
+            if err == "keep" and lost and out != "broken-pipe":
+                assert len(lines) == 1 and STDOUT_REASONS[out] in lines[0], (context, lines)
+        assert loopcore.find(img)[0].number == dev.number  # still bound: nothing undid it
 
 
 # --- extension hook ------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, NamedTuple
 
 import pytest
 
@@ -20,9 +21,12 @@ from loopcore import Flags, discovery
 
 from conftest import (
     BLKPG_ADD_PARTITION,
+    LOOP_GET_STATUS64,
+    LOOP_INFO64,
     VARIANTS,
     attached,
     blkpg_partition,
+    force_detach,
     kernel_parses_gpt,
     kernel_size,
     kernel_status,
@@ -301,3 +305,137 @@ def test_ioctl_sysfs_and_no_node_paths_agree(make_image):
         info = {i.number: i for i in loopcore.list_devices()}[devices[0].number]
         assert info.read_only and sysfs(devices[0].number, "ro") == "1"
         assert not kernel_status(devices[0].number)["flags"] & Flags.READ_ONLY
+
+
+# --- a backing path longer than a page -------------------------------------------------
+# sysfs shows at most a page: past that, reading loop/backing_file fails with
+# ENAMETOOLONG, and the device must still be reported, by the 64-byte
+# lo_file_name that LOOP_GET_STATUS64 gives.
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+LOOP_SET_STATUS64 = 0x4C04
+LO_NAME_SIZE = 64
+
+
+class DeepImage(NamedTuple):
+    fd: int        # O_RDWR on the image
+    dir_fd: int    # its directory
+    path: str      # its absolute path, longer than a page (no path syscall takes it)
+    name: str      # its name in dir_fd
+
+
+def bound_to_unnamed(st: os.stat_result) -> List[int]:
+    """Devices bound to the file ``st`` describes among those whose sysfs
+    name cannot be read (conftest's leak checks, which go by that name,
+    cannot see them); by raw GET_STATUS64, without loopcore."""
+    found = []
+    for entry in os.listdir("/sys/block"):
+        if not entry.startswith("loop") or not entry[4:].isdigit():
+            continue
+        try:
+            Path(f"/sys/block/{entry}/loop/backing_file").read_bytes()
+            continue
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                continue
+        try:
+            status = kernel_status(int(entry[4:]))
+        except OSError:
+            continue
+        if (status["device"], status["inode"]) == (st.st_dev, st.st_ino):
+            found.append(int(entry[4:]))
+    return found
+
+
+@contextlib.contextmanager
+def deep_image(base: Path, size: int = MiB) -> Iterator[DeepImage]:
+    """An image under ``base`` whose absolute path is longer than a page.
+
+    Made with mkdirat/openat relative to directory fds, since no path-based
+    call takes a name that long (PATH_MAX is a page too).  Afterwards the
+    fds are closed, and a device still bound to the image is detached and
+    fails the test; pytest removes the tree with the rest of tmp_path.
+    """
+    component = "d" * 250
+    fds: List[int] = []
+    path = str(base)
+    leaked: List[int] = []
+    try:
+        fds.append(os.open(base, os.O_RDONLY | os.O_DIRECTORY))
+        while len(path) <= PAGE_SIZE + 100:
+            os.mkdir(component, dir_fd=fds[-1])
+            fds.append(os.open(component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+            os.close(fds.pop(-2))
+            path += "/" + component
+        fds.append(os.open("deep.img", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600,
+                           dir_fd=fds[-1]))
+        os.ftruncate(fds[-1], size)
+        yield DeepImage(fds[-1], fds[-2], path + "/deep.img", "deep.img")
+    finally:
+        if len(fds) == 2:
+            leaked = bound_to_unnamed(os.fstat(fds[-1]))
+            force_detach(set(leaked))
+        for fd in fds:
+            os.close(fd)
+    assert not leaked, f"devices left bound to the deep image: {leaked}"
+
+
+def set_lo_file_name(dev: loopcore.LoopDevice, name: bytes) -> None:
+    """Put ``name`` in lo_file_name (LOOP_SET_STATUS64, the rest as it was),
+    as a tool attaching by path does; the kernel keeps 63 bytes and a NUL."""
+    fields = list(LOOP_INFO64.unpack(fcntl.ioctl(dev.fileno(), LOOP_GET_STATUS64,
+                                                 bytes(LOOP_INFO64.size))))
+    fields[9] = name[:LO_NAME_SIZE - 1]  # lo_file_name
+    fcntl.ioctl(dev.fileno(), LOOP_SET_STATUS64, LOOP_INFO64.pack(*fields))
+
+
+def lo_file_name_marked(number: int) -> str:
+    """lo_file_name, read with a raw ioctl; a full one (63 bytes, perhaps cut)
+    has its last byte replaced by '*', the mark util-linux gives it."""
+    name = str(kernel_status(number)["file_name"])
+    return name[:LO_NAME_SIZE - 2] + "*" if len(name.encode()) >= LO_NAME_SIZE - 1 else name
+
+
+def test_backing_path_longer_than_a_page_is_listed(tmp_path):
+    with deep_image(tmp_path) as deep, attached((deep.fd, {})) as (dev,):
+        assert len(deep.path) > PAGE_SIZE
+        with pytest.raises(OSError) as exc:  # what the kernel does: no name in sysfs
+            Path(f"/sys/block/loop{dev.number}/loop/backing_file").read_bytes()
+        assert exc.value.errno == errno.ENAMETOOLONG
+        st = os.fstat(deep.fd)
+        # As attached (loopcore's lo_file_name for an fd), then as a tool that
+        # attached by path would leave it: the first 63 bytes.
+        for lo_file_name in (None, deep.path.encode()):
+            if lo_file_name is not None:
+                set_lo_file_name(dev, lo_file_name)
+            want = lo_file_name_marked(dev.number)
+            for include_unbound in (False, True):
+                listed = {i.number: i for i in loopcore.list_devices(
+                    include_unbound=include_unbound)}
+                assert dev.number in listed, "a bound device vanished from the list"
+                info = listed[dev.number]
+                assert info.backing_file == want
+                assert (info.backing_devnum, info.backing_inode) == (st.st_dev, st.st_ino)
+                assert (info.offset, info.size_limit, info.size_bytes) == (0, 0, MiB)
+            # every way of scanning has it, and says the name is not the full path
+            fast, slow, bare = ({r.number: r for r in records}[dev.number] for records in (
+                discovery.scan(), discovery.scan(sysfs=True),
+                discovery.scan(backing_status=False)))
+            assert fast.backing_partial and slow.backing_partial and bare.backing_partial
+            assert fast.bound and slow.bound and bare.bound
+            assert fast.backing_file == slow.backing_file == want
+            # and the device itself says the same, instead of ENAMETOOLONG
+            assert dev.backing_file == dev.info().backing_file == want
+            assert bare.backing_file == ""  # no /dev/loopN asked: nothing is known
+        assert want == deep.path[:LO_NAME_SIZE - 2] + "*"
+        # find: by (st_dev, st_ino), through a name that works for stat()
+        for name in (f"/proc/self/fd/{deep.fd}", f"/dev/fd/{deep.fd}"):
+            assert [i.number for i in loopcore.find(name)] == [dev.number], name
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fchdir(deep.dir_fd)
+            assert [i.number for i in loopcore.find(deep.name)] == [dev.number]
+        finally:
+            os.fchdir(cwd)
+            os.close(cwd)
+

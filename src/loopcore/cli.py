@@ -291,10 +291,104 @@ def render_table(columns: Sequence[str], records: Iterable[ScanRecord], *,
     return "\n".join(lines) + "\n"
 
 
+class _StreamError(Exception):
+    """A standard stream that cannot be used: closed (``>&-``), full
+    (``>/dev/full``) or a pipe nobody reads (EPIPE: Python ignores SIGPIPE).
+
+    ``reason`` says why (``No space left on device``, ``standard output is
+    closed``); the message is the line :func:`main` prints.
+    """
+
+    def __init__(self, err: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.errno = err
+        self.reason = reason
+
+    @classmethod
+    def closed(cls, what: str) -> "_StreamError":
+        return cls(errno.EBADF, f"{what} is closed", f"{what} is closed")
+
+    @classmethod
+    def stdout_failed(cls, e: BaseException) -> "_StreamError":
+        err = e.errno if isinstance(e, OSError) else None
+        if err and err != errno.EBADF:
+            reason = (e.strerror if isinstance(e, OSError) else None) or os.strerror(err)
+            return cls(err, reason, f"cannot write to standard output: {reason}")
+        return cls.closed("standard output")  # EBADF, or ValueError: a closed file object
+
+
+class _ClosedStream:
+    """Stands in for ``sys.stdout``/``sys.stdin`` while :func:`main` runs when
+    the process started without that fd (``>&-``, ``<&-``): Python sets them
+    to None, and then ``print()`` drops output without a word while
+    ``.write()``/``.read()`` are AttributeErrors (tracebacks).  Any use
+    raises :class:`_StreamError` instead, which main() reports in one line,
+    whichever subcommand (extensions included) tried."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def _closed(self, *args: object, **kwargs: object) -> NoReturn:
+        raise _StreamError.closed(self._what)
+
+    write = writelines = read = readline = readlines = fileno = _closed
+
+    def flush(self) -> None:
+        """Nothing was written, so there is nothing to lose."""
+
+    @property
+    def buffer(self) -> "_ClosedStream":
+        return self
+
+    def isatty(self) -> bool:
+        return False
+
+
+_STREAM_NAMES = {"stdout": "standard output", "stdin": "standard input"}
+
+
+def _silence(stream: object) -> None:
+    """Point a failed standard stream's fd at /dev/null.
+
+    What the failed write left in the stream's buffer would otherwise fail
+    again when the interpreter flushes it at exit: an "Exception ignored"
+    message and exit status 120 instead of ours.
+    """
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except (AttributeError, OSError, ValueError, _StreamError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+
+
 def _write(data: bytes) -> None:
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    """Write ``data`` to stdout and flush it now.
+
+    Flushing here makes a failure (stdout closed, full, a broken pipe) the
+    writing command's :class:`_StreamError`, while it can still act on it,
+    instead of an error at exit after the command has reported success.
+    """
+    out = sys.stdout
+    if out is None:
+        if not data:
+            return
+        raise _StreamError.closed("standard output")
+    try:
+        out.flush()
+        if data:
+            out.buffer.write(data)
+            out.buffer.flush()
+    except _StreamError:
+        raise  # the _ClosedStream stand-in
+    except (OSError, ValueError) as e:
+        _silence(out)
+        raise _StreamError.stdout_failed(e) from e
 
 
 def _write_text(text: str) -> None:
@@ -317,6 +411,32 @@ def _print_records(args: argparse.Namespace, records: List[ScanRecord]) -> None:
 
 # --- subcommands -------------------------------------------------------------------
 
+def _print_made(path: str, undo: Callable[[], None], undone: str, undo_failed: str) -> None:
+    """Print the path of the device a command just made; undo it if that fails.
+
+    A device nobody learnt the name of stays behind unnoticed (``losetup
+    --show`` into a full disk or a closed pipe leaves it bound), so a
+    command that cannot report what it made takes it back, as a half-done
+    command should, and says so in one line naming the device.  The same
+    for anything else that stops it here (Ctrl-C).
+    """
+    try:
+        _write_text(path + "\n")  # flushed inside the try: see the failure while we can undo
+    except BaseException as e:
+        try:
+            undo()
+        except (OSError, ValueError) as u:
+            outcome = f"{undo_failed}: {u.strerror if isinstance(u, OSError) and u.strerror else u}"
+            if not isinstance(e, _StreamError):
+                _error(f"{path}: {outcome}")
+        else:
+            outcome = undone
+        if isinstance(e, _StreamError):
+            raise CLIError(f"{path}: cannot print the device's name ({e.reason}); "
+                           f"{outcome}") from e
+        raise
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
     device = loop.attach(
         args.file,
@@ -329,9 +449,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
         size_limit=args.sizelimit,
     )
     try:
-        _write_text(device.path + "\n")
+        _print_made(device.path, device.detach, "detached it again",
+                    "detaching it again failed")
     finally:
-        device.close()  # closes our fd; does not detach
+        device.close()  # closes our fd (if detach did not); does not detach
     return 0
 
 
@@ -407,6 +528,9 @@ def _info_fields(rec: ScanRecord) -> Dict[str, object]:
         "node": rec.has_node,
         "bound": rec.bound,
         "back-file": rec.backing_file,
+        # True: not the full path, which sysfs cannot show (longer than a
+        # page), but lo_file_name (63 bytes, '*' where cut); see ScanRecord.
+        "back-file-partial": rec.backing_partial,
         "back-maj:min": f"{os.major(bdev)}:{os.minor(bdev)}" if bdev else None,
         "back-ino": rec.backing_inode if rec.has_status else None,
         "offset": rec.offset if rec.bound else None,
@@ -440,8 +564,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         ino = f" (dev {fields['back-maj:min']}, inode {fields['back-ino']})" \
             if fields["back-ino"] is not None else ""
+        lines.append(f"  backing file: {_safe_human(rec.backing_file or '')}{ino}")
+        if rec.backing_partial:
+            lines.append("                (not the full path, which is too long for sysfs: "
+                         "the kernel's 64-byte lo_file_name, '*' where cut)")
         lines += [
-            f"  backing file: {_safe_human(rec.backing_file or '')}{ino}",
             f"  offset:       {rec.offset}",
             f"  size limit:   {rec.size_limit or 'none'}",
         ]
@@ -477,9 +604,14 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise _UsageError(f"control {args.action}: a device number is required")
     with loop.LoopControl() as ctl:
         if args.action == "get-free":
+            # Not removed if it cannot be printed: GET_FREE reserves nothing, so
+            # another process may have been handed the same device meanwhile.
             number = ctl.get_free()
         elif args.action == "add":
             number = ctl.add(cast(int, args.number))  # not None: checked above
+            _print_made(loop.device_path(number), lambda: ctl.remove(number),
+                        "removed it again", "removing it again failed")
+            return 0
         else:
             ctl.remove(cast(int, args.number))
             return 0
@@ -498,6 +630,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+    def _print_message(self, message: str, file: object = None) -> None:
+        # argparse's one funnel for help, version and usage text (3.9 to 3.13).
+        # Its own drops what it cannot write (exit status 0 for lost --help
+        # output) and falls back to stderr when stdout is None; help and
+        # version are output like any other.  file is None: stderr was None.
+        if not message:
+            return
+        if file is not None and file is sys.stdout:
+            _write_text(message)
+        else:
+            _write_stderr(message)
 
 
 def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> None:
@@ -589,10 +733,22 @@ def _describe(e: BaseException, *, action: str = "", default: str = "") -> str:
     return f"{default + ': ' if default and default not in str(e) else ''}{e}"
 
 
+def _write_stderr(text: str) -> None:
+    """Write to stderr; where it is closed or broken, nothing (the exit
+    status is all that is left to say it with)."""
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(text)
+        err.flush()
+    except (OSError, ValueError):
+        _silence(err)
+
+
 def _error(message: str) -> None:
     message = " ".join(str(message).split("\n"))
-    sys.stderr.write(f"{PROG}: {message}\n")
-    sys.stderr.flush()
+    _write_stderr(f"{PROG}: {message}\n")
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
@@ -607,37 +763,50 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status."""
+    """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status.
+
+    Whatever the standard streams are (closed, full, a pipe nobody reads):
+    no traceback, at most one line on stderr (none where stderr is broken),
+    exit status 1 when output was lost.
+    """
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.error(f"{args.command}: this subcommand has no handler")
+    stand_ins = [name for name in ("stdout", "stdin") if getattr(sys, name) is None]
+    for name in stand_ins:
+        setattr(sys, name, _ClosedStream(_STREAM_NAMES[name]))
     try:
-        return int(func(args) or 0)
+        return _run(argv)
+    finally:
+        for name in stand_ins:
+            setattr(sys, name, None)
+
+
+def _run(argv: Sequence[str]) -> int:
+    parser = build_parser(argv)
+    try:
+        args = parser.parse_args(argv)  # SystemExit for --help, --version, usage errors
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.error(f"{args.command}: this subcommand has no handler")
+        status = int(func(args) or 0)
+        _write(b"")  # what a handler left buffered (extensions print): lost output fails
+        return status
     except _UsageError as e:
         _error(f"{e} (see '{PROG} --help')")
         return EXIT_USAGE
+    except _StreamError as e:
+        # A reader that went away (``loopcore list | head``) needs no word.
+        if e.errno != errno.EPIPE:
+            _error(str(e))
+        return EXIT_FAILURE
     except CLIError as e:
         _error(str(e))
         return EXIT_FAILURE
     except (OSError, ValueError, TypeError) as e:
-        if isinstance(e, BrokenPipeError):
-            return _broken_pipe()
+        if isinstance(e, BrokenPipeError):  # an extension's own write to stdout
+            _silence(sys.stdout)
+            return EXIT_FAILURE
         _error(_describe(e))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
-
-
-def _broken_pipe() -> int:
-    # Reader went away (``loopcore list | head``): no traceback at exit.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except OSError:
-        pass
-    return EXIT_FAILURE

@@ -48,7 +48,8 @@ class ScanRecord(NamedTuple):
     """One device as ``lc_scan_loops`` saw it (internal; the CLI uses it)."""
 
     number: int
-    backing_file: Optional[str]   # as sysfs shows it, " (deleted)" included
+    backing_file: Optional[str]   # as sysfs shows it, " (deleted)" included (or see
+                                  # backing_partial)
     offset: int
     size_limit: int
     size_sectors: int
@@ -72,6 +73,13 @@ class ScanRecord(NamedTuple):
     @property
     def has_status(self) -> bool:
         return bool(self.flags & lib.LC_SCAN_HAS_STATUS)
+
+    @property
+    def backing_partial(self) -> bool:
+        """Bound, but sysfs could not show the backing path (longer than a
+        page): ``backing_file`` is the kernel's 63-byte ``lo_file_name``,
+        ending in '*' where it may have been cut, or "" without a node."""
+        return bool(self.flags & lib.LC_SCAN_NAME_PARTIAL)
 
 
 _buffer_size = INITIAL_BUFFER
@@ -194,7 +202,11 @@ def list_devices(*, include_unbound: bool = False) -> List[LoopInfo]:
     from ``ro`` (the disk's, so BLKROSET counts too), AUTOCLEAR/PARTSCAN/
     DIRECT_IO from ``loop/*``; ``size_bytes`` is ``size`` * 512;
     ``backing_file`` is the full path as sysfs shows it (ending in
-    " (deleted)" once the file is unlinked, None when unbound);
+    " (deleted)" once the file is unlinked, None when unbound) -- except
+    for a path longer than a page, which sysfs cannot show: then it is the
+    name LOOP_GET_STATUS64 holds (``lo_file_name``: 63 bytes at most, the
+    last one '*' when all are used, as util-linux marks it; "" without a
+    ``/dev`` node to ask);
     ``backing_devnum``/``backing_inode`` come from LOOP_GET_STATUS64 and
     are 0 when ``/dev/loopN`` is missing or could not be opened.  A device
     in sysfs without a ``/dev`` node is listed all the same.
@@ -219,7 +231,14 @@ def _find_records(backing: Union[str, bytes, "os.PathLike[str]"],
         st: Optional[os.stat_result] = os.stat(name)
     except OSError:
         st = None
-    candidates = {name, os.path.abspath(name), os.path.realpath(name)}
+    candidates = {name}
+    for spelling in (os.path.abspath, os.path.realpath):
+        try:
+            candidates.add(spelling(name))
+        except OSError:
+            # realpath("/proc/self/fd/N") of a file whose path is longer than
+            # a page: ENAMETOOLONG.  stat() worked; (dev, ino) will decide.
+            pass
     found = []
     for rec in scan():
         if st is not None and rec.has_status:

@@ -411,8 +411,21 @@ def _backing_size(fd: int, st: os.stat_result, name: str) -> int:
 
 
 def _file_name_field(name: str) -> bytes:
-    """The 64-byte ``lo_file_name`` (NUL-terminated, truncated like losetup)."""
+    """The 64-byte ``lo_file_name`` (NUL-terminated, truncated like losetup);
+    empty for an fd with no path to record (``fd N`` means nothing to anyone
+    else)."""
+    if not name.startswith("/"):
+        return b""
     return os.fsencode(name)[: LO_NAME_SIZE - 1]
+
+
+def _partial_file_name(raw: bytes) -> str:
+    """``lo_file_name`` as a name, its last byte ``*`` when all 63 are used
+    and it may have been cut (util-linux's mark)."""
+    name = bytes(raw).split(b"\0", 1)[0]
+    if len(name) >= LO_NAME_SIZE - 1:
+        name = name[: LO_NAME_SIZE - 2] + b"*"
+    return os.fsdecode(name)
 
 
 # --- the device -------------------------------------------------------------
@@ -441,8 +454,17 @@ class LoopDevice:
 
     @property
     def backing_file(self) -> Optional[str]:
-        """The backing file's full path (from sysfs), None if unbound."""
-        return sysfs_backing_file(self.number)
+        """The backing file's full path (from sysfs), None if unbound.
+
+        A path longer than sysfs shows (a page) comes from the kernel's
+        64-byte ``lo_file_name`` instead, ending in ``*`` where cut.
+        """
+        try:
+            return sysfs_backing_file(self.number)
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+        return _partial_file_name(ffi.buffer(self._status().lo_file_name)[:])
 
     @property
     def closed(self) -> bool:
