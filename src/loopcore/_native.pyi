@@ -59,6 +59,7 @@ class _Lib:
     LC_SCAN_HAS_STATUS: int
     LC_SCAN_HAS_DIO: int
     LC_SCAN_FROM_SYSFS: int
+    LC_SCAN_NAME_PARTIAL: int
 
     # lc_scan.h: lc_scan_loops flags argument
     LC_SCAN_INCLUDE_UNBOUND: int
