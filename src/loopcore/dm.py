@@ -43,6 +43,11 @@ __all__ = [
     "device_arg",
     "validate_name",
     "validate_uuid",
+    "KernelName",
+    "MANGLING_MODES",
+    "mangle",
+    "unmangle",
+    "mask_keys",
     "CONTROL_PATH",
     "DEV_DIR",
 ]
@@ -138,38 +143,158 @@ def _decode(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def validate_name(name: str) -> bytes:
-    """Check a device name as the kernel and libdevmapper would; return it encoded.
+# Name mangling, as libdevmapper does it (dmsetup --manglename, "auto" by
+# default).  The kernel takes any byte but '/' and NUL in a name, but udev
+# names /dev/mapper nodes after it, so libdevmapper stores every byte outside
+# this whitelist as "\xNN" (two lower-case hex digits) and decodes names
+# (and uuids) it reads back.  A stored name with a byte outside the
+# whitelist other than '\' makes libdevmapper fail the whole listing.
+_WHITELIST = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                       b"abcdefghijklmnopqrstuvwxyz#+-.:=@_")
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+MANGLING_MODES = ("auto", "hex", "none")
 
-    Raises ValueError for an empty name, one of 128 bytes or more, one
-    containing '/' or NUL, or "control", "." and "..".
+
+class KernelName(str):
+    """A device name exactly as the kernel stores it (``DeviceEntry.kernel_name``,
+    ``DeviceInfo.kernel_name``).  Passed where a name is expected it is used
+    as it is, whatever the mangling mode."""
+
+    __slots__ = ()
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MANGLING_MODES:
+        raise ValueError(f"name mangling mode must be one of {', '.join(MANGLING_MODES)}, "
+                         f"got {mode!r}")
+    return mode
+
+
+def _mangle(raw: bytes, mode: str, what: str, text: str) -> bytes:
+    if mode == "none":
+        return raw
+    if mode == "auto" and b"\\x5cx" in raw:
+        raise ValueError(f"{what} {text!r} seems to be mangled more than once, which the "
+                         "auto mangling mode does not allow")
+    mixed = ValueError(f"{what} {text!r} contains mixed mangled and unmangled characters "
+                       "or is mangled improperly")
+    out = bytearray()
+    # None: nothing to decide yet; True: this call encoded a byte; False:
+    # the text holds "\x" sequences, i.e. it is already mangled.
+    state: Optional[bool] = None
+    i = 0
+    while i < len(raw):
+        # auto: "\x" and the next two characters are kept as they are,
+        # unchecked, as libdevmapper does.
+        if mode == "auto" and raw[i:i + 2] == b"\\x":
+            if len(raw) - i < 4 or state is True:
+                raise mixed
+            out += raw[i:i + 4]
+            state = False
+            i += 4
+            continue
+        c = raw[i]
+        if c in _WHITELIST:
+            out.append(c)
+        else:
+            if mode == "auto" and state is False:
+                raise mixed
+            out += b"\\x%02x" % c
+            state = True
+        i += 1
+    return bytes(out)
+
+
+def _unmangle(raw: bytes, mode: str) -> bytes:
+    if mode == "none" or b"\\" not in raw:
+        return raw
+    # Not a mangled name (libdevmapper refuses these): shown as stored.
+    if any(c not in _WHITELIST and c != 0x5C for c in raw) or \
+            (mode == "auto" and b"\\x5cx" in raw):
+        return raw
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i:i + 2] == b"\\x" and i + 4 <= len(raw) \
+                and raw[i + 2] in _HEX_DIGITS and raw[i + 3] in _HEX_DIGITS \
+                and raw[i + 2:i + 4] != b"00":  # a name cannot hold NUL: kept
+            out.append(int(raw[i + 2:i + 4], 16))
+            i += 4
+            continue
+        out.append(raw[i])
+        i += 1
+    return bytes(out)
+
+
+def mangle(text: str, mode: str = "auto") -> str:
+    """``text`` (a device name or uuid) in the form dmsetup stores it.
+
+    ``mode`` is dmsetup's ``--manglename``: "auto" (its default) encodes
+    every byte outside ``[0-9A-Za-z#+-.:=@_]`` as ``\\xNN`` and keeps text
+    that is already encoded (has ``\\x`` sequences) as it is; "hex" encodes
+    every such byte, backslashes included; "none" changes nothing.  Raises
+    ValueError where dmsetup refuses: in auto mode, text mixing encoded and
+    unencoded characters, a ``\\x`` cut short, or ``\\x5cx`` (encoded twice).
+    """
+    raw = _mangle(_encode(text), _check_mode(mode), "name", text)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def unmangle(text: str, mode: str = "auto") -> str:
+    """A stored name or uuid as dmsetup shows it: ``\\xNN`` decoded.
+
+    Text that is not in mangled form (it holds a byte outside the whitelist
+    other than '\\', or, in auto mode, ``\\x5cx``) is returned as it is:
+    libdevmapper refuses such names.  A ``\\x`` without two hex digits
+    after it, and ``\\x00``, stay as they are.  "none" changes nothing.
+    """
+    raw = _unmangle(_encode(text), _check_mode(mode))
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def validate_name(name: str, mangling: str = "auto") -> bytes:
+    """Check a device name as the kernel and libdevmapper would; return the
+    name the kernel is given (mangled per ``mangling``, see :func:`mangle`;
+    a :class:`KernelName` is taken as it is).
+
+    Raises ValueError for an empty name, one containing '/' or NUL, one
+    whose mangled form has 128 bytes or more, "control", "." and "..", and
+    what :func:`mangle` refuses.
     """
     if not isinstance(name, str):
         raise TypeError(f"device name must be a str, not {type(name).__name__}")
     raw = _encode(name)
     if not raw:
         raise ValueError("device name is empty")
-    if len(raw) >= DM_NAME_LEN:
-        raise ValueError(f"device name {name!r} is too long ({len(raw)} bytes, max "
-                         f"{DM_NAME_LEN - 1})")
     if b"/" in raw or b"\0" in raw:
         raise ValueError(f"device name {name!r} contains '/' or NUL")
-    if name in ("control", ".", ".."):
+    if not isinstance(name, KernelName):
+        raw = _mangle(raw, _check_mode(mangling), "device name", name)
+    if len(raw) >= DM_NAME_LEN:
+        mangled = f" mangled as {_decode(raw)!r}" if raw != _encode(name) else ""
+        raise ValueError(f"device name {name!r} is too long ({len(raw)} bytes{mangled}, max "
+                         f"{DM_NAME_LEN - 1})")
+    if raw in (b"control", b".", b".."):
         raise ValueError(f"device name {name!r} is reserved")
     return raw
 
 
-def validate_uuid(uuid: str) -> bytes:
-    """Check a device uuid (non-empty, under 129 bytes, no NUL); return it encoded."""
+def validate_uuid(uuid: str, mangling: str = "auto") -> bytes:
+    """Check a device uuid (non-empty, no NUL, under 129 bytes once mangled
+    per ``mangling`` as libdevmapper mangles uuids); return the uuid the
+    kernel is given."""
     if not isinstance(uuid, str):
         raise TypeError(f"uuid must be a str, not {type(uuid).__name__}")
     raw = _encode(uuid)
     if not raw:
         raise ValueError("uuid is empty")
-    if len(raw) >= DM_UUID_LEN:
-        raise ValueError(f"uuid {uuid!r} is too long ({len(raw)} bytes, max {DM_UUID_LEN - 1})")
     if b"\0" in raw:
         raise ValueError(f"uuid {uuid!r} contains NUL")
+    raw = _mangle(raw, _check_mode(mangling), "uuid", uuid)
+    if len(raw) >= DM_UUID_LEN:
+        mangled = f" mangled as {_decode(raw)!r}" if raw != _encode(uuid) else ""
+        raise ValueError(f"uuid {uuid!r} is too long ({len(raw)} bytes{mangled}, max "
+                         f"{DM_UUID_LEN - 1})")
     return raw
 
 
@@ -205,7 +330,8 @@ class Target:
         if not isinstance(self.params, str):
             raise TypeError(f"target params must be a str, not {type(self.params).__name__}")
         if "\0" in self.params or "\n" in self.params:
-            raise ValueError(f"target params contain NUL or a newline: {self.params!r}")
+            # the params are not echoed: they may hold a key
+            raise ValueError(f"{self.type} target params contain NUL or a newline")
 
     @property
     def end(self) -> int:
@@ -251,8 +377,9 @@ class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic 
             try:
                 start, length = int(parts[0], 10), int(parts[1], 10)
             except ValueError:
+                # only the two fields: the rest of the line may hold a key
                 raise ValueError(f"table line {lineno}: start and length must be integers, "
-                                 f"got {raw!r}") from None
+                                 f"got {parts[0]!r} {parts[1]!r}") from None
             targets.append(Target(start, length, parts[2], parts[3].strip() if len(parts) > 3
                                   else ""))
         return cls(targets)
@@ -347,24 +474,83 @@ def error(start: int, length: int) -> Target:
     return Target(start, length, "error")
 
 
-def _table_payload(table: Iterable[Target]) -> Tuple[bytes, int]:
+# --- keys -----------------------------------------------------------------------
+#
+# dmsetup table prints zeros in place of keys unless --showkeys, byte for
+# byte over the text the kernel returned:
+# - crypt ("cipher key iv_offset device offset ..."): the word after the
+#   first space, unless it starts with ':' (":32:logon:desc" names a key in
+#   the kernel keyring, which is no secret);
+# - integrity: for the first occurrence of each of these option names, if a
+#   ':' comes before the next space after it ("name:algorithm:key"), the
+#   rest of that word.
+_INTEGRITY_KEYED = (b"internal_hash:", b"journal_crypt:", b"journal_mac:")
+
+
+def _zero_word(raw: bytearray, pos: int) -> None:
+    while pos < len(raw) and raw[pos] != 0x20:
+        raw[pos] = 0x30  # '0'
+        pos += 1
+
+
+def _mask_params(target_type: str, params: str) -> str:
+    if target_type not in ("crypt", "integrity"):
+        return params
+    raw = bytearray(_encode(params))
+    if target_type == "crypt":
+        space = raw.find(b" ")
+        if space >= 0 and raw[space + 1:space + 2] != b":":
+            _zero_word(raw, space + 1)
+    else:
+        for option in _INTEGRITY_KEYED:
+            at = raw.find(option)
+            if at < 0:
+                continue
+            pos = at + len(option)
+            while pos < len(raw) and raw[pos] not in b" :":
+                pos += 1
+            if pos < len(raw) and raw[pos] == 0x3A:  # ':' before a space: a key follows
+                _zero_word(raw, pos + 1)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def mask_keys(table: Union[Table, Iterable[Target], str]) -> Table:
+    """``table`` with dm-crypt and dm-integrity keys replaced by zeros, as
+    ``dmsetup table`` prints it without ``--showkeys``.  Keyring references
+    (a crypt key starting with ':') and other targets are left alone."""
+    return Table(dataclasses.replace(t, params=_mask_params(t.type, t.params))
+                 if t.type in ("crypt", "integrity") else t for t in _as_table(table))
+
+
+def _has_keys(table: Iterable[Target]) -> bool:
+    return any(_mask_params(t.type, t.params) != t.params for t in table)
+
+
+def _wipe(buf: bytearray) -> None:
+    buf[:] = bytes(len(buf))  # same length: overwritten in place
+
+
+def _table_payload(table: Iterable[Target]) -> Tuple[bytearray, int]:
     """TABLE_LOAD payload: dm_target_spec + params per target, 8-aligned,
     ``next`` relative to the current spec.  Backslashes are doubled as
-    libdevmapper does, so the kernel's unescaping hands targets the text."""
-    chunks = []
-    count = 0
+    libdevmapper does, so the kernel's unescaping hands targets the text.
+    Built in one buffer, so that a caller can wipe the keys in it."""
+    items = []
     for t in table:
         if not isinstance(t, Target):
             raise TypeError(f"a table holds Target records, not {type(t).__name__}")
         params = _encode(t.params.replace("\\", "\\\\")) + b"\0"
         size = _SPEC.size + len(params)
-        size += -size % _ALIGN
-        chunks.append(_SPEC.pack(t.start, t.length, 0, size, _encode(t.type))
-                      + params.ljust(size - _SPEC.size, b"\0"))
-        count += 1
-    if not count:
+        items.append((t, params, size + (-size % _ALIGN)))
+    if not items:
         raise ValueError("a table needs at least one target")
-    return b"".join(chunks), count
+    payload = bytearray(sum(size for _t, _p, size in items))
+    pos = 0
+    for t, params, size in items:
+        _SPEC.pack_into(payload, pos, t.start, t.length, 0, size, _encode(t.type))
+        payload[pos + _SPEC.size:pos + _SPEC.size + len(params)] = params
+        pos += size
+    return payload, len(items)
 
 
 def _as_table(table: Union[Table, Iterable[Target], str]) -> Table:
@@ -409,7 +595,11 @@ class _HasDevnum:
 
 @dataclasses.dataclass(frozen=True)
 class DeviceInfo(_HasDevnum):
-    """What DEV_STATUS (and most commands) report about a device."""
+    """What DEV_STATUS (and most commands) report about a device.
+
+    ``name`` and ``uuid`` are unmangled (as dmsetup shows them);
+    ``kernel_name`` is the name as the kernel stores it, which names the
+    ``/dev/mapper`` node (:attr:`path`)."""
 
     name: str
     uuid: str
@@ -418,6 +608,7 @@ class DeviceInfo(_HasDevnum):
     event_nr: int
     target_count: int
     flags: Flag
+    kernel_name: str = ""
 
     @property
     def suspended(self) -> bool:
@@ -444,11 +635,12 @@ class DeviceInfo(_HasDevnum):
 
     @property
     def path(self) -> str:
-        return _node(self.name)
+        return _node(self.kernel_name or self.name)
 
     def as_dict(self) -> Dict[str, object]:
         return {
-            "name": self.name, "uuid": self.uuid or None, "major": self.major,
+            "name": self.name, "kernel_name": self.kernel_name or self.name,
+            "uuid": self.uuid or None, "major": self.major,
             "minor": self.minor, "open_count": self.open_count, "event_nr": self.event_nr,
             "target_count": self.target_count, "suspended": self.suspended,
             "read_only": self.read_only, "live_table": self.active,
@@ -459,12 +651,15 @@ class DeviceInfo(_HasDevnum):
 @dataclasses.dataclass(frozen=True)
 class DeviceEntry(_HasDevnum):
     """One device of :meth:`DeviceMapper.list_devices`.  ``uuid`` is "" for
-    none, None where the kernel (before 4.46) does not report it."""
+    none, None where the kernel (before 4.46) does not report it.  ``name``
+    and ``uuid`` are unmangled; ``kernel_name`` (a :class:`KernelName`) is
+    the stored name, which addresses this very device in any method."""
 
     name: str
     uuid: Optional[str]
     devnum: int
     event_nr: Optional[int]
+    kernel_name: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -486,13 +681,14 @@ class _Reply:
     flags: Flag
     event_nr: int
     dev: int
-    name: str
-    uuid: str
+    name: str          # unmangled
+    uuid: str          # unmangled
     payload: bytes
+    kernel_name: str
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(self.name, self.uuid, self.dev, self.open_count, self.event_nr,
-                          self.target_count, self.flags)
+                          self.target_count, self.flags, KernelName(self.kernel_name))
 
 
 # --- the control node -----------------------------------------------------------
@@ -552,16 +748,28 @@ class DeviceMapper:
     Methods name devices by name; every name and uuid is checked before any
     ioctl (ValueError).  A missing device raises an OSError with ENXIO;
     other kernel errors their errno (EBUSY as :class:`DeviceBusyError`),
-    with ``filename`` set to ``/dev/mapper/<name>``.
+    with ``filename`` set to the device's node, ``/dev/mapper/<name>``
+    (the mangled name).
 
     ``manage_nodes`` (default True) makes the library create and remove
     ``/dev/mapper/<name>`` block nodes itself, as libdevmapper does
     without udev.
+
+    ``name_mangling`` is dmsetup's ``--manglename`` (see :func:`mangle`):
+    with "auto" (the default) and "hex", names and uuids are mangled on the
+    way to the kernel and unmangled on the way back, so that a name with a
+    space or non-ASCII characters reads the same here and in dmsetup and
+    ``/dev/mapper/<mangled name>`` is the node udev would make.  "none"
+    passes them through as stored.  A :class:`KernelName` (from
+    ``DeviceEntry.kernel_name``) always addresses the device as stored.
     """
 
+    name_mangling = "auto"
+
     def __init__(self, control: str = CONTROL_PATH, *, dev_dir: str = DEV_DIR,
-                 manage_nodes: bool = True) -> None:
+                 manage_nodes: bool = True, name_mangling: str = "auto") -> None:
         self._fd = -1
+        self.name_mangling = _check_mode(name_mangling)
         self.control = control
         self.dev_dir = dev_dir
         self.manage_nodes = manage_nodes
@@ -617,45 +825,65 @@ class DeviceMapper:
         return f"<DeviceMapper {self.control} {state}>"
 
     def _ioctl(self, cmd: int, name: bytes = b"", *, uuid: bytes = b"", flags: int = 0,
-               payload: bytes = b"", event_nr: int = 0, target_count: int = 0,
-               out: bool = False, grow: bool = True, filename: Optional[str] = None) -> _Reply:
+               payload: Union[bytes, bytearray] = b"", event_nr: int = 0,
+               target_count: int = 0, out: bool = False, grow: bool = True,
+               filename: Optional[str] = None, secure: bool = False) -> _Reply:
         """One DM ioctl.  ``out`` selects a buffer with room for returned
-        data; BUFFER_FULL then doubles it and retries (when ``grow``)."""
+        data; BUFFER_FULL then doubles it and retries (when ``grow``).
+        ``secure`` (the buffer holds keys, going in or out) sets
+        SECURE_DATA, so the kernel wipes its copies and the caller's buffer
+        after reading it, and wipes our buffer after each attempt."""
         if self._fd < 0:
             raise ValueError("DeviceMapper is closed")
+        if secure:
+            flags |= Flag.SECURE_DATA
         need = HEADER_SIZE + len(payload)
         size = max(need + (-need % _ALIGN), self._out_size if out else 0)
         while True:
             buf = bytearray(size)
-            _HEADER.pack_into(buf, 0, *_REQUEST_VERSION, size, HEADER_SIZE, target_count, 0,
-                              flags, event_nr, 0, 0, name, uuid, b"")
-            if payload:
-                buf[HEADER_SIZE:need] = payload
-            while True:
-                rc = lib.lc_dm_ioctl(self._fd, cmd, ffi.from_buffer("uint8_t[]", buf))
-                if rc != -errno.EINTR or cmd == Cmd.TARGET_MSG:
-                    break
-                # signal handlers have run; a raising one has raised
-            if rc < 0:
-                err = -rc
-                if filename is None and name:
-                    filename = _node(_decode(name), self.dev_dir)
-                raise error_from_errno(err, filename or self.control,
-                                       _ERR_MESSAGES.get(err) if name else None)
-            (v0, v1, v2, data_size, data_start, tcount, open_count, rflags, revent, _pad,
-             dev, rname, ruuid, _data) = _HEADER.unpack_from(buf, 0)
-            if rflags & Flag.BUFFER_FULL and grow and out:
-                if size * 2 > _MAX_SIZE:
-                    raise OSError(errno.ENOBUFS, "device-mapper reply too large",
-                                  filename or self.control)
-                size *= 2
-                self._out_size = max(self._out_size, size)
-                continue
-            data = bytes(buf[data_start:data_size]) if out and data_size > data_start else b""
+            try:
+                _HEADER.pack_into(buf, 0, *_REQUEST_VERSION, size, HEADER_SIZE, target_count,
+                                  0, flags, event_nr, 0, 0, name, uuid, b"")
+                if payload:
+                    buf[HEADER_SIZE:need] = payload
+                while True:
+                    rc = lib.lc_dm_ioctl(self._fd, cmd, ffi.from_buffer("uint8_t[]", buf))
+                    if rc != -errno.EINTR or cmd == Cmd.TARGET_MSG:
+                        break
+                    # signal handlers have run; a raising one has raised
+                if rc < 0:
+                    err = -rc
+                    if filename is None and name:
+                        filename = _node(_decode(name), self.dev_dir)
+                    raise error_from_errno(err, filename or self.control,
+                                           _ERR_MESSAGES.get(err) if name else None)
+                (v0, v1, v2, data_size, data_start, tcount, open_count, rflags, revent, _pad,
+                 dev, rname, ruuid, _data) = _HEADER.unpack_from(buf, 0)
+                if rflags & Flag.BUFFER_FULL and grow and out:
+                    if size * 2 > _MAX_SIZE:
+                        raise OSError(errno.ENOBUFS, "device-mapper reply too large",
+                                      filename or self.control)
+                    size *= 2
+                    self._out_size = max(self._out_size, size)
+                    continue
+                data = bytes(memoryview(buf)[data_start:data_size]) \
+                    if out and data_size > data_start else b""
+            finally:
+                if secure:
+                    _wipe(buf)
+            kernel_name = _decode(rname)
             return _Reply((v0, v1, v2), tcount, open_count, Flag(rflags), revent, dev,
-                          _decode(rname), _decode(ruuid), data)
+                          self._unmangle(kernel_name), self._unmangle(_decode(ruuid)), data,
+                          kernel_name)
 
-    # -- nodes --
+    def _kname(self, name: str) -> bytes:
+        """The name as the kernel is given it (checked and mangled)."""
+        return validate_name(name, self.name_mangling)
+
+    def _unmangle(self, stored: str) -> str:
+        return unmangle(stored, self.name_mangling) if stored else stored
+
+    # -- nodes: named after the stored (mangled) name, as udev names them --
 
     def _add_node(self, name: str, devnum: int) -> None:
         if not self.manage_nodes:
@@ -703,9 +931,10 @@ class DeviceMapper:
         missing nodes, fix wrong ones, and, without ``name``, remove block
         nodes of devices that are gone (after a deferred remove, say)."""
         if name is not None:
-            self._add_node(name, self.info(name).devnum)
+            info = self.info(name)
+            self._add_node(info.kernel_name, info.devnum)
             return
-        devices = {d.name: d.devnum for d in self.list_devices()}
+        devices = {d.kernel_name: d.devnum for d in self.list_devices()}
         for dev_name, devnum in devices.items():
             self._add_node(dev_name, devnum)
         try:
@@ -731,7 +960,8 @@ class DeviceMapper:
         return self._version
 
     def list_devices(self) -> List[DeviceEntry]:
-        """Every device: name, uuid, devnum, event_nr (kernel order)."""
+        """Every device: name, uuid, devnum, event_nr (kernel order); names
+        and uuids unmangled, ``kernel_name`` as stored."""
         # UUID asks kernels >= 4.46 to add each uuid (and say when there is none)
         reply = self._ioctl(Cmd.LIST_DEVICES, flags=Flag.UUID, out=True)
         data = reply.payload
@@ -747,7 +977,7 @@ class DeviceMapper:
             name_end = data.find(b"\0", name_start)
             if name_end < 0:
                 name_end = len(data)
-            name = _decode(data[name_start:name_end])
+            kernel_name = _decode(data[name_start:name_end])
             entry_end = pos + nxt if nxt else len(data)
             extra = name_end + 1
             extra += -extra % _ALIGN
@@ -758,17 +988,18 @@ class DeviceMapper:
                 if lflags & _NAME_LIST_HAS_UUID:
                     u0 = extra + 8
                     u1 = data.find(b"\0", u0)
-                    uuid = _decode(data[u0:u1 if u1 >= 0 else len(data)])
+                    uuid = self._unmangle(_decode(data[u0:u1 if u1 >= 0 else len(data)]))
                 elif lflags & _NAME_LIST_NO_UUID:
                     uuid = ""
-            devices.append(DeviceEntry(name, uuid, dev, event_nr))
+            devices.append(DeviceEntry(self._unmangle(kernel_name), uuid, dev, event_nr,
+                                       KernelName(kernel_name)))
             if not nxt:
                 return devices
             pos += nxt
 
     def info(self, name: str) -> DeviceInfo:
         """The device's state (DEV_STATUS).  ENXIO if it does not exist."""
-        return self._ioctl(Cmd.DEV_STATUS, validate_name(name)).info()
+        return self._ioctl(Cmd.DEV_STATUS, self._kname(name)).info()
 
     def exists(self, name: str) -> bool:
         try:
@@ -787,41 +1018,57 @@ class DeviceMapper:
         Without a table the device stays suspended with no table (like
         ``dmsetup create --notable``).  If loading or resuming fails the
         device is removed again and the error raised.  ``/dev/mapper/<name>``
-        is created.  Returns the device's state.
+        is created (``<name>`` mangled).  A table with keys goes to the
+        kernel with SECURE_DATA and loopcore's copy is wiped after.  Returns
+        the device's state.
         """
-        raw_name = validate_name(name)
-        raw_uuid = validate_uuid(uuid) if uuid is not None else b""
-        payload, count = (b"", 0)
+        raw_name = self._kname(name)
+        raw_uuid = validate_uuid(uuid, self.name_mangling) if uuid is not None else b""
+        payload, count, secure = bytearray(), 0, False
         if table is not None:
-            payload, count = _table_payload(_as_table(table))
+            targets = _as_table(table)
+            payload, count = _table_payload(targets)
+            secure = _has_keys(targets)
         ro = Flag.READONLY if read_only else 0
-        reply = self._ioctl(Cmd.DEV_CREATE, raw_name, uuid=raw_uuid, flags=ro)
         try:
-            self._add_node(name, reply.dev)
-            if table is not None:
-                self._ioctl(Cmd.TABLE_LOAD, raw_name, flags=ro, payload=payload,
-                            target_count=count)
-                reply = self._ioctl(Cmd.DEV_SUSPEND, raw_name)
-        except BaseException:
+            reply = self._ioctl(Cmd.DEV_CREATE, raw_name, uuid=raw_uuid, flags=ro)
             try:
-                self._remove(raw_name, name, deferred=False, retries=REMOVE_RETRIES,
-                             retry_delay=0.05)
-            except OSError:
-                pass
-            raise
+                self._add_node(_decode(raw_name), reply.dev)
+                if table is not None:
+                    self._ioctl(Cmd.TABLE_LOAD, raw_name, flags=ro, payload=payload,
+                                target_count=count, secure=secure)
+                    reply = self._ioctl(Cmd.DEV_SUSPEND, raw_name)
+            except BaseException:
+                try:
+                    self._remove(raw_name, deferred=False, retries=REMOVE_RETRIES,
+                                 retry_delay=0.05)
+                except OSError:
+                    pass
+                raise
+        finally:
+            if secure:
+                _wipe(payload)
         return reply.info()
 
     def load(self, name: str, table: Union[Table, Iterable[Target], str], *,
              read_only: bool = False) -> DeviceInfo:
-        """Load ``table`` as the device's inactive table (resume swaps it in)."""
-        raw_name = validate_name(name)
-        payload, count = _table_payload(_as_table(table))
-        return self._ioctl(Cmd.TABLE_LOAD, raw_name, flags=Flag.READONLY if read_only else 0,
-                           payload=payload, target_count=count).info()
+        """Load ``table`` as the device's inactive table (resume swaps it in).
+        A table with keys goes with SECURE_DATA, as in :meth:`create`."""
+        raw_name = self._kname(name)
+        targets = _as_table(table)
+        payload, count = _table_payload(targets)
+        secure = _has_keys(targets)
+        try:
+            return self._ioctl(Cmd.TABLE_LOAD, raw_name,
+                               flags=Flag.READONLY if read_only else 0, payload=payload,
+                               target_count=count, secure=secure).info()
+        finally:
+            if secure:
+                _wipe(payload)
 
     def clear(self, name: str) -> DeviceInfo:
         """Drop the device's inactive table."""
-        return self._ioctl(Cmd.TABLE_CLEAR, validate_name(name)).info()
+        return self._ioctl(Cmd.TABLE_CLEAR, self._kname(name)).info()
 
     def suspend(self, name: str, *, noflush: bool = False,
                 skip_lockfs: bool = False) -> DeviceInfo:
@@ -832,15 +1079,13 @@ class DeviceMapper:
             flags |= Flag.NOFLUSH
         if skip_lockfs:
             flags |= Flag.SKIP_LOCKFS
-        return self._ioctl(Cmd.DEV_SUSPEND, validate_name(name), flags=flags).info()
+        return self._ioctl(Cmd.DEV_SUSPEND, self._kname(name), flags=flags).info()
 
     def resume(self, name: str) -> DeviceInfo:
         """Resume the device, making a loaded inactive table live."""
-        raw = validate_name(name)
-        reply = self._ioctl(Cmd.DEV_SUSPEND, raw)
-        return reply.info()
+        return self._ioctl(Cmd.DEV_SUSPEND, self._kname(name)).info()
 
-    def _remove(self, raw_name: bytes, name: str, *, deferred: bool, retries: int,
+    def _remove(self, raw_name: bytes, *, deferred: bool, retries: int,
                 retry_delay: float) -> bool:
         flags = Flag.DEFERRED_REMOVE if deferred else 0
         attempt = 0
@@ -855,7 +1100,7 @@ class DeviceMapper:
             time.sleep(retry_delay)
         if deferred and reply.flags & Flag.DEFERRED_REMOVE:
             return False  # still open: the kernel removes it on last close
-        self._remove_node(name)
+        self._remove_node(_decode(raw_name))
         return True
 
     def remove(self, name: str, *, deferred: bool = False, retries: int = REMOVE_RETRIES,
@@ -870,52 +1115,61 @@ class DeviceMapper:
         """
         if retries < 0 or retry_delay < 0:
             raise ValueError("retries and retry_delay must be >= 0")
-        return self._remove(validate_name(name), name, deferred=deferred,
+        return self._remove(self._kname(name), deferred=deferred,
                             retries=0 if deferred else retries, retry_delay=retry_delay)
 
     def remove_all(self, *, deferred: bool = False) -> List[str]:
         """Remove every device that is not open (REMOVE_ALL); with
         ``deferred`` open ones go on last close.  Returns the removed names."""
-        before = [d.name for d in self.list_devices()]
+        before = {d.kernel_name: d.name for d in self.list_devices()}
         self._ioctl(Cmd.REMOVE_ALL, flags=Flag.DEFERRED_REMOVE if deferred else 0)
-        after = {d.name for d in self.list_devices()}
-        gone = [n for n in before if n not in after]
-        for n in gone:
-            self._remove_node(n)
-        return gone
+        after = {d.kernel_name for d in self.list_devices()}
+        gone = [k for k in before if k not in after]
+        for k in gone:
+            self._remove_node(k)
+        return [before[k] for k in gone]
 
     def rename(self, name: str, new_name: str) -> DeviceInfo:
-        """Rename the device (and its node)."""
-        raw = validate_name(name)
-        new_raw = validate_name(new_name)
+        """Rename the device (and its node); both names are mangled."""
+        raw = self._kname(name)
+        new_raw = self._kname(new_name)
         reply = self._ioctl(Cmd.DEV_RENAME, raw, payload=new_raw + b"\0")
-        self._remove_node(name)
-        self._add_node(new_name, reply.dev)
-        return dataclasses.replace(reply.info(), name=new_name)
+        new_kernel = _decode(new_raw)
+        self._remove_node(_decode(raw))
+        self._add_node(new_kernel, reply.dev)
+        return dataclasses.replace(reply.info(), name=self._unmangle(new_kernel),
+                                   kernel_name=KernelName(new_kernel))
 
     def set_uuid(self, name: str, uuid: str) -> DeviceInfo:
         """Give a device without a uuid one (the kernel refuses to change a set uuid)."""
-        raw = validate_name(name)
-        raw_uuid = validate_uuid(uuid)
+        raw = self._kname(name)
+        raw_uuid = validate_uuid(uuid, self.name_mangling)
         reply = self._ioctl(Cmd.DEV_RENAME, raw, flags=Flag.UUID, payload=raw_uuid + b"\0")
-        return dataclasses.replace(reply.info(), uuid=uuid)
+        return dataclasses.replace(reply.info(), uuid=self._unmangle(_decode(raw_uuid)))
 
-    def table(self, name: str, *, inactive: bool = False) -> Table:
-        """The live (or the inactive) table, as the kernel reports it."""
+    def table(self, name: str, *, inactive: bool = False, showkeys: bool = False) -> Table:
+        """The live (or the inactive) table, as the kernel reports it, with
+        dm-crypt and dm-integrity keys replaced by zeros unless ``showkeys``
+        (as ``dmsetup table [--showkeys]``; see :func:`mask_keys`).
+
+        The read is a SECURE_DATA ioctl (the kernel wipes its copy; a table
+        may hold keys) and loopcore's ioctl buffer is wiped after it."""
         flags = Flag.STATUS_TABLE | (Flag.QUERY_INACTIVE_TABLE if inactive else 0)
-        reply = self._ioctl(Cmd.TABLE_STATUS, validate_name(name), flags=flags, out=True)
-        return _parse_specs(reply.payload, reply.target_count)
+        reply = self._ioctl(Cmd.TABLE_STATUS, self._kname(name), flags=flags, out=True,
+                            secure=True)
+        table = _parse_specs(reply.payload, reply.target_count)
+        return table if showkeys else mask_keys(table)
 
     def status(self, name: str, *, inactive: bool = False, noflush: bool = False) -> Table:
         """Each target's status line (``str()`` reads like ``dmsetup status``)."""
         flags = (Flag.QUERY_INACTIVE_TABLE if inactive else 0) | (Flag.NOFLUSH if noflush else 0)
-        reply = self._ioctl(Cmd.TABLE_STATUS, validate_name(name), flags=flags, out=True)
+        reply = self._ioctl(Cmd.TABLE_STATUS, self._kname(name), flags=flags, out=True)
         return _parse_specs(reply.payload, reply.target_count)
 
     def deps(self, name: str, *, inactive: bool = False) -> List[int]:
         """Devnums of the devices the table uses."""
         flags = Flag.QUERY_INACTIVE_TABLE if inactive else 0
-        data = self._ioctl(Cmd.TABLE_DEPS, validate_name(name), flags=flags, out=True).payload
+        data = self._ioctl(Cmd.TABLE_DEPS, self._kname(name), flags=flags, out=True).payload
         if len(data) < _U32x2.size:
             return []
         count, _pad = _U32x2.unpack_from(data, 0)
@@ -927,7 +1181,7 @@ class DeviceMapper:
         released while waiting; EINTR is retried after signal handlers run."""
         if not isinstance(event_nr, int) or not 0 <= event_nr < 1 << 32:
             raise ValueError(f"event_nr must be a 32-bit unsigned int, got {event_nr!r}")
-        return self._ioctl(Cmd.DEV_WAIT, validate_name(name), event_nr=event_nr,
+        return self._ioctl(Cmd.DEV_WAIT, self._kname(name), event_nr=event_nr,
                            out=True, grow=False).info()
 
     def arm_poll(self) -> None:
@@ -967,7 +1221,7 @@ class DeviceMapper:
     def message(self, name: str, sector: int, text: str) -> Optional[str]:
         """Send a target message (``@...`` messages go to dm core); returns
         the target's reply, or None when it sends none."""
-        raw = validate_name(name)
+        raw = self._kname(name)
         _sectors("sector", sector)
         if not isinstance(text, str) or not text.strip() or "\0" in text:
             raise ValueError(f"message must be a non-empty str without NUL, got {text!r}")
@@ -980,7 +1234,7 @@ class DeviceMapper:
     def set_geometry(self, name: str, cylinders: int, heads: int, sectors: int,
                      start: int) -> DeviceInfo:
         """Set the device's CHS geometry as HDIO_GETGEO reports it."""
-        raw = validate_name(name)
+        raw = self._kname(name)
         for label, value in (("cylinders", cylinders), ("heads", heads),
                              ("sectors", sectors), ("start", start)):
             _sectors(label, value)

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, List, Optional, cast
+from typing import Callable, List, Optional, Tuple, cast
 
 from . import dm
 
@@ -21,13 +21,18 @@ __all__ = ["add_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _mapper(*names: Optional[str]) -> dm.DeviceMapper:
+def _mangling(args: argparse.Namespace) -> str:
+    return cast(str, getattr(args, "manglename", "auto"))
+
+
+def _mapper(args: argparse.Namespace, *names: Optional[str]) -> dm.DeviceMapper:
     """Open the control node after checking every name (bad names are
     usage errors, reported before device-mapper is touched)."""
+    mode = _mangling(args)
     for name in names:
         if name is not None:
-            dm.validate_name(name)
-    return dm.DeviceMapper()
+            dm.validate_name(name, mode)
+    return dm.DeviceMapper(name_mangling=mode)
 
 
 def _out(text: str) -> None:
@@ -65,11 +70,11 @@ def _dev_label(devnum: int, style: str) -> str:
 # --- handlers -------------------------------------------------------------------
 
 def _ls(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args) as m:
         devices = m.list_devices()
     if args.json:
-        _dump([{"name": d.name, "uuid": d.uuid or None, "major": d.major, "minor": d.minor,
-                "event_nr": d.event_nr} for d in devices])
+        _dump([{"name": d.name, "kernel_name": d.kernel_name, "uuid": d.uuid or None,
+                "major": d.major, "minor": d.minor, "event_nr": d.event_nr} for d in devices])
         return 0
     if not devices:
         _out("No devices found\n")
@@ -104,13 +109,17 @@ def _info_text(info: dm.DeviceInfo, read_ahead: Optional[int]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _names(m: dm.DeviceMapper, names: List[str]) -> List[str]:
-    return names or [d.name for d in m.list_devices()]
+def _names(m: dm.DeviceMapper, names: List[str]) -> List[Tuple[str, str]]:
+    """(label, name to call with) for the named devices, or for all: those
+    are addressed by their stored name, which unmangling may not give back."""
+    if names:
+        return [(n, n) for n in names]
+    return [(d.name, d.kernel_name) for d in m.list_devices()]
 
 
 def _info(args: argparse.Namespace) -> int:
-    with _mapper(*args.names) as m:
-        infos = [m.info(n) for n in _names(m, args.names)]
+    with _mapper(args, *args.names) as m:
+        infos = [m.info(n) for _label, n in _names(m, args.names)]
     if args.json:
         _dump([dict(i.as_dict(), read_ahead=dm.read_ahead(i.devnum)) for i in infos])
         return 0
@@ -122,10 +131,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _table_like(args: argparse.Namespace, status: bool) -> int:
-    with _mapper(*args.names) as m:
+    with _mapper(args, *args.names) as m:
         names = _names(m, args.names)
-        tables = [(n, m.status(n, inactive=args.inactive) if status
-                   else m.table(n, inactive=args.inactive)) for n in names]
+        tables = [(label, m.status(n, inactive=args.inactive) if status
+                   else m.table(n, inactive=args.inactive, showkeys=args.showkeys))
+                  for label, n in names]
     if args.json:
         _dump({n: [{"start": t.start, "length": t.length, "type": t.type, "params": t.params}
                    for t in table] for n, table in tables})
@@ -151,9 +161,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _deps(args: argparse.Namespace) -> int:
-    with _mapper(*args.names) as m:
+    with _mapper(args, *args.names) as m:
         names = _names(m, args.names)
-        found = [(n, m.deps(n)) for n in names]
+        found = [(label, m.deps(n)) for label, n in names]
     if args.json:
         _dump({n: [{"major": os.major(d), "minor": os.minor(d), "name": dm.block_name(d)}
                    for d in devs] for n, devs in found})
@@ -166,7 +176,7 @@ def _deps(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args) as m:
         versions = m.target_versions()
     if args.json:
         _dump([{"name": v.name, "version": ".".join(map(str, v.version))} for v in versions])
@@ -177,18 +187,18 @@ def _targets(args: argparse.Namespace) -> int:
 
 
 def _version(args: argparse.Namespace) -> int:
-    with _mapper() as m:
+    with _mapper(args) as m:
         v = m.version()
     _out(f"Driver version:    {v[0]}.{v[1]}.{v[2]}\n")
     return 0
 
 
 def _create(args: argparse.Namespace) -> int:
-    dm.validate_name(args.name)
+    dm.validate_name(args.name, _mangling(args))
     if args.uuid is not None:
-        dm.validate_uuid(args.uuid)  # before the control node, like the name
+        dm.validate_uuid(args.uuid, _mangling(args))  # before the control node, like the name
     table = None if args.notable else _read_table(args)
-    with _mapper() as m:
+    with _mapper(args) as m:
         info = m.create(args.name, uuid=args.uuid, table=table, read_only=args.readonly)
     if args.json:
         _dump(info.as_dict())
@@ -196,9 +206,9 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    dm.validate_name(args.name)
+    dm.validate_name(args.name, _mangling(args))
     table = _read_table(args)
-    with _mapper() as m:
+    with _mapper(args) as m:
         m.load(args.name, table, read_only=args.readonly)
     return 0
 
@@ -209,7 +219,7 @@ def _remove(args: argparse.Namespace) -> int:
         raise ValueError("remove --all takes no device names")
     if not args.all and not args.names:
         raise ValueError("no device specified")
-    with _mapper(*args.names) as m:
+    with _mapper(args, *args.names) as m:
         if args.all:
             m.remove_all(deferred=args.deferred)
             return 0
@@ -224,10 +234,10 @@ def _rename(args: argparse.Namespace) -> int:
     if args.setuuid is not None:
         if args.new_name is not None:
             raise ValueError("give a new name or --setuuid, not both")
-        dm.validate_uuid(args.setuuid)
+        dm.validate_uuid(args.setuuid, _mangling(args))
     elif args.new_name is None:
         raise ValueError("no new name given")
-    with _mapper(args.name, args.new_name) as m:
+    with _mapper(args, args.name, args.new_name) as m:
         if args.setuuid is not None:
             m.set_uuid(args.name, args.setuuid)
         else:
@@ -236,27 +246,27 @@ def _rename(args: argparse.Namespace) -> int:
 
 
 def _suspend(args: argparse.Namespace) -> int:
-    with _mapper(*args.names) as m:
+    with _mapper(args, *args.names) as m:
         for n in args.names:
             m.suspend(n, noflush=args.noflush, skip_lockfs=args.nolockfs)
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    with _mapper(*args.names) as m:
+    with _mapper(args, *args.names) as m:
         for n in args.names:
             m.resume(n)
     return 0
 
 
 def _clear(args: argparse.Namespace) -> int:
-    with _mapper(args.name) as m:
+    with _mapper(args, args.name) as m:
         m.clear(args.name)
     return 0
 
 
 def _message(args: argparse.Namespace) -> int:
-    with _mapper(args.name) as m:
+    with _mapper(args, args.name) as m:
         reply = m.message(args.name, args.sector, " ".join(args.message))
     if reply:
         _out(reply if reply.endswith("\n") else reply + "\n")
@@ -264,7 +274,7 @@ def _message(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    with _mapper(args.name) as m:
+    with _mapper(args, args.name) as m:
         info = m.wait(args.name, args.event_nr)
     if args.json:
         _dump(info.as_dict())
@@ -272,7 +282,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _mknodes(args: argparse.Namespace) -> int:
-    with _mapper(args.name) as m:
+    with _mapper(args, args.name) as m:
         m.mknodes(args.name)
     return 0
 
@@ -294,10 +304,16 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     sub = top.add_subparsers(dest="dm_command", metavar="COMMAND")
     sub.required = True
 
-    def leaf(name: str, func: Handler, help_: str, json_: bool = False) -> argparse.ArgumentParser:
+    def leaf(name: str, func: Handler, help_: str, json_: bool = False,
+             names: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if json_:
             p.add_argument("--json", action="store_true", help="print JSON")
+        if names:
+            p.add_argument("--manglename", choices=dm.MANGLING_MODES, default="auto",
+                           help="name and uuid mangling, as dmsetup's: 'auto' (default) "
+                                "stores characters udev does not allow as \\xNN and shows "
+                                "them decoded; 'none' uses names as stored")
         p.set_defaults(func=func)
         return p
 
@@ -348,6 +364,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         p = leaf(name, func, f"print {what} of devices (all without names)", json_=True)
         p.add_argument("names", nargs="*", metavar="NAME")
         p.add_argument("--inactive", action="store_true", help="the inactive table")
+        if name == "table":
+            p.add_argument("--showkeys", action="store_true",
+                           help="print dm-crypt and dm-integrity keys (default: zeros)")
 
     p = leaf("info", _info, "print device information (all without names)", json_=True)
     p.add_argument("names", nargs="*", metavar="NAME")
@@ -366,8 +385,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("name")
     p.add_argument("event_nr", type=_uint, nargs="?", default=0)
 
-    leaf("targets", _targets, "list the kernel's target types and versions", json_=True)
-    leaf("version", _version, "print the kernel's device-mapper interface version")
+    leaf("targets", _targets, "list the kernel's target types and versions", json_=True,
+         names=False)
+    leaf("version", _version, "print the kernel's device-mapper interface version",
+         names=False)
     p = leaf("mknodes", _mknodes, "make /dev/mapper match the kernel's devices")
     p.add_argument("name", nargs="?")
 
