@@ -207,12 +207,10 @@ int lc_flush(int fd)
      * device over a full file system "succeeds" and drops the data).
      * sync_file_range reports them through the fd's error sequence, and
      * unlike fsync it sends no cache flush down to the backing file. */
-    int r;
-
-    do {
-        r = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
+    /* EINTR goes back to the caller, whose signal handlers must run. */
+    int r = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
                             SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-    } while (r < 0 && errno == EINTR);
+
     if (r == 0)
         return 0;
     if (errno != ENOSYS)

@@ -591,13 +591,15 @@ class LoopDevice:
         """
         self._check_open()
         step = ffi.new("uint32_t *")
-        for _ in range(EAGAIN_ATTEMPTS - 1):
+        # EAGAIN (the kernel is busy) and EINTR (a signal: its handler runs
+        # between tries) share util-linux's budget of 10 tries; only EAGAIN
+        # sleeps.  A detach that keeps failing raises, still bound.
+        for attempt in range(EAGAIN_ATTEMPTS):
             rc = lib.lc_detach_fd(self._fd, step)
-            if rc != -errno.EAGAIN:
+            if rc not in (-errno.EAGAIN, -errno.EINTR) or attempt == EAGAIN_ATTEMPTS - 1:
                 break
-            time.sleep(EAGAIN_SLEEP_S)
-        else:
-            rc = lib.lc_detach_fd(self._fd, step)
+            if rc == -errno.EAGAIN:
+                time.sleep(EAGAIN_SLEEP_S)
         if rc == 0:
             self._fd = -1
             return
@@ -605,9 +607,14 @@ class LoopDevice:
         if step[0] == lib.LC_STEP_WRITE_BACK:
             raise error_from_errno(err, self.path, f"{os.strerror(err)}: the device's cached "
                                    "writes could not be written back; it stays bound")
-        if err == errno.ENXIO:  # not bound (any more): nothing to keep open for
-            self.close()
+        if err == errno.ENXIO and self._unbound():
+            self.close()  # nothing bound to keep open for
         raise error_from_errno(err, self.path)
+
+    def _unbound(self) -> bool:
+        """Whether the kernel says this device has no backing file."""
+        info = ffi.new("struct lc_loop_info64 *")
+        return bool(lib.lc_get_status64(self._fd, info) == -errno.ENXIO)
 
     def _unbind(self) -> None:
         """Unbind and close a device attach() bound moments ago and is not
@@ -710,6 +717,8 @@ def _bind(backing_fd: int, use_configure: bool, flags: int, offset: int, size_li
         # before the next loop iteration and may raise (Ctrl-C); if it does
         # not, carry on from the attempt the C loop stopped at.
         attempt = result.attempts
+        if deadline_ns and time.monotonic_ns() >= deadline_ns:
+            raise _lock_timeout(deadline_ns)
     if rc >= 0:
         return result
     step = result.failed_step
