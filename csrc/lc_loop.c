@@ -352,6 +352,16 @@ int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
     return 0;
 }
 
+/* For a failure r of attempt: after -EINTR the caller runs its signal
+ * handlers and calls lc_attach again from result->attempts (nothing is
+ * held or bound at any of those points). */
+static int interrupted(struct lc_attach_result *result, uint32_t attempt, int r)
+{
+    if (r == -EINTR)
+        result->attempts = attempt;
+    return r;
+}
+
 int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
               uint64_t offset, uint64_t size_limit, uint32_t block_size,
               const char *file_name, const struct lc_retry *retry,
@@ -386,15 +396,14 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
         /* The control lock serializes GET_FREE..bind between cooperating
          * processes, so they stop racing each other for the same N. */
         if ((r = lock_control(ctl_fd, deadline_ns)) < 0) {
-            result->attempts = attempt;     /* resume here after EINTR */
             result->failed_step = LC_STEP_LOCK;
-            return r;
+            return interrupted(result, attempt, r);
         }
         number = lc_ctl_get_free(ctl_fd);
         if (number < 0) {
             flock(ctl_fd, LOCK_UN);
             result->failed_step = LC_STEP_GET_FREE;
-            return number;
+            return interrupted(result, attempt, number);
         }
         result->number = number;
         dev_fd = lc_dev_open(number, read_only);
@@ -402,7 +411,7 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
             flock(ctl_fd, LOCK_UN);
             result->failed_step = LC_STEP_OPEN;
             if (dev_fd != -ENXIO && dev_fd != -ENOENT)
-                return dev_fd;
+                return interrupted(result, attempt, dev_fd);
             /* Being torn down, or the node is not there yet. */
             result->vanished_retries++;
             last_error = dev_fd;
@@ -417,7 +426,7 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
                 if ((r = lc_read_state(dev_fd, NULL, result)) < 0) {
                     unbind_and_close(dev_fd);
                     result->failed_step = LC_STEP_READ_BACK;
-                    return r;
+                    return interrupted(result, attempt, r);
                 }
                 result->failed_step = LC_STEP_NONE;
                 result->fd = dev_fd;
@@ -426,7 +435,7 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
             close(dev_fd);
             result->failed_step = LC_STEP_BIND;
             if (r != -EBUSY && r != -EAGAIN)
-                return r;
+                return interrupted(result, attempt, r);
             /* Someone else bound it between GET_FREE and us. */
             result->busy_retries++;
             last_error = -EBUSY;
@@ -435,9 +444,8 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
          * names another device) without holding the control lock. */
         if (attempt >= 1 && attempt + 1 < retry->max_attempts
             && (r = backoff(retry, attempt + 1, deadline_ns)) < 0) {
-            result->attempts = attempt + 1; /* resume with the next attempt */
             result->failed_step = LC_STEP_BACKOFF;
-            return r;
+            return interrupted(result, attempt + 1, r);
         }
     }
     return last_error;

@@ -108,10 +108,10 @@ int lc_set_read_only(int fd, uint32_t read_only);
  * sleeps a random time below sleep_base_us + sleep_span_us * attempt /
  * max_attempts with the lock released.
  *
- * Attempts are counted from first_attempt (0 on a first call).  A signal
- * interrupting the lock wait or a sleep returns -EINTR with failed_step
- * LOCK or BACKOFF and result->attempts set to the attempt to resume from:
- * the caller runs its signal handlers and calls again with that as
+ * Attempts are counted from first_attempt (0 on a first call).  -EINTR
+ * from any step (a signal interrupting the lock wait or a sleep, mostly)
+ * is returned at once with result->attempts set to the attempt to resume
+ * from: the caller runs its signal handlers and calls again with that as
  * first_attempt (PEP 475), so Ctrl-C is never held up by a retry loop.
  * deadline_ns, if not 0, is a CLOCK_MONOTONIC time after which waiting
  * for the lock or sleeping between attempts gives up with -ETIMEDOUT.

@@ -299,3 +299,26 @@ def test_block_size_above_page_size(image: Path, block_size: int):
         with pytest.raises(ValueError, match="page size"):
             loopcore.attach(image, block_size=block_size)
     assert not bound_under(image.parent)
+
+
+def test_ctrl_c_interrupts_the_ebusy_backoff_at_once(image: Path):
+    """Every LOOP_CONFIGURE says EBUSY, so attach sleeps between attempts
+    (up to 250 ms each, about 8 s in all); a signal handler that raises
+    must end it at once, not when the C loop gives up."""
+    import faults
+
+    def code(ctx: faults.Context) -> None:
+        start = time.monotonic()
+        try:
+            loopcore.attach(str(image))
+        finally:
+            ctx.report["elapsed"] = time.monotonic() - start
+
+    result = faults.run_with_faults(
+        code, [faults.Fault("ioctl", request=faults.LOOP_CONFIGURE, errno=errno.EBUSY,
+                            times=faults.ALWAYS)],
+        setup=lambda ctx: loopcore.kernel_supports_configure(),  # probe before the faults
+        watch=image.parent, interrupt_after=0.5, timeout=30)
+    assert result.error is not None and result.error.type == "Interrupted", result
+    assert result.report["elapsed"] < 1.5, result.report  # not the whole backoff
+    assert not result.bound and not result.leaked_fds

@@ -710,8 +710,7 @@ def _bind(backing_fd: int, use_configure: bool, flags: int, offset: int, size_li
                                deadline_ns, result)
         finally:
             _control.lock.release()
-        if rc != -errno.EINTR or result.failed_step not in (lib.LC_STEP_LOCK,
-                                                              lib.LC_STEP_BACKOFF):
+        if rc != -errno.EINTR:
             break
         # A signal interrupted a wait (PEP 475): its Python handler runs
         # before the next loop iteration and may raise (Ctrl-C); if it does
