@@ -17,7 +17,7 @@ test:
 	$(MAKE) --no-print-directory test-vm
 
 lint:
-	.venv/bin/ruff check src tests scripts
+	.venv/bin/ruff check src tests scripts benchmarks
 	.venv/bin/mypy
 
 test-host:
@@ -33,7 +33,7 @@ wheel:
 
 bench:
 	scripts/bootstrap
-	$(PY) -m loopcore.bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/loopcore/_native.c src/loopcore/_native*.so .pytest_cache .mypy_cache .ruff_cache

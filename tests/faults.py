@@ -268,7 +268,7 @@ def fast_retries() -> None:
     sleep (``*_SLEEP*``: ``_US`` microseconds, ``_S`` seconds) to at most 2 ms.
     A ONCE fault is still retried; ALWAYS still outlasts the retries.
     Call it in the child (``setup``)."""
-    from loopcore import loop
+    from loopcore.loop import _calls as loop  # every retry constant lives there
     for name, value in list(vars(loop).items()):
         if not name.isupper() or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue

@@ -109,9 +109,9 @@ def test_forked_child_gets_its_own_control_lock(image: Path):
     # of /dev/loop-control, or the parent's flock would not exclude it.
     import fcntl
 
-    from loopcore import loop
+    from loopcore.loop.control import control
     loopcore.attach(image).detach()  # the parent's control fd is open
-    control_fd = loop._control.fd()
+    control_fd = control.fd()
     fcntl.flock(control_fd, fcntl.LOCK_EX)  # as if the parent were mid-attach
     try:
         pid = os.fork()

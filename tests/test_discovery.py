@@ -17,7 +17,8 @@ from typing import Iterator, List, NamedTuple
 import pytest
 
 import loopcore
-from loopcore import Flags, discovery
+from loopcore import Flags, _c
+from loopcore.loop import discovery
 
 from conftest import (
     BLKPG_ADD_PARTITION,
@@ -55,13 +56,15 @@ def expected_info(number: int) -> loopcore.LoopInfo:
         if sysfs(number, attr) == "1":
             flags |= bit
     seq = sysfs(number, "diskseq")
+    major, minor = (int(x) for x in (sysfs(number, "dev") or "0:0").split(":"))
     return loopcore.LoopInfo(
         number=number, path=f"/dev/loop{number}",
         backing_file=sysfs(number, "loop/backing_file"),
         backing_devnum=status["device"], backing_inode=status["inode"],
         offset=int(sysfs(number, "loop/offset")), size_limit=int(sysfs(number, "loop/sizelimit")),
         flags=flags, block_size=int(sysfs(number, "queue/logical_block_size")),
-        size_bytes=kernel_size(number), diskseq=int(seq) if seq is not None else None)
+        size_bytes=kernel_size(number), diskseq=int(seq) if seq is not None else None,
+        major=major, minor=minor)
 
 
 def test_list_devices_matches_kernel(make_image):
@@ -294,14 +297,15 @@ def test_ioctl_sysfs_and_no_node_paths_agree(make_image):
         slow = {r.number: r for r in discovery.scan(sysfs=True) if r.number in ours}
         bare = {r.number: r for r in discovery.scan(backing_status=False) if r.number in ours}
         assert set(fast) == set(slow) == set(bare) == ours
-        from_sysfs = discovery.lib.LC_SCAN_FROM_SYSFS
-        status_bits = discovery.lib.LC_SCAN_HAS_STATUS | discovery.lib.LC_SCAN_HAS_NODE
+        from_sysfs = _c.lib.LC_SCAN_FROM_SYSFS
+        status_bits = _c.lib.LC_SCAN_HAS_STATUS | _c.lib.LC_SCAN_HAS_NODE
         for n in ours:
-            assert not fast[n].flags & from_sysfs
-            assert slow[n].flags & from_sysfs and bare[n].flags & from_sysfs
-            assert fast[n] == slow[n]._replace(flags=slow[n].flags & ~from_sysfs)
-            assert bare[n]._replace(flags=bare[n].flags & ~from_sysfs) == fast[n]._replace(
-                flags=fast[n].flags & ~status_bits, backing_devnum=0, backing_inode=0)
+            assert not fast[n].scan_flags & from_sysfs
+            assert slow[n].scan_flags & from_sysfs and bare[n].scan_flags & from_sysfs
+            assert fast[n] == slow[n]._replace(scan_flags=slow[n].scan_flags & ~from_sysfs)
+            assert bare[n]._replace(scan_flags=bare[n].scan_flags & ~from_sysfs) == \
+                fast[n]._replace(scan_flags=fast[n].scan_flags & ~status_bits,
+                                 backing_devnum=0, backing_inode=0)
         info = {i.number: i for i in loopcore.list_devices()}[devices[0].number]
         assert info.read_only and sysfs(devices[0].number, "ro") == "1"
         assert not kernel_status(devices[0].number)["flags"] & Flags.READ_ONLY

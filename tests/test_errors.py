@@ -139,9 +139,13 @@ def test_errors_are_oserrors_with_errno_and_filename():
 
 def test_error_from_errno_prefers_builtin_subclasses():
     from loopcore.errors import error_from_errno
-    assert type(error_from_errno(errno.ENOENT, "x")) is FileNotFoundError
-    assert type(error_from_errno(errno.EACCES, "x")) is PermissionError
-    assert type(error_from_errno(errno.EBUSY, "x")) is loopcore.DeviceBusyError
+    # the builtin subclass, as loopcore's member of the family
+    for err, builtin in ((errno.ENOENT, FileNotFoundError), (errno.EACCES, PermissionError)):
+        e = error_from_errno(err, "x")
+        assert isinstance(e, builtin) and isinstance(e, loopcore.Error)
+        assert type(e).__name__ == builtin.__name__
+    assert type(error_from_errno(errno.EBUSY, "x")) is loopcore.LoopBusyError
+    assert isinstance(error_from_errno(errno.EBUSY, "x"), loopcore.DeviceBusyError)
     assert type(error_from_errno(errno.ENXIO, 3)) is loopcore.LoopError
     assert error_from_errno(errno.ENXIO, 3).filename == "/dev/loop3"
 

@@ -107,7 +107,7 @@ print(json.dumps(result))
     # legacy: EAGAIN outlasts the retries
     ({0x4C0A: errno.EINVAL, 0x4C04: errno.EAGAIN}, {}, "BlockingIOError", errno.EAGAIN, "image"),
     # configure: every candidate busy -> DeviceBusyError after the retries
-    ({0x4C0A: errno.EBUSY}, {}, "DeviceBusyError", errno.EBUSY, "image"),
+    ({0x4C0A: errno.EBUSY}, {}, "LoopBusyError", errno.EBUSY, "image"),
     # GET_FREE fails: no device can be had
     ({0x4C82: errno.ENOSPC}, {}, "NoFreeDeviceError", errno.ENOSPC, "control"),
     # SET_FD itself refused on an old kernel
@@ -129,16 +129,17 @@ def test_failures_leave_nothing_bound(image: Path, errors, options, raised, err,
 def test_configure_that_ignores_settings_falls_back_to_legacy(image: Path, monkeypatch):
     # Linux 5.8 could drop PARTSCAN/block size from LOOP_CONFIGURE.  No
     # kernel here does, so make the first read-back report it once.
-    from loopcore import loop
-    real = loop._ignored_settings
+    from loopcore.loop import policy as attach_policy
+    from loopcore.loop.control import control
+    real = attach_policy._ignored_settings
     calls = []
 
     def first_call_ignores(state, flags, block_size):
         calls.append(int(state.number))
         return "PARTSCAN" if len(calls) == 1 else real(state, flags, block_size)
 
-    monkeypatch.setattr(loop, "_ignored_settings", first_call_ignores)
-    monkeypatch.setattr(loop, "_configure_supported", True)
+    monkeypatch.setattr(attach_policy, "_ignored_settings", first_call_ignores)
+    monkeypatch.setattr(control, "configure_supported", True)
     with loopcore.attach(image, partscan=True, block_size=4096) as dev:
         view = kernel_view(dev.number)
         assert view["loop/partscan"] == "1" and view["queue/logical_block_size"] == "4096"

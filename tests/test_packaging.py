@@ -179,7 +179,8 @@ def test_wheel_contents_and_metadata(built: Built):
     assert "loopcore/py.typed" in names
     assert "loopcore/_native.pyi" in names
     assert "loopcore/_build.py" not in names  # build-time only
-    assert not any(n.endswith((".c", ".h")) and "bench" not in n for n in names)
+    assert not any(n.endswith((".c", ".h")) for n in names)
+    assert not any(n.startswith(("benchmarks/", "loopcore/bench/")) for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert meta["Version"] == loopcore.__version__
     assert meta["License-Expression"] == "MIT"
@@ -193,15 +194,17 @@ def test_wheel_contents_and_metadata(built: Built):
 def test_sdist_holds_what_building_and_testing_need(built: Built):
     with tarfile.open(built.sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    tracked = subprocess.run(["git", "ls-files", "csrc", "tests", "scripts"], cwd=ROOT,
-                             capture_output=True, text=True)
+    tracked = subprocess.run(["git", "ls-files", "csrc", "tests", "scripts", "benchmarks"],
+                             cwd=ROOT, capture_output=True, text=True)
     if tracked.returncode == 0 and tracked.stdout:
         # every source, test and script the repository tracks
-        assert set(tracked.stdout.split()) <= names
+        # (as present in the working tree: a file deleted but not yet committed is gone)
+        assert {n for n in tracked.stdout.split() if (ROOT / n).exists()} <= names
     for wanted in ("csrc/lc_dm.h", "csrc/lc_loop.h", "csrc/kernel_compat.h",
                    "csrc/libc_compat.h", "src/loopcore/_build.py", "setup.py",
                    "pyproject.toml", "LICENSE", "CHANGELOG.md", "README.md", "Makefile",
-                   "tests/conftest.py", "tests/vm/conftest.py", "scripts/bootstrap"):
+                   "tests/conftest.py", "tests/vm/conftest.py", "scripts/bootstrap",
+                   "benchmarks/__main__.py", "benchmarks/floor.c", "benchmarks/dm-bench"):
         assert wanted in names, wanted
     assert not any(n.endswith((".so", ".pyc")) or "__pycache__" in n for n in names)
 

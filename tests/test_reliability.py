@@ -18,6 +18,7 @@ import pytest
 import loopcore
 from loopcore import LoopControl, LoopError
 from loopcore.loop import PAGE_SIZE
+from loopcore.loop.control import control
 
 from conftest import bound_backing, bound_under, force_detach, kernel_status, run_child, sysfs
 
@@ -317,7 +318,8 @@ def test_ctrl_c_interrupts_the_ebusy_backoff_at_once(image: Path):
     result = faults.run_with_faults(
         code, [faults.Fault("ioctl", request=faults.LOOP_CONFIGURE, errno=errno.EBUSY,
                             times=faults.ALWAYS)],
-        setup=lambda ctx: loopcore.kernel_supports_configure(),  # probe before the faults
+        # probe and open the control fd before the faults
+        setup=lambda ctx: (loopcore.kernel_supports_configure(), control.fd()),
         watch=image.parent, interrupt_after=0.5, timeout=30)
     assert result.error is not None and result.error.type == "Interrupted", result
     assert result.report["elapsed"] < 1.5, result.report  # not the whole backoff

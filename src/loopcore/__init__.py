@@ -3,11 +3,17 @@
 >>> import loopcore
 >>> with loopcore.attach("disk.img", read_only=True) as dev:
 ...     print(dev.path, dev.info().size_bytes)
+
+Every exception it raises is a :class:`loopcore.Error` (and the builtin
+you would expect: ``FileNotFoundError``, ``ValueError`` ...).
 """
 from ._version import __version__
-from .discovery import find, list_devices
 from .errors import (
     DeviceBusyError,
+    DmBusyError,
+    DmError,
+    Error,
+    LoopBusyError,
     LoopError,
     NoFreeDeviceError,
     NotALoopDeviceError,
@@ -19,14 +25,20 @@ from .loop import (
     LoopInfo,
     attach,
     detach,
+    find,
     kernel_supports_configure,
+    list_devices,
     open,
 )
 
 __all__ = [
     "__version__",
     "DeviceBusyError",
+    "DmBusyError",
+    "DmError",
+    "Error",
     "Flags",
+    "LoopBusyError",
     "LoopControl",
     "LoopDevice",
     "LoopError",

@@ -26,15 +26,15 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, NoReturn, Optiona
 
 from . import discovery, loop
 from ._version import __version__
-from .discovery import ScanRecord
 from .errors import error_from_errno
+from .loop import LoopInfo
 
 __all__ = ["main", "build_parser", "parse_size", "SUBCOMMAND_MODULES", "COLUMNS"]
 
 PROG = "loopcore"
 
 #: Subcommands that other modules add, and those modules (see the docstring).
-SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.dm_cli", "bench": "loopcore.bench"}
+SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.dm_cli"}
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -114,7 +114,7 @@ def resolve_device(ref: str) -> int:
     return loop.loop_number_of(ref, os.stat(ref))
 
 
-def _records_by_number(include_unbound: bool) -> Dict[int, ScanRecord]:
+def _records_by_number(include_unbound: bool) -> Dict[int, LoopInfo]:
     return {r.number: r for r in discovery.scan(include_unbound=include_unbound)}
 
 
@@ -127,25 +127,25 @@ class Column(NamedTuple):
     name: str
     json_type: str
     right: bool
-    value: Callable[[ScanRecord], Optional[str]]
+    value: Callable[[LoopInfo], Optional[str]]
     help: str
 
 
-def _bool(bit: int, unbound: str = "0") -> Callable[[ScanRecord], str]:
+def _bool(bit: int, unbound: str = "0") -> Callable[[LoopInfo], str]:
     return lambda r: ("1" if r.flags & bit else "0") if r.bound else unbound
 
 
-def _if_bound(get: Callable[[ScanRecord], object]) -> Callable[[ScanRecord], Optional[str]]:
+def _if_bound(get: Callable[[LoopInfo], object]) -> Callable[[LoopInfo], Optional[str]]:
     return lambda r: str(get(r)) if r.bound else None
 
 
-def _back_majmin(r: ScanRecord) -> Optional[str]:
+def _back_majmin(r: LoopInfo) -> Optional[str]:
     if not r.has_status or not r.backing_devnum:
         return None
     return "%8u:%-3u" % (os.major(r.backing_devnum), os.minor(r.backing_devnum))
 
 
-def _majmin(r: ScanRecord) -> Optional[str]:
+def _majmin(r: LoopInfo) -> Optional[str]:
     # losetup stat()s /dev/loopN and wants major 7.
     if not r.has_node or r.major != loop.LOOP_MAJOR:
         return None
@@ -206,7 +206,7 @@ def _json_quote(data: bytes) -> bytes:
     return bytes(out)
 
 
-def render_json(columns: Sequence[str], records: Iterable[ScanRecord]) -> bytes:
+def render_json(columns: Sequence[str], records: Iterable[LoopInfo]) -> bytes:
     """What ``losetup -l --json -O columns`` prints, byte for byte."""
     cols = [COLUMNS[c] for c in columns]
     keys = [_json_quote(c.name.lower().encode()) for c in cols]
@@ -257,7 +257,7 @@ def _raw_cell(value: str) -> str:
     return "".join(out)
 
 
-def render_table(columns: Sequence[str], records: Iterable[ScanRecord], *,
+def render_table(columns: Sequence[str], records: Iterable[LoopInfo], *,
                  headings: bool = True, raw: bool = False) -> str:
     """What ``losetup -l`` prints to a pipe (``raw``: ``losetup -l --raw``)."""
     cols = [COLUMNS[c] for c in columns]
@@ -395,7 +395,7 @@ def _write_text(text: str) -> None:
     _write(text.encode("utf-8", "surrogateescape"))
 
 
-def _print_records(args: argparse.Namespace, records: List[ScanRecord]) -> None:
+def _print_records(args: argparse.Namespace, records: List[LoopInfo]) -> None:
     if args.output_all:
         columns: List[str] = list(ALL_COLUMNS)
     elif args.output:
@@ -493,7 +493,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _losetup_j_line(rec: ScanRecord) -> str:
+def _losetup_j_line(rec: LoopInfo) -> str:
     """One line of ``losetup -j FILE`` / ``losetup -a``."""
     name = loop.device_path(rec.number)
     backing = rec.backing_file or ""
@@ -509,7 +509,7 @@ def _losetup_j_line(rec: ScanRecord) -> str:
 
 
 def cmd_find(args: argparse.Namespace) -> int:
-    records = discovery._find_records(args.file, args.offset)
+    records = discovery.find(args.file, offset=args.offset)
     if args.json or args.output or args.output_all:
         args.noheadings = args.raw = False
         _print_records(args, records)
@@ -518,7 +518,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info_fields(rec: ScanRecord) -> Dict[str, object]:
+def _info_fields(rec: LoopInfo) -> Dict[str, object]:
     parts = discovery.partitions(rec.number) if rec.bound else []
     bdev = rec.backing_devnum if rec.has_status else None
     return {
@@ -529,7 +529,7 @@ def _info_fields(rec: ScanRecord) -> Dict[str, object]:
         "bound": rec.bound,
         "back-file": rec.backing_file,
         # True: not the full path, which sysfs cannot show (longer than a
-        # page), but lo_file_name (63 bytes, '*' where cut); see ScanRecord.
+        # page), but lo_file_name (63 bytes, '*' where cut); see LoopInfo.
         "back-file-partial": rec.backing_partial,
         "back-maj:min": f"{os.major(bdev)}:{os.minor(bdev)}" if bdev else None,
         "back-ino": rec.backing_inode if rec.has_status else None,

@@ -1,5 +1,5 @@
 /*
- * loopcore bench: the plain C floor.
+ * loopcore's benchmarks (python -m benchmarks): the plain C floor.
  *
  * The benchmark compares loopcore with the cheapest possible program that
  * does the same syscalls, so this file holds no policy beyond what it must

@@ -33,6 +33,8 @@ from ._common import (
 )
 
 MiB = 1 << 20
+# Run by path, so it needs nothing on sys.path but loopcore.
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 
 
 @dataclasses.dataclass
@@ -288,7 +290,7 @@ def _contention_round(procs: int, backings: List[str], cycles: int, dio: bool,
     try:
         for index in range(procs):
             workers.append(subprocess.Popen(
-                [sys.executable, "-m", "loopcore.bench.worker", backings[index], str(cycles),
+                [sys.executable, WORKER, backings[index], str(cycles),
                  "1" if dio else "0"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for worker in workers:

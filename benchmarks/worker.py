@@ -1,6 +1,6 @@
 """A contention worker: N attach+detach cycles through loopcore.attach().
 
-Run as ``python -m loopcore.bench.worker BACKING CYCLES DIRECT_IO``.  It
+Run as ``python benchmarks/worker.py BACKING CYCLES DIRECT_IO``.  It
 prints ``ready`` once loopcore is imported and /dev/loop-control is open,
 waits for a line on stdin (so every worker starts at the same moment),
 runs its cycles and prints one JSON line: start and end times
@@ -19,21 +19,22 @@ def main(argv: List[str]) -> int:
     backing, cycles, direct_io = argv[0], int(argv[1]), argv[2] == "1"
 
     import loopcore
-    from loopcore import loop as _loop
+    from loopcore.loop import policy
 
     # The retry counters live in the C attach result, which attach() does
-    # not return; count them by wrapping the one function that sees it.
+    # not return; count them by wrapping the one function that sees it, in
+    # the module attach() looks it up in.
     counters: Dict[str, int] = {"attempts": 0, "busy_retries": 0, "vanished_retries": 0}
-    bind = _loop._bind
+    bind = policy.bind
 
     def counting_bind(*args: object) -> object:
-        result = bind(*args)  # type: ignore[arg-type]
+        result = bind(*args)
         counters["attempts"] += int(result.attempts)
         counters["busy_retries"] += int(result.busy_retries)
         counters["vanished_retries"] += int(result.vanished_retries)
         return result
 
-    _loop._bind = counting_bind  # type: ignore[assignment]
+    policy.bind = counting_bind  # type: ignore[assignment]
     loopcore.kernel_supports_configure()  # opens the control fd before the start line
 
     print("ready", flush=True)

@@ -1,11 +1,12 @@
-"""loopcore's benchmark harness: ``python -m loopcore.bench`` or ``loopcore bench``.
+"""loopcore's benchmark harness: ``python -m benchmarks`` from the repository root
+(``make bench``).  It is not part of the installed package.
 
 Runs the scenarios side by side in one invocation, interleaving the
 contenders round by round so drift of a shared machine cancels, and
 writes a table (stdout), ``results.json`` (every sample and the machine)
-and PNG plots (with matplotlib, ``pip install loopcore[bench]``).  Needs
-root and /dev/loop-control; every device it binds is bound to a file in
-its own temporary directory and detached again, even on Ctrl-C.
+and PNG plots (with matplotlib, which ``scripts/bootstrap`` installs).
+Needs root and /dev/loop-control; every device it binds is bound to a file
+in its own temporary directory and detached again, even on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from . import report
 from ._common import Progress, Workspace, compile_floor, describe_machine
 from .scenarios import QUICK, SCENARIOS, Settings, steps
 
-__all__ = ["Settings", "add_parser", "main", "run"]
+__all__ = ["Settings", "main", "run"]
 
 
 def _int_list(text: str) -> List[int]:
@@ -97,7 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown or not names:
-        raise SystemExit(f"loopcore bench: unknown scenario(s) {', '.join(unknown) or '(none)'}; "
+        raise SystemExit(f"benchmarks: unknown scenario(s) {', '.join(unknown) or '(none)'}; "
                          f"choose from {', '.join(SCENARIOS)}")
     values["scenarios"] = names
     values["direct_io"] = args.direct_io == "on"
@@ -135,7 +136,7 @@ def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
         cleanup = ws.close()
         results["cleanup"] = cleanup
         if cleanup["detached_at_exit"]:
-            print(f"loopcore bench: detached devices left bound at exit: "
+            print(f"benchmarks: detached devices left bound at exit: "
                   f"{cleanup['detached_at_exit']}", file=sys.stderr)
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["targets"] = report.targets(scenarios)
@@ -147,8 +148,8 @@ def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
         try:
             results["plots"] = report.plot(results, out_dir)
         except ImportError:
-            print("loopcore bench: matplotlib is not installed, skipping the plots "
-                  "(pip install 'loopcore[bench]')", file=sys.stderr)
+            print("benchmarks: matplotlib is not installed, skipping the plots "
+                  "(pip install matplotlib)", file=sys.stderr)
     return results
 
 
@@ -157,17 +158,17 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    """Entry point for ``loopcore bench`` and ``python -m loopcore.bench``."""
+    """Run the harness with parsed options; the exit status."""
     settings = settings_from_args(args)
     if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
-        print("loopcore bench: needs root and /dev/loop-control", file=sys.stderr)
+        print("benchmarks: needs root and /dev/loop-control", file=sys.stderr)
         return 1
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         results = run(settings, args.out, workdir=args.workdir, plots=not args.no_plots,
                       progress=not args.no_progress)
     except KeyboardInterrupt:
-        print("loopcore bench: interrupted; every device it bound is detached",
+        print("benchmarks: interrupted; every device it bound is detached",
               file=sys.stderr)
         return 130
     finally:
@@ -179,21 +180,10 @@ def handler(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> \
-        argparse.ArgumentParser:
-    """Register ``bench`` on a CLI's subparsers (``loopcore bench``)."""
-    parser = subparsers.add_parser(
-        "bench", help="benchmark loopcore against plain C, pure Python and losetup",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    _add_options(parser)
-    parser.set_defaults(func=handler)
-    return parser
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m loopcore.bench [options]``."""
+    """``python -m benchmarks [options]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m loopcore.bench",
+        prog="python -m benchmarks",
         description="Benchmark loopcore against plain C, pure Python and losetup: "
                     "attach+detach cycles, discovery, contention and I/O.")
     _add_options(parser)

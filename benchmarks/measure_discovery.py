@@ -13,8 +13,9 @@ interleaved round by round:
   losetup -l --json --output-all   incl. BACK-INO (opens every device, as we do)
 
 and detaches everything it bound, whatever happens.  Needs root.
-Usage: measure-discovery.py [N] [ROUNDS]
+Usage: python benchmarks/measure_discovery.py [N] [ROUNDS]  (from the repository root)
 """
+import errno
 import fcntl
 import os
 import statistics
@@ -25,7 +26,6 @@ import tempfile
 import time
 
 import loopcore
-from loopcore import discovery
 from loopcore._native import ffi, lib
 
 LOOP_GET_STATUS64 = 0x4C05
@@ -67,9 +67,16 @@ def plain_python():
 
 
 def c_scan_only(flags=0):
-    size = discovery._buffer_size
-    buf = ffi.new("uint64_t[]", size // 8)
+    # A buffer with room for every device bound now, sized as list_devices()
+    # sizes its own: ask the scan how much it needs, add slack.
     needed = ffi.new("uint64_t *")
+    size = 1 << 16
+    while True:
+        buf = ffi.new("uint64_t[]", size // 8)
+        count = lib.lc_scan_loops(buf, size, flags, needed)
+        if count != -errno.ERANGE:
+            break
+        size = max(size * 2, (int(needed[0]) * 3 // 2 + 4096) & ~7)
 
     def run():
         count = lib.lc_scan_loops(buf, size, flags, needed)

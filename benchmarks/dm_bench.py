@@ -1,7 +1,7 @@
 """Cost of one device-mapper create+load+resume+remove cycle: loopcore.dm
 vs `dmsetup create` + `dmsetup remove`, measured side by side (interleaved
 rounds, same kernel, same table).  Runs where device-mapper exists: inside
-the test VM via scripts/dm-bench.  Prints a summary and writes JSON.
+the test VM via benchmarks/dm-bench.  Prints a summary and writes JSON.
 
 The table is one linear target over a loop device attached for the run.
 dmsetup runs without udev (DM_DISABLE_UDEV=1, --noudevsync), so it makes

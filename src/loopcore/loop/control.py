@@ -1,0 +1,173 @@
+"""``/dev/loop-control``: the public :class:`LoopControl`, and the
+process's shared control state for attach (:data:`control`): its fd and
+locks, fork handling, the LOOP_CONFIGURE probe and the legacy switch."""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from typing import Optional
+
+from .. import _c
+from .._log import get_logger
+from .._validate import check_number
+from ..errors import LoopBusyError, NoFreeDeviceError, translate
+from . import _calls
+from .info import device_path
+
+__all__ = ["CONTROL_PATH", "FORCE_LEGACY_ENV", "LoopControl", "control",
+           "kernel_supports_configure"]
+
+CONTROL_PATH = "/dev/loop-control"
+FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
+
+log = get_logger("loop")
+
+
+def no_free_device(err: int) -> NoFreeDeviceError:
+    return NoFreeDeviceError(err, f"no free loop device: {os.strerror(err)}", CONTROL_PATH)
+
+
+def get_free(ctl_fd: int) -> int:
+    rc = _c.lib.lc_ctl_get_free(ctl_fd)
+    if rc < 0:
+        raise no_free_device(-rc)
+    return rc
+
+
+class SharedControl:
+    """What every attach in this process shares.
+
+    One ``/dev/loop-control`` fd: flock() on it serializes GET_FREE..bind
+    against other processes; ``lock`` does the same between this process's
+    threads (they share the open file description, so flock cannot tell
+    them apart).  A forked child reopens it so it does not share the
+    parent's lock.  Also what this process knows of the kernel: whether it
+    has LOOP_CONFIGURE (probed once, turned off if the kernel was caught
+    ignoring part of one) and whether the environment forces the legacy
+    path (read once: a missing variable costs microseconds per lookup).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._fd = -1
+        self.configure_supported: Optional[bool] = None
+        self._force_legacy: Optional[bool] = None
+
+    def fd(self) -> int:
+        if self._fd < 0:
+            self._fd = _calls.check(_c.lib.lc_ctl_open(), CONTROL_PATH)
+        return self._fd
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def force_legacy(self) -> bool:
+        """LOOPCORE_FORCE_LEGACY=1 in the environment (at the first attach)."""
+        if self._force_legacy is None:
+            self._force_legacy = os.environ.get(FORCE_LEGACY_ENV, "") not in ("", "0")
+        return self._force_legacy
+
+    def supports_configure(self) -> bool:
+        """Whether LOOP_CONFIGURE (Linux 5.8+) is there, probed once with
+        ``loop_config.fd = -1`` on a free device: EBADF means the ioctl
+        exists, EINVAL/ENOTTY/ENOSYS that it does not."""
+        if self.configure_supported is None:
+            with self.lock:
+                self.configure_supported = self._probe()
+            log.debug("LOOP_CONFIGURE %s", "present" if self.configure_supported else "absent")
+        return self.configure_supported
+
+    def _probe(self) -> bool:
+        ctl = self.fd()
+        for _ in range(_calls.ATTACH_ATTEMPTS):
+            number = get_free(ctl)
+            dev_fd = _c.lib.lc_dev_open(number, 1)
+            if dev_fd in (-errno.ENXIO, -errno.ENOENT):
+                continue  # being torn down or not created yet
+            _calls.check(dev_fd, device_path(number))
+            try:
+                return bool(_calls.check(_c.lib.lc_probe_configure(dev_fd),
+                                         device_path(number)))
+            finally:
+                os.close(dev_fd)
+        raise LoopBusyError(errno.EBUSY, "no loop device to probe", CONTROL_PATH)
+
+    def distrust_configure(self) -> None:
+        """The kernel ignored part of a LOOP_CONFIGURE (Linux 5.8): use the
+        legacy path for the rest of the process, as systemd does."""
+        log.debug("LOOP_CONFIGURE ignored settings: using the legacy path from now on")
+        self.configure_supported = False
+
+
+#: the process's shared control state
+control = SharedControl()
+os.register_at_fork(after_in_child=control.after_fork)
+
+
+@translate
+def kernel_supports_configure() -> bool:
+    """Whether attach uses LOOP_CONFIGURE (Linux 5.8+) in this process.
+
+    Probed once per process with ``loop_config.fd = -1`` on a free device:
+    EBADF means the ioctl exists, EINVAL/ENOTTY/ENOSYS that it does not.
+    It also turns False once the kernel was caught ignoring part of a
+    LOOP_CONFIGURE (Linux 5.8's PARTSCAN and block size bugs).
+    """
+    return control.supports_configure()
+
+
+class LoopControl:
+    """``/dev/loop-control``: add, remove and find free loop devices.
+
+    Use as a context manager or call :meth:`close`.
+    """
+
+    @translate
+    def __init__(self) -> None:
+        self._fd = _calls.check(_c.lib.lc_ctl_open(), CONTROL_PATH)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @translate
+    def add(self, number: int) -> int:
+        """Create ``/dev/loopN``; FileExistsError if it exists."""
+        check_number(number)
+        return _calls.check(_c.lib.lc_ctl_add(self._fd, number), device_path(number))
+
+    @translate
+    def remove(self, number: int) -> None:
+        """Remove ``/dev/loopN``; retries EBUSY briefly, as systemd does."""
+        check_number(number)
+        delay = _calls.REMOVE_FIRST_SLEEP_S
+        for _ in range(_calls.REMOVE_ATTEMPTS - 1):
+            rc = _c.lib.lc_ctl_remove(self._fd, number)
+            if rc != -errno.EBUSY:
+                break
+            log.debug("LOOP_CTL_REMOVE %d: EBUSY, retrying in %.3f s", number, delay)
+            time.sleep(delay)
+            delay *= 2
+        else:
+            rc = _c.lib.lc_ctl_remove(self._fd, number)
+        _calls.check(rc, device_path(number))
+
+    @translate
+    def get_free(self) -> int:
+        """The number of a free loop device, allocating one if needed."""
+        return get_free(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "LoopControl":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

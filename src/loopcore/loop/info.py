@@ -1,0 +1,131 @@
+"""What a loop device is: its flags, the one record that describes it
+(:class:`LoopInfo`, used by the scan, the API and the CLI) and the
+constants of the kernel's loop driver."""
+from __future__ import annotations
+
+import enum
+import os
+from typing import NamedTuple, Optional
+
+from .. import _c
+
+__all__ = ["Flags", "LoopInfo", "device_path", "LOOP_MAJOR", "LO_NAME_SIZE", "PAGE_SIZE",
+           "MAX_BLOCK_SIZE"]
+
+LOOP_MAJOR = 7
+LO_NAME_SIZE = 64  # lo_file_name: 63 bytes and a NUL
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# The largest logical block size any kernel takes (BLK_MAX_BLOCK_SIZE, 64
+# KiB since Linux 6.15; the page size before).  Sizes above the page size
+# are left to the running kernel to accept or refuse.
+MAX_BLOCK_SIZE = 65536
+
+
+class Flags(enum.IntFlag):
+    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h)."""
+
+    READ_ONLY = 1
+    AUTOCLEAR = 4
+    PARTSCAN = 8
+    DIRECT_IO = 16
+
+
+def device_path(number: int) -> str:
+    """``/dev/loopN`` for device number N."""
+    return f"/dev/loop{number}"
+
+
+# Bits of LoopInfo.scan_flags (csrc/lc_scan.h's LC_SCAN_*): how much of the
+# record the kernel could tell.
+_BOUND = _c.lib.LC_SCAN_BOUND
+_HAS_NODE = _c.lib.LC_SCAN_HAS_NODE
+_HAS_STATUS = _c.lib.LC_SCAN_HAS_STATUS
+_NAME_PARTIAL = _c.lib.LC_SCAN_NAME_PARTIAL
+_FROM_SYSFS = _c.lib.LC_SCAN_FROM_SYSFS
+#: the LC_SCAN_* bits LoopInfo.scan_flags keeps: what the record rests on
+SCAN_DETAIL_BITS = _BOUND | _HAS_NODE | _HAS_STATUS | _NAME_PARTIAL | _FROM_SYSFS
+#: scan_flags of a record read from an open, bound device
+FROM_DEVICE = _BOUND | _HAS_NODE | _HAS_STATUS
+
+
+class LoopInfo(NamedTuple):
+    """A loop device's state as the kernel reports it: one record for
+    :meth:`LoopDevice.info`, :func:`list_devices`, :func:`find` and the CLI.
+
+    ``backing_file`` is the full path from sysfs (``None`` when unbound;
+    ending in " (deleted)" once the file is unlinked; the kernel's 63-byte
+    ``lo_file_name`` for a path longer than sysfs shows, see
+    ``backing_partial``); ``size_bytes`` is the device's size; ``diskseq``
+    is ``None`` on kernels before 5.15.  ``backing_devnum`` and
+    ``backing_inode`` are 0 where ``/dev/loopN`` could not be asked
+    (``has_status``).
+    """
+
+    number: int
+    path: str
+    backing_file: Optional[str]
+    backing_devnum: int
+    backing_inode: int
+    offset: int
+    size_limit: int
+    flags: Flags
+    block_size: int
+    size_bytes: int
+    diskseq: Optional[int]
+    major: int = LOOP_MAJOR
+    minor: int = 0
+    #: LC_SCAN_* bits (SCAN_DETAIL_BITS): bound, has a /dev node, answered
+    #: GET_STATUS64, partial name, read from the sysfs files
+    scan_flags: int = FROM_DEVICE
+    #: why the node could not be asked (an errno), 0 if it was
+    status_errno: int = 0
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.flags & Flags.READ_ONLY)
+
+    @property
+    def autoclear(self) -> bool:
+        return bool(self.flags & Flags.AUTOCLEAR)
+
+    @property
+    def partscan(self) -> bool:
+        return bool(self.flags & Flags.PARTSCAN)
+
+    @property
+    def direct_io(self) -> bool:
+        return bool(self.flags & Flags.DIRECT_IO)
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.scan_flags & _BOUND)
+
+    @property
+    def has_node(self) -> bool:
+        """``/dev/loopN`` exists (and was opened)."""
+        return bool(self.scan_flags & _HAS_NODE)
+
+    @property
+    def has_status(self) -> bool:
+        """LOOP_GET_STATUS64 answered: backing device and inode are known."""
+        return bool(self.scan_flags & _HAS_STATUS)
+
+    @property
+    def backing_partial(self) -> bool:
+        """Bound, but sysfs could not show the backing path (longer than a
+        page): ``backing_file`` is the kernel's ``lo_file_name``, ending in
+        '*' where it may have been cut, or "" without a node."""
+        return bool(self.scan_flags & _NAME_PARTIAL)
+
+    @property
+    def from_sysfs(self) -> bool:
+        """The attributes were read from the sysfs files (no usable node)."""
+        return bool(self.scan_flags & _FROM_SYSFS)
+
+    @property
+    def size_sectors(self) -> int:
+        return self.size_bytes // 512
+
+    @property
+    def devnum(self) -> int:
+        return os.makedev(self.major, self.minor)
