@@ -1,0 +1,217 @@
+"""Policy without a kernel: retries, fallbacks and error mapping, with the C
+library replaced through its one seam (``loopcore._c.lib``).  These run
+unprivileged and in containers; the real-kernel tests cover the C itself."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+
+import loopcore
+from loopcore import _c
+from loopcore.loop import _calls
+from loopcore.loop.backing import BackingFile
+from loopcore.loop.control import control
+from loopcore.loop.policy import bind
+
+
+class FakeLib:
+    """The real ``lib`` with some functions replaced."""
+
+    def __init__(self, real: Any, **overrides: Callable[..., int]) -> None:
+        self._real = real
+        self._overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._overrides:
+            return self._overrides[name]
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def fake_lib(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeLib]]:
+    """Install a FakeLib; retries sleep for nothing; the shared control fd
+    is /dev/null, so nothing touches /dev/loop-control."""
+    real = _c.lib
+    monkeypatch.setattr(_calls, "EAGAIN_SLEEP_S", 0)
+    monkeypatch.setattr(_calls, "REMOVE_FIRST_SLEEP_S", 0)
+    null_fds: List[int] = []
+
+    def open_null() -> int:
+        fd = os.open(os.devnull, os.O_RDWR)
+        null_fds.append(fd)
+        return fd
+
+    def install(**overrides: Callable[..., int]) -> FakeLib:
+        overrides.setdefault("lc_ctl_open", open_null)
+        fake = FakeLib(real, **overrides)
+        monkeypatch.setattr(_c, "lib", fake)
+        return fake
+
+    monkeypatch.setattr(control, "_fd", -1)
+    yield install
+    monkeypatch.setattr(_c, "lib", real)
+    for fd in null_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _device(fd: int) -> loopcore.LoopDevice:
+    return loopcore.LoopDevice(1234, fd, os.makedev(7, 1234), None)
+
+
+def test_eagain_is_retried_then_succeeds(fake_lib):
+    answers = [-errno.EAGAIN, -errno.EAGAIN, 0]
+    fake_lib(lc_set_capacity=lambda fd: answers.pop(0))
+    dev = _device(os.open(os.devnull, os.O_RDONLY))
+    try:
+        dev.set_capacity()
+        assert answers == []
+    finally:
+        dev.close()
+
+
+def test_eagain_that_outlasts_the_retries_is_a_typed_error(fake_lib):
+    calls = []
+    fake_lib(lc_set_capacity=lambda fd: calls.append(fd) or -errno.EAGAIN)
+    dev = _device(os.open(os.devnull, os.O_RDONLY))
+    try:
+        with pytest.raises(BlockingIOError) as e:
+            dev.set_capacity()
+        assert isinstance(e.value, loopcore.Error) and e.value.filename == dev.path
+        assert len(calls) == _calls.EAGAIN_ATTEMPTS
+    finally:
+        dev.close()
+
+
+@pytest.mark.parametrize("step_name, err, closed", [
+    ("LC_STEP_WRITE_BACK", errno.EIO, False),   # data kept: still bound, still open
+    ("LC_STEP_UNBIND", errno.EBUSY, False),     # retryable: still open
+    ("LC_STEP_UNBIND", errno.ENXIO, True),      # not bound: nothing to keep open for
+])
+def test_detach_failures(fake_lib, step_name: str, err: int, closed: bool):
+    step = getattr(_c.lib, step_name)
+
+    def detach_fd(fd: int, failed_step: Any) -> int:
+        failed_step[0] = step
+        return -err
+
+    fake_lib(lc_detach_fd=detach_fd, lc_get_status64=lambda fd, info: -errno.ENXIO)
+    fd = os.open(os.devnull, os.O_RDONLY)
+    dev = _device(fd)
+    try:
+        with pytest.raises(OSError) as e:
+            dev.detach()
+        assert e.value.errno == err and e.value.filename == dev.path
+        assert isinstance(e.value, loopcore.Error)
+        assert dev.closed is closed
+        if step_name == "LC_STEP_WRITE_BACK":
+            assert "stays bound" in str(e.value)
+    finally:
+        dev.close()
+
+
+def _fake_attach(script: List[Dict[str, int]], seen: List[int]) -> Callable[..., int]:
+    """lc_attach answering from ``script`` (one dict per call: rc and result
+    fields), recording the first_attempt of each call in ``seen``."""
+    def lc_attach(ctl_fd: int, backing_fd: int, use_configure: int, flags: int, offset: int,
+                  size_limit: int, block_size: int, file_name: bytes, retry: Any,
+                  first_attempt: int, deadline_ns: int, result: Any) -> int:
+        seen.append(first_attempt)
+        answer = dict(script.pop(0))
+        rc = answer.pop("rc")
+        for field, value in answer.items():
+            setattr(result, field, value)
+        return rc
+    return lc_attach
+
+
+@pytest.fixture
+def backing(tmp_path) -> Iterator[BackingFile]:
+    path = tmp_path / "b.img"
+    path.write_bytes(bytes(4096))
+    with BackingFile.open(str(path), read_only=True) as bf:
+        yield bf
+
+
+def test_bind_resumes_after_eintr_where_it_stopped(fake_lib, backing):
+    seen: List[int] = []
+    step_lock = _c.lib.LC_STEP_LOCK
+    fake_lib(lc_attach=_fake_attach([
+        {"rc": -errno.EINTR, "failed_step": step_lock, "attempts": 0},
+        {"rc": -errno.EINTR, "failed_step": _c.lib.LC_STEP_BACKOFF, "attempts": 5},
+        {"rc": 7, "number": 7, "failed_step": 0, "attempts": 6},
+    ], seen))
+    result = bind(backing, True, 0, 0, 0, 0)
+    assert result.number == 7
+    assert seen == [0, 0, 5]  # PEP 475: retried, from the attempt it stopped at
+
+
+@pytest.mark.parametrize("answer, raised, filename", [
+    ({"rc": -errno.EBUSY, "failed_step": 4, "attempts": 64}, loopcore.LoopBusyError, "backing"),
+    ({"rc": -errno.ENOSPC, "failed_step": 2}, loopcore.NoFreeDeviceError, "/dev/loop-control"),
+    ({"rc": -errno.ENXIO, "failed_step": 3, "number": 9}, loopcore.LoopBusyError, "/dev/loop9"),
+    ({"rc": -errno.EACCES, "failed_step": 3, "number": 9}, PermissionError, "/dev/loop9"),
+    ({"rc": -errno.EIO, "failed_step": 5, "number": 9}, loopcore.LoopError, "/dev/loop9"),
+    ({"rc": -errno.ETIMEDOUT, "failed_step": 1}, TimeoutError, "/dev/loop-control"),
+    ({"rc": -errno.EINVAL, "failed_step": 4}, loopcore.LoopError, "backing"),
+])
+def test_bind_failures_are_typed_and_name_the_right_file(fake_lib, backing, answer, raised,
+                                                         filename):
+    assert answer["failed_step"] == {1: _c.lib.LC_STEP_LOCK, 2: _c.lib.LC_STEP_GET_FREE,
+                                     3: _c.lib.LC_STEP_OPEN, 4: _c.lib.LC_STEP_BIND,
+                                     5: _c.lib.LC_STEP_READ_BACK}[answer["failed_step"]]
+    fake_lib(lc_attach=_fake_attach([answer], []))
+    with pytest.raises(raised) as e:
+        bind(backing, True, 0, 0, 0, 0, deadline_ns=1)
+    assert isinstance(e.value, loopcore.Error)
+    assert e.value.filename == (backing.name if filename == "backing" else filename)
+    assert e.value.errno == -answer["rc"]
+
+
+def test_remove_retries_ebusy_with_backoff(fake_lib, monkeypatch):
+    answers = [-errno.EBUSY, -errno.EBUSY, 0]
+    sleeps: List[float] = []
+    monkeypatch.setattr(_calls, "REMOVE_FIRST_SLEEP_S", 0.001)
+    monkeypatch.setattr("loopcore.loop.control.time.sleep", sleeps.append)
+    fake_lib(lc_ctl_remove=lambda fd, n: answers.pop(0))
+    with loopcore.LoopControl() as ctl:
+        ctl.remove(5)
+    assert answers == [] and sleeps == [0.001, 0.002]
+
+
+def test_debug_trace_says_which_path_ran(fake_lib, backing, caplog):
+    fake_lib(lc_attach=_fake_attach([{"rc": 3, "number": 3, "attempts": 2,
+                                      "busy_retries": 1}], []))
+    with caplog.at_level(logging.DEBUG, logger="loopcore"):
+        bind(backing, True, 0, 0, 0, 0)
+    assert any("LOOP_CONFIGURE on /dev/loop3: ok after 2 attempt(s) (1 busy" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_debug_trace_is_off_by_default_and_switched_on_by_the_environment():
+    import subprocess
+    import sys
+    code = ("import logging, loopcore; "
+            "print(logging.getLogger('loopcore').isEnabledFor(logging.DEBUG))")
+    env = {k: v for k, v in os.environ.items() if k != "LOOPCORE_DEBUG"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    on = subprocess.run([sys.executable, "-c", code], env=dict(env, LOOPCORE_DEBUG="1"),
+                        capture_output=True, text=True)
+    assert (off.stdout.strip(), on.stdout.strip()) == ("False", "True")
+
+
+def test_every_exception_is_in_the_family(tmp_path):
+    for call, builtin in ((lambda: loopcore.attach(tmp_path / "missing.img"), FileNotFoundError),
+                          (lambda: loopcore.attach(-1), ValueError),
+                          (lambda: loopcore.attach(tmp_path, offset="1"), TypeError),
+                          (lambda: loopcore.find(""), ValueError),
+                          (lambda: loopcore.open(tmp_path / "missing"), FileNotFoundError)):
+        with pytest.raises(builtin) as e:
+            call()
+        assert isinstance(e.value, loopcore.Error), type(e.value).__mro__
