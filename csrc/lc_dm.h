@@ -3,7 +3,7 @@
  *
  * Plain declarations only (this header is also the cffi cdef).  The
  * ioctl buffer -- struct dm_ioctl followed by the command's payload -- is
- * built and parsed in Python (src/loopcore/dm.py); C only issues the
+ * built and parsed in Python (src/loopcore/dm/ioctl.py); C only issues the
  * ioctl, so the cdef never needs a variadic ioctl().
  */
 

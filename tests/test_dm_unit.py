@@ -1,13 +1,23 @@
-"""loopcore.dm's pure-Python parts: tables, validation, buffer parsing.
-No device-mapper needed (the real-kernel tests are in tests/vm)."""
+"""loopcore.dm's pure-Python parts: tables, validation, buffer parsing,
+and its policy (retries, buffer growth, undo, flags, errors) against a fake
+``loopcore._c.lib``.  No device-mapper needed (the real-kernel tests are
+in tests/vm)."""
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import os
 import struct
+import subprocess
 
 import pytest
 
-from loopcore import dm, dm_cli
+from loopcore import _c, dm, dm_cli, errors
+from loopcore.dm import client as dm_client
+from loopcore.dm import ioctl as dm_ioctl
+from loopcore.dm import records as dm_records
+from loopcore.dm import table as dm_table
 
 
 def test_target_str_is_dmsetup_syntax():
@@ -83,8 +93,8 @@ def test_striped_checks():
 
 
 def test_table_payload_layout_and_escaping():
-    payload, count = dm._table_payload([dm.Target(0, 8, "zero"),
-                                        dm.Target(8, 16, "linear", "a\\b 0")])
+    payload, count = dm_table.pack_targets([dm.Target(0, 8, "zero"),
+                                            dm.Target(8, 16, "linear", "a\\b 0")])
     assert count == 2
     start, length, status, nxt, ttype = struct.unpack_from("=QQiI16s", payload, 0)
     assert (start, length, status, nxt) == (0, 8, 0, 48)
@@ -96,7 +106,7 @@ def test_table_payload_layout_and_escaping():
     assert params == b"a\\\\b 0"  # backslashes doubled, as libdevmapper does
     assert len(payload) % 8 == 0
     with pytest.raises(ValueError):
-        dm._table_payload([])
+        dm_table.pack_targets([])
 
 
 def test_parse_status_specs():
@@ -109,8 +119,8 @@ def test_parse_status_specs():
             + body.ljust(size - 40, b"\0")
     first = spec(0, 8, "zero", "", 0)
     second = spec(8, 8, "linear", "7:0 0", len(first))
-    table = dm._parse_specs(first + second, 2)
-    assert table == dm.Table([dm.Target(0, 8, "zero"), dm.Target(8, 8, "linear", "7:0 0")])
+    assert dm_table.unpack_specs(first + second, 2) == [(0, 8, "zero", ""),
+                                                        (8, 8, "linear", "7:0 0")]
 
 
 def test_parse_versions():
@@ -119,19 +129,22 @@ def test_parse_versions():
         body += b"\0" * (-len(body) % 8)
         return body if last else struct.pack("=I", len(body)) + body[4:]
     data = entry("linear", (1, 4, 0)) + entry("zero", (1, 2, 0), last=True)
-    versions = dm._parse_versions(data)
+    versions = dm_records.parse_versions(data)
     assert [str(v) for v in versions] == ["linear           v1.4.0", "zero             v1.2.0"]
 
 
-def test_validation_before_any_ioctl():
-    """Bad names fail before the control node is even needed."""
-    m = dm.DeviceMapper.__new__(dm.DeviceMapper)
-    m._fd = -1
+def test_validation_before_any_ioctl(fake_mapper):
+    """Bad names fail before any ioctl."""
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    del kernel.requests[:]
     for call in (lambda: m.info("a/b"), lambda: m.create("control"),
                  lambda: m.rename("ok", ".."), lambda: m.set_uuid("ok", ""),
                  lambda: m.create("ok", table=[])):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as exc:
             call()
+        assert isinstance(exc.value, errors.Error)
+    assert kernel.requests == []
 
 
 def test_cli_parser_contract():
@@ -154,7 +167,7 @@ def test_cli_parser_contract():
 def test_cli_bad_name_before_control(capsys):
     """Name errors come first, even where device-mapper is missing (this host)."""
     from loopcore import cli
-    assert cli.main(["dm", "info", "a/b"]) == 1
+    assert cli.main(["dm", "info", "a/b"]) == cli.EXIT_USAGE  # a usage error, as in `loopcore`
     err = capsys.readouterr().err
     assert err.startswith("loopcore: ") and "'/'" in err and err.count("\n") == 1
 
@@ -175,8 +188,8 @@ def test_cli_argument_errors_before_control(monkeypatch, capsys, argv, message):
     def opened() -> None:
         raise AssertionError("/dev/mapper/control opened before the arguments were checked")
     monkeypatch.setattr(dm, "DeviceMapper", opened)
-    assert cli.main(["dm", *argv]) == 1
-    assert capsys.readouterr().err == f"loopcore: {message}\n"
+    assert cli.main(["dm", *argv]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == f"loopcore: {message} (see 'loopcore dm {argv[0]} --help')\n"
 
 
 # --- keys: masked like dmsetup table, unless showkeys ---------------------------------
@@ -236,29 +249,58 @@ def test_mask_keys_multi_target_table():
 
 
 class FakeKernel:
-    """Stands in for lc_dm_ioctl: records each request, answers TABLE_STATUS
-    with ``table`` and LIST_DEVICES with ``devices`` (kernel names)."""
+    """Stands in for ``loopcore._c.lib``: lc_dm_open gives an fd (of
+    /dev/null), lc_dm_ioctl records each request and answers TABLE_STATUS
+    with ``table`` and LIST_DEVICES with ``devices`` (kernel names),
+    setting BUFFER_FULL when the answer does not fit.  ``fail`` maps a
+    command to a list of -errno results to return first (0: succeed);
+    ``names`` maps uuids to the name a lookup by uuid reports."""
 
-    def __init__(self, table: str = "", devices=()) -> None:
+    def __init__(self, table: str = "", devices=(), version=(4, 47, 0)) -> None:
         self.table = dm.Table.parse(table) if table else dm.Table()
         self.devices = list(devices)
+        self.version = version
+        self.fail = {}       # cmd -> [rc, ...] consumed in order
+        self.names = {}      # uuid (kernel form) -> name (kernel form)
         self.requests = []   # (cmd, flags, name, uuid, payload bytes)
         self.buffers = []    # the ioctl buffers, to look at after the call
+        self.sizes = []      # data_size of each request
+        self.versions = []   # the interface version each request asked for
+        self.fds = []
+
+    def lc_dm_open(self, path):
+        fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        self.fds.append(fd)
+        return fd
 
     def lc_dm_ioctl(self, fd, cmd, cbuf):
-        view = dm.ffi.buffer(cbuf)
-        (_v0, _v1, _v2, size, start, _tc, _oc, flags, _ev, _pad, _dev, name, uuid,
-         _d) = dm._HEADER.unpack_from(view, 0)
+        view = _c.ffi.buffer(cbuf)
+        (v0, v1, v2, size, start, _tc, _oc, flags, _ev, _pad, _dev, name, uuid,
+         _d) = dm_ioctl.HEADER.unpack_from(view, 0)
         self.requests.append((cmd, flags, name.rstrip(b"\0"), uuid.rstrip(b"\0"),
                               bytes(view[start:size])))
         self.buffers.append(cbuf)
+        self.sizes.append(size)
+        self.versions.append((v0, v1, v2))
+        pending = self.fail.get(cmd)
+        if pending:
+            rc = pending.pop(0)
+            if rc:
+                return rc
         out, count = b"", 0
         if cmd == dm.Cmd.TABLE_STATUS:
             out, count = self.specs()
         elif cmd == dm.Cmd.LIST_DEVICES:
             out = self.name_list()
         elif cmd == dm.Cmd.VERSION:
-            view[0:12] = struct.pack("=3I", 4, 47, 0)
+            view[0:12] = struct.pack("=3I", *self.version)
+        uuid = uuid.rstrip(b"\0")
+        if uuid and not name.rstrip(b"\0") and cmd != dm.Cmd.DEV_CREATE:
+            # a lookup by uuid: the kernel fills in the name
+            view[48:48 + 128] = self.names.get(uuid, b"").ljust(128, b"\0")
+        if dm.HEADER_SIZE + len(out) > size:
+            struct.pack_into("=I", view, 28, flags | dm.Flag.BUFFER_FULL)
+            return 0
         if out or count:
             view[dm.HEADER_SIZE:dm.HEADER_SIZE + len(out)] = out
             struct.pack_into("=III", view, 12, dm.HEADER_SIZE + len(out), dm.HEADER_SIZE,
@@ -291,20 +333,20 @@ class FakeKernel:
 
 @pytest.fixture
 def fake_mapper(monkeypatch):
-    """A DeviceMapper whose ioctls go to a FakeKernel (no device-mapper here)."""
+    """A DeviceMapper whose ioctls go to a FakeKernel through the seam,
+    ``loopcore._c.lib`` (no device-mapper here)."""
     made = []
     real = dm.DeviceMapper
 
     def make(kernel: FakeKernel, **kwargs) -> dm.DeviceMapper:
-        monkeypatch.setattr(dm, "lib", kernel)
-        monkeypatch.setattr(dm.os, "close", lambda fd: None)  # the fake fd
-        kernel.lc_dm_open = lambda path: 1000
-        m = real(manage_nodes=False, **kwargs)
+        monkeypatch.setattr(_c, "lib", kernel)
+        kwargs.setdefault("manage_nodes", False)
+        m = real(**kwargs)
         made.append(m)
         return m
     yield make
     for m in made:
-        m._fd = -1
+        m.close()
 
 
 def test_table_masks_keys_unless_showkeys(fake_mapper):
@@ -316,7 +358,7 @@ def test_table_masks_keys_unless_showkeys(fake_mapper):
     # table reads ask the kernel to wipe its copy, and the reply buffer is wiped here
     for flags in kernel.flags_of(dm.Cmd.TABLE_STATUS):
         assert flags & dm.Flag.SECURE_DATA and flags & dm.Flag.STATUS_TABLE
-    assert all(not any(bytes(dm.ffi.buffer(b))) for b, (c, *_) in zip(kernel.buffers,
+    assert all(not any(bytes(_c.ffi.buffer(b))) for b, (c, *_) in zip(kernel.buffers,
                                                               kernel.requests)
                if c == dm.Cmd.TABLE_STATUS)
     # status has no keys: no secure flag needed
@@ -345,7 +387,7 @@ def test_loading_keys_is_secure_and_wiped(fake_mapper, table, secure):
         # the key went to the kernel ...
         assert dm.Table.parse(table)[0].params.encode() in kernel.requests[i][4]
         # ... and loopcore's buffer holds nothing afterwards when it was secret
-        assert (not any(bytes(dm.ffi.buffer(kernel.buffers[i])))) is secure
+        assert (not any(bytes(_c.ffi.buffer(kernel.buffers[i])))) is secure
 
 
 def test_cli_table_masks_keys_unless_showkeys(fake_mapper, monkeypatch, capsys):
@@ -514,7 +556,7 @@ def test_cli_ls_shows_typed_names(fake_mapper, monkeypatch, capsys):
     assert cli.main(["dm", "info", "a b"]) == 0
     assert kernel.requests[-1][2] == b"a\\x20b"
     capsys.readouterr()
-    assert cli.main(["dm", "info", "a b\\x20"]) == 1   # refused before any ioctl
+    assert cli.main(["dm", "info", "a b\\x20"]) == cli.EXIT_USAGE   # refused before any ioctl
     assert "mixed" in capsys.readouterr().err
 
 
@@ -543,3 +585,313 @@ def test_table_errors_do_not_echo_keys():
     with pytest.raises(ValueError) as exc:
         dm.Target(0, 8, "crypt", f"aes {KEY}\n 0 7:0 0")
     assert KEY not in str(exc.value)
+
+
+# --- the structs, checked field by field against <linux/dm-ioctl.h> ---------------------
+
+def _c_program() -> str:
+    """A C program printing, for every struct and field of dm_ioctl.LAYOUTS,
+    offsetof, sizeof and signedness, and the header's constants."""
+    out = ["#include <stddef.h>", "#include <stdio.h>", "#include <linux/dm-ioctl.h>",
+           "int main(void) {"]
+
+    def emit(key: str, expr: str, fmt: str = "%zu") -> None:
+        out.append(f'    printf("{key} {fmt}\\n", {expr});')
+
+    for sname, fields in dm_ioctl.LAYOUTS.items():
+        emit(f"{sname}.sizeof", f"sizeof(struct {sname})")
+        emit(f"{sname}.alignof", f"_Alignof(struct {sname})")
+        for fname, code in fields:
+            member = f"((struct {sname} *)0)->{fname}"
+            emit(f"{sname}.{fname}.offset", f"offsetof(struct {sname}, {fname})")
+            if code == dm_ioctl.FLEX:
+                continue
+            emit(f"{sname}.{fname}.size", f"sizeof({member})")
+            if code[-1] in "iIqQ":
+                element = member + ("[0]" if code[:-1] else "")
+                emit(f"{sname}.{fname}.signed", f"(int)((__typeof__({element}))-1 < 0)", "%d")
+    for const in ("DM_NAME_LEN", "DM_UUID_LEN", "DM_MAX_TYPE_NAME",
+                  "DM_NAME_LIST_FLAG_HAS_UUID", "DM_NAME_LIST_FLAG_DOESNT_HAVE_UUID"):
+        emit(const, const, "%d")
+    for cmd in dm.Cmd:
+        # enum members: only in headers of the interface version that has them
+        out.append(f"#if DM_VERSION_MINOR >= {dm_ioctl.COMMANDS[cmd].min_version[1]}")
+        emit(f"cmd.{cmd.name}", f"DM_{cmd.name}_CMD", "%d")
+        out.append("#endif")
+    for flag in dm.Flag:
+        macro = "DM_DEFERRED_REMOVE" if flag.name == "DEFERRED_REMOVE" else f"DM_{flag.name}_FLAG"
+        out += [f"#ifdef {macro}"]
+        emit(f"flag.{flag.name}", macro, "%d")
+        out += ["#endif"]
+    out += ["    return 0;", "}"]
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def kernel_header(tmp_path_factory) -> dict:
+    """What the C compiler says about <linux/dm-ioctl.h>: key -> int."""
+    work = tmp_path_factory.mktemp("dm_layout")
+    (work / "layout.c").write_text(_c_program())
+    subprocess.run(["cc", "-std=gnu11", "-Wall", "-Werror", "-o", str(work / "layout"),
+                    str(work / "layout.c")], check=True, capture_output=True, text=True)
+    out = subprocess.run([str(work / "layout")], check=True, capture_output=True,
+                         text=True).stdout
+    return {key: int(value) for key, value in (line.split() for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("sname", sorted(dm_ioctl.LAYOUTS))
+def test_struct_layout_matches_the_kernel_header(kernel_header, sname):
+    fields = dm_ioctl.LAYOUTS[sname]
+    packed, offsets = dm_ioctl.layout(sname)
+    c = kernel_header
+    for i, (fname, code) in enumerate(fields):
+        assert offsets[fname] == c[f"{sname}.{fname}.offset"], (sname, fname)
+        if code == dm_ioctl.FLEX:
+            assert i == len(fields) - 1, f"{sname}.{fname}: a flexible array comes last"
+            continue
+        assert struct.calcsize("=" + code) == c[f"{sname}.{fname}.size"], (sname, fname)
+        if code[-1] in "iIqQ":
+            assert int(code[-1].islower()) == c[f"{sname}.{fname}.signed"], (sname, fname)
+    # the C struct is the fields plus its tail padding
+    align = c[f"{sname}.alignof"]
+    assert c[f"{sname}.sizeof"] == packed.size + (-packed.size % align), sname
+
+
+def test_constants_match_the_kernel_header(kernel_header):
+    c = kernel_header
+    assert (c["DM_NAME_LEN"], c["DM_UUID_LEN"], c["DM_MAX_TYPE_NAME"]) == \
+        (dm.DM_NAME_LEN, dm.DM_UUID_LEN, dm.DM_MAX_TYPE_NAME)
+    assert c["DM_NAME_LIST_FLAG_HAS_UUID"] == dm_ioctl.NAME_LIST_HAS_UUID
+    assert c["DM_NAME_LIST_FLAG_DOESNT_HAVE_UUID"] == dm_ioctl.NAME_LIST_NO_UUID
+    assert dm.HEADER_SIZE == c["dm_ioctl.sizeof"] == 312
+    for cmd in dm.Cmd:
+        if f"cmd.{cmd.name}" in c:
+            assert c[f"cmd.{cmd.name}"] == cmd, cmd
+    for flag in dm.Flag:
+        if f"flag.{flag.name}" in c:
+            assert c[f"flag.{flag.name}"] == flag, flag
+    assert "cmd.VERSION" in c and "flag.SECURE_DATA" in c  # the program did look
+
+
+# --- the command table: valid flags and minimum versions ------------------------------
+
+def test_every_command_has_a_spec():
+    assert set(dm_ioctl.COMMANDS) == set(dm.Cmd)
+    assert dm_ioctl.COMMANDS[dm.Cmd.GET_TARGET_VERSION].min_version == (4, 41, 0)
+    assert dm_ioctl.COMMANDS[dm.Cmd.DEV_ARM_POLL].min_version == (4, 37, 0)
+
+
+def test_flags_a_command_does_not_take_fail_before_the_ioctl(fake_mapper):
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    del kernel.requests[:]
+    for cmd, flags in ((dm.Cmd.DEV_REMOVE, dm.Flag.NOFLUSH),
+                       (dm.Cmd.DEV_CREATE, dm.Flag.SUSPEND),
+                       (dm.Cmd.TABLE_DEPS, dm.Flag.SECURE_DATA),
+                       (dm.Cmd.VERSION, dm.Flag.UUID)):
+        with pytest.raises(ValueError, match=f"DM_{cmd.name} does not take") as exc:
+            m._channel.call(cmd, name=b"x", flags=flags)
+        assert isinstance(exc.value, errors.ValueError)
+    with pytest.raises(ValueError):
+        m._channel.call(dm.Cmd.DEV_STATUS, name=b"x", secure=True)  # SECURE_DATA
+    assert kernel.requests == []
+
+
+def test_request_version_is_the_commands_minimum(fake_mapper):
+    kernel = FakeKernel("0 8 zero")
+    m = fake_mapper(kernel)
+    m.set_geometry("g", 1, 1, 1, 0)
+    m.message("g", 0, "@cancel_deferred_remove")
+    m.info("g")
+    assert kernel.versions[-3:] == [(4, 6, 0), (4, 2, 0), (4, 0, 0)]
+
+
+def test_commands_newer_than_the_kernel_fail_before_the_ioctl(fake_mapper):
+    kernel = FakeKernel(version=(4, 36, 0))
+    m = fake_mapper(kernel)
+    with pytest.raises(OSError) as exc:
+        m.arm_poll()
+    assert exc.value.errno == errno.EOPNOTSUPP and "4.37.0" in str(exc.value)
+    assert isinstance(exc.value, errors.DmError)
+    assert dm.Cmd.DEV_ARM_POLL not in [r[0] for r in kernel.requests]
+    # target_version() uses LIST_VERSIONS instead of GET_TARGET_VERSION (4.41)
+    with pytest.raises(OSError) as exc:
+        m.target_version("linear")   # the fake lists none
+    assert exc.value.errno == errno.EINVAL
+    assert [r[0] for r in kernel.requests][-1] == dm.Cmd.LIST_VERSIONS
+    with pytest.raises(OSError):
+        fake_mapper(FakeKernel(version=(5, 0, 0)))  # not interface 4: EPROTO
+
+
+# --- policy, through the seam (loopcore._c.lib) -----------------------------------------
+
+def test_remove_retries_ebusy(fake_mapper, monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(dm_client.time, "sleep", sleeps.append)
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    kernel.fail[dm.Cmd.DEV_REMOVE] = [-errno.EBUSY, -errno.EBUSY]
+    assert m.remove("x", retry_delay=0.2) is True
+    assert len(kernel.flags_of(dm.Cmd.DEV_REMOVE)) == 3 and sleeps == [0.2, 0.2]
+    # EBUSY that outlasts the retries: a DmBusyError, which is a DeviceBusyError
+    kernel.fail[dm.Cmd.DEV_REMOVE] = [-errno.EBUSY] * 10
+    del sleeps[:]
+    with pytest.raises(errors.DeviceBusyError) as exc:
+        m.remove("x", retries=3, retry_delay=0.01)
+    assert isinstance(exc.value, errors.DmBusyError)
+    assert not isinstance(exc.value, errors.LoopError)
+    assert exc.value.errno == errno.EBUSY and exc.value.filename == "/dev/mapper/x"
+    assert sleeps == [0.01] * 3
+    # deferred: no retries, the kernel decides
+    kernel.fail[dm.Cmd.DEV_REMOVE] = [-errno.EBUSY]
+    with pytest.raises(errors.DmBusyError):
+        m.remove("x", deferred=True)
+
+
+def test_buffer_grows_on_buffer_full(fake_mapper):
+    devices = [(f"dev-{i:04d}", f"UUID-{i:04d}") for i in range(2000)]
+    kernel = FakeKernel(devices=devices)
+    m = fake_mapper(kernel)
+    del kernel.sizes[:]
+    listed = m.list_devices()
+    assert [(d.name, d.uuid) for d in listed] == devices
+    assert kernel.sizes == [16384, 32768, 65536, 131072]
+    assert m._channel.out_size == 131072
+    del kernel.sizes[:]
+    m.list_devices()                      # starts at the size that last worked
+    assert kernel.sizes == [131072]
+
+
+def test_create_removes_the_device_when_load_fails(fake_mapper):
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    del kernel.requests[:]
+    kernel.fail[dm.Cmd.TABLE_LOAD] = [-errno.EINVAL]
+    with pytest.raises(OSError) as exc:
+        m.create("d", table="0 8 zero")
+    assert [r[0] for r in kernel.requests] == [dm.Cmd.DEV_CREATE, dm.Cmd.TABLE_LOAD,
+                                               dm.Cmd.DEV_REMOVE]
+    assert exc.value.errno == errno.EINVAL and exc.value.filename == "/dev/mapper/d"
+    assert type(exc.value) is errors.DmError
+    # resume failing too; and the undo failing keeps the first error
+    del kernel.requests[:]
+    kernel.fail[dm.Cmd.DEV_SUSPEND] = [-errno.ENOMEM]
+    kernel.fail[dm.Cmd.DEV_REMOVE] = [-errno.EIO]
+    with pytest.raises(OSError) as exc:
+        m.create("d", table="0 8 zero")
+    assert exc.value.errno == errno.ENOMEM
+    assert [r[0] for r in kernel.requests][-1] == dm.Cmd.DEV_REMOVE
+
+
+def test_builtin_errors_from_node_handling_are_translated(fake_mapper, tmp_path):
+    """An os.* failure while making /dev/mapper/<name> leaves as loopcore's
+    own exception, and the device is removed again."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    kernel = FakeKernel()
+    m = fake_mapper(kernel, manage_nodes=True, dev_dir=str(not_a_dir))
+    with pytest.raises(NotADirectoryError) as exc:
+        m.create("d", table="0 8 zero")
+    assert isinstance(exc.value, errors.Error)
+    assert [r[0] for r in kernel.requests][-1] == dm.Cmd.DEV_REMOVE
+    with pytest.raises(TypeError) as exc2:
+        m.remove("d", retries="3")  # type: ignore[arg-type]
+    assert isinstance(exc2.value, errors.Error)
+
+
+def test_missing_device_is_a_dm_error(fake_mapper):
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    kernel.fail[dm.Cmd.DEV_STATUS] = [-errno.ENXIO, -errno.ENXIO]
+    with pytest.raises(OSError) as exc:
+        m.info("gone")
+    assert type(exc.value) is errors.DmError and exc.value.errno == errno.ENXIO
+    assert str(exc.value) == "[Errno 6] No such device-mapper device: '/dev/mapper/gone'"
+    assert m.exists("gone") is False
+
+
+# --- addressing by uuid ----------------------------------------------------------------
+
+def test_devices_found_by_uuid(fake_mapper):
+    kernel = FakeKernel("0 8 zero")
+    kernel.names[b"MY\\x20uuid"] = b"the-name"
+    m = fake_mapper(kernel)
+    del kernel.requests[:]
+    by_uuid = dm.DevId.uuid("MY uuid")
+    assert isinstance(by_uuid, dm.DmUuid) and by_uuid.raw == b"MY\\x20uuid"
+    assert m.info(by_uuid).name == "the-name"
+    m.status(by_uuid)
+    m.table(by_uuid)
+    m.suspend(by_uuid)
+    m.remove(by_uuid)
+    assert {(r[2], r[3]) for r in kernel.requests} == {(b"", b"MY\\x20uuid")}
+    # rename finds devices by name only: the name is asked first
+    del kernel.requests[:]
+    m.rename(by_uuid, "new")
+    assert [(r[0], r[2], r[3]) for r in kernel.requests] == [
+        (dm.Cmd.DEV_STATUS, b"", b"MY\\x20uuid"), (dm.Cmd.DEV_RENAME, b"the-name", b"")]
+    # a plain str, a DmName and DevId.name are names
+    del kernel.requests[:]
+    m.info("x y")
+    m.info(dm.DmName("x y"))
+    m.info(dm.DevId.name("x y"))
+    assert [(r[2], r[3]) for r in kernel.requests] == [(b"x\\x20y", b"")] * 3
+    # errors name the uuid
+    kernel.fail[dm.Cmd.DEV_STATUS] = [-errno.ENXIO]
+    with pytest.raises(OSError) as exc:
+        m.info(by_uuid)
+    assert exc.value.filename == "uuid MY uuid"
+    with pytest.raises(TypeError):
+        m.create(by_uuid)
+    with pytest.raises(TypeError):
+        dm.DevId()
+
+
+def test_names_are_checked_once_when_made():
+    name = dm.DmName("a b")
+    assert name == "a b" and name.raw == b"a\\x20b" and name.kernel == "a\\x20b"
+    assert isinstance(name.kernel, dm.KernelName)
+    assert dm.DmName("a\\x20b", "hex").raw == b"a\\x5cx20b"
+    # made with its own mode, it keeps it whatever the client's mode
+    assert dm.validate_name(name, "none") == b"a\\x20b"
+    assert dm.validate_name(dm.KernelName("a b"), "auto") == b"a b"
+    assert dm.DmUuid("u v").raw == b"u\\x20v"
+    for bad in ("", "a/b", "control", "x" * 128, "a b\\x20"):
+        with pytest.raises(ValueError):
+            dm.DmName(bad)
+    with pytest.raises(TypeError):
+        dm.DmName(b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        dm.DmUuid("")
+
+
+# --- status lines are not tables ---------------------------------------------------
+
+def test_status_returns_status_lines(fake_mapper):
+    kernel = FakeKernel("0 8 zero\n8 8 linear 7:0 0")
+    m = fake_mapper(kernel)
+    status = m.status("s")
+    assert isinstance(status, dm.Status) and not isinstance(status, dm.Table)
+    assert status == (dm.StatusLine(0, 8, "zero", ""), dm.StatusLine(8, 8, "linear", "7:0 0"))
+    assert status[1].target_type == "linear"
+    assert str(status) == "0 8 zero \n8 8 linear 7:0 0"   # dmsetup status's lines
+    with pytest.raises(TypeError):
+        m.load("s", status)  # type: ignore[arg-type]
+
+
+# --- the debug trace ----------------------------------------------------------------
+
+def test_debug_trace_names_commands_not_keys(fake_mapper, caplog, monkeypatch):
+    monkeypatch.setattr(dm_client.time, "sleep", lambda s: None)
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    kernel.fail[dm.Cmd.DEV_REMOVE] = [-errno.EBUSY]
+    with caplog.at_level(logging.DEBUG, logger="loopcore.dm"):
+        m.create("c", table=f"0 8 crypt aes-xts-plain64 {KEY} 0 7:0 0")
+        m.remove("c")
+        m.list_devices()
+    text = caplog.text
+    for wanted in ("DM_DEV_CREATE c", "DM_TABLE_LOAD c", "SECURE_DATA", "DM_DEV_SUSPEND c",
+                   "EBUSY, retry 1 of 25"):
+        assert wanted in text, wanted
+    assert KEY not in text

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from loopcore import DeviceBusyError, dm
+from loopcore import DeviceBusyError, dm, errors
 
 from vmhelpers import (
     PREFIX,
@@ -99,7 +99,7 @@ def test_zero_and_error(mapper, names):
         assert exc.value.errno == errno.EIO
     finally:
         os.close(fd)
-    assert [t.type for t in mapper.status(name)] == ["zero", "error"]
+    assert [s.target_type for s in mapper.status(name)] == ["zero", "error"]
 
 
 def test_read_only_create(mapper, names, loops):
@@ -189,6 +189,39 @@ def test_deps_names_the_loop_devices(mapper, names, loops):
     assert dm.block_name(a.devnum) == os.path.basename(a.path)
 
 
+def test_by_uuid(mapper, names, loops):
+    """Every verb finds a device by uuid too (DevId.uuid / a DmUuid)."""
+    a = loops(1 << 20)
+    name = names("byuuid")
+    uuid = dm.DevId.uuid(f"LCT-BY UUID-{name}")
+    devnum = mapper.create(name, uuid=uuid, table=[dm.linear(0, 64, a)]).devnum
+    info = mapper.info(uuid)
+    assert info.name == name and info.devnum == devnum and info.uuid == uuid
+    assert mapper.table(uuid) == mapper.table(name)
+    assert mapper.status(uuid) == mapper.status(name)
+    assert mapper.deps(uuid) == [a.devnum]
+    assert mapper.suspend(uuid).suspended and not mapper.resume(uuid).suspended
+    mapper.load(uuid, [dm.zero(0, 128)])
+    assert mapper.resume(uuid).target_count == 1 and mapper.table(name)[0].type == "zero"
+    renamed = name + "-renamed"
+    assert mapper.rename(uuid, renamed).name == renamed
+    assert node_devnum(renamed) == devnum and node_devnum(name) is None
+    assert mapper.remove(uuid) is True
+    assert node_devnum(renamed) is None and renamed not in our_devices(mapper)
+    with pytest.raises(OSError) as exc:
+        mapper.info(uuid)
+    assert exc.value.errno == errno.ENXIO and exc.value.filename == f"uuid {uuid}"
+
+
+def test_status_lines_are_not_a_table(mapper, names):
+    name = names("statuslines")
+    mapper.create(name, table=[dm.zero(0, 8)])
+    status = mapper.status(name)
+    assert status == (dm.StatusLine(0, 8, "zero", ""),)
+    with pytest.raises(TypeError):
+        mapper.load(name, status)
+
+
 def test_set_geometry(mapper, names):
     name = names("geo")
     mapper.create(name, table=[dm.zero(0, 2048)])
@@ -224,7 +257,7 @@ def test_wait_returns_after_mirror_resync(mapper, names, loops):
     assert not thread.is_alive(), "wait() did not return after the mirror's resync"
     assert info.event_nr == 0 and result["info"].event_nr > 0
     status = mapper.status(name)[0]
-    assert status.type == "mirror"
+    assert status.target_type == "mirror"
     fields = status.params.split()
     in_sync, total = map(int, fields[3].split("/"))
     assert in_sync == total and fields[4] == "1" and fields[5] == "AA", status.params
@@ -312,6 +345,7 @@ def test_missing_device_is_enxio(mapper, call):
         getattr(mapper, call)(*args, **kwargs)
     assert exc.value.errno == errno.ENXIO, exc.value
     assert exc.value.filename == f"/dev/mapper/{name}"
+    assert isinstance(exc.value, errors.DmError) and not isinstance(exc.value, errors.LoopError)
     assert_nothing_left(mapper, name)
 
 
@@ -370,6 +404,7 @@ def test_busy_device(mapper, names):
         with pytest.raises(DeviceBusyError) as exc:
             mapper.remove(name, retries=3, retry_delay=0.02)
         assert exc.value.errno == errno.EBUSY and time.monotonic() - t0 >= 0.06
+        assert isinstance(exc.value, errors.DmBusyError)
         assert mapper.info(name).open_count == 1
         assert node_devnum(name) == devnum
     finally:
@@ -396,7 +431,7 @@ def test_list_2000_devices(mapper):
             made.append((info.name, info.devnum))
         t1 = time.monotonic()
         listed = {d.name: d for d in fresh.list_devices() if d.name.startswith(base)}
-        assert fresh._out_size > 16 * 1024  # it grew
+        assert fresh._channel.out_size > 16 * 1024  # it grew
         assert len(listed) == count
         for name, devnum in made:
             assert listed[name].devnum == devnum

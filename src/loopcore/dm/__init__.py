@@ -1,0 +1,85 @@
+"""Device-mapper through ``/dev/mapper/control``: no libdevmapper, no dmsetup.
+
+>>> from loopcore import dm
+>>> with dm.DeviceMapper() as mapper:
+...     mapper.create("scratch", table=dm.Table([dm.zero(0, 2048)]))
+...     print(mapper.table("scratch"))           # 0 2048 zero
+...     mapper.remove("scratch")
+
+One module per job; this one only gathers their public names:
+
+- :mod:`.client`: :class:`DeviceMapper`, the verbs (create, load, remove ...);
+- :mod:`.targets`: target builders (``linear``, ``striped`` ...): a new
+  target type goes there;
+- :mod:`.table`: :class:`Target`, :class:`Table`, their wire form, key masking;
+- :mod:`.records`: what the kernel reports (:class:`DeviceInfo`,
+  :class:`DeviceEntry`, :class:`TargetVersion`, :class:`StatusLine`);
+- :mod:`.names`: :class:`DmName`, :class:`DmUuid`, :class:`DevId`, mangling;
+- :mod:`.ioctl`: the kernel's structs, commands, flags, and the one ioctl
+  call (valid flags and minimum interface version per command, buffer growth);
+- :mod:`.nodes`: ``/dev/mapper`` nodes and the control node.
+"""
+from .._sysfs import block_name
+from .._sysfs import read_ahead_sectors as read_ahead
+from .client import REMOVE_RETRIES, REMOVE_RETRY_DELAY, DeviceMapper
+from .ioctl import DM_MAX_TYPE_NAME, HEADER_SIZE, Cmd, Flag
+from .names import (
+    DM_NAME_LEN,
+    DM_UUID_LEN,
+    MANGLING_MODES,
+    DevId,
+    DevIdArg,
+    DmName,
+    DmUuid,
+    KernelName,
+    mangle,
+    unmangle,
+    validate_name,
+    validate_uuid,
+)
+from .nodes import CONTROL_PATH, DEV_DIR, MISC_MAJOR
+from .records import DeviceEntry, DeviceInfo, Status, StatusLine, TargetVersion
+from .table import Table, TableArg, Target, mask_keys
+from .targets import DeviceArg, device_arg, error, linear, striped, zero
+
+__all__ = [
+    "DeviceMapper",
+    "DeviceInfo",
+    "DeviceEntry",
+    "Flag",
+    "Cmd",
+    "Target",
+    "Table",
+    "TableArg",
+    "TargetVersion",
+    "Status",
+    "StatusLine",
+    "linear",
+    "striped",
+    "zero",
+    "error",
+    "DeviceArg",
+    "device_arg",
+    "DmName",
+    "DmUuid",
+    "DevId",
+    "DevIdArg",
+    "KernelName",
+    "validate_name",
+    "validate_uuid",
+    "MANGLING_MODES",
+    "mangle",
+    "unmangle",
+    "mask_keys",
+    "read_ahead",
+    "block_name",
+    "CONTROL_PATH",
+    "DEV_DIR",
+    "MISC_MAJOR",
+    "HEADER_SIZE",
+    "DM_NAME_LEN",
+    "DM_UUID_LEN",
+    "DM_MAX_TYPE_NAME",
+    "REMOVE_RETRIES",
+    "REMOVE_RETRY_DELAY",
+]

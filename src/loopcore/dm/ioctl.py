@@ -1,0 +1,348 @@
+"""The device-mapper ioctl: the kernel's structs, commands and flags, and
+the one call every command goes through (:meth:`Channel.call`).
+
+A DM ioctl passes one buffer: ``struct dm_ioctl`` (the header) followed by
+the command's payload, read and rewritten in place by the kernel.  The C
+shim only issues the ioctl (``lc_dm_ioctl``); packing is done here, from
+one table of fields per struct (:data:`LAYOUTS`), which the host tests
+compare field by field with ``offsetof`` in ``<linux/dm-ioctl.h>``.
+
+Per command, :data:`COMMANDS` says which flags it takes and which
+interface version it needs.  A flag a command does not take is a
+programming error (ValueError before the ioctl); a command the kernel is
+too old for is an OSError(EOPNOTSUPP) before the ioctl.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import logging
+import os
+import struct
+from typing import Dict, NamedTuple, Optional, Tuple, Union
+
+from .. import _c, errors
+from .._log import get_logger
+from . import nodes
+from .names import DM_NAME_LEN, DM_UUID_LEN, decode, encode
+
+__all__ = ["ALIGN", "COMMANDS", "DM_MAX_TYPE_NAME", "FLEX", "HEADER", "HEADER_SIZE", "LAYOUTS",
+           "MAX_SIZE", "NAME_LIST_HAS_UUID", "NAME_LIST_NO_UUID", "OUT_SIZE", "Channel", "Cmd",
+           "CmdSpec", "Flag", "Reply", "flag_names", "layout", "wipe"]
+
+log = get_logger("dm")
+
+DM_MAX_TYPE_NAME = 16
+ALIGN = 8  # payload records start 8-aligned (the kernel's align_ptr)
+
+# A flexible array member (``char name[]``): where it starts, no bytes of its own.
+FLEX = ""
+
+# Each struct's fields in C order as (name, struct format), "=" packing: the
+# one place the Python side names them.  The structs and offsets below
+# come from here, and so do the host test's comparisons with the C header.
+LAYOUTS: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "dm_ioctl": (
+        ("version", "3I"), ("data_size", "I"), ("data_start", "I"), ("target_count", "I"),
+        ("open_count", "i"), ("flags", "I"), ("event_nr", "I"), ("padding", "I"),
+        ("dev", "Q"), ("name", f"{DM_NAME_LEN}s"), ("uuid", f"{DM_UUID_LEN}s"),
+        ("data", "7s"),
+    ),
+    "dm_target_spec": (
+        ("sector_start", "Q"), ("length", "Q"), ("status", "i"), ("next", "I"),
+        ("target_type", f"{DM_MAX_TYPE_NAME}s"),
+    ),
+    "dm_target_deps": (("count", "I"), ("padding", "I"), ("dev", FLEX)),
+    "dm_name_list": (("dev", "Q"), ("next", "I"), ("name", FLEX)),
+    "dm_target_versions": (("next", "I"), ("version", "3I"), ("name", FLEX)),
+    "dm_target_msg": (("sector", "Q"), ("message", FLEX)),
+}
+
+
+def layout(struct_name: str) -> Tuple[struct.Struct, Dict[str, int]]:
+    """The ``struct.Struct`` for one of :data:`LAYOUTS` (up to a flexible
+    array) and each field's offset."""
+    fmt = "="
+    offsets = {}
+    for field, code in LAYOUTS[struct_name]:
+        offsets[field] = struct.calcsize(fmt)
+        fmt += code
+    return struct.Struct(fmt), offsets
+
+
+HEADER, _ = layout("dm_ioctl")
+HEADER_SIZE = HEADER.size                        # 312
+SPEC, _ = layout("dm_target_spec")               # 40, then the params string
+DEPS, _ = layout("dm_target_deps")               # 8, then count dev_t's
+NAME_LIST, _ = layout("dm_name_list")            # 12, then the name
+VERSIONS, _ = layout("dm_target_versions")       # 16, then the name
+TARGET_MSG, _ = layout("dm_target_msg")          # 8, then the message
+# After each dm_name_list name, 8-aligned (4.37+): event_nr, then (4.46+,
+# when asked with UUID) flags saying whether a uuid string follows.
+NAME_LIST_TRAILER = struct.Struct("=II")
+NAME_LIST_HAS_UUID = 1
+NAME_LIST_NO_UUID = 2
+
+# Buffer policy (libdevmapper's): 16 KiB for commands that return data,
+# doubled on BUFFER_FULL; the size that last worked is remembered.
+OUT_SIZE = 16 * 1024
+MAX_SIZE = 256 * 1024 * 1024
+
+
+class Cmd(enum.IntEnum):
+    """DM ioctl command numbers (the ``nr`` of ``_IOWR(0xfd, nr, struct dm_ioctl)``)."""
+
+    VERSION = 0
+    REMOVE_ALL = 1
+    LIST_DEVICES = 2
+    DEV_CREATE = 3
+    DEV_REMOVE = 4
+    DEV_RENAME = 5
+    DEV_SUSPEND = 6
+    DEV_STATUS = 7
+    DEV_WAIT = 8
+    TABLE_LOAD = 9
+    TABLE_CLEAR = 10
+    TABLE_DEPS = 11
+    TABLE_STATUS = 12
+    LIST_VERSIONS = 13
+    TARGET_MSG = 14
+    DEV_SET_GEOMETRY = 15
+    DEV_ARM_POLL = 16
+    GET_TARGET_VERSION = 17
+
+
+class Flag(enum.IntFlag):
+    """``struct dm_ioctl`` flags."""
+
+    READONLY = 1 << 0
+    SUSPEND = 1 << 1
+    PERSISTENT_DEV = 1 << 3
+    STATUS_TABLE = 1 << 4
+    ACTIVE_PRESENT = 1 << 5
+    INACTIVE_PRESENT = 1 << 6
+    BUFFER_FULL = 1 << 8
+    SKIP_BDGET = 1 << 9
+    SKIP_LOCKFS = 1 << 10
+    NOFLUSH = 1 << 11
+    QUERY_INACTIVE_TABLE = 1 << 12
+    UEVENT_GENERATED = 1 << 13
+    UUID = 1 << 14
+    SECURE_DATA = 1 << 15
+    DATA_OUT = 1 << 16
+    DEFERRED_REMOVE = 1 << 17
+    INTERNAL_SUSPEND = 1 << 18
+    IMA_MEASUREMENT = 1 << 19
+
+
+class CmdSpec(NamedTuple):
+    """What one command accepts: the flags it may be sent with, and the
+    interface version that introduced it (also sent as the request's
+    version, as libdevmapper does)."""
+
+    valid_flags: Flag
+    min_version: Tuple[int, int, int]
+
+
+_NONE = Flag(0)
+_V4 = (4, 0, 0)
+_F = Flag
+
+# Valid flags and minimum versions per command (the minimum versions are
+# libdevmapper's _cmd_data_v4 table).  SECURE_DATA goes with every command
+# whose buffer may carry a key: tables in and out, and target messages
+# ("key set" to dm-crypt).
+COMMANDS: Dict[Cmd, CmdSpec] = {
+    Cmd.VERSION: CmdSpec(_NONE, _V4),
+    Cmd.REMOVE_ALL: CmdSpec(_F.DEFERRED_REMOVE, _V4),
+    # UUID: 4.46+ also report each device's uuid (older kernels ignore it)
+    Cmd.LIST_DEVICES: CmdSpec(_F.UUID, _V4),
+    Cmd.DEV_CREATE: CmdSpec(_F.READONLY | _F.PERSISTENT_DEV, _V4),
+    Cmd.DEV_REMOVE: CmdSpec(_F.DEFERRED_REMOVE, _V4),
+    # UUID: the payload is a uuid to set, not a new name
+    Cmd.DEV_RENAME: CmdSpec(_F.UUID, _V4),
+    # no SUSPEND: resume
+    Cmd.DEV_SUSPEND: CmdSpec(_F.SUSPEND | _F.NOFLUSH | _F.SKIP_LOCKFS, _V4),
+    Cmd.DEV_STATUS: CmdSpec(_NONE, _V4),
+    # returns the status (or, with STATUS_TABLE, the table) like TABLE_STATUS
+    Cmd.DEV_WAIT: CmdSpec(_F.QUERY_INACTIVE_TABLE | _F.NOFLUSH | _F.STATUS_TABLE
+                          | _F.SECURE_DATA, _V4),
+    Cmd.TABLE_LOAD: CmdSpec(_F.READONLY | _F.SECURE_DATA, _V4),
+    Cmd.TABLE_CLEAR: CmdSpec(_NONE, _V4),
+    Cmd.TABLE_DEPS: CmdSpec(_F.QUERY_INACTIVE_TABLE, _V4),
+    Cmd.TABLE_STATUS: CmdSpec(_F.QUERY_INACTIVE_TABLE | _F.NOFLUSH | _F.STATUS_TABLE
+                              | _F.SECURE_DATA, _V4),
+    Cmd.LIST_VERSIONS: CmdSpec(_NONE, (4, 1, 0)),
+    Cmd.TARGET_MSG: CmdSpec(_F.SECURE_DATA, (4, 2, 0)),
+    Cmd.DEV_SET_GEOMETRY: CmdSpec(_NONE, (4, 6, 0)),
+    # libdevmapper says 4.36, but the command came after 4.36.0 (as
+    # devicemapper-rs notes): 4.37 is the first that reliably has it.
+    Cmd.DEV_ARM_POLL: CmdSpec(_NONE, (4, 37, 0)),
+    Cmd.GET_TARGET_VERSION: CmdSpec(_NONE, (4, 41, 0)),
+}
+
+# Interface versions this code speaks: 4.x (the kernel refuses a request
+# whose major differs or whose minor is newer than its own).
+SUPPORTED_MAJOR = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """The kernel's answer: the header as it rewrote it, and the payload
+    (``data_start`` to ``data_size``; empty unless the call asked for it).
+    Names are as the kernel stores them (mangled)."""
+
+    version: Tuple[int, int, int]
+    target_count: int
+    open_count: int
+    flags: Flag
+    event_nr: int
+    dev: int
+    kernel_name: str
+    kernel_uuid: str
+    payload: bytes
+
+
+def wipe(buf: bytearray) -> None:
+    """Overwrite ``buf`` with zeros in place (it may have held a key)."""
+    buf[:] = bytes(len(buf))
+
+
+def flag_names(flags: Union[Flag, int]) -> str:
+    """``flags`` as the kernel header's names, "SUSPEND|NOFLUSH" ("0": none)."""
+    return "|".join(f.name or "" for f in Flag if f & flags) or "0"
+
+
+def _version_text(version: Tuple[int, int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+class Channel:
+    """An open control node: its fd, the kernel's interface version and
+    the reply-buffer size that last sufficed."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.version: Optional[Tuple[int, int, int]] = None
+        self.out_size = OUT_SIZE
+
+    @classmethod
+    def open(cls, path: str = nodes.CONTROL_PATH) -> "Channel":
+        """Open ``path`` (making the node if needed, see
+        :func:`nodes.ensure_control`) and ask the kernel's version.
+        OSError(EPROTO) for an interface other than 4.x."""
+        fd = _c.lib.lc_dm_open(encode(path))
+        if fd in (-errno.ENOENT, -errno.ENODEV, -errno.ENXIO):
+            nodes.ensure_control(path)
+            fd = _c.lib.lc_dm_open(encode(path))
+        if fd < 0:
+            raise errors.error_from_errno(-fd, path, dm=True)
+        channel = cls(fd, path)
+        try:
+            version = channel.call(Cmd.VERSION).version
+            if version[0] != SUPPORTED_MAJOR:
+                raise errors.error_from_errno(
+                    errno.EPROTO, path, f"unsupported device-mapper interface "
+                    f"{_version_text(version)} (need {SUPPORTED_MAJOR}.x)", dm=True)
+        except BaseException:
+            channel.close()
+            raise
+        log.debug("%s: interface %s", path, _version_text(version))
+        return channel
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def close(self) -> None:
+        """Close the fd (once)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def supports(self, cmd: Cmd) -> bool:
+        """Whether the kernel's interface version has ``cmd``."""
+        return self.version is None or self.version >= COMMANDS[cmd].min_version
+
+    def call(self, cmd: Cmd, *, name: bytes = b"", uuid: bytes = b"",
+             flags: Union[Flag, int] = 0, payload: Union[bytes, bytearray] = b"",
+             event_nr: int = 0, target_count: int = 0, out: bool = False, grow: bool = True,
+             secure: bool = False, filename: Optional[str] = None) -> Reply:
+        """One DM ioctl.
+
+        ``name`` or ``uuid`` (kernel form) address a device; ``payload``
+        follows the header.  ``out`` selects a buffer with room for data
+        coming back; BUFFER_FULL then doubles it and retries (when
+        ``grow``).  ``secure`` (the buffer holds keys, going in or out)
+        sets SECURE_DATA, so the kernel wipes its copies, and wipes this
+        side's buffer after each attempt.  Errors are OSErrors with
+        ``filename`` (default: the control node) set.
+        """
+        if self.fd < 0:
+            raise errors.ValueError("DeviceMapper is closed")
+        spec = COMMANDS[cmd]
+        flags = Flag(flags | (Flag.SECURE_DATA if secure else 0))
+        stray = int(flags) & ~int(spec.valid_flags)
+        if stray:
+            raise errors.ValueError(f"DM_{cmd.name} does not take {flag_names(stray)}")
+        filename = filename or self.path
+        if not self.supports(cmd):
+            assert self.version is not None
+            raise errors.error_from_errno(
+                errno.EOPNOTSUPP, filename,
+                f"DM_{cmd.name} needs device-mapper interface "
+                f"{_version_text(spec.min_version)} (the kernel has "
+                f"{_version_text(self.version)})", dm=True)
+        need = HEADER_SIZE + len(payload)
+        size = max(need + (-need % ALIGN), self.out_size if out else 0)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            who = decode(name) or (f"uuid {decode(uuid)}" if uuid else "-")
+            log.debug("DM_%s %s flags=%s, %d bytes", cmd.name, who, flag_names(flags), size)
+        while True:
+            buf = bytearray(size)
+            try:
+                HEADER.pack_into(buf, 0, *spec.min_version, size, HEADER_SIZE, target_count, 0,
+                                 int(flags), event_nr, 0, 0, name, uuid, b"")
+                if payload:
+                    buf[HEADER_SIZE:need] = payload
+                while True:
+                    rc = _c.lib.lc_dm_ioctl(self.fd, cmd, _c.ffi.from_buffer("uint8_t[]", buf))
+                    # Signal handlers have run by now (a raising one has
+                    # raised): resume, as PEP 475 does.  Not a message: the
+                    # target may have acted on it before the interruption.
+                    if rc != -errno.EINTR or cmd == Cmd.TARGET_MSG:
+                        break
+                    if debug:
+                        log.debug("DM_%s: EINTR, again", cmd.name)
+                if rc < 0:
+                    err = -rc
+                    if debug:
+                        log.debug("DM_%s: %s", cmd.name, errno.errorcode.get(err, err))
+                    message = "No such device-mapper device" \
+                        if err == errno.ENXIO and (name or uuid) else None
+                    raise errors.error_from_errno(err, filename, message, dm=True)
+                (v0, v1, v2, data_size, data_start, tcount, open_count, rflags, revent, _pad,
+                 dev, rname, ruuid, _data) = HEADER.unpack_from(buf, 0)
+                if rflags & Flag.BUFFER_FULL and grow and out:
+                    if size * 2 > MAX_SIZE:
+                        raise errors.error_from_errno(
+                            errno.ENOBUFS, filename, "device-mapper reply too large", dm=True)
+                    if debug:
+                        log.debug("DM_%s: buffer full at %d bytes, retrying with %d",
+                                  cmd.name, size, size * 2)
+                    size *= 2
+                    self.out_size = max(self.out_size, size)
+                    continue
+                data = bytes(memoryview(buf)[data_start:data_size]) \
+                    if out and data_size > data_start else b""
+            finally:
+                if secure:
+                    wipe(buf)
+            reply = Reply((v0, v1, v2), tcount, open_count, Flag(rflags), revent, dev,
+                          decode(rname), decode(ruuid), data)
+            if cmd == Cmd.VERSION:
+                self.version = reply.version
+            return reply

@@ -1,0 +1,159 @@
+"""``/dev/mapper``: the control node and the device nodes.
+
+Without udev nobody makes ``/dev/mapper/<name>``, so loopcore creates and
+removes the block nodes itself, as libdevmapper does, named after the
+stored (mangled) name as udev names them.  Where udev made a symlink to
+the right device, it is left alone.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import subprocess
+import warnings
+from typing import Dict, Optional
+
+from .. import errors
+from .._log import get_logger
+
+__all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control", "misc_minor",
+           "node_path", "remove_node", "sync_nodes"]
+
+CONTROL_PATH = "/dev/mapper/control"
+DEV_DIR = "/dev/mapper"
+MISC_MAJOR = 10  # the control node is a misc character device
+
+log = get_logger("dm")
+
+
+def node_path(kernel_name: str, dev_dir: str = DEV_DIR) -> str:
+    """``/dev/mapper/<name>`` for a name as the kernel stores it."""
+    return os.path.join(dev_dir, kernel_name)
+
+
+def misc_minor(name: str = "device-mapper") -> Optional[int]:
+    """The minor of a misc device from ``/proc/misc``, None if absent."""
+    try:
+        with open("/proc/misc") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == name:
+                    return int(parts[0])
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def ensure_control(path: str) -> None:
+    """Create the control node (misc 10:<minor> from /proc/misc), loading
+    dm-mod first if the kernel has no device-mapper misc device yet.
+    FileNotFoundError if there is no device-mapper to be had."""
+    try:
+        _ensure_control(path)
+    except OSError as e:
+        raise errors.converted(e, dm=True) from None
+
+
+def _ensure_control(path: str) -> None:
+    minor = misc_minor()
+    if minor is None:
+        log.debug("no device-mapper misc device: modprobe dm-mod")
+        try:
+            subprocess.run(["modprobe", "dm-mod"], check=False, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        minor = misc_minor()
+        if minor is None:
+            raise errors.error_from_errno(
+                errno.ENOENT, path, "device-mapper is not available (no dm-mod in this kernel)",
+                dm=True)
+    want = os.makedev(MISC_MAJOR, minor)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == want:
+            return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    log.debug("mknod %s c %d:%d", path, MISC_MAJOR, minor)
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, want)
+    except FileExistsError:
+        pass  # created by udev or another process meanwhile
+
+
+def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
+    """Make ``dev_dir/<kernel_name>`` a block node for ``devnum``, replacing
+    a wrong node or a dangling symlink."""
+    path = node_path(kernel_name, dev_dir)
+    debug = log.isEnabledFor(logging.DEBUG)
+    try:
+        st = os.stat(path)
+        if stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum:
+            return  # ours already, or udev's symlink to the right device
+        if debug:
+            log.debug("%s is not block %d:%d: replaced", path, os.major(devnum),
+                      os.minor(devnum))
+        os.unlink(path)
+    except FileNotFoundError:
+        try:
+            os.unlink(path)  # a dangling symlink
+        except FileNotFoundError:
+            pass
+    if debug:
+        log.debug("mknod %s b %d:%d", path, os.major(devnum), os.minor(devnum))
+    try:
+        os.mknod(path, 0o600 | stat.S_IFBLK, devnum)
+    except FileNotFoundError:
+        os.makedirs(dev_dir, mode=0o755, exist_ok=True)
+        os.mknod(path, 0o600 | stat.S_IFBLK, devnum)
+    except FileExistsError:
+        st = os.stat(path)
+        if not (stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum):
+            raise
+
+
+def remove_node(dev_dir: str, kernel_name: str) -> None:
+    """Remove ``dev_dir/<kernel_name>``; udev's symlink to a live device
+    stays (udev removes it).  A failure is a RuntimeWarning, not an error:
+    the device itself is gone by then."""
+    path = node_path(kernel_name, dev_dir)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) and os.path.exists(path):
+        return
+    log.debug("unlink %s", path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        warnings.warn(f"could not remove {path}: {exc}", RuntimeWarning, stacklevel=4)
+
+
+def sync_nodes(dev_dir: str, devices: Dict[str, int]) -> None:
+    """Make ``dev_dir`` match ``devices`` (kernel name -> devnum): create
+    missing nodes, fix wrong ones, remove block nodes and dangling symlinks
+    of devices that are gone (``dmsetup mknodes``)."""
+    for kernel_name, devnum in devices.items():
+        add_node(dev_dir, kernel_name, devnum)
+    try:
+        entries = os.listdir(dev_dir)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry == "control" or entry in devices:
+            continue
+        path = node_path(entry, dev_dir)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISBLK(st.st_mode) or (stat.S_ISLNK(st.st_mode) and not os.path.exists(path)):
+            remove_node(dev_dir, entry)
