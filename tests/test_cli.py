@@ -337,7 +337,7 @@ def test_backing_path_longer_than_a_page(tmp_path, monkeypatch):
             f"{dev.path}: [{st.st_dev:04d}]:{st.st_ino} ({want})\n"
         # detach --all picks it: recorded, not done (other devices are not ours)
         picked: List[str] = []
-        monkeypatch.setattr(cli.loop, "detach", picked.append)
+        monkeypatch.setattr(loopcore.loop, "detach", picked.append)
         assert cli.main(["detach", "--all"]) == 0
         assert dev.path in picked
         monkeypatch.undo()
@@ -421,7 +421,7 @@ def test_control_usage_errors_before_opening_loop_control(monkeypatch, capsys):
     same as root, as a user and in a container without the node."""
     def opened() -> None:
         raise AssertionError("/dev/loop-control opened before the arguments were checked")
-    monkeypatch.setattr(cli.loop, "LoopControl", opened)
+    monkeypatch.setattr(loopcore.loop, "LoopControl", opened)
     for argv in (["control", "add"], ["control", "remove"], ["control", "get-free", "3"]):
         assert cli.main(argv) == cli.EXIT_USAGE, argv
         err = capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""The ``loopcore`` command line: losetup's loop commands and dmsetup's dm ones.
+
+``loopcore list --json`` prints what ``losetup -l --json`` (util-linux
+2.38) prints for the same devices and columns, key for key and byte for
+byte, except that devices come in number order.  Errors are one line on
+stderr naming the file or device (exit status 1); usage errors exit 2.
+
+One file per job:
+
+- ``_rules``: what every subcommand follows: exit statuses, the one-line
+  errors, output that cannot be written, Ctrl-C (its ``run`` applies them
+  to whatever a handler returns or raises);
+- ``arguments``: what users type: losetup's sizes, loop device references;
+- ``columns``: losetup's ``-O`` columns and its JSON, table and raw output
+  (a new column goes there);
+- ``loop``: the loop subcommands (a new one goes there);
+- ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`.
+
+Subcommands outside the core: :data:`SUBCOMMAND_MODULES` maps each to its
+module, which exposes ``add_parser(subparsers)`` adding a parser with
+``set_defaults(func=handler)``; ``handler(args)`` returns the exit status.
+A module is imported only when its subcommand (or the help) is asked for,
+so ``loopcore list`` does not pay for device-mapper's import.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Dict, Optional, Sequence
+
+from .._version import __version__
+from . import _rules
+from ._rules import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, UsageError
+from .arguments import LoopRef, loop_ref, parse_size
+from .columns import ALL_COLUMNS, COLUMNS, DEFAULT_COLUMNS, render_json, render_table
+from .loop import add_parser as _add_loop_commands
+from .loop import columns_help as _columns_help
+
+__all__ = [
+    "main", "build_parser", "parse_size", "loop_ref", "LoopRef", "SUBCOMMAND_MODULES",
+    "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "render_json", "render_table", "PROG",
+    "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
+]
+
+#: Subcommands added by modules imported on demand (see the docstring).
+SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm"}
+
+
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: loopcore's own subcommands, plus the extension
+    subcommand ``argv`` names, or every extension when it names none (help)."""
+    parser = _rules.Parser(
+        prog=PROG,
+        description="Set up, list and control Linux loop devices.",
+        epilog=("Sizes take losetup's suffixes: K, M, G ... (1024), KiB, MiB ... (1024), "
+                "KB, MB ... (1000).\n\nColumns for list -O:\n" + _columns_help()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_rules.Parser)
+    sub.required = True
+    _add_loop_commands(sub)
+    wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    for command, module in SUBCOMMAND_MODULES.items():
+        if wanted is None or wanted == command or wanted not in sub.choices:
+            importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status.
+
+    Whatever the standard streams are (closed, full, a pipe nobody reads):
+    no traceback, at most one line on stderr (none where stderr is broken),
+    exit status 1 when output was lost.
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+    with _rules.standard_streams():
+        return _rules.run(build_parser(argv), argv)

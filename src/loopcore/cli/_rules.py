@@ -1,0 +1,294 @@
+"""The rules every ``loopcore`` subcommand follows, loop and dm alike.
+
+- Exit status: 0 done, 1 failed (:data:`EXIT_FAILURE`), 2 usage error
+  (:data:`EXIT_USAGE`: a bad option or argument, a bad combination of
+  them, an invalid name typed on the command line), 130 Ctrl-C.
+- Errors are one line on stderr, ``loopcore: FILE: what happened``,
+  naming the file or device; nothing a user can type gives a traceback.
+- Output goes through :func:`write` / :func:`write_text`: bytes exactly
+  (names that are not UTF-8 come out as they are), flushed at once, and
+  output that cannot be written (stdout closed, full, a pipe nobody reads)
+  is a failure, exit 1.  A command that made something it then cannot name
+  undoes it (:func:`print_made`).
+
+A handler (``func`` in the parsed arguments) returns the exit status or
+raises: :class:`UsageError`, :class:`CLIError`, any :class:`loopcore.Error`,
+or a builtin ``OSError``/``ValueError``/``TypeError``; :func:`run` turns
+each into its line and status.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import sys
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
+
+from ..errors import Error
+
+__all__ = [
+    "PROG", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
+    "StreamError", "Parser", "write", "write_text", "write_stderr", "error", "describe",
+    "print_made", "standard_streams", "run",
+]
+
+PROG = "loopcore"
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr, exit status 1."""
+
+
+class UsageError(Exception):
+    """Bad usage found after parsing (a bad combination of arguments, an
+    invalid name): one line on stderr, exit status 2."""
+
+
+# --- standard streams ------------------------------------------------------------
+
+class StreamError(Exception):
+    """A standard stream that cannot be used: closed (``>&-``), full
+    (``>/dev/full``) or a pipe nobody reads (EPIPE: Python ignores SIGPIPE).
+
+    ``reason`` says why (``No space left on device``, ``standard output is
+    closed``); the message is the line :func:`run` prints.
+    """
+
+    def __init__(self, err: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.errno = err
+        self.reason = reason
+
+    @classmethod
+    def closed(cls, what: str) -> "StreamError":
+        return cls(errno.EBADF, f"{what} is closed", f"{what} is closed")
+
+    @classmethod
+    def stdout_failed(cls, e: BaseException) -> "StreamError":
+        err = e.errno if isinstance(e, OSError) else None
+        if err and err != errno.EBADF:
+            reason = (e.strerror if isinstance(e, OSError) else None) or os.strerror(err)
+            return cls(err, reason, f"cannot write to standard output: {reason}")
+        return cls.closed("standard output")  # EBADF, or ValueError: a closed file object
+
+
+class _ClosedStream:
+    """Stands in for ``sys.stdout``/``sys.stdin`` while a command runs when
+    the process started without that fd (``>&-``, ``<&-``): Python sets them
+    to None, and then ``print()`` drops output without a word while
+    ``.write()``/``.read()`` are AttributeErrors (tracebacks).  Any use
+    raises :class:`StreamError` instead, which :func:`run` reports in one
+    line, whichever subcommand (extensions included) tried."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def _closed(self, *args: object, **kwargs: object) -> NoReturn:
+        raise StreamError.closed(self._what)
+
+    write = writelines = read = readline = readlines = fileno = _closed
+
+    def flush(self) -> None:
+        """Nothing was written, so there is nothing to lose."""
+
+    @property
+    def buffer(self) -> "_ClosedStream":
+        return self
+
+    def isatty(self) -> bool:
+        return False
+
+
+_STREAM_NAMES = {"stdout": "standard output", "stdin": "standard input"}
+
+
+@contextlib.contextmanager
+def standard_streams() -> Iterator[None]:
+    """Put a :class:`_ClosedStream` in place of a missing ``sys.stdout`` or
+    ``sys.stdin`` while the block runs, and None back after (the
+    interpreter's own state is not ours to keep changed)."""
+    stand_ins = [name for name in _STREAM_NAMES if getattr(sys, name) is None]
+    for name in stand_ins:
+        setattr(sys, name, _ClosedStream(_STREAM_NAMES[name]))
+    try:
+        yield
+    finally:
+        for name in stand_ins:
+            setattr(sys, name, None)
+
+
+def _silence(stream: object) -> None:
+    """Point a failed standard stream's fd at /dev/null.
+
+    What the failed write left in the stream's buffer would otherwise fail
+    again when the interpreter flushes it at exit: an "Exception ignored"
+    message and exit status 120 instead of ours.
+    """
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except (AttributeError, OSError, ValueError, StreamError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+
+
+def write(data: bytes) -> None:
+    """Write ``data`` to stdout and flush it now.
+
+    Flushing here makes a failure (stdout closed, full, a broken pipe) the
+    writing command's :class:`StreamError`, while it can still act on it,
+    instead of an error at exit after the command has reported success.
+    """
+    out = sys.stdout
+    if out is None:
+        if not data:
+            return
+        raise StreamError.closed("standard output")
+    try:
+        out.flush()  # what was print()ed before, in order
+        if data:
+            out.buffer.write(data)
+            out.buffer.flush()
+    except StreamError:
+        raise  # the _ClosedStream stand-in
+    except (OSError, ValueError) as e:
+        _silence(out)
+        raise StreamError.stdout_failed(e) from e
+
+
+def write_text(text: str) -> None:
+    """:func:`write` for text: file names that are not UTF-8 (decoded with
+    surrogateescape, as ``os.fsdecode`` does) come out as the same bytes."""
+    write(text.encode("utf-8", "surrogateescape"))
+
+
+def write_stderr(text: str) -> None:
+    """Write to stderr; where it is closed or broken, nothing (the exit
+    status is all that is left to say it with)."""
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(text)
+        err.flush()
+    except (OSError, ValueError):
+        _silence(err)
+
+
+def error(message: str) -> None:
+    """``loopcore: MESSAGE`` on stderr, on one line whatever MESSAGE holds."""
+    message = " ".join(str(message).split("\n"))
+    write_stderr(f"{PROG}: {message}\n")
+
+
+def describe(e: BaseException, *, action: str = "", default: str = "") -> str:
+    """The error line for ``e`` (without ``loopcore: ``): ``FILE: ACTION:
+    REASON`` for an OSError, where FILE is its filename or ``default``."""
+    if isinstance(e, OSError):
+        reason = e.strerror or os.strerror(e.errno or 0) or str(e)
+        where = e.filename if e.filename is not None else default
+        where = os.fsdecode(where) if isinstance(where, (bytes, os.PathLike)) else where
+        head = f"{where}: " if where not in (None, "") else ""
+        return f"{head}{action + ': ' if action else ''}{reason}"
+    return f"{default + ': ' if default and default not in str(e) else ''}{e}"
+
+
+def print_made(path: str, undo: Callable[[], None], undone: str, undo_failed: str) -> None:
+    """Print the path of the device a command just made; undo it if that fails.
+
+    A device nobody learnt the name of stays behind unnoticed (``losetup
+    --show`` into a full disk or a closed pipe leaves it bound), so a
+    command that cannot report what it made takes it back, as a half-done
+    command should, and says so in one line naming the device.  The same
+    for anything else that stops it here (Ctrl-C).
+    """
+    try:
+        write_text(path + "\n")  # flushed inside the try: see the failure while we can undo
+    except BaseException as e:
+        try:
+            undo()
+        except (OSError, ValueError) as u:
+            outcome = f"{undo_failed}: {u.strerror if isinstance(u, OSError) and u.strerror else u}"
+            if not isinstance(e, StreamError):
+                error(f"{path}: {outcome}")
+        else:
+            outcome = undone
+        if isinstance(e, StreamError):
+            raise CLIError(f"{path}: cannot print the device's name ({e.reason}); "
+                           f"{outcome}") from e
+        raise
+
+
+# --- parsing and running -----------------------------------------------------------
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, exit status 2, and help that is
+    output like any other (a lost ``--help`` is a failure, not exit 0).
+
+    Every parser records its ``prog`` (``loopcore dm remove``) in the parsed
+    arguments, the innermost one winning, so that a :class:`UsageError` a
+    handler raises points at the same help an argparse error would.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(usage_prog=self.prog)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+    def _print_message(self, message: str, file: object = None) -> None:
+        # argparse's one funnel for help, version and usage text (3.9 to 3.13).
+        # Its own drops what it cannot write (exit status 0 for lost --help
+        # output) and falls back to stderr when stdout is None; help and
+        # version are output like any other.  file is None: stderr was None.
+        if not message:
+            return
+        if file is not None and file is sys.stdout:
+            write_text(message)
+        else:
+            write_stderr(message)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    """Parse ``argv``, run the handler it names, and return the exit status
+    these rules give for what happened."""
+    args: Optional[argparse.Namespace] = None
+    try:
+        args = parser.parse_args(argv)  # SystemExit for --help, --version, usage errors
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.error(f"{args.command}: this subcommand has no handler")
+        status = int(func(args) or 0)
+        write(b"")  # what a handler left buffered (extensions print): lost output fails
+        return status
+    except UsageError as e:
+        prog = getattr(args, "usage_prog", PROG)
+        error(f"{e} (see '{prog} --help')")
+        return EXIT_USAGE
+    except StreamError as e:
+        # A reader that went away (``loopcore list | head``) needs no word.
+        if e.errno != errno.EPIPE:
+            error(str(e))
+        return EXIT_FAILURE
+    except CLIError as e:
+        error(str(e))
+        return EXIT_FAILURE
+    except (Error, OSError, ValueError, TypeError) as e:
+        if isinstance(e, BrokenPipeError):  # an extension's own write to stdout
+            _silence(sys.stdout)
+            return EXIT_FAILURE
+        error(describe(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

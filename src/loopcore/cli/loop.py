@@ -1,0 +1,296 @@
+"""The loop subcommands: attach, detach, list, find, info, set-capacity, control.
+
+A new loop subcommand is a ``cmd_*`` handler here and its parser in
+:func:`add_parser`; the handler returns the exit status or raises, under
+the rules of :mod:`._rules`.  Devices on the command line go through
+:func:`.arguments.loop_ref` (``N``, ``loopN``, ``/dev/loopN`` or a node's
+path); records are :class:`loopcore.LoopInfo`; losetup's columns and
+formats are in :mod:`.columns`.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+from typing import Dict, List, TypeVar, cast
+
+from .. import loop
+from ..errors import Error, error_from_errno
+from ..loop import Flags, LoopInfo
+from ._rules import EXIT_FAILURE, UsageError, describe, error, print_made, write, write_text
+from .arguments import loop_number_arg, loop_ref, size_arg
+from .columns import (
+    ALL_COLUMNS,
+    COLUMNS,
+    DEFAULT_COLUMNS,
+    losetup_j_line,
+    parse_columns,
+    render_json,
+    render_table,
+    safe_human,
+)
+
+__all__ = ["add_parser", "cmd_attach", "cmd_detach", "cmd_list", "cmd_find", "cmd_info",
+           "cmd_set_capacity", "cmd_control", "columns_help"]
+
+#: ``info``'s names of the flags, in lo_flags order
+_FLAG_NAMES = ((Flags.READ_ONLY, "read-only"), (Flags.AUTOCLEAR, "autoclear"),
+               (Flags.PARTSCAN, "partscan"), (Flags.DIRECT_IO, "direct-io"))
+
+
+def _records_by_number(include_unbound: bool) -> Dict[int, LoopInfo]:
+    return {r.number: r for r in loop.list_devices(include_unbound=include_unbound)}
+
+
+def _named_records(refs: List[str]) -> List[LoopInfo]:
+    """The records of the devices ``refs`` name, in that order; ENODEV
+    naming the reference as typed for a device that does not exist."""
+    numbers = [loop_ref(ref).number for ref in refs]
+    by_number = _records_by_number(include_unbound=True)
+    records = []
+    for ref, number in zip(refs, numbers):
+        if number not in by_number:
+            raise error_from_errno(errno.ENODEV, ref, "no such loop device")
+        records.append(by_number[number])
+    return records
+
+
+def _print_records(args: argparse.Namespace, records: List[LoopInfo]) -> None:
+    if args.output_all:
+        columns: List[str] = list(ALL_COLUMNS)
+    elif args.output:
+        columns = parse_columns(args.output)
+    else:
+        columns = list(DEFAULT_COLUMNS)
+    if args.json:
+        write(render_json(columns, records))
+    else:
+        write_text(render_table(columns, records, headings=not args.noheadings, raw=args.raw))
+
+
+# --- handlers -----------------------------------------------------------------------
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    device = loop.attach(
+        args.file,
+        read_only=args.read_only,
+        partscan=args.partscan,
+        autoclear=args.autoclear,
+        direct_io=args.direct_io == "on",
+        block_size=args.sector_size or 0,
+        offset=args.offset,
+        size_limit=args.sizelimit,
+    )
+    try:
+        print_made(device.path, device.detach, "detached it again", "detaching it again failed")
+    finally:
+        device.close()  # closes our fd (if detach did not); does not detach
+    return 0
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    if args.all == bool(args.devices):
+        raise UsageError("detach: give DEV... or --all, not both" if args.all
+                         else "detach: give DEV... or --all")
+    if args.all:
+        targets = [loop.device_path(r.number) for r in loop.list_devices()]
+    else:
+        targets = args.devices
+    status = 0
+    for dev in targets:
+        try:
+            loop.detach(loop_ref(dev).node)
+        except (Error, OSError, ValueError) as e:
+            if args.all and isinstance(e, OSError) and e.errno in (errno.ENXIO, errno.ENOENT):
+                continue  # detached by someone else meanwhile
+            error(describe(e, action="detach failed", default=dev))
+            status = EXIT_FAILURE
+    return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.all and args.devices:
+        raise UsageError("list: give DEV... or --all, not both")
+    records = _named_records(args.devices) if args.devices else loop.list_devices()
+    _print_records(args, records)
+    return 0
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    records = loop.find(args.file, offset=args.offset)
+    if args.json or args.output or args.output_all:
+        args.noheadings = args.raw = False
+        _print_records(args, records)
+    else:
+        write_text("".join(losetup_j_line(r) + "\n" for r in records))
+    return 0
+
+
+def _info_fields(rec: LoopInfo) -> Dict[str, object]:
+    parts = loop.partitions(rec.number) if rec.bound else []
+    bdev = rec.backing_devnum if rec.has_status else None
+    return {
+        "name": loop.device_path(rec.number),
+        "number": rec.number,
+        "maj:min": f"{rec.major}:{rec.minor}",
+        "node": rec.has_node,
+        "bound": rec.bound,
+        "back-file": rec.backing_file,
+        # True: not the full path, which sysfs cannot show (longer than a
+        # page), but lo_file_name (63 bytes, '*' where cut); see LoopInfo.
+        "back-file-partial": rec.backing_partial,
+        "back-maj:min": f"{os.major(bdev)}:{os.minor(bdev)}" if bdev else None,
+        "back-ino": rec.backing_inode if rec.has_status else None,
+        "offset": rec.offset if rec.bound else None,
+        "sizelimit": rec.size_limit if rec.bound else None,
+        "size": rec.size_sectors * 512,
+        "log-sec": rec.block_size,
+        "ro": rec.read_only,
+        "autoclear": rec.autoclear,
+        "partscan": rec.partscan,
+        "dio": rec.direct_io,
+        "diskseq": rec.diskseq,
+        "partitions": parts,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    (rec,) = _named_records([args.device])
+    fields = _info_fields(rec)
+    if args.json:
+        write_text(json.dumps(fields, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    flags = [name for flag, name in _FLAG_NAMES if rec.flags & flag]
+    lines = [f"{fields['name']} ({fields['maj:min']})"
+             + ("" if rec.has_node else " [no /dev node]")]
+    if not rec.bound:
+        lines.append("  not attached")
+    else:
+        ino = f" (dev {fields['back-maj:min']}, inode {fields['back-ino']})" \
+            if fields["back-ino"] is not None else ""
+        lines.append(f"  backing file: {safe_human(rec.backing_file or '')}{ino}")
+        if rec.backing_partial:
+            lines.append("                (not the full path, which is too long for sysfs: "
+                         "the kernel's 64-byte lo_file_name, '*' where cut)")
+        lines += [
+            f"  offset:       {rec.offset}",
+            f"  size limit:   {rec.size_limit or 'none'}",
+        ]
+    lines += [
+        f"  size:         {fields['size']} bytes",
+        f"  block size:   {rec.block_size}",
+        f"  flags:        {', '.join(flags) or 'none'}",
+        f"  diskseq:      {rec.diskseq if rec.diskseq is not None else 'n/a'}",
+    ]
+    if rec.bound:
+        lines.append(f"  partitions:   {' '.join(cast(List[str], fields['partitions'])) or 'none'}")
+    write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_set_capacity(args: argparse.Namespace) -> int:
+    device = loop.open(loop_ref(args.device).node)
+    try:
+        device.set_capacity()
+    finally:
+        device.close()
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    # Arguments first: a usage error must not hinge on /dev/loop-control
+    # existing or being ours to open (containers, non-root users).
+    if args.action == "get-free":
+        if args.number is not None:
+            raise UsageError("control get-free: takes no device number")
+    elif args.number is None:
+        raise UsageError(f"control {args.action}: a device number is required")
+    with loop.LoopControl() as ctl:
+        if args.action == "get-free":
+            # Not removed if it cannot be printed: GET_FREE reserves nothing, so
+            # another process may have been handed the same device meanwhile.
+            number = ctl.get_free()
+        elif args.action == "add":
+            number = ctl.add(cast(int, args.number))  # not None: checked above
+            print_made(loop.device_path(number), lambda: ctl.remove(number),
+                       "removed it again", "removing it again failed")
+            return 0
+        else:
+            ctl.remove(cast(int, args.number))
+            return 0
+    write_text(loop.device_path(number) + "\n")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------
+
+def columns_help() -> str:
+    """The ``--help`` epilog's list of ``list -O`` columns."""
+    return "\n".join(f"  {c.name:>12}  {c.help}" for c in COLUMNS.values())
+
+
+def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> None:
+    p.add_argument("-J", "--json", action="store_true", help="JSON output (as losetup -l --json)")
+    p.add_argument("-O", "--output", metavar="COLUMNS",
+                   help="columns, comma-separated (losetup names; +COLS adds to the defaults)")
+    p.add_argument("--output-all", action="store_true", help="output all columns")
+    if table:
+        p.add_argument("-n", "--noheadings", action="store_true", help="no header line")
+        p.add_argument("--raw", action="store_true", help="raw output (as losetup -l --raw)")
+
+
+_P = TypeVar("_P", bound=argparse.ArgumentParser)
+
+
+def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
+    """Add the loop subcommands to ``sub``."""
+    p = sub.add_parser("attach", help="attach FILE to a free loop device; print its path")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-r", "--read-only", action="store_true", help="read-only device")
+    p.add_argument("-P", "--partscan", action="store_true", help="scan the partition table")
+    p.add_argument("--direct-io", nargs="?", const="on", default="on", choices=("on", "off"),
+                   help="direct I/O to the backing file (default on, where the file allows it)")
+    p.add_argument("-b", "--sector-size", type=size_arg, metavar="SIZE",
+                   help="logical block size")
+    p.add_argument("-o", "--offset", type=size_arg, default=0, metavar="OFFSET",
+                   help="start at OFFSET bytes into FILE")
+    p.add_argument("--sizelimit", type=size_arg, default=0, metavar="SIZE",
+                   help="use at most SIZE bytes of FILE")
+    p.add_argument("--autoclear", action="store_true",
+                   help="detach when the last user closes the device (this command closes "
+                        "its own fd on exit: without another user that is at once)")
+    p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("detach", help="detach loop devices")
+    p.add_argument("devices", nargs="*", metavar="DEV")
+    p.add_argument("-a", "--all", action="store_true", help="detach every bound device")
+    p.set_defaults(func=cmd_detach)
+
+    p = sub.add_parser("list", help="list bound loop devices (as losetup -l)")
+    p.add_argument("devices", nargs="*", metavar="DEV", help="only these devices")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="all bound devices (the default without DEV)")
+    _add_output_options(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("find", help="devices bound to FILE (as losetup -j)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--offset", type=size_arg, metavar="OFFSET",
+                   help="only devices at this offset")
+    _add_output_options(p, table=False)
+    p.set_defaults(func=cmd_find)
+
+    p = sub.add_parser("info", help="everything about one device")
+    p.add_argument("device", metavar="DEV")
+    p.add_argument("-J", "--json", action="store_true", help="JSON output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("set-capacity", help="re-read the backing file's size")
+    p.add_argument("device", metavar="DEV")
+    p.set_defaults(func=cmd_set_capacity)
+
+    p = sub.add_parser("control", help="/dev/loop-control: add N, remove N, get-free")
+    p.add_argument("action", choices=("add", "remove", "get-free"))
+    p.add_argument("number", nargs="?", type=loop_number_arg, metavar="N")
+    p.set_defaults(func=cmd_control)
