@@ -27,8 +27,8 @@ def main(argv: List[str]) -> int:
     counters: Dict[str, int] = {"attempts": 0, "busy_retries": 0, "vanished_retries": 0}
     bind = policy.bind
 
-    def counting_bind(*args: object) -> object:
-        result = bind(*args)
+    def counting_bind(*args: object, **kwargs: object) -> object:
+        result = bind(*args, **kwargs)
         counters["attempts"] += int(result.attempts)
         counters["busy_retries"] += int(result.busy_retries)
         counters["vanished_retries"] += int(result.vanished_retries)

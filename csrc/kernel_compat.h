@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
+#include <linux/blkpg.h>
 
 #ifndef LO_FLAGS_PARTSCAN
 #define LO_FLAGS_PARTSCAN 8
@@ -49,6 +50,13 @@
 #endif
 #ifndef BLKGETSIZE64
 #define BLKGETSIZE64 _IOR(0x12, 114, size_t)
+#endif
+#ifndef BLKPG
+#define BLKPG _IO(0x12, 105)
+#endif
+#ifndef BLKPG_ADD_PARTITION
+#define BLKPG_ADD_PARTITION 1
+#define BLKPG_DEL_PARTITION 2
 #endif
 
 #endif /* LOOPCORE_KERNEL_COMPAT_H */

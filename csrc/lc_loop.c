@@ -177,6 +177,31 @@ int lc_set_read_only(int fd, uint32_t read_only)
     return RET(ioctl(fd, BLKROSET, &ro));
 }
 
+int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length)
+{
+    struct blkpg_partition part;
+    struct blkpg_ioctl_arg arg;
+
+    memset(&part, 0, sizeof(part));
+    memset(&arg, 0, sizeof(arg));
+    switch (op) {
+    case LC_BLKPG_ADD:
+        arg.op = BLKPG_ADD_PARTITION;
+        part.start = start;
+        part.length = length;
+        break;
+    case LC_BLKPG_DEL:
+        arg.op = BLKPG_DEL_PARTITION;
+        break;
+    default:
+        return -EINVAL;
+    }
+    part.pno = pno;
+    arg.datalen = sizeof(part);
+    arg.data = &part;
+    return RET(ioctl(fd, BLKPG, &arg));
+}
+
 #define OVERLAYFS_MAGIC 0x794c7630
 
 int lc_direct_io_refused(int backing_fd)
@@ -302,20 +327,21 @@ static int backoff(const struct lc_retry *retry, uint32_t attempt, int64_t deadl
 }
 
 /*
- * flock(LOCK_EX) on the control fd.  Without a deadline it blocks (a
- * signal returns -EINTR); with one it polls LOCK_NB, sleeping 50 us at
- * first and at most 5 ms between tries, until the deadline (-ETIMEDOUT).
+ * flock(LOCK_EX) on fd (the control fd, or a device's lock fd).  Without
+ * a deadline it blocks (a signal returns -EINTR); with one it polls
+ * LOCK_NB, sleeping 50 us at first and at most 5 ms between tries, until
+ * the deadline (-ETIMEDOUT).
  */
-static int lock_control(int ctl_fd, int64_t deadline_ns)
+static int lock_until(int fd, int64_t deadline_ns)
 {
     uint64_t pause_us = 50;
 
     if (!deadline_ns)
-        return RET(flock(ctl_fd, LOCK_EX));
+        return RET(flock(fd, LOCK_EX));
     for (;;) {
         int r;
 
-        if (flock(ctl_fd, LOCK_EX | LOCK_NB) == 0)
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             return 0;
         if (errno != EWOULDBLOCK)
             return -errno;
@@ -362,13 +388,50 @@ static int interrupted(struct lc_attach_result *result, uint32_t attempt, int r)
     return r;
 }
 
-int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
-              uint64_t offset, uint64_t size_limit, uint32_t block_size,
-              const char *file_name, const struct lc_retry *retry,
-              uint32_t first_attempt, int64_t deadline_ns,
-              struct lc_attach_result *result)
+/* Whether an open loop device has a backing file: LOOP_GET_STATUS64
+ * answers ENXIO for an unbound one.  Any other failure says "unbound" and
+ * leaves the verdict to the bind. */
+static int is_bound(int dev_fd)
+{
+    struct lc_loop_info64 info;
+
+    return ioctl(dev_fd, LOOP_GET_STATUS64, &info) == 0;
+}
+
+/* The device lock: a second fd (read-only, so closing it is no
+ * IN_CLOSE_WRITE that makes udev probe) with flock(LOCK_EX).  Locked on
+ * its own fd rather than dev_fd so the caller can drop the lock without
+ * closing the device.  Returns the fd or -errno. */
+static int lock_device(int number, int64_t deadline_ns)
+{
+    char path[32];
+    int fd, r;
+
+    snprintf(path, sizeof(path), "/dev/loop%d", number);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    if ((r = lock_until(fd, deadline_ns)) < 0) {
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+static void unlock_control(int ctl_fd, uint32_t options)
+{
+    if (!(options & LC_ATTACH_CONTROL_HELD))
+        flock(ctl_fd, LOCK_UN);
+}
+
+int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
+              int use_configure, uint32_t flags, uint64_t offset,
+              uint64_t size_limit, uint32_t block_size, const char *file_name,
+              const struct lc_retry *retry, uint32_t first_attempt,
+              int64_t deadline_ns, struct lc_attach_result *result)
 {
     int read_only = (flags & LO_FLAGS_READ_ONLY) != 0;
+    int chosen = number >= 0;
     struct lc_loop_config config;
     uint32_t attempt;
     int last_error = -EBUSY;
@@ -383,66 +446,106 @@ int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
         strncpy((char *)config.info.lo_file_name, file_name,
                 sizeof(config.info.lo_file_name) - 1);
     memset(result, 0, sizeof(*result));
-    result->number = -1;
+    result->number = chosen ? number : -1;
     result->attempts = first_attempt;
     result->fd = -1;
+    result->lock_fd = -1;
     if (retry->max_attempts == 0)
         return -EINVAL;
 
     for (attempt = first_attempt; attempt < retry->max_attempts; attempt++) {
-        int number, dev_fd, r;
+        int dev_fd, lock_fd = -1, r;
 
         result->attempts = attempt + 1;
         /* The control lock serializes GET_FREE..bind between cooperating
          * processes, so they stop racing each other for the same N. */
-        if ((r = lock_control(ctl_fd, deadline_ns)) < 0) {
+        if (!(options & LC_ATTACH_CONTROL_HELD)
+            && (r = lock_until(ctl_fd, deadline_ns)) < 0) {
             result->failed_step = LC_STEP_LOCK;
             return interrupted(result, attempt, r);
         }
-        number = lc_ctl_get_free(ctl_fd);
-        if (number < 0) {
-            flock(ctl_fd, LOCK_UN);
-            result->failed_step = LC_STEP_GET_FREE;
-            return interrupted(result, attempt, number);
+        if (!chosen) {
+            number = lc_ctl_get_free(ctl_fd);
+            if (number < 0) {
+                unlock_control(ctl_fd, options);
+                result->failed_step = LC_STEP_GET_FREE;
+                return interrupted(result, attempt, number);
+            }
+            result->number = number;
         }
-        result->number = number;
         dev_fd = lc_dev_open(number, read_only);
+        if (dev_fd == -ENOENT && chosen) {
+            /* No /dev/loopN: make the device (EEXIST: the kernel has it,
+             * its node is late), then look again. */
+            r = lc_ctl_add(ctl_fd, number);
+            if (r >= 0) {
+                result->created = 1;
+            } else if (r != -EEXIST) {
+                unlock_control(ctl_fd, options);
+                result->failed_step = LC_STEP_ADD;
+                return interrupted(result, attempt, r);
+            }
+            dev_fd = lc_dev_open(number, read_only);
+        }
         if (dev_fd < 0) {
-            flock(ctl_fd, LOCK_UN);
+            unlock_control(ctl_fd, options);
             result->failed_step = LC_STEP_OPEN;
             if (dev_fd != -ENXIO && dev_fd != -ENOENT)
                 return interrupted(result, attempt, dev_fd);
             /* Being torn down, or the node is not there yet. */
             result->vanished_retries++;
             last_error = dev_fd;
+        } else if (chosen && is_bound(dev_fd)) {
+            /* Bound to a file: someone else's, waiting helps nothing. */
+            close(dev_fd);
+            unlock_control(ctl_fd, options);
+            result->failed_step = LC_STEP_BIND;
+            return -EBUSY;
         } else {
+            if ((options & LC_ATTACH_LOCK_DEVICE)
+                && (lock_fd = lock_device(number, deadline_ns)) < 0) {
+                close(dev_fd);
+                unlock_control(ctl_fd, options);
+                result->failed_step = LC_STEP_DEVICE_LOCK;
+                return interrupted(result, attempt, lock_fd);
+            }
             if (use_configure) {
                 r = lc_configure(dev_fd, &config);
             } else {
                 r = lc_set_fd(dev_fd, backing_fd);
             }
-            flock(ctl_fd, LOCK_UN);
+            unlock_control(ctl_fd, options);
             if (r == 0) {
                 if ((r = lc_read_state(dev_fd, NULL, result)) < 0) {
+                    /* The lock fd first: a second opener would turn
+                     * LOOP_CLR_FD into a deferred (autoclear) detach. */
+                    if (lock_fd >= 0)
+                        close(lock_fd);
                     unbind_and_close(dev_fd);
                     result->failed_step = LC_STEP_READ_BACK;
                     return interrupted(result, attempt, r);
                 }
                 result->failed_step = LC_STEP_NONE;
                 result->fd = dev_fd;
+                result->lock_fd = lock_fd;
                 return number;
             }
+            if (lock_fd >= 0)
+                close(lock_fd);
             close(dev_fd);
             result->failed_step = LC_STEP_BIND;
             if (r != -EBUSY && r != -EAGAIN)
                 return interrupted(result, attempt, r);
-            /* Someone else bound it between GET_FREE and us. */
+            /* Someone else bound it between GET_FREE and us, or (a chosen
+             * device) it is still being torn down. */
             result->busy_retries++;
             last_error = -EBUSY;
         }
-        /* Back off (not before the first retry: a fresh GET_FREE usually
-         * names another device) without holding the control lock. */
-        if (attempt >= 1 && attempt + 1 < retry->max_attempts
+        /* Back off (not before the first retry from GET_FREE: a fresh
+         * GET_FREE usually names another device; a chosen device is the
+         * same one, so it waits from the start) without holding the
+         * control lock (unless the caller holds it). */
+        if ((attempt >= 1 || chosen) && attempt + 1 < retry->max_attempts
             && (r = backoff(retry, attempt + 1, deadline_ns)) < 0) {
             result->failed_step = LC_STEP_BACKOFF;
             return interrupted(result, attempt + 1, r);

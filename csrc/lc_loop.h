@@ -54,6 +54,20 @@ struct lc_attach_result {
     uint32_t vanished_retries;   /* ENXIO/ENOENT opening the device */
     uint32_t failed_step;        /* on failure: one of enum lc_attach_step */
     uint32_t disk_read_only;     /* BLKROGET: lo_flags or a BLKROSET policy */
+    int32_t  lock_fd;            /* LC_ATTACH_LOCK_DEVICE: the fd holding the lock, else -1 */
+    uint32_t created;            /* 1 if LOOP_CTL_ADD made the chosen device */
+};
+
+/* lc_attach's options argument: bits. */
+enum lc_attach_option {
+    /* flock(LOCK_EX) a second, read-only fd on the device before the
+     * bind and hand it back in result->lock_fd: udev (which skips a
+     * device it cannot lock shared) never probes it half set up. */
+    LC_ATTACH_LOCK_DEVICE = 1,
+    /* The caller holds the flock on ctl_fd (a decision taken under it,
+     * such as reusing a device, must stay true until the bind): neither
+     * take it nor drop it, also not while sleeping between attempts. */
+    LC_ATTACH_CONTROL_HELD = 2
 };
 
 enum lc_attach_step {
@@ -65,7 +79,15 @@ enum lc_attach_step {
     LC_STEP_READ_BACK = 5,
     LC_STEP_BACKOFF = 6,         /* the sleep between two attempts */
     LC_STEP_WRITE_BACK = 7,      /* detach: writing back the page cache */
-    LC_STEP_UNBIND = 8           /* detach: LOOP_CLR_FD */
+    LC_STEP_UNBIND = 8,          /* detach: LOOP_CLR_FD */
+    LC_STEP_ADD = 9,             /* LOOP_CTL_ADD of a chosen device */
+    LC_STEP_DEVICE_LOCK = 10     /* flock on the device (LC_ATTACH_LOCK_DEVICE) */
+};
+
+/* lc_blkpg's op argument (BLKPG_ADD_PARTITION, BLKPG_DEL_PARTITION). */
+enum lc_blkpg_op {
+    LC_BLKPG_ADD = 1,
+    LC_BLKPG_DEL = 2
 };
 
 /* /dev/loop-control */
@@ -97,6 +119,15 @@ int lc_get_read_only(int fd, uint32_t *read_only);
 int lc_set_read_only(int fd, uint32_t read_only);
 
 /*
+ * BLKPG: add partition pno (1-based) of a whole-disk fd covering length
+ * bytes from byte start, or delete partition pno (start and length
+ * ignored).  start and length must be multiples of the logical block
+ * size; EBUSY when an added partition overlaps another or a deleted one
+ * is open.
+ */
+int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
+
+/*
  * The hot path, one call: lock /dev/loop-control, GET_FREE, open
  * /dev/loopN (read-only if LO_FLAGS_READ_ONLY is in flags), bind, unlock,
  * then read back what the kernel did into *result.  With use_configure the
@@ -108,24 +139,38 @@ int lc_set_read_only(int fd, uint32_t read_only);
  * sleeps a random time below sleep_base_us + sleep_span_us * attempt /
  * max_attempts with the lock released.
  *
+ * number >= 0 binds that device instead of asking GET_FREE (losetup's
+ * `losetup DEV FILE`): a missing /dev/loopN is made with LOOP_CTL_ADD
+ * (result->created says so), a device that is bound fails at once with
+ * -EBUSY (failed_step LC_STEP_BIND), and EBUSY/EAGAIN from the bind (a
+ * device still being torn down) or ENXIO/ENOENT from the open are retried
+ * on the same device as above.  number -1 is GET_FREE.
+ *
+ * options (enum lc_attach_option): LC_ATTACH_LOCK_DEVICE takes flock
+ * LOCK_EX on a second fd of the device after the control lock and before
+ * the bind (the control lock first, the device lock second, always), and
+ * returns it in result->lock_fd; LC_ATTACH_CONTROL_HELD leaves the control
+ * lock to the caller.
+ *
  * Attempts are counted from first_attempt (0 on a first call).  -EINTR
- * from any step (a signal interrupting the lock wait or a sleep, mostly)
+ * from any step (a signal interrupting a lock wait or a sleep, mostly)
  * is returned at once with result->attempts set to the attempt to resume
  * from: the caller runs its signal handlers and calls again with that as
  * first_attempt (PEP 475), so Ctrl-C is never held up by a retry loop.
  * deadline_ns, if not 0, is a CLOCK_MONOTONIC time after which waiting
- * for the lock or sleeping between attempts gives up with -ETIMEDOUT.
+ * for a lock or sleeping between attempts gives up with -ETIMEDOUT.
  *
  * On failure nothing stays bound, no fd stays open, result->failed_step
  * names the step, result->number the device once GET_FREE named one, and
  * -errno is returned (-EBUSY when the retries ran out); on success the
- * device number.
+ * device number.  A device LOOP_CTL_ADD made stays (unbound) on failure:
+ * removing it is the caller's choice.
  */
-int lc_attach(int ctl_fd, int backing_fd, int use_configure, uint32_t flags,
-              uint64_t offset, uint64_t size_limit, uint32_t block_size,
-              const char *file_name, const struct lc_retry *retry,
-              uint32_t first_attempt, int64_t deadline_ns,
-              struct lc_attach_result *result);
+int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
+              int use_configure, uint32_t flags, uint64_t offset,
+              uint64_t size_limit, uint32_t block_size, const char *file_name,
+              const struct lc_retry *retry, uint32_t first_attempt,
+              int64_t deadline_ns, struct lc_attach_result *result);
 
 /*
  * Fill devnum, diskseq, size_bytes, block_size, flags and disk_read_only

@@ -73,15 +73,21 @@ def main() -> int:
             loopcore_cli("list", "-O", "NAME,BACK-FILE,PARTSCAN,RO,DIO,LOG-SEC", device)
             loopcore_cli("list", "--json", "-O", "NAME,BACK-FILE,BACK-INO,PARTSCAN", device)
 
-            say("\n4. its partitions (the kernel's partition scan; nodes from devtmpfs/udev)")
+            say("\n4. its partitions: the kernel's own scan where it parses GPT, else loopcore's")
+            dev = loopcore.open(device)
             try:
-                parts = discovery.wait_for_partitions(number, len(PARTS), timeout=2.0)
-            except TimeoutError:
-                say("    this kernel did not parse the GPT (no CONFIG_EFI_PARTITION);")
-                say("    adding them from user space instead "
-                    "(partx reads the GPT, tells the kernel via BLKPG):")
-                run("partx", "--add", device)
-                parts = discovery.wait_for_partitions(number, len(PARTS), timeout=5.0)
+                # A no-op (and a log line) when the kernel scanned the table.
+                dev.add_partitions()
+                if dev.added_partitions:
+                    say("    this kernel did not parse the GPT (no CONFIG_EFI_PARTITION): "
+                        "loopcore read it")
+                    say("    and registered the partitions with BLKPG itself "
+                        "(dev.add_partitions(), what `partx --add` does)")
+                else:
+                    say("    the kernel parsed the GPT itself (partscan): nothing to add")
+            finally:
+                dev.close()  # not detach(): step 6 detaches through the CLI
+            parts = discovery.wait_for_partitions(number, len(PARTS), timeout=5.0)
             loopcore_cli("info", device)
             for part, (_, size, text) in zip(parts, PARTS):
                 with open(part, "rb") as f:

@@ -119,9 +119,9 @@ def test_detach_failures(fake_lib, step_name: str, err: int, closed: bool):
 def _fake_attach(script: List[Dict[str, int]], seen: List[int]) -> Callable[..., int]:
     """lc_attach answering from ``script`` (one dict per call: rc and result
     fields), recording the first_attempt of each call in ``seen``."""
-    def lc_attach(ctl_fd: int, backing_fd: int, use_configure: int, flags: int, offset: int,
-                  size_limit: int, block_size: int, file_name: bytes, retry: Any,
-                  first_attempt: int, deadline_ns: int, result: Any) -> int:
+    def lc_attach(ctl_fd: int, backing_fd: int, number: int, options: int, use_configure: int,
+                  flags: int, offset: int, size_limit: int, block_size: int, file_name: bytes,
+                  retry: Any, first_attempt: int, deadline_ns: int, result: Any) -> int:
         seen.append(first_attempt)
         answer = dict(script.pop(0))
         rc = answer.pop("rc")
@@ -215,3 +215,96 @@ def test_every_exception_is_in_the_family(tmp_path):
         with pytest.raises(builtin) as e:
             call()
         assert isinstance(e.value, loopcore.Error), type(e.value).__mro__
+
+
+# --- builders: a chosen device, reuse, locks (policy without a kernel) -------------
+
+def _attach_recorder(answer: Dict[str, int], calls: List[Dict[str, int]]) -> Callable[..., int]:
+    """lc_attach that records (number, options) and answers ``answer``
+    (rc and result fields)."""
+    def lc_attach(ctl_fd: int, backing_fd: int, number: int, options: int, use_configure: int,
+                  flags: int, offset: int, size_limit: int, block_size: int, file_name: bytes,
+                  retry: Any, first_attempt: int, deadline_ns: int, result: Any) -> int:
+        calls.append({"number": number, "options": options})
+        fields = dict(answer)
+        rc = fields.pop("rc")
+        for field, value in fields.items():
+            setattr(result, field, value)
+        return rc
+    return lc_attach
+
+
+@pytest.mark.parametrize("answer, raised, message", [
+    ({"rc": -errno.EBUSY, "failed_step": 4, "attempts": 1}, loopcore.LoopBusyError,
+     "the device is bound"),
+    ({"rc": -errno.EBUSY, "failed_step": 4, "attempts": 64}, loopcore.LoopBusyError,
+     "stayed busy (64 attempts)"),
+    ({"rc": -errno.EINVAL, "failed_step": 9}, loopcore.LoopError, "Invalid argument"),
+    ({"rc": -errno.ETIMEDOUT, "failed_step": 10}, TimeoutError, "lock on the device"),
+    ({"rc": -errno.EACCES, "failed_step": 10}, PermissionError, "Permission denied"),
+])
+def test_chosen_device_failures_name_the_device(fake_lib, backing, answer, raised, message):
+    step = {4: _c.lib.LC_STEP_BIND, 9: _c.lib.LC_STEP_ADD, 10: _c.lib.LC_STEP_DEVICE_LOCK}
+    answer = dict(answer, failed_step=step[answer["failed_step"]], number=77)
+    calls: List[Dict[str, int]] = []
+    fake_lib(lc_attach=_attach_recorder(answer, calls))
+    with pytest.raises(raised) as e:
+        loopcore.attach(backing.fd, read_only=True, number=77, lock=True, legacy=False,
+                        direct_io=False, timeout=5)
+    assert isinstance(e.value, loopcore.Error) and e.value.filename == "/dev/loop77"
+    assert message in str(e.value)
+    assert calls == [{"number": 77, "options": _c.lib.LC_ATTACH_LOCK_DEVICE}]
+
+
+def test_a_device_made_for_a_failed_attach_is_removed_again(fake_lib, backing):
+    removed: List[int] = []
+    fake_lib(lc_attach=_attach_recorder({"rc": -errno.EIO, "failed_step": _c.lib.LC_STEP_BIND,
+                                         "number": 31, "created": 1}, []),
+             lc_ctl_remove=lambda fd, n: removed.append(n) or 0)
+    with pytest.raises(loopcore.LoopError):
+        loopcore.attach(backing.fd, read_only=True, number=31, legacy=False)
+    assert removed == [31]
+
+
+def test_a_device_that_existed_is_not_removed(fake_lib, backing):
+    removed: List[int] = []
+    fake_lib(lc_attach=_attach_recorder({"rc": -errno.EIO, "failed_step": _c.lib.LC_STEP_BIND,
+                                         "number": 31, "created": 0}, []),
+             lc_ctl_remove=lambda fd, n: removed.append(n) or 0)
+    with pytest.raises(loopcore.LoopError):
+        loopcore.attach(backing.fd, read_only=True, number=31, legacy=False)
+    assert removed == []
+
+
+def test_reuse_binds_with_the_control_lock_held(fake_lib, backing, monkeypatch):
+    # Nothing to reuse: the bind must not take (or drop) the control lock
+    # reuse holds, so the look-up and the bind are one step for others.
+    from loopcore.loop import discovery
+    monkeypatch.setattr(discovery, "scan", lambda **kw: [])
+    calls: List[Dict[str, int]] = []
+    fake_lib(lc_attach=_attach_recorder({"rc": -errno.EIO, "failed_step": _c.lib.LC_STEP_BIND,
+                                         "number": 5}, calls))
+    with pytest.raises(loopcore.LoopError):
+        loopcore.attach(backing.fd, read_only=True, reuse=True, lock="shared", legacy=False)
+    assert calls == [{"number": -1, "options": _c.lib.LC_ATTACH_CONTROL_HELD
+                      | _c.lib.LC_ATTACH_LOCK_DEVICE}]
+    assert not control.lock.locked()  # released after the failure
+
+
+@pytest.mark.parametrize("a, b, overlap", [
+    ((0, 100), (100, 100), False), ((0, 100), (99, 1), True), ((0, 0), (10 ** 9, 1), True),
+    ((50, 0), (0, 50), False), ((50, 0), (0, 51), True), ((0, 0), (0, 0), True),
+])
+def test_overlap_rules(a, b, overlap):
+    from loopcore.loop.policy import _ranges_overlap
+    assert _ranges_overlap(*a, *b) is overlap
+    assert _ranges_overlap(*b, *a) is overlap
+
+
+def test_blkpg_wrapper_refuses_unknown_operations():
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        assert _c.lib.lc_blkpg(fd, 99, 1, 0, 512) == -errno.EINVAL
+        assert _c.lib.lc_blkpg(fd, _c.lib.LC_BLKPG_ADD, 1, 0, 512) == -errno.ENOTTY
+    finally:
+        os.close(fd)

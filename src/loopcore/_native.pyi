@@ -47,6 +47,16 @@ class _Lib:
     LC_STEP_BACKOFF: int
     LC_STEP_WRITE_BACK: int
     LC_STEP_UNBIND: int
+    LC_STEP_ADD: int
+    LC_STEP_DEVICE_LOCK: int
+
+    # lc_loop.h: enum lc_attach_option (lc_attach's options bits)
+    LC_ATTACH_LOCK_DEVICE: int
+    LC_ATTACH_CONTROL_HELD: int
+
+    # lc_loop.h: enum lc_blkpg_op
+    LC_BLKPG_ADD: int
+    LC_BLKPG_DEL: int
 
     # lc_scan.h: lc_scan_rec.flags bits
     LC_SCAN_RO: int
@@ -95,12 +105,15 @@ class _Lib:
     def lc_get_sector_size(self, fd: int, sector_size: CData, /) -> int: ...
     def lc_get_read_only(self, fd: int, read_only: CData, /) -> int: ...
     def lc_set_read_only(self, fd: int, read_only: int, /) -> int: ...
+    def lc_blkpg(self, fd: int, op: int, pno: int, start: int, length: int, /) -> int: ...
 
     # lc_loop.h: one-call paths
     def lc_attach(
         self,
         ctl_fd: int,
         backing_fd: int,
+        number: int,
+        options: int,
         use_configure: int,
         flags: int,
         offset: int,

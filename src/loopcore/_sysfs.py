@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 __all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_backing_file",
-           "loop_partition_numbers", "read_ahead_sectors"]
+           "loop_partition_numbers", "loop_partition", "read_ahead_sectors"]
 
 SYS_BLOCK = "/sys/block"
 
@@ -62,6 +62,22 @@ def loop_partition_numbers(number: int) -> Optional[List[int]]:
         return None
     return sorted(int(entry[len(prefix):]) for entry in names
                   if entry.startswith(prefix) and entry[len(prefix):].isdigit())
+
+
+def loop_partition(number: int, pno: int) -> Optional[Tuple[int, int, int]]:
+    """(start, size, dev_t) of ``loopNpM``, start and size in bytes (sysfs
+    counts 512-byte sectors whatever the logical block size); None if the
+    kernel has no such partition (or drops it while we read)."""
+    base = f"{SYS_BLOCK}/loop{number}/loop{number}p{pno}"
+    try:
+        values = []
+        for attr in ("start", "size", "dev"):
+            with open(f"{base}/{attr}") as f:
+                values.append(f.read().strip())
+    except OSError:
+        return None
+    major, _, minor = values[2].partition(":")
+    return int(values[0]) * 512, int(values[1]) * 512, os.makedev(int(major), int(minor))
 
 
 def read_ahead_sectors(devnum: int) -> Optional[int]:

@@ -34,6 +34,9 @@ __all__ = [
     "DmBusyError",
     "NoFreeDeviceError",
     "NotALoopDeviceError",
+    "DiskseqMismatchError",
+    "LoopOverlapError",
+    "PartitionTableError",
     "error_from_errno",
     "converted",
     "translate",
@@ -80,6 +83,29 @@ class NoFreeDeviceError(LoopError):
 
 class NotALoopDeviceError(LoopError):
     """The path names something that is not a loop device."""
+
+
+class DiskseqMismatchError(LoopError):
+    """The device node now holds another disk than the one asked for: its
+    diskseq differs (the device was detached, and maybe reused, meanwhile).
+
+    errno is ESTALE, the stale-handle errno: a (path, diskseq) pair is a
+    handle on one binding, and ENXIO already means "not bound" elsewhere in
+    loopcore, so the two stay apart.
+    """
+
+
+class LoopOverlapError(LoopBusyError):
+    """``attach(..., reuse=True)``: a device already covers bytes of the
+    requested range of the backing file, set up differently (another
+    offset, size limit or block size).  errno EBUSY; ``filename2`` names
+    that device.  Two devices over the same bytes would cache them twice."""
+
+
+class PartitionTableError(LoopError):
+    """The partition table cannot be used: a protective MBR without a
+    valid GPT, a table written for another sector size, entries past the
+    end of the device.  errno EINVAL."""
 
 
 # loopcore's member of each builtin OSError subclass: what error_from_errno

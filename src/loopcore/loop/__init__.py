@@ -11,6 +11,8 @@ One file per job:
 - ``device``: :class:`LoopDevice`, :func:`open`, :func:`detach`;
 - ``policy``: :func:`attach`, the attach policy, top to bottom;
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
+- ``partition_table``: partition tables read in the library (GPT, MBR) and
+  registered with BLKPG, for kernels and devices that do not scan them;
 - ``_calls``: -errno checking, EAGAIN retries, every retry constant.
 """
 from __future__ import annotations
@@ -23,12 +25,24 @@ from ._calls import (
     ATTACH_SLEEP_SPAN_US,
     EAGAIN_ATTEMPTS,
     EAGAIN_SLEEP_S,
+    LOCK_POLL_FIRST_S,
+    LOCK_POLL_MAX_S,
     REMOVE_ATTEMPTS,
     REMOVE_FIRST_SLEEP_S,
+    REUSE_ATTEMPTS,
 )
 from .backing import Backing, BackingFile
 from .control import FORCE_LEGACY_ENV, LoopControl, kernel_supports_configure
-from .device import DeviceRef, LoopDevice, detach, loop_number_of, open
+from .device import (
+    LOCK_EXCLUSIVE,
+    LOCK_SHARED,
+    DeviceLock,
+    DeviceRef,
+    LoopDevice,
+    detach,
+    loop_number_of,
+    open,
+)
 from .discovery import find, list_devices, partitions, wait_for_partitions
 from .info import (
     LO_NAME_SIZE,
@@ -39,14 +53,17 @@ from .info import (
     LoopInfo,
     device_path,
 )
-from .policy import attach, bind
+from .partition_table import Partition, PartitionTable, read_partition_table
+from .policy import LockArg, attach, bind
 
 __all__ = [
     "ATTACH_ATTEMPTS", "ATTACH_SLEEP_BASE_US", "ATTACH_SLEEP_SPAN_US", "EAGAIN_ATTEMPTS",
     "EAGAIN_SLEEP_S", "REMOVE_ATTEMPTS", "REMOVE_FIRST_SLEEP_S", "FORCE_LEGACY_ENV",
+    "LOCK_POLL_FIRST_S", "LOCK_POLL_MAX_S", "REUSE_ATTEMPTS", "LOCK_EXCLUSIVE", "LOCK_SHARED",
     "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE",
-    "Backing", "BackingFile", "DeviceRef", "Flags", "LoopControl", "LoopDevice", "LoopInfo",
+    "Backing", "BackingFile", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
+    "LoopDevice", "LoopInfo", "Partition", "PartitionTable",
     "attach", "bind", "check_number", "detach", "device_path", "find",
     "kernel_supports_configure", "list_devices", "loop_number_of", "open", "partitions",
-    "sysfs_backing_file", "wait_for_partitions",
+    "read_partition_table", "sysfs_backing_file", "wait_for_partitions",
 ]

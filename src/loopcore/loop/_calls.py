@@ -4,6 +4,7 @@ place, so tests can shrink them)."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import time
 from typing import Callable, Optional
 
@@ -11,7 +12,8 @@ from ..errors import error_from_errno
 
 __all__ = ["ATTACH_ATTEMPTS", "ATTACH_SLEEP_BASE_US", "ATTACH_SLEEP_SPAN_US",
            "EAGAIN_ATTEMPTS", "EAGAIN_SLEEP_S", "REMOVE_ATTEMPTS", "REMOVE_FIRST_SLEEP_S",
-           "check", "retry_eagain"]
+           "LOCK_POLL_FIRST_S", "LOCK_POLL_MAX_S", "REUSE_ATTEMPTS", "PARTITION_DEL_ATTEMPTS",
+           "check", "retry_eagain", "flock_wait"]
 
 # Attach: systemd's 64 attempts with a random sleep below 10 ms + 240 ms *
 # attempt/64; the C loop makes the first retry at once since a fresh
@@ -26,6 +28,16 @@ EAGAIN_SLEEP_S = 0.25
 # LOOP_CTL_REMOVE of a device still being released: systemd's backoff.
 REMOVE_ATTEMPTS = 8
 REMOVE_FIRST_SLEEP_S = 0.005
+# A lock wait with a timeout polls LOCK_NB (flock has no timeout of its
+# own): 1 ms at first, doubling up to 50 ms between tries.
+LOCK_POLL_FIRST_S = 0.001
+LOCK_POLL_MAX_S = 0.05
+# BLKPG_DEL_PARTITION of a partition someone has open for a moment (a
+# udev or blkid probe): retried with the LOOP_CTL_REMOVE backoff above.
+PARTITION_DEL_ATTEMPTS = 8
+# attach(reuse=True): how often a device picked for reuse may turn out
+# unbound or rebound when opened (autoclear racing us) before giving up.
+REUSE_ATTEMPTS = 8
 
 
 def check(rc: int, filename: object = None, message: Optional[str] = None) -> int:
@@ -43,3 +55,27 @@ def retry_eagain(call: Callable[[], int]) -> int:
             return rc
         time.sleep(EAGAIN_SLEEP_S)
     return call()
+
+
+def flock_wait(fd: int, operation: int, deadline_ns: int) -> bool:
+    """flock(fd, operation) (LOCK_SH or LOCK_EX); False if ``deadline_ns``
+    (time.monotonic_ns(), 0 for none) passed first.
+
+    Without a deadline it blocks (a signal handler that raises ends the
+    wait, PEP 475); with one it polls LOCK_NB.  Other errors raise OSError.
+    """
+    if not deadline_ns:
+        fcntl.flock(fd, operation)
+        return True
+    pause = LOCK_POLL_FIRST_S
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        left = (deadline_ns - time.monotonic_ns()) / 1e9
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, LOCK_POLL_MAX_S)

@@ -3,16 +3,24 @@ process's shared control state for attach (:data:`control`): its fd and
 locks, fork handling, the LOOP_CONFIGURE probe and the legacy switch."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import threading
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 from .. import _c
 from .._log import get_logger
 from .._validate import check_number
-from ..errors import LoopBusyError, NoFreeDeviceError, translate
+from ..errors import (
+    LoopBusyError,
+    NoFreeDeviceError,
+    TimeoutError,
+    error_from_errno,
+    translate,
+)
 from . import _calls
 from .info import device_path
 
@@ -27,6 +35,11 @@ log = get_logger("loop")
 
 def no_free_device(err: int) -> NoFreeDeviceError:
     return NoFreeDeviceError(err, f"no free loop device: {os.strerror(err)}", CONTROL_PATH)
+
+
+def control_timeout() -> TimeoutError:
+    return TimeoutError(errno.ETIMEDOUT, "timed out waiting for another attach to release "
+                        "/dev/loop-control, or for a free loop device", CONTROL_PATH)
 
 
 def get_free(ctl_fd: int) -> int:
@@ -59,6 +72,35 @@ class SharedControl:
         if self._fd < 0:
             self._fd = _calls.check(_c.lib.lc_ctl_open(), CONTROL_PATH)
         return self._fd
+
+    @contextlib.contextmanager
+    def held(self, deadline_ns: int = 0) -> Iterator[int]:
+        """Hold the control lock (this process's threads and, by flock,
+        other processes) around a decision that must stay true until a
+        bind: no cooperating attach can bind in between.  Yields the
+        control fd, for ``lc_attach(..., LC_ATTACH_CONTROL_HELD)``.
+        ``deadline_ns`` (time.monotonic_ns(), 0: none) bounds the wait:
+        TimeoutError."""
+        if deadline_ns:
+            left = (deadline_ns - time.monotonic_ns()) / 1e9
+            if not self.lock.acquire(timeout=max(left, 0.0)):
+                raise control_timeout()
+        else:
+            self.lock.acquire()
+        try:
+            fd = self.fd()
+            try:
+                locked = _calls.flock_wait(fd, fcntl.LOCK_EX, deadline_ns)
+            except OSError as e:
+                raise error_from_errno(e.errno or errno.EIO, CONTROL_PATH) from None
+            if not locked:
+                raise control_timeout()
+            try:
+                yield fd
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self.lock.release()
 
     def after_fork(self) -> None:
         self.lock = threading.Lock()
