@@ -1,0 +1,29 @@
+"""A single-node dm-log-userspace server: dirty logs for dm-mirror in userspace.
+
+The kernel's ``dm-log-userspace`` module forwards every dirty-log call of a
+mirror whose table says ``mirror userspace ...`` to a server over the
+netlink connector.  :class:`DirtyLogServer` is that server for one machine:
+``clustered-core`` and ``clustered-disk`` logs (the latter in the kernel's
+own ``disk`` log format, so either can read what the other wrote),
+crash-safe ordering (dirty bits on stable storage before the write they
+cover, clean bits only after the legs' caches are flushed), and a restart
+path on which the kernel reconnects by itself.
+
+>>> from loopcore import dm
+>>> from loopcore.dmlog import DirtyLogServer, mirror
+>>> with DirtyLogServer() as server, dm.DeviceMapper() as m:
+...     m.create("m1", table=[mirror(0, 65536, [leg0, leg1], 1024, log="userspace",
+...                                  uuid="m1-log", log_device=logdev)])
+...     print(server.logs)
+
+Modules: :mod:`.protocol` (the wire format and reply rules), :mod:`.disklog`
+(the on-disk format), :mod:`.log` (one log's state and requests),
+:mod:`.legs` (finding and flushing the mirror legs), :mod:`.server`
+(sockets, dispatch, lifetime), :mod:`.mirror` (the target builder),
+:mod:`.cli` (``loopcore dmlog serve``).
+"""
+from .log import LogView
+from .mirror import mirror
+from .server import DEFAULT_LOCK_FILE, DEFAULT_STATE_DIR, DirtyLogServer
+
+__all__ = ["DirtyLogServer", "LogView", "mirror", "DEFAULT_LOCK_FILE", "DEFAULT_STATE_DIR"]

@@ -1,0 +1,7 @@
+"""``python -m loopcore.dmlog serve [--pidfile PATH] ...``."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The kernel's disk-log format (dm-log.c's ``disk`` log), read and written.
+
+Byte-compatible both ways with the kernel's own ``disk`` dirty log on the
+same device, so a mirror can switch between ``disk`` and ``userspace ...
+clustered-disk`` on one log device (LVM does that):
+
+- a 16-byte header at byte 0: ``__le32 magic = 0x4D695272`` (the bytes
+  ``72 52 69 4d``, "rRiM" on disk), ``__le32 version = 2``, ``__le64
+  nr_regions``; bytes 16..1023 are unused (written as zeros here);
+- the clean bitmap at byte 1024: bit ``r`` is bit ``r & 7`` of byte
+  ``r >> 3`` (little-endian bit order), **1 means clean** (in sync); its
+  size is the region count rounded up to 64 bits;
+- the kernel reads and writes ``round_up(1024 + bitmap, logical block
+  size)`` bytes in one I/O and refuses a smaller device.
+
+Version 1 (host-endian, the same bytes on a little-endian host) is read as
+2, as the kernel does; any other version, or a bad magic, is not a log.
+
+:class:`LogStore` is where one log's bitmap lives: the log device of a
+``clustered-disk`` log (``durable``: every write is followed by
+``fdatasync``), or the state file that lets a ``clustered-core`` log
+survive a restart of the server (not durable: a core log does not survive
+a reboot anyway).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+import struct
+from typing import Iterable, NamedTuple, Optional, Tuple
+
+from .. import errors
+
+__all__ = ["MAGIC", "VERSION", "BITMAP_OFFSET", "HEADER", "Header", "bitmap_bytes",
+           "io_size", "encode_header", "parse_header", "LogStore"]
+
+MAGIC = 0x4D695272
+VERSION = 2
+BITMAP_OFFSET = 1024
+HEADER = struct.Struct("<IIQ")
+_BLKSSZGET = 0x1268
+_BLKGETSIZE64 = 0x80081272
+
+
+class Header(NamedTuple):
+    """The decoded header; ``valid`` is False for a bad magic or version."""
+
+    magic: int
+    version: int
+    nr_regions: int
+
+    @property
+    def valid(self) -> bool:
+        """A log the kernel would accept (version 1 is read as 2)."""
+        return self.magic == MAGIC and self.version in (1, VERSION)
+
+
+def bitmap_bytes(region_count: int) -> int:
+    """Bytes of the clean bitmap: the region count rounded up to 64 bits."""
+    return (region_count + 63) // 64 * 8
+
+
+def io_size(region_count: int, block_size: int = 512) -> int:
+    """Bytes the kernel reads and writes: header area and bitmap, rounded
+    up to the device's logical block size."""
+    return -(-(BITMAP_OFFSET + bitmap_bytes(region_count)) // block_size) * block_size
+
+
+def encode_header(nr_regions: int) -> bytes:
+    """The 1024-byte header area for ``nr_regions`` (version 2)."""
+    return HEADER.pack(MAGIC, VERSION, nr_regions).ljust(BITMAP_OFFSET, b"\0")
+
+
+def parse_header(buf: bytes) -> Header:
+    """The header at the start of ``buf`` (at least 16 bytes)."""
+    return Header(*HEADER.unpack_from(buf, 0))
+
+
+class LogStore:
+    """An open log device (or state file) for one log of ``region_count``
+    regions.  ``durable``: ``fdatasync`` after every write.  ``create``:
+    make the file if missing (state files).  Raises OSError if it cannot be
+    opened, ValueError if it is too small for the log (as the kernel's
+    ``disk`` log refuses)."""
+
+    def __init__(self, path: str, region_count: int, *, durable: bool = True,
+                 create: bool = False) -> None:
+        self.path = path
+        self.region_count = region_count
+        self.durable = durable
+        self._page_buf: Optional[mmap.mmap] = None
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        self.fd = os.open(path, flags, 0o600)
+        try:
+            st = os.fstat(self.fd)
+            self.is_block = stat.S_ISBLK(st.st_mode)
+            if not self.is_block and not stat.S_ISREG(st.st_mode):
+                raise errors.ValueError(f"{path} is neither a block device nor a file")
+            self.devnum: Optional[int] = st.st_rdev if self.is_block else None
+            self.block_size = self._ioctl_int(_BLKSSZGET, "i") if self.is_block else 512
+            self.size = io_size(region_count, self.block_size)
+            #: writes go in pieces of this many bytes (aligned for O_DIRECT)
+            self.page = max(4096, self.block_size)
+            if self.is_block:
+                have = self._ioctl_int(_BLKGETSIZE64, "Q")
+                if have < self.size:
+                    raise errors.ValueError(f"log device {path} too small: {have} bytes, "
+                                            f"the log needs {self.size}")
+                # O_DIRECT on the device, as the kernel's disk log does its
+                # I/O below the page cache: the mirror holds the device
+                # open, so its page cache would outlive us and a later
+                # buffered read could return our own stale copy instead of
+                # what the kernel's ``disk`` log wrote meanwhile.
+                fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fl | os.O_DIRECT)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _ioctl_int(self, request: int, fmt: str) -> int:
+        raw = fcntl.ioctl(self.fd, request, bytes(struct.calcsize(fmt)))
+        value: int = struct.unpack(fmt, raw)[0]
+        return value
+
+    def read(self) -> bytes:
+        """The whole log area (header and bitmap); short for a short file
+        (the rest reads as zeros: no valid header)."""
+        if self.is_block:
+            # O_DIRECT wants an aligned buffer: an anonymous mmap is
+            buf = mmap.mmap(-1, self.size)
+            try:
+                n = os.preadv(self.fd, [buf], 0)
+                return bytes(buf[:n]).ljust(self.size, b"\0")
+            finally:
+                buf.close()
+        out = bytearray()
+        while len(out) < self.size:
+            chunk = os.pread(self.fd, self.size - len(out), len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out.ljust(self.size, b"\0"))
+
+    def write(self, pieces: Iterable[Tuple[int, bytes]]) -> None:
+        """Write ``(offset, bytes)`` pieces, then ``fdatasync`` if durable:
+        nothing is answered to the kernel before the bits are on stable
+        storage."""
+        for offset, data in pieces:
+            if self.is_block:
+                self._write_direct(offset, data)
+                continue
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write", self.path)
+                view, offset = view[n:], offset + n
+        if self.durable:
+            os.fdatasync(self.fd)
+
+    def _write_direct(self, offset: int, data: bytes) -> None:
+        # O_DIRECT needs an aligned buffer: an anonymous mmap is.  One page
+        # is kept for the common write (the page of a few regions); a
+        # larger write (resume, suspend) gets its own for the moment.
+        size = len(data)
+        if size <= self.page:
+            if self._page_buf is None:
+                self._page_buf = mmap.mmap(-1, self.page)
+            buf = self._page_buf
+        else:
+            buf = mmap.mmap(-1, size)
+        view = memoryview(buf)
+        part = view[:size]
+        try:
+            part[:] = data
+            if os.pwritev(self.fd, [part], offset) != size:
+                raise OSError(errno.EIO, "short write", self.path)
+        finally:
+            part.release()
+            view.release()
+            if buf is not self._page_buf:
+                buf.close()
+
+    def close(self) -> None:
+        """Close the device (idempotent)."""
+        if self._page_buf is not None:
+            self._page_buf.close()
+            self._page_buf = None
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
