@@ -81,12 +81,7 @@ class SharedControl:
         control fd, for ``lc_attach(..., LC_ATTACH_CONTROL_HELD)``.
         ``deadline_ns`` (time.monotonic_ns(), 0: none) bounds the wait:
         TimeoutError."""
-        if deadline_ns:
-            left = (deadline_ns - time.monotonic_ns()) / 1e9
-            if not self.lock.acquire(timeout=max(left, 0.0)):
-                raise control_timeout()
-        else:
-            self.lock.acquire()
+        self.acquire_thread_lock(deadline_ns)
         try:
             fd = self.fd()
             try:
@@ -101,6 +96,14 @@ class SharedControl:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self.lock.release()
+
+    def acquire_thread_lock(self, deadline_ns: int = 0) -> None:
+        """Take ``lock`` (this process's threads), waiting until
+        ``deadline_ns`` (time.monotonic_ns(), 0: no deadline): TimeoutError."""
+        if not deadline_ns:
+            self.lock.acquire()
+        elif not self.lock.acquire(timeout=max((deadline_ns - time.monotonic_ns()) / 1e9, 0.0)):
+            raise control_timeout()
 
     def after_fork(self) -> None:
         self.lock = threading.Lock()

@@ -479,14 +479,8 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
     file_name = bf.file_name_field()
     attempt = 0
     while True:
-        if not take_lock:
-            pass
-        elif deadline_ns:
-            left = (deadline_ns - time.monotonic_ns()) / 1e9
-            if not control.lock.acquire(timeout=max(left, 0.0)):
-                raise control_timeout()
-        else:
-            control.lock.acquire()
+        if take_lock:
+            control.acquire_thread_lock(deadline_ns)
         try:
             rc = _c.lib.lc_attach(control.fd(), bf.fd, number, options, use_configure, flags,
                                   offset, size_limit, block_size, file_name, _retry[1],
