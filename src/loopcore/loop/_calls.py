@@ -48,12 +48,15 @@ def check(rc: int, filename: object = None, message: Optional[str] = None) -> in
 
 
 def retry_eagain(call: Callable[[], int]) -> int:
-    """Run a loop ioctl wrapper, retrying EAGAIN (kernel >= 5.0 may say it)."""
+    """Run a loop ioctl wrapper, retrying EAGAIN (kernel >= 5.0 may say it)
+    after a pause, and EINTR (a signal; its Python handler runs between
+    tries and may raise) at once, within the same budget of tries."""
     for _ in range(EAGAIN_ATTEMPTS - 1):
         rc = call()
-        if rc != -errno.EAGAIN:
+        if rc == -errno.EAGAIN:
+            time.sleep(EAGAIN_SLEEP_S)
+        elif rc != -errno.EINTR:
             return rc
-        time.sleep(EAGAIN_SLEEP_S)
     return call()
 
 
