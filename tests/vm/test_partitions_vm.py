@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -34,12 +35,25 @@ LAYOUTS = {
 
 
 def sysfs_partitions(number: int) -> Dict[int, Tuple[int, int]]:
-    found = {}
-    for entry in Path(f"/sys/block/loop{number}").iterdir():
-        if entry.name.startswith(f"loop{number}p"):
-            found[int(entry.name[len(f"loop{number}p"):])] = (
-                int((entry / "start").read_text()) * 512, int((entry / "size").read_text()) * 512)
-    return found
+    """The kernel's partitions of loopN, read until two reads agree: udev's
+    probe in the guest can make the kernel drop and re-add them meanwhile."""
+    previous = None
+    for _ in range(100):
+        found = {}
+        try:
+            for entry in Path(f"/sys/block/loop{number}").iterdir():
+                if entry.name.startswith(f"loop{number}p"):
+                    found[int(entry.name[len(f"loop{number}p"):])] = (
+                        int((entry / "start").read_text()) * 512,
+                        int((entry / "size").read_text()) * 512)
+        except FileNotFoundError:
+            time.sleep(0.05)
+            continue
+        if found == previous:
+            return found
+        previous = found
+        time.sleep(0.05)
+    raise AssertionError(f"loop{number}'s partitions never settled: {previous}")
 
 
 def sfdisk(target: str, script: str) -> None:

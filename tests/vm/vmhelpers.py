@@ -5,6 +5,7 @@ import argparse
 import errno
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -44,7 +45,18 @@ def write_dm(name: str, offset: int, data: bytes) -> None:
 
 
 def read_dm(name: str, offset: int, length: int) -> bytes:
-    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
+    # The guest runs udev: on the change event of a resume its dm rules may
+    # replace the /dev/mapper node loopcore made, which leaves it missing
+    # for a moment.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
+            break
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     try:
         return os.pread(fd, length, offset)
     finally:
