@@ -533,6 +533,17 @@ def test_disk_log_versions_and_sizes(h):
     assert raw[1024 + 12] == 0x0F and raw[1024 + 13:1024 + 16] == bytes(3)
 
 
+def test_reconnect_trusts_the_disk_over_nosync(h):
+    """A reconnect (CTR with NUL) is the same table: its bits come from the
+    log even with nosync; only regions the log does not cover follow nosync."""
+    write_disk_log(h.logdev, [0] * 3 + [1] * 7)       # a log of 10 regions
+    k = h.server()
+    k.ok(CTR, (disk_ctr(h, "nosync") + "\0").encode(), capacity=0)
+    k.ok(RESUME)
+    assert k.s64(GET_SYNC_COUNT) == NREG - 3
+    assert [k.s64(IN_SYNC, u64(r)) for r in (0, 2, 3, 9, 10, 63)] == [0, 0, 1, 1, 1, 1]
+
+
 def test_integrated_flush_marks_are_applied_and_durable(h):
     k = h.server()
     k.load(disk_ctr(h, "nosync"))
@@ -828,3 +839,30 @@ def test_requests_per_second_smoke(h):
     for _ in range(2000):
         srv.handle_datagram(raw)
     assert time.perf_counter() - t0 < 2
+
+
+def test_example_unit_ships_in_the_sdist():
+    root = Path(__file__).resolve().parents[1]
+    unit = (root / "contrib" / "loopcore-dmlog.service").read_text()
+    assert "Type=notify" in unit and "loopcore.dmlog serve" in unit
+    assert "graft contrib" in (root / "MANIFEST.in").read_text().splitlines()
+
+
+def test_registers_with_the_loopcore_command(monkeypatch, capsys):
+    """The one line that registers it: ``"dmlog": "loopcore.dmlog.cli"`` in
+    loopcore.cli.SUBCOMMAND_MODULES; the command's rules then apply."""
+    from loopcore import cli as lcli
+    monkeypatch.setitem(lcli.SUBCOMMAND_MODULES, "dmlog", "loopcore.dmlog.cli")
+    args = lcli.build_parser(["dmlog", "serve"]).parse_args(
+        ["dmlog", "serve", "--lock-file", "/x", "--busy-poll-us", "500"])
+    assert args.busy_poll_us == 500 and args.lock_file == "/x"
+    with pytest.raises(SystemExit) as usage:
+        lcli.main(["dmlog", "serve", "--busy-poll-us", "-1"])
+    assert usage.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    # failing to start: one line, exit 1, the signal mask restored
+    import signal as _signal
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, set())
+    assert lcli.main(["dmlog", "serve", "--lock-file", "/nonexistent-dir/lock"]) == 1
+    assert capsys.readouterr().err.count("\n") >= 1
+    assert _signal.pthread_sigmask(_signal.SIG_BLOCK, set()) == mask

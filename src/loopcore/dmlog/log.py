@@ -182,8 +182,12 @@ def _next_zero(bits: bytearray, start: int, limit: int) -> int:
     return min(i * 8 + ((~byte & (byte + 1)).bit_length() - 1), limit)
 
 
+_POPCOUNT = bytes(bin(i).count("1") for i in range(256))
+
+
 def _popcount(bits: bytearray) -> int:
-    return bin(int.from_bytes(bits, "little")).count("1")
+    # a byte-wise table: no transient copy larger than the bitmap itself
+    return sum(bits.translate(_POPCOUNT))
 
 
 def _full(region_count: int) -> bytearray:
@@ -289,8 +293,10 @@ class DirtyLog:
             return
         page = store.page
         if regions is None:
-            starts = list(range(0, store.size, 64 * page))
-            step = 64 * page
+            # everything, in pieces of 16 pages: a 2^20-region log is 129 KiB
+            # on disk, and no piece needs a large buffer
+            step = 16 * page
+            starts = list(range(0, store.size, step))
         else:
             starts = sorted({(BITMAP_OFFSET + (r >> 3)) // page * page for r in regions})
             step = page
@@ -393,8 +399,9 @@ class DirtyLog:
         # set for nosync, cleared otherwise, as dm-log.c does
         if nr < count and self.args.sync == "nosync":
             full = _full(count)
-            for i in range(nr >> 3, len(clean)):
-                clean[i] |= full[i] & ~((1 << (nr - i * 8)) - 1 if i == nr >> 3 else 0) & 0xFF
+            i = nr >> 3
+            clean[i] |= full[i] & (0xFF << (nr & 7)) & 0xFF  # the byte shared with the log
+            clean[i + 1:] = full[i + 1:]
         self.clean = clean
 
     def mark(self, regions: Iterable[int]) -> None:

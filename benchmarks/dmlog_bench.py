@@ -1,0 +1,371 @@
+"""loopcore.dmlog measured: the dm-log-userspace server side by side with the
+kernel's own dirty logs.
+
+Two parts:
+
+- ``--host`` (anywhere, no device-mapper): requests handled per second
+  against a fake kernel peer (a datagram socketpair, one request in flight,
+  as a kmirrord thread waits for each answer), the dispatch alone without
+  sockets, and the server's memory with 2^20 regions (RSS growth of a
+  fresh process, and tracemalloc's count of the log's allocations);
+- ``--vm`` (where device-mapper is: in the test VM through
+  ``benchmarks/dmlog-bench``): the resync of a 256 MiB two-leg mirror with
+  the kernel's ``core`` log and with ``userspace ... clustered-core`` (and
+  ``disk`` vs ``clustered-disk``), on the same loop-device legs, then random
+  4 KiB O_DIRECT writes through the synced mirror (IOPS).  Rounds are
+  interleaved (A B C D, B C D A, ...) so drift cancels; the server runs as
+  its own process (``python -m loopcore.dmlog serve``), as in production.
+
+Prints a table and writes every sample as JSON (``--json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+S = 512
+
+
+# --- host: requests/s and memory ------------------------------------------------------------
+
+def _request(rtype: int, seq: int, uuid: bytes, luid: int, data: bytes = b"") -> bytes:
+    from loopcore.dmlog import protocol as P
+    return P.build_request(rtype, seq, uuid, luid, data)
+
+
+def host_requests_per_second(seconds: float) -> Dict[str, float]:
+    """Ping-pong over a socketpair through the serving thread, and the
+    dispatch function alone."""
+    from loopcore.dmlog import DirtyLogServer
+    from loopcore.dmlog import protocol as P
+
+    out: Dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        logdev = os.path.join(tmp, "log.img")
+        with open(logdev, "wb") as f:
+            f.truncate(1 << 20)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        server = DirtyLogServer(lock_file=None, state_dir=None, sock=a)
+        server.start()
+        seq = 0
+
+        def ask(rtype: int, data: bytes = b"", uuid: bytes = b"bench") -> bytes:
+            nonlocal seq
+            seq += 1
+            b.send(_request(rtype, seq, uuid, 1, data))
+            return b.recv(4096)
+
+        ask(P.RT.CTR, b"524288 clustered-core 1024")
+        ask(P.RT.RESUME)
+        ask(P.RT.CTR, f"524288 clustered-disk {logdev} 1024".encode(), uuid=b"disk")
+        ask(P.RT.RESUME, uuid=b"disk")
+        mixes: Dict[str, Callable[[int], None]] = {
+            "IN_SYNC (core log)": lambda i: ask(P.RT.IN_SYNC, struct.pack("=Q", i % 512)),
+            "GET_SYNC_COUNT": lambda i: ask(P.RT.GET_SYNC_COUNT),
+            "MARK+CLEAR+FLUSH (core log, state in memory)": lambda i: (
+                ask(P.RT.MARK_REGION, struct.pack("=Q", i % 512)),
+                ask(P.RT.CLEAR_REGION, struct.pack("=Q", i % 512)),
+                ask(P.RT.FLUSH)) and None,
+        }
+        for label, fn in mixes.items():
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                fn(n)
+                n += 1
+            per = 3 if label.startswith("MARK") else 1
+            out[f"round trips/s: {label}"] = n * per / (time.perf_counter() - t0)
+        server.stop()
+        a.close()
+        b.close()
+        # the dispatch function alone (parse, state, reply), no socket
+        server = DirtyLogServer(lock_file=None, state_dir=None, sock=a)
+        server.handle_datagram(_request(P.RT.CTR, 1, b"u", 1, b"524288 clustered-core 1024"))
+        server.handle_datagram(_request(P.RT.RESUME, 2, b"u", 1))
+        raw = [_request(P.RT.IN_SYNC, 3, b"u", 1, struct.pack("=Q", i)) for i in range(512)]
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for r in raw:
+                server.handle_datagram(r)
+            n += len(raw)
+        out["dispatch only/s: IN_SYNC"] = n / (time.perf_counter() - t0)
+    return out
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def host_memory_child() -> None:
+    """In a fresh process, for a 2^20-region core log and disk log (nosync:
+    every byte of both bitmaps written, so that RSS counts them all):
+    tracemalloc's retained and peak bytes, and the growth of RSS."""
+    from loopcore.dmlog import log as logmod
+    from loopcore.dmlog.disklog import LogStore
+    result: Dict[str, float] = {}
+    keep = []
+    with tempfile.NamedTemporaryFile() as f:
+        f.truncate(1 << 20)
+        for kind, ctr in (("core", f"{1 << 21} clustered-core 2 nosync"),
+                          ("disk", f"{1 << 21} clustered-disk {f.name} 2 nosync")):
+            args = logmod.parse_ctr(ctr.encode())
+            before = _rss_kib()
+            tracemalloc.start()
+            store = LogStore(f.name, args.region_count) if kind == "disk" else None
+            log = logmod.DirtyLog(kind.encode(), 1, args, store=store)
+            log.resume()
+            for r in range(0, 1 << 20, 997):
+                log.mark([r])
+                log.clear([r])
+            log.flush()
+            current, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            keep.append(log)
+            result[f"{kind} log, 2^20 regions: retained KiB (tracemalloc)"] = current / 1024
+            result[f"{kind} log, 2^20 regions: peak KiB (tracemalloc)"] = peak / 1024
+            result[f"{kind} log, 2^20 regions: RSS growth KiB"] = _rss_kib() - before
+    result["RSS KiB, whole process"] = _rss_kib()
+    print(json.dumps(result))
+
+
+def host_memory() -> Dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True,
+                         text=True, check=True)
+    values: Dict[str, float] = json.loads(out.stdout)
+    return values
+
+
+# --- VM: resync and IOPS ----------------------------------------------------------------------
+
+class Server:
+    """``python -m loopcore.dmlog serve`` as its own process."""
+
+    def __init__(self, tmp: str, busy_poll_us: int = 0) -> None:
+        self.busy_poll_us = busy_poll_us
+        pidfile = os.path.join(tmp, "dmlog.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        self.err = open(os.path.join(tmp, "dmlog.log"), "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loopcore.dmlog", "serve", "--pidfile", pidfile,
+             "--lock-file", os.path.join(tmp, "lock"), "--state-dir", os.path.join(tmp, "st"),
+             "--busy-poll-us", str(busy_poll_us)],
+            stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(pidfile):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the dmlog server did not start")
+            time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """user + system time the server has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(120)
+        self.err.close()
+
+
+def _in_sync(mapper: Any, name: str) -> Tuple[int, int]:
+    fields = mapper.status(name)[0].params.split()
+    done, total = fields[1 + int(fields[0])].split("/")
+    return int(done), int(total)
+
+
+def _wait_synced(mapper: Any, name: str) -> None:
+    event = 0
+    while True:
+        done, total = _in_sync(mapper, name)
+        if done == total:
+            return
+        # the mirror raises an event when its resync finishes
+        event = mapper.wait(name, event).event_nr
+
+
+def _random_writes(path: str, size: int, seconds: float, max_writes: int) -> float:
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)
+    buf.write(os.urandom(4096))
+    rng = random.Random(1)
+    n, t0 = 0, time.perf_counter()
+    try:
+        while n < max_writes and time.perf_counter() - t0 < seconds:
+            os.pwritev(fd, [buf], rng.randrange(size // 4096) * 4096)
+            n += 1
+    finally:
+        os.close(fd)
+        buf.close()
+    return n / (time.perf_counter() - t0)
+
+
+def vm_bench(size_mib: int, region_sectors: int, rounds: int, write_seconds: float,
+             variants: List[str]) -> Dict[str, Any]:
+    import loopcore
+    from loopcore import dm
+    from loopcore.dmlog import mirror
+
+    tmp = tempfile.mkdtemp(dir="/dev/shm")
+    size = size_mib << 20
+    sectors = size // S
+    paths = {n: os.path.join(tmp, f"{n}.img") for n in ("a", "b", "log")}
+    with open(paths["a"], "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    for n, sz in (("b", size), ("log", 1 << 20)):
+        with open(paths[n], "wb") as f:
+            f.truncate(sz)
+    # buffered loop devices on tmpfs (tmpfs has no O_DIRECT)
+    a, b, log = (loopcore.attach(paths[n], direct_io=False) for n in ("a", "b", "log"))
+    server: Optional[Server] = None
+    mapper = dm.DeviceMapper()
+    core = mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-core")
+    disk = mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-disk",
+                  log_device=log, sync="sync")
+    # variant -> (table, busy_poll_us of the server, or None: no server needed)
+    tables: Dict[str, Tuple[Any, Optional[int]]] = {
+        "kernel core": (mirror(0, sectors, [a, b], region_sectors, log="core"), None),
+        "userspace clustered-core": (core, 0),
+        "userspace clustered-core, busy-poll 2 ms": (core, 2000),
+        # marks ride on the FLUSH: one round trip before a write instead of two
+        "userspace clustered-core, integrated_flush": (
+            mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-if",
+                   integrated_flush=True), 0),
+        "kernel disk": (mirror(0, sectors, [a, b], region_sectors, log="disk",
+                               log_device=log, sync="sync"), None),
+        "userspace clustered-disk": (disk, 0),
+        "userspace clustered-disk, busy-poll 2 ms": (disk, 2000),
+    }
+    order = [v for v in tables if v in variants]
+    resync: Dict[str, List[float]] = {v: [] for v in order}
+    iops: Dict[str, List[float]] = {v: [] for v in order}
+    cpu: Dict[str, List[float]] = {v: [] for v in order}
+    try:
+        for r in range(rounds):
+            for v in order[r % len(order):] + order[:r % len(order)]:
+                table, spin = tables[v]
+                if spin is not None and (server is None or server.busy_poll_us != spin):
+                    if server is not None:
+                        server.stop()
+                    server = Server(tmp, spin)
+                name = "lcbench-dmlog"
+                os.sync()
+                cpu0 = server.cpu_seconds() if spin is not None and server else 0.0
+                t0 = time.perf_counter()
+                mapper.create(name, table=[table])
+                try:
+                    _wait_synced(mapper, name)
+                    resync[v].append(time.perf_counter() - t0)
+                    iops[v].append(_random_writes(os.path.join(dm.DEV_DIR, name), size,
+                                                  write_seconds, 100000))
+                finally:
+                    mapper.remove(name, retries=25, retry_delay=0.2)
+                spent = time.perf_counter() - t0
+                if spin is not None and server is not None:
+                    cpu[v].append((server.cpu_seconds() - cpu0) / spent)
+                print(f"  round {r + 1} {v}: resync {resync[v][-1]:.2f} s, "
+                      f"{iops[v][-1]:.0f} IOPS"
+                      + (f", server CPU {cpu[v][-1]:.0%}" if cpu[v] else ""), flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+        mapper.close()
+        for dev in (a, b, log):
+            dev.detach()
+        for p in paths.values():
+            os.unlink(p)
+        for rest in os.listdir(tmp):
+            p = os.path.join(tmp, rest)
+            if os.path.isfile(p):
+                os.unlink(p)
+        try:
+            os.rmdir(tmp)
+        except OSError:
+            pass
+    return {"size_mib": size_mib, "region_sectors": region_sectors,
+            "regions": -(-sectors // region_sectors), "rounds": rounds,
+            "cpus": os.cpu_count(), "resync_s": resync, "iops": iops,
+            "server_cpu_share": cpu}
+
+
+def _summary(res: Dict[str, Any]) -> List[str]:
+    lines = [f"resync of a {res['size_mib']} MiB two-leg mirror, {res['regions']} regions of "
+             f"{res['region_sectors']} sectors, {res['cpus']} CPUs (median of {res['rounds']}):"]
+    med = {v: statistics.median(s) for v, s in res["resync_s"].items() if s}
+    iops = {v: statistics.median(s) for v, s in res["iops"].items() if s}
+    cpu = {v: statistics.median(s) for v, s in res.get("server_cpu_share", {}).items() if s}
+    pairs = [(v, "kernel core" if "core" in v else "kernel disk") for v in med
+             if v.startswith("userspace")]
+    for ours, theirs in pairs:
+        if theirs in med:
+            lines.append(f"  {ours}: {med[ours]:.2f} s vs {theirs}: {med[theirs]:.2f} s "
+                         f"= {med[ours] / med[theirs]:.2f}x the time")
+    lines.append("random 4 KiB O_DIRECT writes after sync (one in flight):")
+    for ours, theirs in pairs:
+        if theirs in iops:
+            lines.append(f"  {ours}: {iops[ours]:.0f} IOPS vs {theirs}: {iops[theirs]:.0f} "
+                         f"IOPS = {iops[ours] / iops[theirs]:.2f}x"
+                         + (f" (server CPU {cpu[ours]:.0%} of one CPU)" if ours in cpu else ""))
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", action="store_true", help="requests/s and memory (no dm needed)")
+    ap.add_argument("--vm", action="store_true", help="resync and IOPS (needs device-mapper)")
+    ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=2.0, help="per requests/s mix")
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--region-sectors", type=int, default=1024, help="512 KiB, lvm's default")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--write-seconds", type=float, default=8.0)
+    ap.add_argument("--variants", default="kernel core,userspace clustered-core,"
+                    "userspace clustered-core, busy-poll 2 ms,"
+                    "userspace clustered-core, integrated_flush,kernel disk,"
+                    "userspace clustered-disk,userspace clustered-disk, busy-poll 2 ms",
+                    help="separated by commas without a space (names hold ', ')")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    if args.memory_child:
+        host_memory_child()
+        return 0
+    if not (args.host or args.vm):
+        args.host = True
+    results: Dict[str, Any] = {}
+    if args.host:
+        results["requests"] = host_requests_per_second(args.seconds)
+        results["memory"] = host_memory()
+        for k, v in {**results["requests"], **results["memory"]}.items():
+            print(f"{k}: {v:,.0f}")
+    if args.vm:
+        variants = [v.strip() for v in re.split(r",(?! )", args.variants)]
+        results["vm"] = vm_bench(args.size_mib, args.region_sectors, args.rounds,
+                                 args.write_seconds, variants)
+        print("\n".join(_summary(results["vm"])))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
