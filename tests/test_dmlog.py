@@ -335,6 +335,8 @@ def test_mirror_builder_table_lines():
         "0 65536 mirror disk 2 7:2 1024 2 7:0 0 7:1 0"
     assert str(mirror(0, LEN, [a, (b, 8)], RS)) == "0 65536 mirror core 1 1024 2 7:0 0 7:1 8"
     assert isinstance(mirror(0, LEN, [a, b], RS), loopcore.dm.Target)
+    with pytest.raises(ValueError):   # the reconnect CTR would not fit the kernel's buffer
+        mirror(0, LEN, [a, b], RS, log="userspace", uuid="u", log_device="/dev/" + "x" * 320)
     for bad in (dict(region_size=1000), dict(region_size=1), dict(region_size=LEN * 2),
                 dict(log="bogus"), dict(log="disk"), dict(log="userspace"),
                 dict(log="userspace", uuid="has space"), dict(integrated_flush=True),
@@ -542,6 +544,20 @@ def test_reconnect_trusts_the_disk_over_nosync(h):
     k.ok(RESUME)
     assert k.s64(GET_SYNC_COUNT) == NREG - 3
     assert [k.s64(IN_SYNC, u64(r)) for r in (0, 2, 3, 9, 10, 63)] == [0, 0, 1, 1, 1, 1]
+
+
+def test_nothing_is_written_before_the_first_resume(h):
+    clean = [1] * NREG
+    clean[5] = 0
+    write_disk_log(h.logdev, clean)
+    k = h.server()
+    k.ok(CTR, disk_ctr(h, "nosync").encode(), luid=9)   # e.g. a reload's inactive table
+    k.ok(MARK, u64(1), luid=9)
+    k.ok(CLEAR, u64(1), luid=9)
+    k.ok(FLUSH, luid=9)
+    assert read_disk_log(h.logdev)[3] == clean
+    k.ok(DTR, luid=9)
+    assert read_disk_log(h.logdev)[3] == clean
 
 
 def test_integrated_flush_marks_are_applied_and_durable(h):

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Subcommands added by modules imported on demand (see the docstring).
-SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm"}
+SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.dmlog.cli"}
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:

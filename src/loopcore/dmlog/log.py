@@ -289,7 +289,9 @@ class DirtyLog:
         disk log, fdatasync.  A failure marks the log device failed and is
         raised as a RequestFailed(EIO)."""
         store = self.store
-        if store is None:
+        if store is None or self.state == "constructed":
+            # nothing was read yet: writing the bitmap the CTR made up could
+            # overwrite a log the table's RESUME is about to read
             return
         page = store.page
         if regions is None:

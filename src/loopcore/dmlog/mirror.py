@@ -96,6 +96,15 @@ def mirror(start: int, length: int, legs: Sequence[Leg], region_size: int, *,
         kind = ["clustered-core"] if log_device is None \
             else ["clustered-disk", dm.device_arg(log_device)]
         log_args = [uuid] + (["integrated_flush"] if integrated_flush else []) + kind + tail
+        # The kernel sends "<length> <args after the uuid>" to the server:
+        # at most 332 bytes, and 331 so that the NUL-terminated copy it sends
+        # when it reconnects to a restarted server fits too (else it retries
+        # that reconnect forever).
+        ctr = " ".join([str(length)] + kind + tail)
+        if len(ctr) > 331:
+            raise errors.ValueError(f"the log arguments are too long for dm-log-userspace "
+                                    f"({len(ctr)} bytes, at most 331): name the log device "
+                                    f"by its device number")
     parts = [log, str(len(log_args)), *log_args, str(len(legs))]
     for leg in legs:
         dev, offset = leg if isinstance(leg, tuple) else (leg, 0)

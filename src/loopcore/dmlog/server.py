@@ -234,6 +234,10 @@ class DirtyLogServer:
         # one the kernel sends when it reconnects to a (restarted) server
         # carries the NUL and accepts no reply data.
         reconnect = req.data.endswith(b"\0")
+        if len(req.data) >= P.MAX_PAYLOAD and not reconnect:
+            _log.warning("%s: CTR string of %d bytes: its NUL-terminated copy will not fit "
+                         "when the kernel reconnects after a restart of the server",
+                         name, len(req.data))
         try:
             store = self._open_store(req, args, reconnect)
         except (OSError, ValueError) as exc:
