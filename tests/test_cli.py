@@ -387,7 +387,8 @@ USAGE_ERRORS = [
     ["attach", "--sizelimit", "1Q", "/x"],
     ["attach", "-b", "", "/x"],
     ["attach", "--direct-io", "maybe", "/x"],
-    ["attach", "/x", "/y"],
+    ["attach", "/x", "/y"],                # DEV FILE, and /x is no loop device
+    ["attach", "/dev/loop0", "/x", "/y"],
     ["detach"],
     ["detach", "--all", "/dev/loop0"],
     ["list", "--all", "/dev/loop0"],
@@ -669,3 +670,61 @@ def test_version_from_one_source():
         proc = loopcore_cmd(flag)
         assert proc.returncode == 0
         assert proc.stdout.decode() == f"loopcore {__version__}\n"
+
+
+# --- losetup's other attach forms and the partitions command ----------------------
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_attach_dev_file_find_show_and_nooverlap(make_image):
+    """``attach DEV FILE`` binds that device (made if missing), ``-f --show``
+    are accepted, ``-L`` prints the device already over the same bytes
+    (and does not detach it when its output is lost) and refuses an
+    overlapping range."""
+    img = make_image(size=4 * MiB)
+    n = _free_high_number()
+    r = loopcore_cmd("attach", f"/dev/loop{n}", str(img), check=True)
+    try:
+        assert r.stdout == f"/dev/loop{n}\n".encode()
+        assert [d.number for d in loopcore.find(img)] == [n]
+        again = loopcore_cmd("attach", f"loop{n}", str(img))
+        assert again.returncode == 1 and b"bound" in again.stderr
+        reused = loopcore_cmd("attach", "-f", "--show", "-L", str(img), check=True)
+        assert reused.stdout == f"/dev/loop{n}\n".encode()
+        # a reused device is not ours: losing its printed name must not detach it
+        lost = loopcore_redirected(["attach", "-L", str(img)], stdout="full")
+        assert lost.returncode == cli.EXIT_FAILURE
+        overlap = loopcore_cmd("attach", "-L", "-o", "1M", str(img))
+        assert overlap.returncode == 1 and b"overlaps" in overlap.stderr
+        assert [d.number for d in loopcore.find(img)] == [n]
+        other = loopcore_cmd("attach", "-f", "--show", str(img), check=True).stdout
+        loopcore_cmd("detach", other.decode().strip(), check=True)
+    finally:
+        loopcore_cmd("detach", str(n))
+        loopcore_cmd("control", "remove", str(n))
+    assert loopcore.find(img) == []
+    assert loopcore_cmd("attach", "a", "b", "c").returncode == 2
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("no_leaks")
+def test_partitions_command_adds_lists_and_removes(make_image):
+    img = make_image(size=32 * MiB)
+    subprocess.run(["sfdisk", "-q", str(img)], input="label: gpt\n,8M\n,8M,L,\n",
+                   text=True, check=True)
+    with attached((img, {})) as (dev,):
+        listed = json.loads(loopcore_cmd("partitions", "list", "--json", dev.path,
+                                         check=True).stdout)
+        assert listed["label"] == "gpt"
+        assert [(p["number"], p["start"], p["size"], p["node"]) for p in listed["partitions"]] \
+            == [(1, MiB, 8 * MiB, f"{dev.path}p1"), (2, 9 * MiB, 8 * MiB, f"{dev.path}p2")]
+        added = loopcore_cmd("partitions", "add", dev.path, check=True).stdout.decode().split()
+        assert added == [f"{dev.path}p1", f"{dev.path}p2"]
+        assert all(os.path.exists(f"/sys/block/loop{dev.number}/loop{dev.number}p{i}")
+                   for i in (1, 2))
+        removed = loopcore_cmd("partitions", "remove", dev.path,
+                               check=True).stdout.decode().split()
+        assert removed == added
+        assert not os.path.exists(f"/sys/block/loop{dev.number}/loop{dev.number}p1")
+    r = loopcore_cmd("partitions", "list", "/dev/null")
+    assert r.returncode == 1 and r.stderr.startswith(b"loopcore: /dev/null")

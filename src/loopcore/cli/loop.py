@@ -32,7 +32,7 @@ from .columns import (
 )
 
 __all__ = ["add_parser", "cmd_attach", "cmd_detach", "cmd_list", "cmd_find", "cmd_info",
-           "cmd_set_capacity", "cmd_control", "columns_help"]
+           "cmd_set_capacity", "cmd_control", "cmd_partitions", "columns_help"]
 
 #: ``info``'s names of the flags, in lo_flags order
 _FLAG_NAMES = ((Flags.READ_ONLY, "read-only"), (Flags.AUTOCLEAR, "autoclear"),
@@ -72,8 +72,19 @@ def _print_records(args: argparse.Namespace, records: List[LoopInfo]) -> None:
 # --- handlers -----------------------------------------------------------------------
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    # losetup's two forms: FILE (a free device) and DEV FILE (that device).
+    if len(args.operands) > 2:
+        raise UsageError("attach: give FILE or DEV FILE")
+    number = None
+    if len(args.operands) == 2:
+        try:
+            number = loop_number_arg(args.operands[0])
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"attach: {e}") from None
     device = loop.attach(
-        args.file,
+        args.operands[-1],
+        number=number,
+        reuse=args.nooverlap,
         read_only=args.read_only,
         partscan=args.partscan,
         autoclear=args.autoclear,
@@ -83,9 +94,36 @@ def cmd_attach(args: argparse.Namespace) -> int:
         size_limit=args.sizelimit,
     )
     try:
-        print_made(device.path, device.detach, "detached it again", "detaching it again failed")
+        if device.reused:  # someone else's binding: print it, never undo it
+            write_text(device.path + "\n")
+        else:
+            print_made(device.path, device.detach, "detached it again",
+                       "detaching it again failed")
     finally:
         device.close()  # closes our fd (if detach did not); does not detach
+    return 0
+
+
+def cmd_partitions(args: argparse.Namespace) -> int:
+    device = loop.open(loop_ref(args.device).node)
+    try:
+        if args.action == "list":
+            table = device.partition_table()
+            if args.json:
+                doc = None if table is None else dict(
+                    table._asdict(), partitions=[dict(p._asdict(), node=f"{device.path}p{p.number}")
+                                                 for p in table.partitions])
+                write_text(json.dumps(doc, indent=2) + "\n")
+            else:
+                write_text("".join(f"{device.path}p{p.number} start={p.start} size={p.size}"
+                                   f" type={p.type}\n"
+                                   for p in (table.partitions if table else [])))
+        elif args.action == "add":
+            write_text("".join(path + "\n" for path in device.add_partitions()))
+        else:
+            write_text("".join(path + "\n" for path in device.remove_partitions()))
+    finally:
+        device.close()  # partitions added stay: they are the kernel's now
     return 0
 
 
@@ -245,8 +283,18 @@ _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     """Add the loop subcommands to ``sub``."""
-    p = sub.add_parser("attach", help="attach FILE to a free loop device; print its path")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser("attach", help="attach FILE to a free loop device (or to DEV, made "
+                                      "if missing); print its path",
+                       usage="%(prog)s [options] [DEV] FILE")
+    p.add_argument("operands", nargs="+", metavar="[DEV] FILE")
+    p.add_argument("-f", "--find", action="store_true",
+                   help="a free device (the default without DEV; accepted for losetup's "
+                        "-f --show)")
+    p.add_argument("--show", action="store_true",
+                   help="print the device's path (always done; accepted for losetup)")
+    p.add_argument("-L", "--nooverlap", action="store_true",
+                   help="reuse a device bound to the same bytes of FILE; refuse an "
+                        "overlapping one")
     p.add_argument("-r", "--read-only", action="store_true", help="read-only device")
     p.add_argument("-P", "--partscan", action="store_true", help="scan the partition table")
     p.add_argument("--direct-io", nargs="?", const="on", default="on", choices=("on", "off"),
@@ -261,6 +309,14 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
                    help="detach when the last user closes the device (this command closes "
                         "its own fd on exit: without another user that is at once)")
     p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("partitions",
+                       help="register the partitions of DEV's table (partx --add), remove "
+                            "them (partx --delete), or list the table")
+    p.add_argument("action", choices=("add", "remove", "list"))
+    p.add_argument("device", metavar="DEV")
+    p.add_argument("-J", "--json", action="store_true", help="JSON output (list)")
+    p.set_defaults(func=cmd_partitions)
 
     p = sub.add_parser("detach", help="detach loop devices")
     p.add_argument("devices", nargs="*", metavar="DEV")
