@@ -120,12 +120,9 @@ REPLY_CAPACITY: Dict[int, Optional[int]] = {
 #: The size of a successful reply that has a fixed size, used to pad error
 #: replies (see the module docstring).  Everything else: 0.
 FIXED_REPLY_SIZE: Dict[int, int] = {
-    RT.GET_REGION_SIZE: 8,
-    RT.IS_CLEAN: 8,
-    RT.IN_SYNC: 8,
-    RT.GET_SYNC_COUNT: 8,
-    RT.GET_RESYNC_WORK: 16,
-    RT.IS_REMOTE_RECOVERING: 16,
+    rtype: size for rtype, size in REPLY_CAPACITY.items()
+    # CTR's capacity holds an optional device string, not a fixed reply.
+    if size is not None and rtype != RT.CTR
 }
 
 
