@@ -17,7 +17,7 @@ listing.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from .. import errors
 
@@ -141,6 +141,25 @@ def _too_long(what: str, text: str, raw: bytes, limit: int) -> errors.ValueError
                              f"{limit - 1})")
 
 
+def _checked_raw(text: object, what: str, forbidden: Tuple[bytes, ...], forbidden_names: str,
+                 mangling: Optional[str], limit: int) -> bytes:
+    """The bytes the kernel is given for ``text`` (a name or uuid): a
+    non-empty str without ``forbidden`` bytes, mangled per ``mangling``
+    (None: as is), shorter than the kernel's ``limit`` with its NUL."""
+    if not isinstance(text, str):
+        raise errors.TypeError(f"{what} must be a str, not {type(text).__name__}")
+    raw = encode(text)
+    if not raw:
+        raise errors.ValueError(f"{what} is empty")
+    if any(b in raw for b in forbidden):
+        raise errors.ValueError(f"{what} {text!r} contains {forbidden_names}")
+    if mangling is not None:
+        raw = _mangle(raw, check_mode(mangling), what, text)
+    if len(raw) >= limit:
+        raise _too_long(what, text, raw, limit)
+    return raw
+
+
 class DmName(str):
     """A device name, checked as the kernel and libdevmapper check it.
 
@@ -155,17 +174,8 @@ class DmName(str):
     mangling: str
 
     def __new__(cls, name: str, mangling: str = "auto") -> "DmName":
-        if not isinstance(name, str):
-            raise errors.TypeError(f"device name must be a str, not {type(name).__name__}")
-        raw = encode(name)
-        if not raw:
-            raise errors.ValueError("device name is empty")
-        if b"/" in raw or b"\0" in raw:
-            raise errors.ValueError(f"device name {name!r} contains '/' or NUL")
-        if not issubclass(cls, KernelName):
-            raw = _mangle(raw, check_mode(mangling), "device name", name)
-        if len(raw) >= DM_NAME_LEN:
-            raise _too_long("device name", name, raw, DM_NAME_LEN)
+        raw = _checked_raw(name, "device name", (b"/", b"\0"), "'/' or NUL",
+                           None if issubclass(cls, KernelName) else mangling, DM_NAME_LEN)
         if raw in _RESERVED:
             raise errors.ValueError(f"device name {name!r} is reserved")
         self = super().__new__(cls, name)
@@ -211,16 +221,7 @@ class DmUuid(str):
     mangling: str
 
     def __new__(cls, uuid: str, mangling: str = "auto") -> "DmUuid":
-        if not isinstance(uuid, str):
-            raise errors.TypeError(f"uuid must be a str, not {type(uuid).__name__}")
-        raw = encode(uuid)
-        if not raw:
-            raise errors.ValueError("uuid is empty")
-        if b"\0" in raw:
-            raise errors.ValueError(f"uuid {uuid!r} contains NUL")
-        raw = _mangle(raw, check_mode(mangling), "uuid", uuid)
-        if len(raw) >= DM_UUID_LEN:
-            raise _too_long("uuid", uuid, raw, DM_UUID_LEN)
+        raw = _checked_raw(uuid, "uuid", (b"\0",), "NUL", mangling, DM_UUID_LEN)
         self = super().__new__(cls, uuid)
         self.raw = raw
         self.mangling = mangling
