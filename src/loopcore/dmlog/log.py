@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, NamedTuple, Optional, Set, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from .. import errors
 from .._log import get_logger
@@ -408,6 +408,14 @@ class DirtyLog:
 
     def mark(self, regions: Iterable[int]) -> None:
         """MARK_REGION (or a FLUSH's marks): dirty on disk before the answer."""
+        changed = self._dirty(regions)
+        if changed:
+            self._write(changed)
+
+    def _dirty(self, regions: Iterable[int]) -> List[int]:
+        """Mark ``regions`` dirty in memory (a pending clean bit is
+        forgotten); the regions that were clean, whose bits must be
+        written before the answer."""
         changed = []
         for r in regions:
             self._check(r)
@@ -415,8 +423,7 @@ class DirtyLog:
             if _test(self.clean, r):
                 _clear(self.clean, r)
                 changed.append(r)
-        if changed:
-            self._write(changed)
+        return changed
 
     def clear(self, regions: Iterable[int]) -> None:
         """CLEAR_REGION: clean in memory; on disk at the next FLUSH."""
@@ -432,13 +439,7 @@ class DirtyLog:
         """FLUSH: apply the marks it carries (integrated_flush), then persist
         the dirty bits and, after flushing the legs, the clean ones: one
         write for both."""
-        changed = []
-        for r in marks:
-            self._check(r)
-            self.pending_clean.discard(r)
-            if _test(self.clean, r):
-                _clear(self.clean, r)
-                changed.append(r)
+        changed = self._dirty(marks)
         if self.pending_clean:
             self._persist_clean(changed)
         elif changed:
