@@ -137,9 +137,13 @@ class SnapshotStatus:
 
 @dataclasses.dataclass(frozen=True)
 class VerityStatus:
-    """``V`` (verified so far) or ``C`` (a corrupted block was found)."""
+    """``V`` (verified so far) or ``C`` (a corrupted block was found);
+    later kernels (6.4+) add the blocks corrected by forward error
+    correction, or ``-`` without it (``fec_corrected`` None then, and on
+    kernels that do not report it)."""
 
     corrupted: bool
+    fec_corrected: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,10 +293,13 @@ def _snapshot(text: str) -> TargetStatus:
 
 
 def _verity(text: str) -> VerityStatus:
-    word = text.strip()
-    if word not in ("V", "C"):
-        raise _Fail(f"V or C expected, got {word!r}")
-    return VerityStatus(word == "C")
+    words = text.split()
+    if not 1 <= len(words) <= 2 or words[0] not in ("V", "C"):
+        raise _Fail("V or C expected, then the corrected block count or '-'")
+    corrected = None
+    if len(words) == 2 and words[1] != "-":
+        corrected = _int(words[1], "corrected blocks")
+    return VerityStatus(words[0] == "C", corrected)
 
 
 def _mirror(text: str) -> MirrorStatus:

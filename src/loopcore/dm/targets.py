@@ -426,6 +426,8 @@ class CryptParams(TargetParams):
 # --- verity ---------------------------------------------------------------------------
 
 _VERITY_MODES = ("ignore_corruption", "restart_on_corruption", "panic_on_corruption")
+# I/O errors on the devices (Linux 6.12+)
+_VERITY_ERROR_MODES = ("restart_on_error", "panic_on_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,8 +437,10 @@ class VerityParams(TargetParams):
     [<#opt> <opt>...]``.
 
     ``salt`` is hex ("" for none, written ``-``); ``mode`` is None (EIO on
-    corruption) or ignore/restart/panic_on_corruption; the forward error
-    correction device comes with all four ``fec_*`` fields.
+    corruption) or ignore/restart/panic_on_corruption, ``error_mode`` None
+    or restart/panic_on_error; the forward error correction device comes
+    with all four ``fec_*`` fields.  Options are written in the kernel's
+    order.
     """
 
     target_type: ClassVar[str] = "verity"
@@ -451,6 +455,7 @@ class VerityParams(TargetParams):
     root_digest: str
     salt: str = ""
     mode: Optional[str] = None
+    error_mode: Optional[str] = None
     ignore_zero_blocks: bool = False
     check_at_most_once: bool = False
     try_verify_in_tasklet: bool = False
@@ -475,6 +480,7 @@ class VerityParams(TargetParams):
         _hex("root_digest", self.root_digest)
         _hex("salt", self.salt, empty=True)
         _choice("mode", self.mode, (None,) + _VERITY_MODES)
+        _choice("error_mode", self.error_mode, (None,) + _VERITY_ERROR_MODES)
         for flag in self._FLAGS:
             _bool(flag, getattr(self, flag))
         fec = (self.fec_device, self.fec_blocks, self.fec_start, self.fec_roots)
@@ -490,10 +496,11 @@ class VerityParams(TargetParams):
 
     def words(self) -> List[str]:
         opts = [self.mode] if self.mode else []
+        opts += [self.error_mode] if self.error_mode else []
         opts += [flag for flag in self._FLAGS if getattr(self, flag)]
         if self.fec_device is not None:
-            opts += ["use_fec_from_device", self.fec_device, "fec_roots", str(self.fec_roots),
-                     "fec_blocks", str(self.fec_blocks), "fec_start", str(self.fec_start)]
+            opts += ["use_fec_from_device", self.fec_device, "fec_blocks", str(self.fec_blocks),
+                     "fec_start", str(self.fec_start), "fec_roots", str(self.fec_roots)]
         if self.root_hash_sig_key_desc is not None:
             opts += ["root_hash_sig_key_desc", self.root_hash_sig_key_desc]
         return [str(self.version), self.data_device, self.hash_device,
@@ -517,6 +524,8 @@ class VerityParams(TargetParams):
             opt = opts.word("optional argument")
             if opt in _VERITY_MODES:
                 kwargs["mode"] = opt
+            elif opt in _VERITY_ERROR_MODES:
+                kwargs["error_mode"] = opt
             elif opt in cls._FLAGS:
                 kwargs[opt] = True
             elif opt in values:
