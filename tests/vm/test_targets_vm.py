@@ -187,6 +187,18 @@ def test_verity(mapper, loops, names, made):
     assert exc.value.errno == errno.EIO
     _typed, status = same_as_dmsetup(mapper, name)
     assert status == [dm.VerityStatus(corrupted=True)]
+    # every optional argument the 6.1 kernel takes, forward error
+    # correction included: the kernel writes them back in our order
+    fec = loops(1 << 20)
+    options = dataclasses.replace(params, mode="ignore_corruption", ignore_zero_blocks=True,
+                                  check_at_most_once=True, try_verify_in_tasklet=True,
+                                  fec_device=dev(fec), fec_blocks=nblocks + len(image) // 4096,
+                                  fec_start=0, fec_roots=2)
+    name = create(mapper, names, made, "verity-opts", [options.target(0, nblocks * 8)],
+                  read_only=True)
+    typed, status = same_as_dmsetup(mapper, name)
+    assert typed == [options]
+    assert isinstance(status[0], dm.VerityStatus) and not status[0].corrupted
 
 
 # --- snapshots ----------------------------------------------------------------------------

@@ -84,8 +84,11 @@ def device_arg(device: DeviceArg) -> str:
 
 
 def sectors(name: str, value: int) -> int:
-    """``value`` if it is a non-negative int (a count of 512-byte sectors)."""
-    return _int(name, value)
+    """``value`` if it is a non-negative int (a count of 512-byte sectors),
+    else ValueError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.ValueError(f"{name} must be a non-negative int (sectors), got {value!r}")
+    return value
 
 
 # --- field checks -------------------------------------------------------------------
