@@ -382,3 +382,37 @@ def test_thin_provisioning_end_to_end(mapper, loops, names, made):
         create(mapper, names, made, "gone", [dm.ThinParams(pool_dev, 1).target(0, 2048)])
     made.pop()
 
+
+
+def test_thin_pool_out_of_data_space_then_grown(mapper, loops, names, made):
+    """A full pool with error_if_no_space fails the write that needs a new
+    block and says out_of_data_space; the low water mark raised an event
+    before; growing the data device brings it back to rw."""
+    meta, data = loops(4 << 20), loops(1 << 20)          # 16 data blocks of 64 KiB
+    params = dm.ThinPoolParams(dev(meta), dev(data), 128, 4, error_if_no_space=True)
+    pool = create(mapper, names, made, "fullpool", [params.target(0, (1 << 20) // S)])
+    events = mapper.info(pool).event_nr
+    mapper.message(pool, 0, thin_messages.create_thin(0))
+    thin = create(mapper, names, made, "fullthin", [dm.ThinParams(
+        dev(mapper.info(pool).devnum), 0).target(0, (8 << 20) // S)])
+    with pytest.raises(OSError) as exc:
+        write_dm(thin, 0, pattern(2 << 20, 12))
+    assert exc.value.errno in (errno.ENOSPC, errno.EIO)
+    typed, status = same_as_dmsetup(mapper, pool)
+    full = status[0]
+    assert isinstance(full, dm.ThinPoolStatus)
+    assert (full.mode, full.no_space, full.used_data_blocks, full.total_data_blocks) == \
+        ("out_of_data_space", "error_if_no_space", 16, 16)
+    assert full.read_only and full.free_data_blocks == 0
+    assert typed == [params]
+    assert mapper.info(pool).event_nr > events          # the low water mark was crossed
+    with open(data.backing, "r+b") as f:
+        f.truncate(4 << 20)
+    data.device.set_capacity()
+    mapper.load(pool, [params.target(0, (4 << 20) // S)])
+    mapper.resume(pool)
+    _typed, status = same_as_dmsetup(mapper, pool)
+    assert (status[0].mode, status[0].total_data_blocks) == ("rw", 64)
+    write_dm(thin, 0, pattern(2 << 20, 12))
+    assert read_uncached(thin, 0, 2 << 20) == pattern(2 << 20, 12)
+    assert mapper.status(thin)[0].parsed() == dm.ThinStatus(4096, 4095)
