@@ -727,8 +727,7 @@ class MirrorParams(TargetParams):
 
     The region size (sectors) must be a power of two of at least 2:
     dm-region-hash uses it as a shift, and the userspace log does not check
-    it.  The kernel's text puts a space after a log's arguments; this form
-    has one space between words, which the kernel reads the same.
+    it.
     """
 
     target_type: ClassVar[str] = "mirror"
