@@ -232,7 +232,7 @@ def vm_bench(size_mib: int, region_sectors: int, rounds: int, write_seconds: flo
              variants: List[str]) -> Dict[str, Any]:
     import loopcore
     from loopcore import dm
-    from loopcore.dmlog import mirror
+    from loopcore.dm import mirror
 
     tmp = tempfile.mkdtemp(dir="/dev/shm")
     size = size_mib << 20

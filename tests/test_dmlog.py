@@ -26,7 +26,8 @@ import pytest
 
 import loopcore
 from loopcore import dmlog
-from loopcore.dmlog import DirtyLogServer, mirror
+from loopcore.dm import mirror
+from loopcore.dmlog import DirtyLogServer
 from loopcore.dmlog import log as logmod
 from loopcore.dmlog import protocol as P
 

@@ -32,6 +32,7 @@ __all__ = [
     "DeviceBusyError",
     "LoopBusyError",
     "DmBusyError",
+    "DmParseError",
     "NoFreeDeviceError",
     "NotALoopDeviceError",
     "DiskseqMismatchError",
@@ -75,6 +76,11 @@ class LoopBusyError(LoopError, DeviceBusyError):
 
 class DmBusyError(DmError, DeviceBusyError):
     """A device-mapper device stayed busy (open, mounted)."""
+
+
+class DmParseError(ValueError):
+    """A device-mapper table or status text that loopcore cannot read: an
+    unknown target type, or text not in the form the kernel writes."""
 
 
 class NoFreeDeviceError(LoopError):

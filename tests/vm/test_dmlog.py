@@ -27,7 +27,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import pytest
 
 from loopcore import dm
-from loopcore.dmlog import mirror
+from loopcore.dm import mirror
 
 from vmhelpers import PREFIX, Loop, dmsetup, read_dm, write_dm
 

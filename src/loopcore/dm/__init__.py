@@ -9,8 +9,13 @@
 One module per job; this one only gathers their public names:
 
 - :mod:`.client`: :class:`DeviceMapper`, the verbs (create, load, remove ...);
-- :mod:`.targets`: target builders (``linear``, ``striped`` ...): a new
-  target type goes there;
+- :mod:`.targets`: typed target parameters (:class:`LinearParams` ...
+  :class:`ThinPoolParams`, :class:`MirrorParams`, :func:`parse_params`)
+  and the builders (``linear``, ``striped``, ``mirror`` ...): a new target
+  type goes there;
+- :mod:`.status`: typed target status (:class:`ThinPoolStatus` ...,
+  :func:`parse_status`): a new type's status goes there;
+- :mod:`.thin_messages`: the thin-pool's messages (``create_thin`` ...);
 - :mod:`.table`: :class:`Target`, :class:`Table`, their wire form, key masking;
 - :mod:`.records`: what the kernel reports (:class:`DeviceInfo`,
   :class:`DeviceEntry`, :class:`TargetVersion`, :class:`StatusLine`);
@@ -21,6 +26,7 @@ One module per job; this one only gathers their public names:
 """
 from .._sysfs import block_name
 from .._sysfs import read_ahead_sectors as read_ahead
+from . import thin_messages
 from .client import REMOVE_RETRIES, REMOVE_RETRY_DELAY, DeviceMapper
 from .ioctl import DM_MAX_TYPE_NAME, HEADER_SIZE, Cmd, Flag
 from .names import (
@@ -39,8 +45,47 @@ from .names import (
 )
 from .nodes import CONTROL_PATH, DEV_DIR, MISC_MAJOR
 from .records import DeviceEntry, DeviceInfo, Status, StatusLine, TargetVersion
+from .status import (
+    STATUS_TYPES,
+    DeviceHealth,
+    EmptyStatus,
+    IntegrityStatus,
+    MirrorStatus,
+    SnapshotStatus,
+    StripedStatus,
+    TargetStatus,
+    ThinPoolStatus,
+    ThinStatus,
+    UnavailableStatus,
+    VerityStatus,
+    parse_status,
+)
 from .table import Table, TableArg, Target, mask_keys
-from .targets import DeviceArg, device_arg, error, linear, striped, zero
+from .targets import (
+    MIRROR_LOG_TYPES,
+    PARAMS_TYPES,
+    CryptParams,
+    DeviceArg,
+    ErrorParams,
+    IntegrityParams,
+    LinearParams,
+    MirrorParams,
+    SnapshotOriginParams,
+    SnapshotParams,
+    StripedParams,
+    TargetParams,
+    ThinParams,
+    ThinPoolParams,
+    VerityParams,
+    ZeroParams,
+    device_arg,
+    error,
+    linear,
+    mirror,
+    parse_params,
+    striped,
+    zero,
+)
 
 __all__ = [
     "DeviceMapper",
@@ -58,6 +103,37 @@ __all__ = [
     "striped",
     "zero",
     "error",
+    "mirror",
+    "MIRROR_LOG_TYPES",
+    "TargetParams",
+    "PARAMS_TYPES",
+    "parse_params",
+    "LinearParams",
+    "StripedParams",
+    "ZeroParams",
+    "ErrorParams",
+    "CryptParams",
+    "VerityParams",
+    "SnapshotOriginParams",
+    "SnapshotParams",
+    "ThinPoolParams",
+    "ThinParams",
+    "MirrorParams",
+    "IntegrityParams",
+    "TargetStatus",
+    "STATUS_TYPES",
+    "parse_status",
+    "DeviceHealth",
+    "EmptyStatus",
+    "UnavailableStatus",
+    "StripedStatus",
+    "ThinPoolStatus",
+    "ThinStatus",
+    "SnapshotStatus",
+    "VerityStatus",
+    "MirrorStatus",
+    "IntegrityStatus",
+    "thin_messages",
     "DeviceArg",
     "device_arg",
     "DmName",

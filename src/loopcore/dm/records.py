@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .ioctl import (
     ALIGN,
@@ -23,6 +23,9 @@ from .ioctl import (
 )
 from .names import KernelName, decode
 from .nodes import node_path
+
+if TYPE_CHECKING:
+    from .status import TargetStatus
 
 __all__ = ["DeviceEntry", "DeviceInfo", "Status", "StatusLine", "TargetVersion",
            "parse_deps", "parse_name_list", "parse_versions"]
@@ -134,6 +137,13 @@ class StatusLine(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.start} {self.length} {self.target_type} {self.params}"
+
+    def parsed(self) -> "TargetStatus":
+        """The typed status (:class:`~loopcore.dm.ThinPoolStatus`,
+        :class:`~loopcore.dm.MirrorStatus` ...); DmParseError for a type
+        loopcore does not model or text it cannot read."""
+        from .status import parse_status  # status records are built on top of these
+        return parse_status(self.target_type, self.params)
 
 
 class Status(tuple[StatusLine, ...]):  # not typing.Tuple, which would add a Generic base

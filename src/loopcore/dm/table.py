@@ -3,21 +3,24 @@ syntax, their wire form (``struct dm_target_spec`` + parameters), and the
 keys some targets' parameters hold.
 
 The model stays raw, as the kernel's: a target is ``(start, length, type,
-params)``; what the parameters mean is the builders' business
-(:mod:`loopcore.dm.targets`).
+params)``; what the parameters mean is :mod:`loopcore.dm.targets`'
+business (:meth:`Target.parsed` asks it).
 """
 from __future__ import annotations
 
 import builtins
 import dataclasses
-from typing import Iterable, List, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, List, Tuple, Union
 
 from .. import errors
 from .ioctl import ALIGN, DM_MAX_TYPE_NAME, SPEC
 from .names import decode, encode
 
-__all__ = ["Target", "Table", "TableArg", "as_table", "has_keys", "mask_keys", "pack_targets",
-           "unpack_specs"]
+if TYPE_CHECKING:
+    from .targets import TargetParams
+
+__all__ = ["Target", "Table", "TableArg", "as_table", "has_keys", "mask_keys", "mask_params",
+           "pack_targets", "unpack_specs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,13 @@ class Target:
         if "\0" in self.params or "\n" in self.params:
             # the params are not echoed: they may hold a key
             raise errors.ValueError(f"{self.type} target params contain NUL or a newline")
+
+    def parsed(self) -> "TargetParams":
+        """The typed parameters (:class:`~loopcore.dm.LinearParams`,
+        :class:`~loopcore.dm.ThinPoolParams` ...); DmParseError for a type
+        loopcore does not model or parameters it cannot read."""
+        from .targets import parse_params  # targets builds on this module
+        return parse_params(self.type, self.params)
 
     @property
     def end(self) -> int:
@@ -194,7 +204,8 @@ def _zero_word(raw: bytearray, pos: int) -> None:
         pos += 1
 
 
-def _mask_params(target_type: str, params: str) -> str:
+def mask_params(target_type: str, params: str) -> str:
+    """One target's parameters with its keys as zeros (see :func:`mask_keys`)."""
     if target_type not in _KEYED_TYPES:
         return params
     raw = bytearray(encode(params))
@@ -219,11 +230,11 @@ def mask_keys(table: TableArg) -> Table:
     """``table`` with dm-crypt and dm-integrity keys replaced by zeros, as
     ``dmsetup table`` prints it without ``--showkeys``.  Keyring references
     (a crypt key starting with ':') and other targets are left alone."""
-    return Table(dataclasses.replace(t, params=_mask_params(t.type, t.params))
+    return Table(dataclasses.replace(t, params=mask_params(t.type, t.params))
                  if t.type in _KEYED_TYPES else t for t in as_table(table))
 
 
 def has_keys(table: Iterable[Target]) -> bool:
     """Whether any target's parameters hold a key (then the table goes to
     and from the kernel with SECURE_DATA)."""
-    return any(_mask_params(t.type, t.params) != t.params for t in table)
+    return any(mask_params(t.type, t.params) != t.params for t in table)

@@ -10,20 +10,19 @@ cover, clean bits only after the legs' caches are flushed), and a restart
 path on which the kernel reconnects by itself.
 
 >>> from loopcore import dm
->>> from loopcore.dmlog import DirtyLogServer, mirror
+>>> from loopcore.dmlog import DirtyLogServer
 >>> with DirtyLogServer() as server, dm.DeviceMapper() as m:
-...     m.create("m1", table=[mirror(0, 65536, [leg0, leg1], 1024, log="userspace",
+...     m.create("m1", table=[dm.mirror(0, 65536, [leg0, leg1], 1024, log="userspace",
 ...                                  uuid="m1-log", log_device=logdev)])
 ...     print(server.logs)
 
 Modules: :mod:`.protocol` (the wire format and reply rules), :mod:`.disklog`
 (the on-disk format), :mod:`.log` (one log's state and requests),
 :mod:`.legs` (finding and flushing the mirror legs), :mod:`.server`
-(sockets, dispatch, lifetime), :mod:`.mirror` (the target builder),
-:mod:`.cli` (``loopcore dmlog serve``).
+(sockets, dispatch, lifetime), :mod:`.cli` (``loopcore dmlog serve``).
+The ``mirror`` target itself is built with :func:`loopcore.dm.mirror`.
 """
 from .log import LogView
-from .mirror import mirror
 from .server import DEFAULT_LOCK_FILE, DEFAULT_STATE_DIR, DirtyLogServer
 
-__all__ = ["DirtyLogServer", "LogView", "mirror", "DEFAULT_LOCK_FILE", "DEFAULT_STATE_DIR"]
+__all__ = ["DirtyLogServer", "LogView", "DEFAULT_LOCK_FILE", "DEFAULT_STATE_DIR"]
