@@ -36,6 +36,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
 
@@ -80,27 +81,24 @@ static int die(const char *what)
     return 1;
 }
 
-/* What loopcore reads back after binding (lc_read_state). */
+/* What loopcore reads back after binding with no option whose outcome
+ * needs checking (lc_attach without LC_ATTACH_READ_SETTINGS, the devnum
+ * layout known): the read-only state and the diskseq. */
 static void read_back(int dev)
 {
-    struct loop_info64 info;
-    struct stat st;
-    int sector_size;
+    int read_only;
     uint64_t value;
 
-    ioctl(dev, LOOP_GET_STATUS64, &info);
-    ioctl(dev, BLKSSZGET, &sector_size);
-    ioctl(dev, BLKGETSIZE64, &value);
+    ioctl(dev, BLKROGET, &read_only);
     ioctl(dev, BLKGETDISKSEQ, &value);
-    fstat(dev, &st);
 }
 
 /*
  * One attach+detach cycle; retries the races with a fresh GET_FREE.  With
  * same_as_loopcore it also makes the syscalls loopcore makes beyond the
- * minimum: the backing file opened (and fstat, F_GETFL) per cycle, flock
- * on the control fd,
- * the read-back of what the kernel did (lc_read_state), BLKFLSBUF before
+ * minimum: the backing file opened per cycle (O_NONBLOCK, fstat, fstatfs
+ * for the overlayfs direct I/O check, F_SETFL), flock on the control fd,
+ * the read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range before
  * LOOP_CLR_FD.  The gap between the two variants is the cost of those
  * syscalls; the gap between this one and loopcore is Python's.
  */
@@ -112,9 +110,11 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
 
     if (same_as_loopcore) {
         struct stat st;
+        struct statfs fs;
 
-        backing = open(backing_path, O_RDWR | O_CLOEXEC);
-        if (backing < 0 || fstat(backing, &st) < 0 || fcntl(backing, F_GETFL) < 0)
+        backing = open(backing_path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (backing < 0 || fstat(backing, &st) < 0 || fstatfs(backing, &fs) < 0
+            || fcntl(backing, F_SETFL, 0) < 0)
             return die(backing_path);
     }
     for (int attempt = 0; attempt < 1000; attempt++) {
@@ -156,7 +156,8 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
             flock(ctl, LOCK_UN);
             read_back(dev);
             close(backing);
-            ioctl(dev, BLKFLSBUF, 0);
+            sync_file_range(dev, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
+                            | SYNC_FILE_RANGE_WAIT_AFTER);
         }
         if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
             int saved = errno;

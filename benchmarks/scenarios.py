@@ -155,8 +155,8 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         Contender("c_floor", floor_run("cycle"), fast,
                   "plain C: GET_FREE, open, LOOP_CONFIGURE, LOOP_CLR_FD, close"),
         Contender("c_same_syscalls", floor_run("cycle-same"), fast,
-                  "plain C making loopcore's syscalls: + backing open/fstat, flock, "
-                  "read-back, BLKFLSBUF"),
+                  "plain C making loopcore's syscalls: + backing open/fstat/fstatfs/F_SETFL, "
+                  "flock, read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range"),
         Contender("python_fcntl", _timed(fcntl_cycler.cycle), fast,
                   "pure Python fcntl.ioctl, same ioctls as the C floor"),
         Contender("losetup", _timed(losetup_cycle), slow,

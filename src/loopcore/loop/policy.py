@@ -17,6 +17,7 @@ taken inside lc_attach before the bind so no udev probe comes between.
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import logging
 import os
@@ -34,8 +35,8 @@ from ..errors import (
     TimeoutError,
     TypeError,
     ValueError,
+    converted,
     error_from_errno,
-    translate,
 )
 from . import _calls, discovery
 from .backing import Backing, BackingFile, expected_size
@@ -66,7 +67,6 @@ _READ_ONLY, _AUTOCLEAR, _PARTSCAN, _DIRECT_IO = (int(f) for f in Flags)
 _S64_MAX = (1 << 63) - 1
 
 
-@translate
 def attach(
     backing: Backing,
     *,
@@ -129,31 +129,56 @@ def attach(
     block size above the page size is up to the kernel: ValueError if it
     refuses.
     """
-    check_int("offset", offset, maximum=_S64_MAX)
-    check_int("size_limit", size_limit, maximum=_S64_MAX)
-    check_block_size(block_size, allow_zero=True)
-    check_timeout(timeout)
+    # The translate decorator's work, inline: a wrapper frame costs a
+    # measurable share of a 50 us cycle.
+    try:
+        return _attach(backing, read_only, autoclear, partscan, direct_io, block_size, offset,
+                       size_limit, number, reuse, lock, legacy, timeout)
+    except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:
+        new = converted(e)
+        if new is e:
+            raise
+        raise new.with_traceback(e.__traceback__) from None
+
+
+def _attach(backing: Backing, read_only: bool, autoclear: bool, partscan: bool,
+            direct_io: bool, block_size: int, offset: int, size_limit: int,
+            number: Optional[int], reuse: bool, lock: LockArg, legacy: Optional[bool],
+            timeout: Optional[float]) -> LoopDevice:
+    # The common arguments pass one cheap test; anything else gets the
+    # full checks (and their messages).
+    if not (type(offset) is int and type(size_limit) is int and type(block_size) is int
+            and 0 <= offset <= _S64_MAX and 0 <= size_limit <= _S64_MAX and not block_size):
+        check_int("offset", offset, maximum=_S64_MAX)
+        check_int("size_limit", size_limit, maximum=_S64_MAX)
+        check_block_size(block_size, allow_zero=True)
+    deadline_ns = 0
+    if timeout is not None:
+        check_timeout(timeout)
+        deadline_ns = time.monotonic_ns() + int(timeout * 1e9) or 1
     chosen = -1 if number is None else check_number(number)
-    lock_mode = _lock_mode(lock)
-    deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9) or 1
+    lock_mode = None if lock is False or lock is None else _lock_mode(lock)
     flags = ((_READ_ONLY if read_only else 0) | (_AUTOCLEAR if autoclear else 0)
              | (_PARTSCAN if partscan else 0) | (_DIRECT_IO if direct_io else 0))
 
-    with BackingFile.open(backing, read_only) as bf:
-        if offset >= bf.size > 0 or offset > bf.size:
+    with BackingFile.open(backing, read_only, probe_direct_io=bool(direct_io)) as bf:
+        if offset and (offset >= bf.size > 0 or offset > bf.size):
             raise ValueError(f"{bf.name}: offset {offset} is at or past the end "
                              f"({bf.size} bytes)")
         if not read_only and not bf.owned and not bf.writable():
             raise PermissionError(errno.EACCES,
                                   "backing is open read-only; pass read_only=True", bf.name)
-        if flags & _DIRECT_IO and _c.lib.lc_direct_io_refused(bf.fd) == 1:
+        if flags & _DIRECT_IO and bf.direct_io_refused:
             # overlayfs over a file system without O_DIRECT: the kernel
             # would say yes, then fail every I/O
             log.debug("%s: direct I/O refused below overlayfs: buffered", bf.name)
             flags &= ~_DIRECT_IO
         use_legacy = legacy if legacy is not None else (
             control.force_legacy() or not control.supports_configure())
-        how = _How(chosen, _c.lib.LC_ATTACH_LOCK_DEVICE if lock_mode else 0, deadline_ns)
+        options = _read_back_options(flags, offset, size_limit, block_size)
+        if lock_mode:
+            options |= _c.lib.LC_ATTACH_LOCK_DEVICE
+        how = _How(chosen, options, deadline_ns)
         if not reuse:
             device = _attach_new(bf, flags, offset, size_limit, block_size, use_legacy, how)
         else:
@@ -173,6 +198,19 @@ def attach(
                 device._unbind()
                 raise
         return device
+
+
+def _read_back_options(flags: int, offset: int, size_limit: int, block_size: int) -> int:
+    """What lc_attach reads back after the bind: the settings only when an
+    option's outcome has to be checked (PARTSCAN and a block size, which
+    Linux 5.8 could ignore; the size with an offset or a size limit, as
+    util-linux), the devnum only until its layout is known."""
+    options = 0
+    if flags & _PARTSCAN or block_size or offset or size_limit:
+        options = _c.lib.LC_ATTACH_READ_SETTINGS
+    if not control.devnum_layout_known():
+        options |= _c.lib.LC_ATTACH_READ_DEVNUM
+    return options
 
 
 class _How:
@@ -229,14 +267,18 @@ def _attach_new(bf: BackingFile, flags: int, offset: int, size_limit: int, block
         try:
             if ignored:
                 raise LoopError(errno.EINVAL, f"the kernel ignored {ignored}", bf.name)
-            if state.flags & _READ_ONLY and not read_only:
-                raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
-                                      "the backing file cannot be written", bf.name)
             if state.disk_read_only and not read_only:
-                # A BLKROSET policy (blockdev --setro) outlives detach: the
-                # last user of this device number left it read-only.
+                # Read-only: either the kernel made the device so, or a
+                # BLKROSET policy (blockdev --setro) outlived the detach of
+                # the last user of this device number.
+                if not how.options & _c.lib.LC_ATTACH_READ_SETTINGS:
+                    _, state = device._state()
+                if state.flags & _READ_ONLY:
+                    raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
+                                          "the backing file cannot be written", bf.name)
                 _calls.check(_c.lib.lc_set_read_only(device.fileno(), 0), device.path)
-            if state.size_bytes != expected_size(bf.size, offset, size_limit):
+            if (offset or size_limit) and state.size_bytes != expected_size(
+                    bf.size, offset, size_limit):
                 # util-linux: some kernels miss offset/sizelimit in the first size.
                 _calls.check(_calls.retry_eagain(
                     lambda: _c.lib.lc_set_capacity(device.fileno())), bf.name)
@@ -313,7 +355,7 @@ def _find_overlap(bf: BackingFile, offset: int, size_limit: int, block_size: int
     0 reaches to the end of the file)."""
     same_file = [info for info in discovery.scan()
                  if info.has_status and (info.backing_devnum, info.backing_inode)
-                 == (bf.st.st_dev, bf.st.st_ino)]
+                 == (bf.dev, bf.ino)]
     for info in same_file:
         if (info.offset, info.size_limit) != (offset, size_limit):
             continue
@@ -440,8 +482,13 @@ def _ignored_settings(state: CData, flags: int, block_size: int) -> str:
 
 
 def _device_from_result(result: CData) -> LoopDevice:
-    device = LoopDevice(int(result.number), int(result.fd), int(result.devnum),
-                        int(result.diskseq) or None)
+    number = result.number
+    devnum = result.devnum
+    if devnum:
+        control.learn_devnum_layout(number, devnum)
+    else:
+        devnum = control.devnum(number)
+    device = LoopDevice(number, result.fd, devnum, result.diskseq or None)
     if result.lock_fd >= 0:
         device._adopt_lock(int(result.lock_fd), LOCK_EXCLUSIVE)
     return device
@@ -450,6 +497,16 @@ def _device_from_result(result: CData) -> LoopDevice:
 # --- the one C call ---------------------------------------------------------------
 
 _retry: Optional[Tuple[Tuple[int, int, int], CData]] = None
+
+
+def retry_policy() -> CData:
+    """lc_attach's retry policy (struct lc_retry) from the constants in
+    _calls, made again only when they change (tests shrink them)."""
+    global _retry
+    policy = (_calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US, _calls.ATTACH_SLEEP_SPAN_US)
+    if _retry is None or _retry[0] != policy:
+        _retry = (policy, _c.ffi.new("struct lc_retry *", policy))
+    return _retry[1]
 
 
 def _timeout(step: int, number: int) -> TimeoutError:
@@ -468,10 +525,7 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
     ``how`` carries the chosen device and lc_attach's options (and learns
     whether LOOP_CTL_ADD made the device).
     """
-    global _retry
-    policy = (_calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US, _calls.ATTACH_SLEEP_SPAN_US)
-    if _retry is None or _retry[0] != policy:
-        _retry = (policy, _c.ffi.new("struct lc_retry *", policy))
+    retry = retry_policy()
     number, options = (how.number, how.options) if how is not None else (-1, 0)
     # Under attach(reuse=True) the caller holds control.lock already.
     take_lock = not options & _c.lib.LC_ATTACH_CONTROL_HELD
@@ -483,7 +537,7 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
             control.acquire_thread_lock(deadline_ns)
         try:
             rc = _c.lib.lc_attach(control.fd(), bf.fd, number, options, use_configure, flags,
-                                  offset, size_limit, block_size, file_name, _retry[1],
+                                  offset, size_limit, block_size, file_name, retry,
                                   attempt, deadline_ns, result)
         finally:
             if take_lock:
