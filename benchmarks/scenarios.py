@@ -26,6 +26,7 @@ from ._common import (
     Workspace,
     drop_caches,
     interleave,
+    loop_numbers,
     meminfo,
     ratio,
     run_floor,
@@ -53,12 +54,14 @@ class Settings:
     contention_rounds: int = 5
     io_mib: int = 512
     io_rounds: int = 3
-    scenarios: Sequence[str] = ("cycle", "discovery", "contention", "io")
+    burst_size: int = 1000        # devices attached by one burst
+    burst_rounds: int = 3
+    scenarios: Sequence[str] = ("cycle", "burst", "discovery", "contention", "io")
 
 
 QUICK = dict(cycles=300, slow_cycles=30, cycle_rounds=6, device_counts=(10, 100),
              discovery_rounds=4, discovery_batch=1, contention_cycles=40,
-             contention_rounds=2, io_mib=64, io_rounds=1)
+             contention_rounds=2, io_mib=64, io_rounds=1, burst_rounds=1)
 
 
 def steps(settings: Settings) -> int:
@@ -66,6 +69,8 @@ def steps(settings: Settings) -> int:
     total = 0
     if "cycle" in settings.scenarios:
         total += settings.cycle_rounds * 6
+    if "burst" in settings.scenarios:
+        total += settings.burst_rounds * len(BURST_CONTENDERS)
     if "discovery" in settings.scenarios:
         total += len(settings.device_counts) * (settings.discovery_rounds * 9 + 1)
     if "contention" in settings.scenarios:
@@ -73,6 +78,13 @@ def steps(settings: Settings) -> int:
     if "io" in settings.scenarios:
         total += settings.io_rounds * 4 + 1
     return total
+
+
+def percentile(ordered: Sequence[float], q: float) -> Optional[float]:
+    """The q-quantile (nearest rank) of sorted samples; None if there are none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _describe_contenders(contenders: Sequence[Contender],
@@ -192,7 +204,159 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
     }
 
 
-# --- 2. discovery -------------------------------------------------------------
+# --- 2. bursts --------------------------------------------------------------------
+
+BURST_CONTENDERS = ("loopcore_burst", "c_burst", "loopcore_precreated", "loopcore_attach_loop",
+                    "losetup")
+
+
+def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dict[str, object]:
+    """Attach N images without detaching in between (the kernel makes new
+    devices as the free ones run out), then detach them all; interleaved.
+
+    After every contender the devices it made are removed again
+    (LOOP_CTL_REMOVE, only unbound ones that did not exist before the run),
+    so every burst starts from the same machine: the pre-existing free
+    devices first, then new ones.
+    """
+    size = settings.burst_size
+    progress.status(f"burst: {size} backing files")
+    files = [ws.make_file(f"burst{i:05d}.img", MiB) for i in range(size)]
+    list_path = ws.path("burst.list")
+    with open(list_path, "w") as f:
+        f.write("".join(path + "\n" for path in files))
+    dio = settings.direct_io
+    detach_ns: Dict[str, List[float]] = {name: [] for name in BURST_CONTENDERS}
+    precreate_ns: List[float] = []
+    retries = [0]
+
+    def made_since(before: "set[int]") -> None:
+        """Note the devices made since ``before`` and remove the unbound ones."""
+        ws.allocated |= loop_numbers() - before
+        ws.remove_allocated_nodes()
+
+    def timed_burst(name: str, attach_all: Callable[[], List[Any]],
+                    detach_all: Callable[[List[Any]], None],
+                    prepare: Optional[Callable[[], None]] = None) -> Callable[[int], List[float]]:
+        def run(count: int) -> List[float]:
+            samples = []
+            for _ in range(count):
+                before = loop_numbers()
+                try:
+                    if prepare is not None:
+                        prepare()
+                    start = time.perf_counter_ns()
+                    devices = attach_all()
+                    samples.append(time.perf_counter_ns() - start)
+                    start = time.perf_counter_ns()
+                    detach_all(devices)
+                    detach_ns[name].append(time.perf_counter_ns() - start)
+                finally:
+                    ws.detach_all()  # only if something failed part-way
+                    made_since(before)
+            return samples
+        return run
+
+    def loopcore_attach_many() -> List[Any]:
+        devices = loopcore.attach_many(files, direct_io=dio)
+        ws.allocated.update(d.number for d in devices)
+        return devices
+
+    def loopcore_attach_loop() -> List[Any]:
+        devices = []
+        for path in files:
+            devices.append(loopcore.attach(path, direct_io=dio))
+            ws.allocated.add(devices[-1].number)
+        return devices
+
+    def precreate() -> None:
+        """A pool of ``size`` new devices, LOOP_CTL_ADD'ed above the highest
+        number there is (as Android's apexd does before it needs them)."""
+        start = time.perf_counter_ns()
+        first = max(loop_numbers(), default=-1) + 1
+        with loopcore.LoopControl() as ctl:
+            for number in range(first, first + size):
+                ctl.add(number)
+                ws.allocated.add(number)
+        precreate_ns.append(time.perf_counter_ns() - start)
+
+    def c_burst(count: int) -> List[float]:
+        samples = []
+        for _ in range(count):
+            before = loop_numbers()
+            try:
+                got, counters = run_floor(floor, "burst", "1", list_path, "1" if dio else "0")
+            finally:
+                ws.detach_all()
+                made_since(before)
+            samples += got
+            detach_ns["c_burst"].append(counters.get("detach_ns", 0))
+            retries[0] += counters.get("retries", 0)
+        return samples
+
+    def losetup_attach_all() -> List[Any]:
+        devices = []
+        for path in files:
+            devices.append(_losetup_attach(f"--direct-io={'on' if dio else 'off'}", path))
+        return devices
+
+    def losetup_detach_all(devices: List[Any]) -> None:
+        for chunk in range(0, len(devices), 200):
+            _losetup("-d", *devices[chunk:chunk + 200])
+
+    contenders = [
+        Contender("loopcore_burst", timed_burst("loopcore_burst", loopcore_attach_many,
+                                                loopcore.detach_many), 1,
+                  "loopcore.attach_many(files); detach_many(devices)"),
+        Contender("c_burst", c_burst, 1,
+                  "plain C making attach_many()'s syscalls: backing open/fstat/fstatfs/"
+                  "F_SETFL each, one flock, GET_FREE+open+LOOP_CONFIGURE+BLKROGET+"
+                  "BLKGETDISKSEQ each"),
+        Contender("loopcore_precreated",
+                  timed_burst("loopcore_precreated", loopcore_attach_many,
+                              loopcore.detach_many, precreate), 1,
+                  "attach_many(files) after LOOP_CTL_ADD of a pool of N devices "
+                  "(the pool's making not timed: see precreate_ns)"),
+        Contender("loopcore_attach_loop",
+                  timed_burst("loopcore_attach_loop", loopcore_attach_loop,
+                              lambda devices: [d.detach() for d in devices]), 1,
+                  "[loopcore.attach(f) for f in files], one detach() each"),
+        Contender("losetup", timed_burst("losetup", losetup_attach_all, losetup_detach_all), 1,
+                  "processes: losetup -f --show FILE each; losetup -d DEV... (200 a process)"),
+    ]
+    samples = interleave(contenders, settings.burst_rounds, progress, "burst")
+    described = _describe_contenders(contenders, samples, "c_burst")
+    for name, entry in described.items():
+        entry["detach"] = summarize(detach_ns[name])  # type: ignore[index]
+        entry["detach_samples"] = detach_ns[name]  # type: ignore[index]
+    median = {name: summarize(samples[name]).get("median") for name in samples}
+    return {
+        "unit": "ns per burst of N attaches",
+        "baseline": "c_burst",
+        "params": {"burst_size": size, "rounds": settings.burst_rounds, "direct_io": dio,
+                   "preexisting_devices": len(ws.preexisting)},
+        "contenders": described,
+        "precreate": summarize(precreate_ns),
+        "precreate_samples": precreate_ns,
+        "retries": {"c_burst": retries[0]},
+        "ratios": {
+            "loopcore_vs_c_burst": ratio(median["loopcore_burst"], median["c_burst"]),
+            "losetup_vs_loopcore": ratio(median["losetup"], median["loopcore_burst"]),
+            "attach_loop_vs_burst": ratio(median["loopcore_attach_loop"],
+                                          median["loopcore_burst"]),
+            "precreated_vs_burst": ratio(median["loopcore_precreated"],
+                                         median["loopcore_burst"]),
+            "precreate_plus_precreated_vs_burst": ratio(
+                (median["loopcore_precreated"] or 0) + (summarize(precreate_ns).get("median")
+                                                        or 0) or None,
+                median["loopcore_burst"]),
+            "loopcore_detach_vs_c": ratio(summarize(detach_ns["loopcore_burst"]).get("median"),
+                                          summarize(detach_ns["c_burst"]).get("median")),
+        },
+    }
+
+
+# --- 3. discovery -------------------------------------------------------------
 
 
 def _discovery_functions() -> Dict[str, Optional[Callable[..., object]]]:
@@ -281,7 +445,7 @@ def _discovery_contenders(functions: Dict[str, Optional[Callable[..., object]]],
     return listers, finders
 
 
-# --- 3. contention ------------------------------------------------------------
+# --- 4. contention ------------------------------------------------------------
 
 
 def _contention_round(procs: int, backings: List[str], cycles: int, dio: bool,
@@ -350,7 +514,12 @@ def contention(settings: Settings, ws: Workspace, floor: str,
     points: List[Dict[str, Any]] = []
     for p in procs:
         throughput = [r["throughput_cycles_per_s"] for r in rounds[p]]
+        latencies = sorted(ns for r in rounds[p] for w in r["workers"]
+                           for ns in w.pop("attach_latency_ns", []))
         points.append({
+            "attach_latency_ns": {
+                "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99),
+                "max": latencies[-1] if latencies else None, "n": len(latencies)},
             "procs": p,
             "rounds": rounds[p],
             "throughput": summarize(throughput),
@@ -368,7 +537,7 @@ def contention(settings: Settings, ws: Workspace, floor: str,
             "points": points}
 
 
-# --- 4. I/O through the device ---------------------------------------------------
+# --- 5. I/O through the device ---------------------------------------------------
 
 
 def _page_cache() -> int:
@@ -471,4 +640,5 @@ def io(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dic
             "contenders": out}
 
 
-SCENARIOS = {"cycle": cycle, "discovery": discovery, "contention": contention, "io": io}
+SCENARIOS = {"cycle": cycle, "burst": burst, "discovery": discovery, "contention": contention,
+             "io": io}

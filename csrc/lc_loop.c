@@ -616,6 +616,8 @@ int lc_attach_many(int ctl_fd, const int32_t *backing_fds, const uint32_t *flags
     int r = 0;
 
     *done = 0;
+    for (uint32_t i = 0; i < count; i++)
+        results[i].fd = results[i].lock_fd = -1;  /* nothing bound yet */
     if (!(options & LC_ATTACH_CONTROL_HELD) && (r = lock_until(ctl_fd, deadline_ns)) < 0) {
         memset(&results[0], 0, sizeof(results[0]));
         results[0].number = -1;

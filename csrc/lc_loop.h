@@ -213,8 +213,8 @@ int lc_backing_stat(int fd, int probe_direct_io, struct lc_backing *out);
  * under one hold of the control lock (taken here unless options has
  * LC_ATTACH_CONTROL_HELD), flags[i] and the LC_NAME_FIELD-byte
  * file_names[i] for backing_fds[i], block_size for all, results[i] for
- * each.  Stops at the first failure: *done devices are bound (results
- * 0..*done-1 hold their fds) and results[*done] says what failed, as
+ * each (their fd fields are set to -1 first).  Stops at the first
+ * failure: *done devices are bound (results 0..*done-1 hold their fds) and results[*done] says what failed, as
  * lc_attach does; nothing is unbound here, the caller decides (-EINTR:
  * run the signal handlers, then go on from *done with first_attempt =
  * results[*done].attempts, or detach them).  0 when all are bound.

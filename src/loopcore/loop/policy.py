@@ -55,7 +55,8 @@ from .info import PAGE_SIZE, Flags, LoopInfo, device_path
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["attach", "LockArg"]
+__all__ = ["attach", "LockArg", "bind", "bind_error", "device_from_result", "retry_policy",
+           "attach_timeout"]
 
 LockArg = Union[bool, str, None]
 """attach(lock=...): False/None (no lock), True or "exclusive", "shared"."""
@@ -429,7 +430,7 @@ def _attach_configure(bf: BackingFile, flags: int, offset: int, size_limit: int,
         log.debug("%s: LOOP_CONFIGURE with direct I/O: EINVAL; again, buffered", bf.name)
         result = bind(bf, True, flags & ~_DIRECT_IO, offset, size_limit, block_size,
                       how.deadline_ns, how=how)
-    return _device_from_result(result), result
+    return device_from_result(result), result
 
 
 def _attach_legacy(bf: BackingFile, flags: int, offset: int, size_limit: int,
@@ -438,7 +439,7 @@ def _attach_legacy(bf: BackingFile, flags: int, offset: int, size_limit: int,
     (pre-5.8 kernels); a device lock, if asked for, is held throughout."""
     # flags: READ_ONLY only, which picks the device's open mode for SET_FD
     result = bind(bf, False, flags & _READ_ONLY, 0, 0, 0, how.deadline_ns, how=how)
-    device = _device_from_result(result)
+    device = device_from_result(result)
     try:
         _finish_legacy(device, bf, flags, offset, size_limit, block_size)
         _, state = device._state()
@@ -481,7 +482,7 @@ def _ignored_settings(state: CData, flags: int, block_size: int) -> str:
     return ", ".join(ignored)
 
 
-def _device_from_result(result: CData) -> LoopDevice:
+def device_from_result(result: CData) -> LoopDevice:
     number = result.number
     devnum = result.devnum
     if devnum:
@@ -509,7 +510,7 @@ def retry_policy() -> CData:
     return _retry[1]
 
 
-def _timeout(step: int, number: int) -> TimeoutError:
+def attach_timeout(step: int, number: int) -> TimeoutError:
     if step == _c.lib.LC_STEP_DEVICE_LOCK and number >= 0:
         return TimeoutError(errno.ETIMEDOUT, "timed out waiting for another process's lock "
                             "on the device", device_path(number))
@@ -551,7 +552,7 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
         # not, carry on from the attempt the C loop stopped at.
         attempt = result.attempts
         if deadline_ns and time.monotonic_ns() >= deadline_ns:
-            raise _timeout(result.failed_step, result.number)
+            raise attach_timeout(result.failed_step, result.number)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
                   bf.name, "LOOP_CONFIGURE" if use_configure else "LOOP_SET_FD",
@@ -559,26 +560,32 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
                   result.busy_retries, result.vanished_retries)
     if rc >= 0:
         return result
+    raise bind_error(rc, result, number, bf.name)
+
+
+def bind_error(rc: int, result: CData, number: int, name: str) -> BaseException:
+    """The exception for lc_attach's failure rc (``number``: the chosen
+    device, -1 for GET_FREE; ``name``: the backing file's)."""
     step = result.failed_step
     if rc == -errno.ETIMEDOUT and step in (_c.lib.LC_STEP_LOCK, _c.lib.LC_STEP_BACKOFF,
                                            _c.lib.LC_STEP_DEVICE_LOCK):
-        raise _timeout(step, result.number)
+        return attach_timeout(step, result.number)
     if step == _c.lib.LC_STEP_GET_FREE:
-        raise no_free_device(-rc)
+        return no_free_device(-rc)
     if rc == -errno.EBUSY and step == _c.lib.LC_STEP_BIND and number >= 0:
-        raise LoopBusyError(errno.EBUSY, "the device is bound" if result.attempts <= 1 else
+        return LoopBusyError(errno.EBUSY, "the device is bound" if result.attempts <= 1 else
                             f"the device stayed busy ({result.attempts} attempts)",
                             device_path(number))
     if rc == -errno.EBUSY and step == _c.lib.LC_STEP_BIND:
-        raise LoopBusyError(errno.EBUSY, f"every free loop device was taken by others "
-                            f"({result.attempts} attempts)", bf.name)
+        return LoopBusyError(errno.EBUSY, f"every free loop device was taken by others "
+                            f"({result.attempts} attempts)", name)
     if step in (_c.lib.LC_STEP_ADD, _c.lib.LC_STEP_DEVICE_LOCK) and result.number >= 0:
-        raise error_from_errno(-rc, device_path(result.number))
+        return error_from_errno(-rc, device_path(result.number))
     if step == _c.lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
-        raise LoopBusyError(-rc, f"free loop devices kept vanishing "
+        return LoopBusyError(-rc, f"free loop devices kept vanishing "
                             f"({result.attempts} attempts)", device_path(result.number))
     if step in (_c.lib.LC_STEP_OPEN, _c.lib.LC_STEP_READ_BACK) and result.number >= 0:
-        raise error_from_errno(-rc, device_path(result.number))
+        return error_from_errno(-rc, device_path(result.number))
     if step == _c.lib.LC_STEP_LOCK:
-        raise error_from_errno(-rc, CONTROL_PATH)
-    raise error_from_errno(-rc, bf.name)
+        return error_from_errno(-rc, CONTROL_PATH)
+    return error_from_errno(-rc, name)
