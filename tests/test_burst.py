@@ -15,7 +15,7 @@ from loopcore.loop.control import control
 import faults
 from conftest import bound_backing, bound_under, open_fds
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
 
 def _images(make_image: Callable[..., Path], count: int) -> List[Path]:
