@@ -44,6 +44,21 @@ def test_attach_many_binds_each_file_in_order(make_image: Callable[..., Path]):
     assert not bound_under(images[0].parent)
 
 
+def test_a_failure_in_a_later_chunk_undoes_the_earlier_ones(
+        make_image: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from loopcore.loop import burst
+    monkeypatch.setattr(burst, "CHUNK", 2)
+    images = [str(p) for p in _images(make_image, 5)]
+    devices = loopcore.attach_many(images)
+    try:
+        assert [bound_backing(d.number) for d in devices] == images
+    finally:
+        loopcore.detach_many(devices)
+    with pytest.raises(FileNotFoundError):
+        loopcore.attach_many(images[:4] + [str(tmp_path / "missing.img")])
+    assert not bound_under(tmp_path)
+
+
 def test_attach_many_takes_the_options_and_fds(make_image: Callable[..., Path]):
     images = _images(make_image, 3)
     with open(images[0], "rb") as f:

@@ -1,5 +1,5 @@
-"""Bursts: :func:`attach_many` binds many backing files in one C call
-under one hold of the control lock, all or nothing; :func:`detach_many`
+"""Bursts: :func:`attach_many` binds many backing files under one hold
+of the control lock, a chunk of them per C call, all or nothing; :func:`detach_many`
 detaches many devices in one C loop.
 
 A burst pays the per-attach costs once -- the lock, the Python around
@@ -33,6 +33,9 @@ __all__ = ["attach_many", "detach_many"]
 log = get_logger("loop")
 
 _READ_ONLY, _AUTOCLEAR, _PARTSCAN, _DIRECT_IO = (int(f) for f in Flags)
+# Backing files open at once: a burst binds chunk after chunk, so it needs
+# one fd per device it returns plus this many, not two per device.
+CHUNK = 256
 
 
 @translate
@@ -67,31 +70,44 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
     if control.force_legacy() or not control.supports_configure():
         return _attach_one_by_one(items, read_only, autoclear, partscan, direct_io,
                                   block_size, deadline_ns)
-    opened: List[BackingFile] = []
+    read_settings = bool(flags & _PARTSCAN or block_size)
     devices: List[LoopDevice] = []
     try:
-        for backing in items:
-            opened.append(BackingFile.open(backing, read_only, probe_direct_io=direct_io))
-        for bf in opened:
-            if not read_only and not bf.owned and not bf.writable():
-                raise PermissionError(errno.EACCES,
-                                      "backing is open read-only; pass read_only=True", bf.name)
-        read_settings = bool(flags & _PARTSCAN or block_size)
-        results = _bind_all(opened, flags, block_size, read_settings, deadline_ns)
-        # From here the LoopDevices own the fds: made with signals held, so
-        # a Ctrl-C cannot fall between a device and its fd.
-        with _signals_held():
-            devices = [device_from_result(results[i]) for i in range(len(opened))]
-        for i, device in enumerate(devices):
-            _check(device, opened[i], results[i], flags, block_size, read_settings)
+        with control.held(deadline_ns):  # one hold for the whole burst
+            for first in range(0, len(items), CHUNK):
+                _attach_chunk(items[first:first + CHUNK], read_only, flags, block_size,
+                              read_settings, deadline_ns, devices)
     except BaseException:
         for device in devices:
             device._unbind()  # bound moments ago by this call; nobody wrote to it
         raise
+    return devices
+
+
+def _attach_chunk(chunk: Sequence[Backing], read_only: bool, flags: int, block_size: int,
+                  read_settings: bool, deadline_ns: int, devices: List[LoopDevice]) -> None:
+    """Open, bind and check one chunk of a burst (the control lock held),
+    appending its devices to ``devices``; its backing fds are closed."""
+    opened: List[BackingFile] = []
+    try:
+        for backing in chunk:
+            opened.append(BackingFile.open(backing, read_only,
+                                           probe_direct_io=bool(flags & _DIRECT_IO)))
+        for bf in opened:
+            if not read_only and not bf.owned and not bf.writable():
+                raise PermissionError(errno.EACCES,
+                                      "backing is open read-only; pass read_only=True", bf.name)
+        results = _bind_all(opened, flags, block_size, read_settings, deadline_ns)
+        # From here the LoopDevices own the fds: made with signals held, so
+        # a Ctrl-C cannot fall between a device and its fd.
+        first = len(devices)
+        with _signals_held():
+            devices.extend([device_from_result(results[i]) for i in range(len(opened))])
+        for i, bf in enumerate(opened):
+            _check(devices[first + i], bf, results[i], flags, block_size, read_settings)
     finally:
         for bf in opened:
             bf.close()
-    return devices
 
 
 @contextlib.contextmanager
@@ -120,20 +136,19 @@ def _bind_all(opened: Sequence[BackingFile], flags: int, block_size: int, read_s
     for i in range(count):
         results[i].fd = results[i].lock_fd = -1
     done = ffi.new("uint32_t *")
-    options = _c.lib.LC_ATTACH_READ_SETTINGS if read_settings else 0
+    # The caller holds the control lock (control.held) for the whole burst.
+    options = _c.lib.LC_ATTACH_CONTROL_HELD
+    if read_settings:
+        options |= _c.lib.LC_ATTACH_READ_SETTINGS
     if not control.devnum_layout_known():
         options |= _c.lib.LC_ATTACH_READ_DEVNUM
     start = first_attempt = 0
     try:
         while start < count:
-            control.acquire_thread_lock(deadline_ns)
-            try:
-                rc = _c.lib.lc_attach_many(
-                    control.fd(), fds + start, item_flags + start,
-                    names + start * LO_NAME_SIZE, count - start, options, block_size,
-                    retry_policy(), first_attempt, deadline_ns, results + start, done)
-            finally:
-                control.lock.release()
+            rc = _c.lib.lc_attach_many(
+                control.fd(), fds + start, item_flags + start, names + start * LO_NAME_SIZE,
+                count - start, options, block_size, retry_policy(), first_attempt,
+                deadline_ns, results + start, done)
             start += done[0]
             if rc >= 0:
                 break
