@@ -63,8 +63,10 @@ def table(results: Results) -> str:
                 for row, c in zip(_time_rows(b["contenders"]), b["contenders"].values())]
         lines += _rows_table(["contender", "median", "min - max", "n", "ratio", "detach all"],
                              rows)
-        lines.append(f"pre-creating the pool (LOOP_CTL_ADD x {b['params']['burst_size']}): "
-                     f"{_time(b['precreate'].get('median'))}")
+        cold = b["cold"]
+        lines.append(f"cold burst (the kernel made {cold['devices_made_by_the_run']} devices; "
+                     f"{cold['free_devices_before']} were free before): {_time(cold['ns'])}, "
+                     f"{_ratio(cold['vs_warm'])} the warm one")
         lines.append("")
     if "discovery" in scen:
         d = scen["discovery"]
@@ -272,7 +274,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
 
     if "burst" in scen:
         contenders = scen["burst"]["contenders"]
-        fast = [n for n in ("loopcore_burst", "c_burst", "loopcore_precreated") if n in contenders]
+        fast = [n for n in ("loopcore_burst", "c_burst") if n in contenders]
         fast_and_all(contenders, fast, 1e6, "ms per burst",
                      f"a burst of {scen['burst']['params']['burst_size']} attaches",
                      "burst.png")

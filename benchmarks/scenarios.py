@@ -29,6 +29,7 @@ from ._common import (
     loop_numbers,
     meminfo,
     ratio,
+    read_backing,
     run_floor,
     summarize,
 )
@@ -70,7 +71,7 @@ def steps(settings: Settings) -> int:
     if "cycle" in settings.scenarios:
         total += settings.cycle_rounds * 6
     if "burst" in settings.scenarios:
-        total += settings.burst_rounds * len(BURST_CONTENDERS)
+        total += settings.burst_rounds * len(BURST_CONTENDERS) + 1
     if "discovery" in settings.scenarios:
         total += len(settings.device_counts) * (settings.discovery_rounds * 9 + 1)
     if "contention" in settings.scenarios:
@@ -206,18 +207,20 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
 
 # --- 2. bursts --------------------------------------------------------------------
 
-BURST_CONTENDERS = ("loopcore_burst", "c_burst", "loopcore_precreated", "loopcore_attach_loop",
-                    "losetup")
+BURST_CONTENDERS = ("loopcore_burst", "c_burst", "loopcore_attach_loop", "losetup")
 
 
 def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dict[str, object]:
-    """Attach N images without detaching in between (the kernel makes new
-    devices as the free ones run out), then detach them all; interleaved.
+    """Attach N images without detaching in between, then detach them all;
+    interleaved.
 
-    After every contender the devices it made are removed again
-    (LOOP_CTL_REMOVE, only unbound ones that did not exist before the run),
-    so every burst starts from the same machine: the pre-existing free
-    devices first, then new ones.
+    A first, cold burst (attach_many) finds too few free devices and has
+    the kernel make the rest on the way (LOOP_CTL_GET_FREE adds one when
+    none is free): the difference to the warm bursts that follow is what
+    pre-creating a pool (LOOP_CTL_ADD ahead of time, as Android's apexd
+    does) would move off the burst.  The devices the kernel made stay, as
+    they do after losetup -f: removing a loop device waits for a queue
+    freeze (an RCU grace period or more), ~1 s each on a loaded machine.
     """
     size = settings.burst_size
     progress.status(f"burst: {size} backing files")
@@ -227,24 +230,14 @@ def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         f.write("".join(path + "\n" for path in files))
     dio = settings.direct_io
     detach_ns: Dict[str, List[float]] = {name: [] for name in BURST_CONTENDERS}
-    precreate_ns: List[float] = []
     retries = [0]
 
-    def made_since(before: "set[int]") -> None:
-        """Note the devices made since ``before`` and remove the unbound ones."""
-        ws.allocated |= loop_numbers() - before
-        ws.remove_allocated_nodes()
-
     def timed_burst(name: str, attach_all: Callable[[], List[Any]],
-                    detach_all: Callable[[List[Any]], None],
-                    prepare: Optional[Callable[[], None]] = None) -> Callable[[int], List[float]]:
+                    detach_all: Callable[[List[Any]], None]) -> Callable[[int], List[float]]:
         def run(count: int) -> List[float]:
             samples = []
             for _ in range(count):
-                before = loop_numbers()
                 try:
-                    if prepare is not None:
-                        prepare()
                     start = time.perf_counter_ns()
                     devices = attach_all()
                     samples.append(time.perf_counter_ns() - start)
@@ -253,49 +246,34 @@ def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
                     detach_ns[name].append(time.perf_counter_ns() - start)
                 finally:
                     ws.detach_all()  # only if something failed part-way
-                    made_since(before)
             return samples
         return run
 
-    def loopcore_attach_many() -> List[Any]:
-        devices = loopcore.attach_many(files, direct_io=dio)
-        ws.allocated.update(d.number for d in devices)
-        return devices
-
     def loopcore_attach_loop() -> List[Any]:
-        devices = []
-        for path in files:
-            devices.append(loopcore.attach(path, direct_io=dio))
-            ws.allocated.add(devices[-1].number)
+        devices: List[Any] = []
+        try:
+            for path in files:
+                devices.append(loopcore.attach(path, direct_io=dio))
+        except BaseException:
+            for device in devices:
+                device.detach()
+            raise
         return devices
-
-    def precreate() -> None:
-        """A pool of ``size`` new devices, LOOP_CTL_ADD'ed above the highest
-        number there is (as Android's apexd does before it needs them)."""
-        start = time.perf_counter_ns()
-        first = max(loop_numbers(), default=-1) + 1
-        with loopcore.LoopControl() as ctl:
-            for number in range(first, first + size):
-                ctl.add(number)
-                ws.allocated.add(number)
-        precreate_ns.append(time.perf_counter_ns() - start)
 
     def c_burst(count: int) -> List[float]:
         samples = []
         for _ in range(count):
-            before = loop_numbers()
             try:
                 got, counters = run_floor(floor, "burst", "1", list_path, "1" if dio else "0")
             finally:
                 ws.detach_all()
-                made_since(before)
             samples += got
             detach_ns["c_burst"].append(counters.get("detach_ns", 0))
             retries[0] += counters.get("retries", 0)
         return samples
 
     def losetup_attach_all() -> List[Any]:
-        devices = []
+        devices: List[Any] = []
         for path in files:
             devices.append(_losetup_attach(f"--direct-io={'on' if dio else 'off'}", path))
         return devices
@@ -304,19 +282,23 @@ def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         for chunk in range(0, len(devices), 200):
             _losetup("-d", *devices[chunk:chunk + 200])
 
+    def attach_many() -> List[Any]:
+        return loopcore.attach_many(files, direct_io=dio)
+
+    progress.status("burst: the cold burst (the kernel makes devices)")
+    free_before = _free_devices()
+    cold = timed_burst("cold", attach_many, loopcore.detach_many)
+    detach_ns["cold"] = []
+    cold_ns = cold(1)[0]
+    made = len(loop_numbers() - ws.preexisting)
     contenders = [
-        Contender("loopcore_burst", timed_burst("loopcore_burst", loopcore_attach_many,
+        Contender("loopcore_burst", timed_burst("loopcore_burst", attach_many,
                                                 loopcore.detach_many), 1,
                   "loopcore.attach_many(files); detach_many(devices)"),
         Contender("c_burst", c_burst, 1,
                   "plain C making attach_many()'s syscalls: backing open/fstat/fstatfs/"
                   "F_SETFL each, one flock, GET_FREE+open+LOOP_CONFIGURE+BLKROGET+"
                   "BLKGETDISKSEQ each"),
-        Contender("loopcore_precreated",
-                  timed_burst("loopcore_precreated", loopcore_attach_many,
-                              loopcore.detach_many, precreate), 1,
-                  "attach_many(files) after LOOP_CTL_ADD of a pool of N devices "
-                  "(the pool's making not timed: see precreate_ns)"),
         Contender("loopcore_attach_loop",
                   timed_burst("loopcore_attach_loop", loopcore_attach_loop,
                               lambda devices: [d.detach() for d in devices]), 1,
@@ -333,27 +315,26 @@ def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
     return {
         "unit": "ns per burst of N attaches",
         "baseline": "c_burst",
-        "params": {"burst_size": size, "rounds": settings.burst_rounds, "direct_io": dio,
-                   "preexisting_devices": len(ws.preexisting)},
+        "params": {"burst_size": size, "rounds": settings.burst_rounds, "direct_io": dio},
         "contenders": described,
-        "precreate": summarize(precreate_ns),
-        "precreate_samples": precreate_ns,
+        "cold": {"ns": cold_ns, "free_devices_before": free_before,
+                 "devices_made_by_the_run": made,
+                 "vs_warm": ratio(cold_ns, median["loopcore_burst"])},
         "retries": {"c_burst": retries[0]},
         "ratios": {
             "loopcore_vs_c_burst": ratio(median["loopcore_burst"], median["c_burst"]),
             "losetup_vs_loopcore": ratio(median["losetup"], median["loopcore_burst"]),
             "attach_loop_vs_burst": ratio(median["loopcore_attach_loop"],
                                           median["loopcore_burst"]),
-            "precreated_vs_burst": ratio(median["loopcore_precreated"],
-                                         median["loopcore_burst"]),
-            "precreate_plus_precreated_vs_burst": ratio(
-                (median["loopcore_precreated"] or 0) + (summarize(precreate_ns).get("median")
-                                                        or 0) or None,
-                median["loopcore_burst"]),
             "loopcore_detach_vs_c": ratio(summarize(detach_ns["loopcore_burst"]).get("median"),
                                           summarize(detach_ns["c_burst"]).get("median")),
         },
     }
+
+
+def _free_devices() -> int:
+    """Loop devices that exist and are unbound now (anyone's)."""
+    return sum(1 for number in loop_numbers() if read_backing(number) is None)
 
 
 # --- 3. discovery -------------------------------------------------------------
@@ -378,12 +359,11 @@ def discovery(settings: Settings, ws: Workspace, floor: str,
     try:
         for count in sorted(settings.device_counts):
             progress.status(f"discovery: attaching {count} devices")
-            while len(bound) < count:
-                path = ws.make_file(f"disc{len(bound):05d}.img", MiB)
-                device = loopcore.attach(path)
+            paths = [ws.make_file(f"disc{i:05d}.img", MiB) for i in range(len(bound), count)]
+            for device in loopcore.attach_many(paths):
                 ws.allocated.add(device.number)
                 device.close()  # stays bound (no autoclear); no fd per device
-                bound.append(path)
+            bound += paths
             progress.advance()
             target = bound[len(bound) // 2]
             listers, finders = _discovery_contenders(functions, floor, target, batch)

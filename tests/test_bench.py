@@ -79,12 +79,12 @@ def test_every_scenario_produced_samples(results):
 
     burst = scen["burst"]
     assert burst["params"]["burst_size"] == 3
-    assert set(burst["contenders"]) == {"loopcore_burst", "c_burst", "loopcore_precreated",
-                                        "loopcore_attach_loop", "losetup"}
+    assert set(burst["contenders"]) == {"loopcore_burst", "c_burst", "loopcore_attach_loop",
+                                        "losetup"}
     _all_samples(burst["contenders"])
     for c in burst["contenders"].values():
         assert c["detach"]["n"] == 1
-    assert burst["precreate"]["n"] == 1
+    assert burst["cold"]["ns"] > 0
     for p in points:
         assert p["attach_latency_ns"]["n"] == p["rounds"][0]["cycles"]
         assert p["attach_latency_ns"]["p99"] > 0
