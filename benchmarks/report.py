@@ -241,7 +241,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
         ax.bar(names, medians, yerr=err, capsize=4,
                color=["C0" if n.startswith("loopcore") else "C7" for n in names])
         for x, (m, high) in enumerate(zip(medians, err[1])):
-            ax.annotate(f"{m:.3g}", (x, m + high), ha="center", va="bottom", fontsize=8,
+            ax.annotate(f"{m:.4g}", (x, m + high), ha="center", va="bottom", fontsize=8,
                         textcoords="offset points", xytext=(0, 2))
         if log:
             ax.set_yscale("log")
@@ -262,7 +262,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
         everyone = list(contenders)
         bars(right, everyone, [contenders[n]["summary"] for n in everyone], scale, log=True)
         right.set_title("all, log scale", fontsize=9)
-        fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
+        fig.suptitle(f"{title}\n{subtitle}", fontsize=10, y=1.04)  # above the panel titles
         save(fig, name)
 
     if "cycle" in scen:
