@@ -77,6 +77,10 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help=f"size of the I/O scenario's file (full: {full.io_mib})")
     add("--io-rounds", type=_positive, metavar="N",
         help=f"rounds of the I/O scenario (full: {full.io_rounds})")
+    add("--burst-size", type=_positive, metavar="N",
+        help=f"devices one burst attaches (full: {full.burst_size})")
+    add("--burst-rounds", type=_positive, metavar="N",
+        help=f"interleaving rounds of the burst scenario (full: {full.burst_rounds})")
     add("--workdir", metavar="DIR",
         help="where backing files go (default: the temp dir; must allow O_DIRECT)")
     add("--no-plots", action="store_true", help="skip the PNG plots")
@@ -92,7 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "discovery_rounds": args.discovery_rounds, "procs": args.procs,
         "contention_cycles": args.contention_cycles,
         "contention_rounds": args.contention_rounds, "io_mib": args.io_mib,
-        "io_rounds": args.io_rounds,
+        "io_rounds": args.io_rounds, "burst_size": args.burst_size,
+        "burst_rounds": args.burst_rounds,
     }
     values.update({k: v for k, v in explicit.items() if v is not None})
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -106,16 +111,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(settings: Settings, out_dir: str, *, workdir: Optional[str] = None,
-        plots: bool = True, progress: bool = True) -> report.Results:
+        plots: bool = True, progress: bool = True, quick: bool = False) -> report.Results:
     """Run the selected scenarios; write results.json (and plots) to out_dir.
 
-    Returns the results dict (the same as the JSON file).  Whatever
+    Returns the results dict (the same as the JSON file); ``quick`` marks
+    its verdicts as indicative.  Whatever
     happens, nothing stays bound to the harness's files afterwards.
     """
     os.makedirs(out_dir, exist_ok=True)
     ws = Workspace(workdir)
     bar = Progress(steps(settings) + 1, enabled=progress)
-    results: report.Results = {"command": sys.argv, "settings": dataclasses.asdict(settings)}
+    results: report.Results = {"command": sys.argv, "settings": dataclasses.asdict(settings),
+                               "quick": quick}
     scenarios: Dict[str, Dict[str, object]] = {}
     results["scenarios"] = scenarios
     try:
@@ -166,7 +173,7 @@ def handler(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         results = run(settings, args.out, workdir=args.workdir, plots=not args.no_plots,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, quick=args.quick)
     except KeyboardInterrupt:
         print("benchmarks: interrupted; every device it bound is detached",
               file=sys.stderr)

@@ -12,6 +12,10 @@
  *   floor cycle N BACKING DIRECT_IO   N x (GET_FREE, open, LOOP_CONFIGURE,
  *                                      LOOP_CLR_FD, close); BACKING opened once
  *   floor cycle-same N BACKING DIO    the same plus the syscalls loopcore adds
+ *   floor burst ROUNDS LIST DIO       ROUNDS x attach every file named in LIST
+ *                                      (one path a line) without detaching in
+ *                                      between, making attach_many()'s syscalls,
+ *                                      then detach them all (detach_many()'s)
  *   floor scan N                      N x read what list_devices() reads for
  *                                      every bound loop device, from the same
  *                                      sources (sysfs, LOOP_GET_STATUS64)
@@ -20,8 +24,9 @@
  *   floor find N BACKING              N x find the devices bound to BACKING
  *                                      by (st_dev, st_ino), like find()
  *
- * After the samples it prints "retries R" (cycle) or "devices D" (scan,
- * find) on a line of its own.
+ * After the samples it prints "retries R" (cycle, burst), "devices D" (scan,
+ * find) or "detach_ns T" (burst: all its detaches, all rounds) on a line of
+ * its own.  A burst's samples are whole bursts.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,6 +41,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
 
@@ -80,27 +86,24 @@ static int die(const char *what)
     return 1;
 }
 
-/* What loopcore reads back after binding (lc_read_state). */
+/* What loopcore reads back after binding with no option whose outcome
+ * needs checking (lc_attach without LC_ATTACH_READ_SETTINGS, the devnum
+ * layout known): the read-only state and the diskseq. */
 static void read_back(int dev)
 {
-    struct loop_info64 info;
-    struct stat st;
-    int sector_size;
+    int read_only;
     uint64_t value;
 
-    ioctl(dev, LOOP_GET_STATUS64, &info);
-    ioctl(dev, BLKSSZGET, &sector_size);
-    ioctl(dev, BLKGETSIZE64, &value);
+    ioctl(dev, BLKROGET, &read_only);
     ioctl(dev, BLKGETDISKSEQ, &value);
-    fstat(dev, &st);
 }
 
 /*
  * One attach+detach cycle; retries the races with a fresh GET_FREE.  With
  * same_as_loopcore it also makes the syscalls loopcore makes beyond the
- * minimum: the backing file opened (and fstat, F_GETFL) per cycle, flock
- * on the control fd,
- * the read-back of what the kernel did (lc_read_state), BLKFLSBUF before
+ * minimum: the backing file opened per cycle (O_NONBLOCK, fstat, fstatfs
+ * for the overlayfs direct I/O check, F_SETFL), flock on the control fd,
+ * the read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range before
  * LOOP_CLR_FD.  The gap between the two variants is the cost of those
  * syscalls; the gap between this one and loopcore is Python's.
  */
@@ -112,9 +115,11 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
 
     if (same_as_loopcore) {
         struct stat st;
+        struct statfs fs;
 
-        backing = open(backing_path, O_RDWR | O_CLOEXEC);
-        if (backing < 0 || fstat(backing, &st) < 0 || fcntl(backing, F_GETFL) < 0)
+        backing = open(backing_path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (backing < 0 || fstat(backing, &st) < 0 || fstatfs(backing, &fs) < 0
+            || fcntl(backing, F_SETFL, 0) < 0)
             return die(backing_path);
     }
     for (int attempt = 0; attempt < 1000; attempt++) {
@@ -156,7 +161,8 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
             flock(ctl, LOCK_UN);
             read_back(dev);
             close(backing);
-            ioctl(dev, BLKFLSBUF, 0);
+            sync_file_range(dev, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
+                            | SYNC_FILE_RANGE_WAIT_AFTER);
         }
         if (ioctl(dev, LOOP_CLR_FD, 0) < 0) {
             int saved = errno;
@@ -191,6 +197,110 @@ static int run_cycles(long count, const char *backing_path, int direct_io,
         printf("%llu\n", (unsigned long long)(now_ns() - start));
     }
     printf("retries %u\n", retries);
+    return 0;
+}
+
+/*
+ * A burst as attach_many() makes it: every backing file opened and
+ * checked (O_NONBLOCK, fstat, fstatfs, F_SETFL), the control lock taken
+ * once, then per file GET_FREE, open, LOOP_CONFIGURE and the read-back
+ * (BLKROGET, BLKGETDISKSEQ), the lock dropped, the backing fds closed.
+ * The detach: sync_file_range, LOOP_CLR_FD, close, per device.
+ */
+static int run_bursts(long rounds, const char *list_path, int direct_io)
+{
+    char line[4096];
+    char **paths = NULL;
+    int *backing, *devs;
+    size_t count = 0, cap = 0;
+    unsigned retries = 0;
+    uint64_t detach_ns = 0;
+    FILE *list = fopen(list_path, "r");
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+
+    if (!list)
+        return die(list_path);
+    if (ctl < 0)
+        return die("/dev/loop-control");
+    while (fgets(line, sizeof(line), list)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!line[0])
+            continue;
+        if (count == cap) {
+            cap = cap ? cap * 2 : 64;
+            paths = realloc(paths, cap * sizeof(*paths));
+            if (!paths)
+                return die("realloc");
+        }
+        paths[count++] = strdup(line);
+    }
+    fclose(list);
+    backing = calloc(count ? count : 1, sizeof(int));
+    devs = calloc(count ? count : 1, sizeof(int));
+    if (!backing || !devs)
+        return die("calloc");
+    for (long r = 0; r < rounds; r++) {
+        uint64_t start = now_ns();
+
+        for (size_t i = 0; i < count; i++) {
+            struct stat st;
+            struct statfs fs;
+
+            backing[i] = open(paths[i], O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+            if (backing[i] < 0 || fstat(backing[i], &st) < 0 || fstatfs(backing[i], &fs) < 0
+                || fcntl(backing[i], F_SETFL, 0) < 0)
+                return die(paths[i]);
+        }
+        flock(ctl, LOCK_EX);
+        for (size_t i = 0; i < count; i++) {
+            char path[32];
+            struct loop_config config;
+            int number, read_only;
+            uint64_t diskseq;
+
+            for (;;) {
+                number = ioctl(ctl, LOOP_CTL_GET_FREE);
+                if (number < 0)
+                    return die("LOOP_CTL_GET_FREE");
+                snprintf(path, sizeof(path), "/dev/loop%d", number);
+                devs[i] = open(path, O_RDWR | O_CLOEXEC);
+                if (devs[i] < 0) {
+                    if (errno == ENXIO || errno == ENOENT) {
+                        ++retries;
+                        continue;
+                    }
+                    return die(path);
+                }
+                memset(&config, 0, sizeof(config));
+                config.fd = (uint32_t)backing[i];
+                config.info.lo_flags = direct_io ? LO_FLAGS_DIRECT_IO : 0;
+                strncpy((char *)config.info.lo_file_name, paths[i], LO_NAME_SIZE - 1);
+                if (ioctl(devs[i], LOOP_CONFIGURE, &config) == 0)
+                    break;
+                if (errno != EBUSY && errno != EAGAIN)
+                    return die("LOOP_CONFIGURE");
+                close(devs[i]);
+                ++retries;
+            }
+            ioctl(devs[i], BLKROGET, &read_only);
+            ioctl(devs[i], BLKGETDISKSEQ, &diskseq);
+        }
+        flock(ctl, LOCK_UN);
+        for (size_t i = 0; i < count; i++)
+            close(backing[i]);
+        printf("%llu\n", (unsigned long long)(now_ns() - start));
+        start = now_ns();
+        for (size_t i = 0; i < count; i++) {
+            sync_file_range(devs[i], 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE
+                            | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+            if (ioctl(devs[i], LOOP_CLR_FD, 0) < 0)
+                return die("LOOP_CLR_FD");
+            close(devs[i]);
+        }
+        detach_ns += now_ns() - start;
+    }
+    printf("retries %u\n", retries);
+    printf("detach_ns %llu\n", (unsigned long long)detach_ns);
     return 0;
 }
 
@@ -341,13 +451,15 @@ int main(int argc, char **argv)
         return run_cycles(atol(argv[2]), argv[3], atoi(argv[4]), 0);
     if (argc == 5 && strcmp(argv[1], "cycle-same") == 0)
         return run_cycles(atol(argv[2]), argv[3], atoi(argv[4]), 1);
+    if (argc == 5 && strcmp(argv[1], "burst") == 0)
+        return run_bursts(atol(argv[2]), argv[3], atoi(argv[4]));
     if (argc == 3 && strcmp(argv[1], "scan") == 0)
         return run_scans(atol(argv[2]), SCAN_SYSFS, NULL);
     if (argc == 3 && strcmp(argv[1], "scan-ioctl") == 0)
         return run_scans(atol(argv[2]), SCAN_IOCTL, NULL);
     if (argc == 4 && strcmp(argv[1], "find") == 0)
         return run_scans(atol(argv[2]), FIND, argv[3]);
-    fprintf(stderr, "usage: floor cycle|cycle-same N BACKING DIRECT_IO | scan N | scan-ioctl N"
-            " | find N BACKING\n");
+    fprintf(stderr, "usage: floor cycle|cycle-same N BACKING DIRECT_IO | burst ROUNDS LIST DIRECT_IO"
+            " | scan N | scan-ioctl N | find N BACKING\n");
     return 2;
 }

@@ -1,7 +1,8 @@
 """Time listing N bound loop devices (default 1000), every method in one run.
 
-Binds N devices with loopcore (one sparse 1 MiB backing file each), then,
-interleaved round by round:
+Binds N devices with loopcore.attach_many (one sparse 1 MiB backing file
+each; N = 10000 needs that many minors: the loop driver's max_part sets
+how many a device takes), then, interleaved round by round:
 
   list_devices()        loopcore's Python API (one C call + parsing)
   C scan alone          lc_scan_loops into a ready buffer: the plain C cost
@@ -12,9 +13,13 @@ interleaved round by round:
   losetup -l --json     default columns (no device opened)
   losetup -l --json --output-all   incl. BACK-INO (opens every device, as we do)
 
-and detaches everything it bound, whatever happens.  Needs root.
+and detaches everything it bound, whatever happens, and removes the device
+nodes the kernel made for it (those that were not there before, once
+unbound: LOOP_CTL_REMOVE refuses any device someone uses).  Needs root and
+an fd limit above N.
 Usage: python benchmarks/measure_discovery.py [N] [ROUNDS]  (from the repository root)
 """
+import concurrent.futures
 import errno
 import fcntl
 import os
@@ -97,17 +102,18 @@ def main() -> int:
     if os.geteuid() != 0:
         print("measure-discovery: needs root", file=sys.stderr)
         return 1
-    numbers = []
+    devices = []
+    before = {int(e[4:]) for e in os.listdir("/sys/block")
+              if e.startswith("loop") and e[4:].isdigit()}
     with tempfile.TemporaryDirectory(prefix="loopcore-measure-") as tmp:
         try:
-            t0 = time.perf_counter()
+            paths = []
             for i in range(n):
-                path = os.path.join(tmp, f"backing-{i:04d}.img")
-                with open(path, "wb") as f:
+                paths.append(os.path.join(tmp, f"backing-{i:05d}.img"))
+                with open(paths[-1], "wb") as f:
                     f.truncate(1 << 20)
-                dev = loopcore.attach(path, direct_io=False)
-                numbers.append(dev.number)
-                dev.close()  # stays bound; keeps the fd count low
+            t0 = time.perf_counter()
+            devices = loopcore.attach_many(paths, direct_io=False)
             print(f"bound {n} devices in {time.perf_counter() - t0:.2f} s", flush=True)
             total = len(loopcore.list_devices())
             print(f"bound loop devices on the machine now: {total} (others' included)",
@@ -141,15 +147,31 @@ def main() -> int:
                       f"{med / base:17.2f}x")
         finally:
             failed = 0
-            for number in numbers:
-                try:
-                    loopcore.detach(number)
-                except OSError:
-                    failed += 1
+            try:
+                loopcore.detach_many(devices)
+            except OSError:
+                failed = sum(not d.closed for d in devices)
+            for d in devices:
+                d.close()
             left = [i.path for i in loopcore.list_devices()
                     if (i.backing_file or "").startswith(tmp)]
-            print(f"\ndetached {len(numbers) - failed} devices; still bound to our files: "
+            print(f"\ndetached {len(devices) - failed} devices; still bound to our files: "
                   f"{left or 'none'}")
+            # LOOP_CTL_REMOVE waits for a queue freeze (an RCU grace period
+            # or more), tens of ms each: in parallel, as the waits overlap.
+            made = [d.number for d in devices if d.number not in before]
+            with loopcore.LoopControl() as ctl:
+
+                def remove(number: int) -> int:
+                    try:
+                        ctl.remove(number)
+                        return 1
+                    except OSError:
+                        return 0  # in use by someone else by now: theirs
+
+                with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                    removed = sum(pool.map(remove, made))
+            print(f"removed {removed} device nodes made for this run")
     return 0
 
 

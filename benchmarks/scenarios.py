@@ -26,8 +26,10 @@ from ._common import (
     Workspace,
     drop_caches,
     interleave,
+    loop_numbers,
     meminfo,
     ratio,
+    read_backing,
     run_floor,
     summarize,
 )
@@ -53,12 +55,14 @@ class Settings:
     contention_rounds: int = 5
     io_mib: int = 512
     io_rounds: int = 3
-    scenarios: Sequence[str] = ("cycle", "discovery", "contention", "io")
+    burst_size: int = 1000        # devices attached by one burst
+    burst_rounds: int = 3
+    scenarios: Sequence[str] = ("cycle", "burst", "discovery", "contention", "io")
 
 
 QUICK = dict(cycles=300, slow_cycles=30, cycle_rounds=6, device_counts=(10, 100),
              discovery_rounds=4, discovery_batch=1, contention_cycles=40,
-             contention_rounds=2, io_mib=64, io_rounds=1)
+             contention_rounds=2, io_mib=64, io_rounds=1, burst_rounds=1)
 
 
 def steps(settings: Settings) -> int:
@@ -66,6 +70,8 @@ def steps(settings: Settings) -> int:
     total = 0
     if "cycle" in settings.scenarios:
         total += settings.cycle_rounds * 6
+    if "burst" in settings.scenarios:
+        total += settings.burst_rounds * len(BURST_CONTENDERS) + 1
     if "discovery" in settings.scenarios:
         total += len(settings.device_counts) * (settings.discovery_rounds * 9 + 1)
     if "contention" in settings.scenarios:
@@ -73,6 +79,13 @@ def steps(settings: Settings) -> int:
     if "io" in settings.scenarios:
         total += settings.io_rounds * 4 + 1
     return total
+
+
+def percentile(ordered: Sequence[float], q: float) -> Optional[float]:
+    """The q-quantile (nearest rank) of sorted samples; None if there are none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _describe_contenders(contenders: Sequence[Contender],
@@ -155,8 +168,8 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         Contender("c_floor", floor_run("cycle"), fast,
                   "plain C: GET_FREE, open, LOOP_CONFIGURE, LOOP_CLR_FD, close"),
         Contender("c_same_syscalls", floor_run("cycle-same"), fast,
-                  "plain C making loopcore's syscalls: + backing open/fstat, flock, "
-                  "read-back, BLKFLSBUF"),
+                  "plain C making loopcore's syscalls: + backing open/fstat/fstatfs/F_SETFL, "
+                  "flock, read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range"),
         Contender("python_fcntl", _timed(fcntl_cycler.cycle), fast,
                   "pure Python fcntl.ioctl, same ioctls as the C floor"),
         Contender("losetup", _timed(losetup_cycle), slow,
@@ -192,7 +205,139 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
     }
 
 
-# --- 2. discovery -------------------------------------------------------------
+# --- 2. bursts --------------------------------------------------------------------
+
+BURST_CONTENDERS = ("loopcore_burst", "c_burst", "loopcore_attach_loop", "losetup")
+
+
+def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dict[str, object]:
+    """Attach N images without detaching in between, then detach them all;
+    interleaved.
+
+    A first, cold burst (attach_many) finds too few free devices and has
+    the kernel make the rest on the way (LOOP_CTL_GET_FREE adds one when
+    none is free): the difference to the warm bursts that follow is what
+    pre-creating a pool (LOOP_CTL_ADD ahead of time, as Android's apexd
+    does) would move off the burst.  The devices the kernel made stay, as
+    they do after losetup -f: removing a loop device waits for a queue
+    freeze (an RCU grace period or more), ~1 s each on a loaded machine.
+    """
+    size = settings.burst_size
+    progress.status(f"burst: {size} backing files")
+    files = [ws.make_file(f"burst{i:05d}.img", MiB) for i in range(size)]
+    list_path = ws.path("burst.list")
+    with open(list_path, "w") as f:
+        f.write("".join(path + "\n" for path in files))
+    dio = settings.direct_io
+    detach_ns: Dict[str, List[float]] = {name: [] for name in BURST_CONTENDERS}
+    retries = [0]
+
+    def timed_burst(name: str, attach_all: Callable[[], List[Any]],
+                    detach_all: Callable[[List[Any]], None]) -> Callable[[int], List[float]]:
+        def run(count: int) -> List[float]:
+            samples = []
+            for _ in range(count):
+                try:
+                    start = time.perf_counter_ns()
+                    devices = attach_all()
+                    samples.append(time.perf_counter_ns() - start)
+                    start = time.perf_counter_ns()
+                    detach_all(devices)
+                    detach_ns[name].append(time.perf_counter_ns() - start)
+                finally:
+                    ws.detach_all()  # only if something failed part-way
+            return samples
+        return run
+
+    def loopcore_attach_loop() -> List[Any]:
+        devices: List[Any] = []
+        try:
+            for path in files:
+                devices.append(loopcore.attach(path, direct_io=dio))
+        except BaseException:
+            for device in devices:
+                device.detach()
+            raise
+        return devices
+
+    def c_burst(count: int) -> List[float]:
+        samples = []
+        for _ in range(count):
+            try:
+                got, counters = run_floor(floor, "burst", "1", list_path, "1" if dio else "0")
+            finally:
+                ws.detach_all()
+            samples += got
+            detach_ns["c_burst"].append(counters.get("detach_ns", 0))
+            retries[0] += counters.get("retries", 0)
+        return samples
+
+    def losetup_attach_all() -> List[Any]:
+        devices: List[Any] = []
+        for path in files:
+            devices.append(_losetup_attach(f"--direct-io={'on' if dio else 'off'}", path))
+        return devices
+
+    def losetup_detach_all(devices: List[Any]) -> None:
+        for chunk in range(0, len(devices), 200):
+            _losetup("-d", *devices[chunk:chunk + 200])
+
+    def attach_many() -> List[Any]:
+        return loopcore.attach_many(files, direct_io=dio)
+
+    progress.status("burst: the cold burst (the kernel makes devices)")
+    free_before = _free_devices()
+    cold = timed_burst("cold", attach_many, loopcore.detach_many)
+    detach_ns["cold"] = []
+    cold_ns = cold(1)[0]
+    made = len(loop_numbers() - ws.preexisting)
+    contenders = [
+        Contender("loopcore_burst", timed_burst("loopcore_burst", attach_many,
+                                                loopcore.detach_many), 1,
+                  "loopcore.attach_many(files); detach_many(devices)"),
+        Contender("c_burst", c_burst, 1,
+                  "plain C making attach_many()'s syscalls: backing open/fstat/fstatfs/"
+                  "F_SETFL each, one flock, GET_FREE+open+LOOP_CONFIGURE+BLKROGET+"
+                  "BLKGETDISKSEQ each"),
+        Contender("loopcore_attach_loop",
+                  timed_burst("loopcore_attach_loop", loopcore_attach_loop,
+                              lambda devices: [d.detach() for d in devices]), 1,
+                  "[loopcore.attach(f) for f in files], one detach() each"),
+        Contender("losetup", timed_burst("losetup", losetup_attach_all, losetup_detach_all), 1,
+                  "processes: losetup -f --show FILE each; losetup -d DEV... (200 a process)"),
+    ]
+    samples = interleave(contenders, settings.burst_rounds, progress, "burst")
+    described = _describe_contenders(contenders, samples, "c_burst")
+    for name, entry in described.items():
+        entry["detach"] = summarize(detach_ns[name])  # type: ignore[index]
+        entry["detach_samples"] = detach_ns[name]  # type: ignore[index]
+    median = {name: summarize(samples[name]).get("median") for name in samples}
+    return {
+        "unit": "ns per burst of N attaches",
+        "baseline": "c_burst",
+        "params": {"burst_size": size, "rounds": settings.burst_rounds, "direct_io": dio},
+        "contenders": described,
+        "cold": {"ns": cold_ns, "free_devices_before": free_before,
+                 "devices_made_by_the_run": made,
+                 "vs_warm": ratio(cold_ns, median["loopcore_burst"])},
+        "retries": {"c_burst": retries[0]},
+        "ratios": {
+            "loopcore_vs_c_burst": ratio(median["loopcore_burst"], median["c_burst"]),
+            "losetup_vs_loopcore": ratio(median["losetup"], median["loopcore_burst"]),
+            "attach_loop_vs_burst": ratio(median["loopcore_attach_loop"],
+                                          median["loopcore_burst"]),
+            "loopcore_detach_vs_c": ratio(summarize(detach_ns["loopcore_burst"]).get("median"),
+                                          summarize(detach_ns["c_burst"]).get("median")),
+        },
+    }
+
+
+def _free_devices() -> int:
+    """Loop devices that exist and are unbound now (anyone's)."""
+    return sum(1 for number in loop_numbers() if read_backing(number) is None)
+
+
+# --- 3. discovery -------------------------------------------------------------
 
 
 def _discovery_functions() -> Dict[str, Optional[Callable[..., object]]]:
@@ -214,12 +359,11 @@ def discovery(settings: Settings, ws: Workspace, floor: str,
     try:
         for count in sorted(settings.device_counts):
             progress.status(f"discovery: attaching {count} devices")
-            while len(bound) < count:
-                path = ws.make_file(f"disc{len(bound):05d}.img", MiB)
-                device = loopcore.attach(path)
+            paths = [ws.make_file(f"disc{i:05d}.img", MiB) for i in range(len(bound), count)]
+            for device in loopcore.attach_many(paths):
                 ws.allocated.add(device.number)
                 device.close()  # stays bound (no autoclear); no fd per device
-                bound.append(path)
+            bound += paths
             progress.advance()
             target = bound[len(bound) // 2]
             listers, finders = _discovery_contenders(functions, floor, target, batch)
@@ -281,7 +425,7 @@ def _discovery_contenders(functions: Dict[str, Optional[Callable[..., object]]],
     return listers, finders
 
 
-# --- 3. contention ------------------------------------------------------------
+# --- 4. contention ------------------------------------------------------------
 
 
 def _contention_round(procs: int, backings: List[str], cycles: int, dio: bool,
@@ -350,7 +494,12 @@ def contention(settings: Settings, ws: Workspace, floor: str,
     points: List[Dict[str, Any]] = []
     for p in procs:
         throughput = [r["throughput_cycles_per_s"] for r in rounds[p]]
+        latencies = sorted(ns for r in rounds[p] for w in r["workers"]
+                           for ns in w.pop("attach_latency_ns", []))
         points.append({
+            "attach_latency_ns": {
+                "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99),
+                "max": latencies[-1] if latencies else None, "n": len(latencies)},
             "procs": p,
             "rounds": rounds[p],
             "throughput": summarize(throughput),
@@ -368,7 +517,7 @@ def contention(settings: Settings, ws: Workspace, floor: str,
             "points": points}
 
 
-# --- 4. I/O through the device ---------------------------------------------------
+# --- 5. I/O through the device ---------------------------------------------------
 
 
 def _page_cache() -> int:
@@ -471,4 +620,5 @@ def io(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dic
             "contenders": out}
 
 
-SCENARIOS = {"cycle": cycle, "discovery": discovery, "contention": contention, "io": io}
+SCENARIOS = {"cycle": cycle, "burst": burst, "discovery": discovery, "contention": contention,
+             "io": io}

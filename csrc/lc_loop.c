@@ -226,6 +226,46 @@ int lc_direct_io_refused(int backing_fd)
     return 0;
 }
 
+int lc_backing_stat(int fd, int probe_direct_io, struct lc_backing *out)
+{
+    unsigned int mode;
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    if ((r = lc_fd_file(fd, &mode, &out->size, &out->dev, &out->ino)) < 0)
+        return r;
+    out->mode = mode;
+    if (S_ISBLK(mode)) {
+        if ((r = lc_get_size64(fd, &out->size)) < 0)
+            return r;
+    } else if (!S_ISREG(mode)) {
+        return -EINVAL;
+    }
+    if (probe_direct_io)
+        out->direct_io_refused = lc_direct_io_refused(fd) == 1;
+    return 0;
+}
+
+int lc_backing_open(const char *path, int read_only, int probe_direct_io,
+                    struct lc_backing *out)
+{
+    /* O_NONBLOCK: opening a FIFO read-only would otherwise wait for a
+     * writer forever; it is refused right after, and the flag cleared on
+     * what is kept (the kernel keeps this open file for the device). */
+    int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    if (fd < 0)
+        return -errno;
+    if ((r = lc_backing_stat(fd, probe_direct_io, out)) < 0
+        || (fcntl(fd, F_SETFL, 0) < 0 && (r = -errno) < 0)) {
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
 int lc_flush(int fd)
 {
     /* Not BLKFLSBUF: it writes back but swallows the write errors (a loop
@@ -352,30 +392,42 @@ static int lock_until(int fd, int64_t deadline_ns)
     }
 }
 
-int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
-                  struct lc_attach_result *result)
+/* The read-back after a bind, as much as `what` (LC_ATTACH_READ_* bits)
+ * asks for; the read-only state and the diskseq always. */
+static int read_state(int dev_fd, uint32_t what, struct lc_loop_info64 *status,
+                      struct lc_attach_result *result)
 {
     struct lc_loop_info64 local;
     struct lc_loop_info64 *info = status ? status : &local;
     unsigned int mode;
-    dev_t rdev;
+    dev_t rdev = 0;
     int r;
 
-    if ((r = lc_get_status64(dev_fd, info)) < 0)
-        return r;
-    result->flags = info->lo_flags;
-    if ((r = lc_get_sector_size(dev_fd, &result->block_size)) < 0)
-        return r;
-    if ((r = lc_get_size64(dev_fd, &result->size_bytes)) < 0)
-        return r;
+    if (what & LC_ATTACH_READ_SETTINGS) {
+        if ((r = lc_get_status64(dev_fd, info)) < 0)
+            return r;
+        result->flags = info->lo_flags;
+        if ((r = lc_get_sector_size(dev_fd, &result->block_size)) < 0)
+            return r;
+        if ((r = lc_get_size64(dev_fd, &result->size_bytes)) < 0)
+            return r;
+    }
     if ((r = lc_get_read_only(dev_fd, &result->disk_read_only)) < 0)
         return r;
     if (lc_get_diskseq(dev_fd, &result->diskseq) < 0)
         result->diskseq = 0;     /* kernels before 5.15 */
-    if ((r = lc_fd_node(dev_fd, &mode, &rdev)) < 0)
-        return r;
-    result->devnum = (uint64_t)rdev;
+    if (what & LC_ATTACH_READ_DEVNUM) {
+        if ((r = lc_fd_node(dev_fd, &mode, &rdev)) < 0)
+            return r;
+        result->devnum = (uint64_t)rdev;
+    }
     return 0;
+}
+
+int lc_read_state(int dev_fd, struct lc_loop_info64 *status,
+                  struct lc_attach_result *result)
+{
+    return read_state(dev_fd, LC_ATTACH_READ_SETTINGS | LC_ATTACH_READ_DEVNUM, status, result);
 }
 
 /* For a failure r of attempt: after -EINTR the caller runs its signal
@@ -516,7 +568,7 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
             }
             unlock_control(ctl_fd, options);
             if (r == 0) {
-                if ((r = lc_read_state(dev_fd, NULL, result)) < 0) {
+                if ((r = read_state(dev_fd, options, NULL, result)) < 0) {
                     /* The lock fd first: a second opener would turn
                      * LOOP_CLR_FD into a deferred (autoclear) detach. */
                     if (lock_fd >= 0)
@@ -552,4 +604,51 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
         }
     }
     return last_error;
+}
+
+int lc_attach_many(int ctl_fd, const int32_t *backing_fds, const uint32_t *flags,
+                   const uint8_t *file_names, uint32_t count, uint32_t options,
+                   uint32_t block_size, const struct lc_retry *retry,
+                   uint32_t first_attempt, int64_t deadline_ns,
+                   struct lc_attach_result *results, uint32_t *done)
+{
+    char name[LC_NAME_FIELD];
+    int r = 0;
+
+    *done = 0;
+    for (uint32_t i = 0; i < count; i++)
+        results[i].fd = results[i].lock_fd = -1;  /* nothing bound yet */
+    if (!(options & LC_ATTACH_CONTROL_HELD) && (r = lock_until(ctl_fd, deadline_ns)) < 0) {
+        memset(&results[0], 0, sizeof(results[0]));
+        results[0].number = -1;
+        results[0].fd = results[0].lock_fd = -1;
+        results[0].attempts = first_attempt;
+        results[0].failed_step = LC_STEP_LOCK;
+        return r;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        memcpy(name, file_names + (size_t)i * LC_NAME_FIELD, LC_NAME_FIELD);
+        name[LC_NAME_FIELD - 1] = '\0';
+        r = lc_attach(ctl_fd, backing_fds[i], -1, options | LC_ATTACH_CONTROL_HELD, 1,
+                      flags[i], 0, 0, block_size, name, retry, i ? 0 : first_attempt,
+                      deadline_ns, &results[i]);
+        if (r < 0)
+            break;
+        *done = i + 1;
+        r = 0;
+    }
+    unlock_control(ctl_fd, options);
+    return r;
+}
+
+int lc_detach_many(const int32_t *dev_fds, uint32_t count, int32_t *rcs,
+                   uint32_t *failed_steps)
+{
+    int failures = 0;
+
+    for (uint32_t i = 0; i < count; i++) {
+        rcs[i] = lc_detach_fd(dev_fds[i], &failed_steps[i]);
+        failures += rcs[i] < 0;
+    }
+    return failures;
 }

@@ -67,7 +67,29 @@ enum lc_attach_option {
     /* The caller holds the flock on ctl_fd (a decision taken under it,
      * such as reusing a device, must stay true until the bind): neither
      * take it nor drop it, also not while sleeping between attempts. */
-    LC_ATTACH_CONTROL_HELD = 2
+    LC_ATTACH_CONTROL_HELD = 2,
+    /* Read back, after the bind, the settings (LOOP_GET_STATUS64's
+     * flags, BLKSSZGET, BLKGETSIZE64) into flags, block_size and
+     * size_bytes; without it those stay 0 (the caller has no option
+     * whose outcome they show).  disk_read_only and diskseq are always
+     * read. */
+    LC_ATTACH_READ_SETTINGS = 4,
+    /* Read devnum back (statx); without it devnum stays 0 (the caller
+     * knows the minor layout). */
+    LC_ATTACH_READ_DEVNUM = 8
+};
+
+/* The size of lo_file_name and of each entry of lc_attach_many's
+ * file_names. */
+enum { LC_NAME_FIELD = 64 };
+
+/* A backing file, as lc_backing_open/lc_backing_stat found it. */
+struct lc_backing {
+    uint64_t size;               /* bytes: st_size, or BLKGETSIZE64 of a block device */
+    uint64_t dev;                /* st_dev */
+    uint64_t ino;                /* st_ino */
+    uint32_t mode;               /* st_mode & S_IFMT, also when the type is refused */
+    uint32_t direct_io_refused;  /* probe_direct_io: lc_direct_io_refused() said 1 */
 };
 
 enum lc_attach_step {
@@ -146,7 +168,8 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * device still being torn down) or ENXIO/ENOENT from the open are retried
  * on the same device as above.  number -1 is GET_FREE.
  *
- * options (enum lc_attach_option): LC_ATTACH_LOCK_DEVICE takes flock
+ * options (enum lc_attach_option): LC_ATTACH_READ_SETTINGS and
+ * LC_ATTACH_READ_DEVNUM choose what is read back; LC_ATTACH_LOCK_DEVICE takes flock
  * LOCK_EX on a second fd of the device after the control lock and before
  * the bind (the control lock first, the device lock second, always), and
  * returns it in result->lock_fd; LC_ATTACH_CONTROL_HELD leaves the control
@@ -171,6 +194,44 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
               uint64_t size_limit, uint32_t block_size, const char *file_name,
               const struct lc_retry *retry, uint32_t first_attempt,
               int64_t deadline_ns, struct lc_attach_result *result);
+
+/*
+ * A backing file for lc_attach: lc_backing_open opens path (O_RDONLY or
+ * O_RDWR; O_NONBLOCK so a FIFO cannot hang the open, cleared again on
+ * success), lc_backing_stat looks at a caller's fd.  Both fill *out (size,
+ * st_dev, st_ino, type; with probe_direct_io, lc_direct_io_refused) and
+ * refuse anything but a regular file or a block device with -EINVAL
+ * (out->mode then says what it was; 0 for other failures).  Returns the
+ * new fd / 0, or -errno with nothing left open.
+ */
+int lc_backing_open(const char *path, int read_only, int probe_direct_io,
+                    struct lc_backing *out);
+int lc_backing_stat(int fd, int probe_direct_io, struct lc_backing *out);
+
+/*
+ * A burst: lc_attach (LOOP_CONFIGURE, GET_FREE) of count backing files
+ * under one hold of the control lock (taken here unless options has
+ * LC_ATTACH_CONTROL_HELD), flags[i] and the LC_NAME_FIELD-byte
+ * file_names[i] for backing_fds[i], block_size for all, results[i] for
+ * each (their fd fields are set to -1 first).  Stops at the first
+ * failure: *done devices are bound (results 0..*done-1 hold their fds) and results[*done] says what failed, as
+ * lc_attach does; nothing is unbound here, the caller decides (-EINTR:
+ * run the signal handlers, then go on from *done with first_attempt =
+ * results[*done].attempts, or detach them).  0 when all are bound.
+ */
+int lc_attach_many(int ctl_fd, const int32_t *backing_fds, const uint32_t *flags,
+                   const uint8_t *file_names, uint32_t count, uint32_t options,
+                   uint32_t block_size, const struct lc_retry *retry,
+                   uint32_t first_attempt, int64_t deadline_ns,
+                   struct lc_attach_result *results, uint32_t *done);
+
+/*
+ * lc_detach_fd of each of count fds, going on past failures: rcs[i] and
+ * failed_steps[i] are its result.  Returns how many failed (their fds
+ * stay open and their devices bound).
+ */
+int lc_detach_many(const int32_t *dev_fds, uint32_t count, int32_t *rcs,
+                   uint32_t *failed_steps);
 
 /*
  * Fill devnum, diskseq, size_bytes, block_size, flags and disk_read_only

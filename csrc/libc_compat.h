@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -36,6 +37,33 @@ static inline int lc_fd_node(int fd, unsigned int *mode, dev_t *rdev)
         return -errno;
     *mode = st.st_mode & S_IFMT;
     *rdev = st.st_rdev;
+#endif
+    return 0;
+}
+
+/* File type bits, size, st_dev and st_ino of an open fd (a backing
+ * file); -errno on failure. */
+static inline int lc_fd_file(int fd, unsigned int *mode, uint64_t *size, uint64_t *dev,
+                             uint64_t *ino)
+{
+#ifdef __GLIBC__
+    struct statx stx;
+
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE | STATX_INO, &stx) < 0)
+        return -errno;
+    *mode = stx.stx_mode & S_IFMT;
+    *size = stx.stx_size;
+    *dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    *ino = stx.stx_ino;
+#else
+    struct stat st;
+
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *mode = st.st_mode & S_IFMT;
+    *size = (uint64_t)st.st_size;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
 #endif
     return 0;
 }

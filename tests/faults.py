@@ -146,9 +146,10 @@ class Fault:
     matches only calls whose second argument (low 32 bits) equals it: the
     request of an ioctl, flock's operation.  ``path`` is a regular
     expression the path argument of open/openat/newfstatat/statx must match
-    in full (read from the child's memory).  The first ``times`` matching
-    calls fail with ``errno`` (``ONCE`` = 1); ``ALWAYS`` (None) fails every
-    one.  Later matches pass.
+    in full (read from the child's memory).  The first ``after`` matching
+    calls pass (0: none; to fail part-way through a burst); the next
+    ``times`` fail with ``errno`` (``ONCE`` = 1; ``ALWAYS`` (None) fails
+    every one).  Later matches pass.
     """
 
     syscall: Union[str, int]
@@ -156,6 +157,7 @@ class Fault:
     errno: int = _errno.EIO
     times: Optional[int] = ONCE
     path: Optional[str] = None
+    after: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.syscall, str) and self.syscall not in SYSCALLS:
@@ -164,6 +166,8 @@ class Fault:
             raise ValueError("times must be >= 1, or ALWAYS (None)")
         if self.errno <= 0:
             raise ValueError("errno must be positive")
+        if self.after < 0:
+            raise ValueError("after must be >= 0")
         if self.path is not None and self.syscall not in _PATH_ARG:
             raise ValueError(f"path= works with {sorted(_PATH_ARG)}, not {self.syscall!r}")
 
@@ -481,6 +485,7 @@ class _Supervisor:
         self.faults = faults
         self.stats = [FaultStats() for _ in faults]
         self.left = [f.times for f in faults]
+        self.to_pass = [f.after for f in faults]
         self.armed = True
         self.patterns = [re.compile(f.path) if f.path is not None else None for f in faults]
 
@@ -521,6 +526,9 @@ class _Supervisor:
             hits = [i for i in range(len(self.faults))
                     if self._matches(i, pid, nr, tuple(args), listener, notif_id, paths)]
             for i in hits:
+                if self.to_pass[i] > 0:
+                    self.to_pass[i] -= 1
+                    continue
                 if self.left[i] is None or self.left[i] > 0:  # type: ignore[operator]
                     if self.left[i] is not None:
                         self.left[i] -= 1  # type: ignore[operator]

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--quick", "--cycles", "6", "--slow-cycles", "2", "--cycle-rounds", "2",
         "--devices", "2,4", "--discovery-rounds", "2", "--procs", "1,2",
         "--contention-cycles", "3", "--contention-rounds", "1", "--io-mib", "4",
-        "--io-rounds", "1"]
+        "--io-rounds", "1", "--burst-size", "3", "--burst-rounds", "1"]
 
 
 def _harness(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,8 @@ def test_every_scenario_produced_samples(results):
     _, _, res, _ = results
     assert res["settings"]["discovery_batch"] == 1  # from --quick
     scen = res["scenarios"]
-    assert set(scen) == {"cycle", "discovery", "contention", "io"}
+    assert set(scen) == {"cycle", "burst", "discovery", "contention", "io"}
+    assert res["quick"] is True
 
     cycle = scen["cycle"]["contenders"]
     assert set(cycle) == {"loopcore", "c_floor", "c_same_syscalls", "python_fcntl",
@@ -76,6 +77,18 @@ def test_every_scenario_produced_samples(results):
         # the workers counted the C attach loop's attempts: at least one per cycle
         assert p["retries"] >= 0
 
+    burst = scen["burst"]
+    assert burst["params"]["burst_size"] == 3
+    assert set(burst["contenders"]) == {"loopcore_burst", "c_burst", "loopcore_attach_loop",
+                                        "losetup"}
+    _all_samples(burst["contenders"])
+    for c in burst["contenders"].values():
+        assert c["detach"]["n"] == 1
+    assert burst["cold"]["ns"] > 0
+    for p in points:
+        assert p["attach_latency_ns"]["n"] == p["rounds"][0]["cycles"]
+        assert p["attach_latency_ns"]["p99"] > 0
+
     io = scen["io"]["contenders"]
     assert set(io) == {f"{w}_{op}" for w in ("loopcore_default", "losetup_default")
                        for op in ("read", "write")}
@@ -102,7 +115,7 @@ def test_plots_or_a_note(results):
         assert "matplotlib is not installed" in proc.stderr
     else:
         assert sorted(Path(p).name for p in plots) == [
-            "contention.png", "cycle.png", "discovery.png", "io.png"]
+            "burst.png", "contention.png", "cycle.png", "discovery.png", "io.png"]
         for p in plots:
             assert Path(p).parent == out and Path(p).stat().st_size > 0
 
@@ -115,9 +128,12 @@ def test_nothing_left_bound(results):
 
 def test_table_and_entry_point(results):
     out, _, _, proc = results
-    for heading in ("attach+detach cycle", "discovery, 4 devices", "contention", "I/O",
-                    "targets"):
+    for heading in ("attach+detach cycle", "burst of 3 attaches", "discovery, 4 devices",
+                    "contention", "I/O", "targets"):
         assert heading in proc.stdout
+    # --quick's few samples: verdicts are marked indicative, never met/MISSED
+    verdicts = proc.stdout.split("== targets ==", 1)[1]
+    assert "indicative: " in verdicts and "MISSED" not in verdicts
     assert f"results: {out / 'results.json'}" in proc.stdout
     # The module entry point parses its options (no run: --help exits 0).
     helped = _harness("--help")

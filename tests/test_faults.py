@@ -64,6 +64,9 @@ class Step:
     request: Optional[int] = None
     path: Optional[str] = None
     legacy: bool = False     # attach through LOOP_SET_FD + LOOP_SET_STATUS64
+    # attach with an option whose outcome attach reads back (block_size):
+    # without one it skips LOOP_GET_STATUS64, BLKSSZGET and BLKGETSIZE64
+    read_settings: bool = False
     files: str = "device-or-image"  # which files an error may name
     must_reach: bool = True  # a case that never injects tests nothing
 
@@ -80,11 +83,14 @@ STEPS = [
     Step("attach", "LOOP_SET_FD", "ioctl", request=faults.LOOP_SET_FD, legacy=True),
     Step("attach", "LOOP_SET_STATUS64", "ioctl", request=faults.LOOP_SET_STATUS64,
          legacy=True),
-    Step("attach", "LOOP_GET_STATUS64", "ioctl", request=faults.LOOP_GET_STATUS64),
-    Step("attach", "BLKSSZGET", "ioctl", request=faults.BLKSSZGET),
-    Step("attach", "BLKGETSIZE64", "ioctl", request=faults.BLKGETSIZE64),
+    Step("attach", "LOOP_GET_STATUS64", "ioctl", request=faults.LOOP_GET_STATUS64,
+         read_settings=True),
+    Step("attach", "BLKSSZGET", "ioctl", request=faults.BLKSSZGET, read_settings=True),
+    Step("attach", "BLKGETSIZE64", "ioctl", request=faults.BLKGETSIZE64, read_settings=True),
     Step("attach", "BLKROGET", "ioctl", request=faults.BLKROGET),
     Step("attach", "BLKGETDISKSEQ", "ioctl", request=faults.BLKGETDISKSEQ),
+    # the backing file's (the device's dev_t is computed once its layout
+    # is known)
     Step("attach", "statx", "statx"),
     # The write-back before LOOP_CLR_FD: whichever of these detach uses
     # (test_detach_writes_back_through_a_flush_call checks it uses one).
@@ -126,9 +132,9 @@ def _common_setup(image: Path):
     return setup
 
 
-def _attach_code(image: Path, legacy: bool):
+def _attach_code(image: Path, legacy: bool, read_settings: bool = False):
     def code(ctx):
-        dev = loopcore.attach(image, legacy=legacy)
+        dev = loopcore.attach(image, legacy=legacy, block_size=512 if read_settings else 0)
         ctx.disarm()
         ctx.report["attached"] = dev.path
         try:
@@ -310,7 +316,7 @@ def test_fault(tmp_path: Path, step: Step, err: int, mode: str):
         f.truncate(IMAGE_SIZE)
     pattern = None
     if step.phase == "attach":
-        setup, code = _common_setup(image), _attach_code(image, step.legacy)
+        setup, code = _common_setup(image), _attach_code(image, step.legacy, step.read_settings)
     else:
         pattern = os.urandom(PATTERN_SIZE)
         setup, code = _detach_setup(image, pattern), _detach_code(pattern)

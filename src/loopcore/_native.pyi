@@ -18,6 +18,7 @@ class CData:
     def __setattr__(self, name: str, value: Any) -> None: ...
     def __getitem__(self, index: Any) -> Any: ...
     def __setitem__(self, index: Any, value: Any) -> None: ...
+    def __add__(self, offset: int) -> "CData": ...
 
 class _Buffer:
     """What ``ffi.buffer`` returns: the raw bytes of a cdata."""
@@ -53,6 +54,9 @@ class _Lib:
     # lc_loop.h: enum lc_attach_option (lc_attach's options bits)
     LC_ATTACH_LOCK_DEVICE: int
     LC_ATTACH_CONTROL_HELD: int
+    LC_ATTACH_READ_SETTINGS: int
+    LC_ATTACH_READ_DEVNUM: int
+    LC_NAME_FIELD: int
 
     # lc_loop.h: enum lc_blkpg_op
     LC_BLKPG_ADD: int
@@ -127,6 +131,29 @@ class _Lib:
         /,
     ) -> int: ...
     def lc_read_state(self, dev_fd: int, status: CData, result: CData, /) -> int: ...
+    def lc_backing_open(
+        self, path: bytes, read_only: int, probe_direct_io: int, out: CData, /
+    ) -> int: ...
+    def lc_backing_stat(self, fd: int, probe_direct_io: int, out: CData, /) -> int: ...
+    def lc_attach_many(
+        self,
+        ctl_fd: int,
+        backing_fds: CData,
+        flags: CData,
+        file_names: bytes | CData,
+        count: int,
+        options: int,
+        block_size: int,
+        retry: CData,
+        first_attempt: int,
+        deadline_ns: int,
+        results: CData,
+        done: CData,
+        /,
+    ) -> int: ...
+    def lc_detach_many(
+        self, dev_fds: CData, count: int, rcs: CData, failed_steps: CData, /
+    ) -> int: ...
     def lc_direct_io_refused(self, backing_fd: int, /) -> int: ...
     def lc_flush(self, fd: int, /) -> int: ...
     def lc_detach_fd(self, dev_fd: int, failed_step: CData, /) -> int: ...

@@ -32,6 +32,7 @@ from ._calls import (
     REUSE_ATTEMPTS,
 )
 from .backing import Backing, BackingFile
+from .burst import attach_many, detach_many
 from .control import FORCE_LEGACY_ENV, LoopControl, kernel_supports_configure
 from .device import (
     LOCK_EXCLUSIVE,
@@ -63,7 +64,7 @@ __all__ = [
     "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE",
     "Backing", "BackingFile", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
     "LoopDevice", "LoopInfo", "Partition", "PartitionTable",
-    "attach", "bind", "check_number", "detach", "device_path", "find",
+    "attach", "attach_many", "bind", "check_number", "detach", "detach_many", "device_path", "find",
     "kernel_supports_configure", "list_devices", "loop_number_of", "open", "partitions",
     "read_partition_table", "sysfs_backing_file", "wait_for_partitions",
 ]

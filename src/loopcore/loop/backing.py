@@ -10,24 +10,20 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
-from typing import IO, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from .. import _c
 from .._validate import check_fd
 from ..errors import LoopError, TypeError, ValueError, error_from_errno
-from . import _calls
 from .info import LO_NAME_SIZE
+
+if TYPE_CHECKING:
+    from .._native import CData
 
 __all__ = ["Backing", "BackingFile"]
 
 Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""
-
-# O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer
-# forever; anything but regular files and block devices is refused right
-# after, and the flag is cleared on what is kept.
-_OPEN_FLAGS = os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def _fd_name(fd: int) -> str:
@@ -42,59 +38,76 @@ def _fd_name(fd: int) -> str:
 
 class BackingFile:
     """An open backing file.  ``fd``; ``owned`` (loopcore opened it and
-    closes it); ``name`` (for errors and ``lo_file_name``); ``st``; ``size``
-    in bytes.  Use as a context manager or call :meth:`close`."""
+    closes it); ``name`` (for errors and ``lo_file_name``); ``dev`` and
+    ``ino`` (its st_dev and st_ino); ``size`` in bytes;
+    ``direct_io_refused`` (asked for with ``probe_direct_io``: its file
+    system claims direct I/O but fails it, lc_direct_io_refused).  Use as
+    a context manager or call :meth:`close`."""
 
-    __slots__ = ("fd", "owned", "name", "st", "size")
+    __slots__ = ("fd", "owned", "name", "_encoded", "_found")
 
-    def __init__(self, fd: int, owned: bool, name: str) -> None:
+    def __init__(self, fd: int, owned: bool, name: str, found: CData,
+                 encoded: Optional[bytes] = None) -> None:
         self.fd = fd
         self.owned = owned
         self.name = name
-        try:
-            try:
-                st = os.fstat(fd)
-            except OSError as e:
-                raise error_from_errno(e.errno or 0, name) from None
-            if stat.S_ISREG(st.st_mode):
-                self.size = st.st_size
-            elif stat.S_ISBLK(st.st_mode):
-                size = _c.ffi.new("uint64_t *")
-                _calls.check(_c.lib.lc_get_size64(fd, size), name)
-                self.size = int(size[0])
-            else:
-                raise LoopError(errno.EINVAL,
-                                "backing file is not a regular file or block device", name)
-            if owned:
-                fcntl.fcntl(fd, fcntl.F_SETFL, 0)  # the O_NONBLOCK it was opened with
-        except BaseException:
-            self.close()
-            raise
-        self.st = st
+        self._encoded = encoded
+        self._found = found  # read field by field, when asked
+
+    @property
+    def size(self) -> int:
+        return int(self._found.size)
+
+    @property
+    def dev(self) -> int:
+        return int(self._found.dev)
+
+    @property
+    def ino(self) -> int:
+        return int(self._found.ino)
+
+    @property
+    def direct_io_refused(self) -> bool:
+        return bool(self._found.direct_io_refused)
 
     @classmethod
-    def open(cls, backing: Backing, read_only: bool) -> "BackingFile":
-        """Open (a path) or adopt (an fd, a file object) ``backing``."""
-        if isinstance(backing, bool):
+    def open(cls, backing: Backing, read_only: bool,
+             probe_direct_io: bool = False) -> "BackingFile":
+        """Open (a path) or adopt (an fd, a file object) ``backing``: one C
+        call each (lc_backing_open, lc_backing_stat)."""
+        found = _c.ffi.new("struct lc_backing *")
+        if type(backing) is str:  # the common case first
+            name = backing
+        elif isinstance(backing, bool):
             raise TypeError("backing must be a path, an fd or a file object, not a bool")
-        if isinstance(backing, int):
-            check_fd(backing)
-            return cls(backing, False, _fd_name(backing))
-        if isinstance(backing, (str, bytes, os.PathLike)):
+        elif isinstance(backing, int):
+            fd = check_fd(backing)
+            name = _fd_name(fd)
+            _check_backing(_c.lib.lc_backing_stat(fd, probe_direct_io, found), found, name)
+            return cls(fd, False, name, found)
+        elif isinstance(backing, (str, bytes, os.PathLike)):
             name = os.fsdecode(backing)
-            if not name:
-                raise ValueError("backing path is empty")
-            fd = os.open(name, (os.O_RDONLY if read_only else os.O_RDWR) | _OPEN_FLAGS)
-            return cls(fd, True, name if name.startswith("/") else os.path.abspath(name))
-        fileno = getattr(backing, "fileno", None)
-        if fileno is None:
-            raise TypeError(
-                f"backing must be a path, an fd or a file object, not {type(backing).__name__}")
-        fd = check_fd(fileno())
-        given = getattr(backing, "name", None)
-        if isinstance(given, (str, bytes)) and given:
-            return cls(fd, False, os.path.abspath(os.fsdecode(given)))
-        return cls(fd, False, _fd_name(fd))
+        else:
+            fileno = getattr(backing, "fileno", None)
+            if fileno is None:
+                raise TypeError(f"backing must be a path, an fd or a file object, "
+                                f"not {type(backing).__name__}")
+            fd = check_fd(fileno())
+            given = getattr(backing, "name", None)
+            name = (os.path.abspath(os.fsdecode(given)) if isinstance(given, (str, bytes))
+                    and given else _fd_name(fd))
+            _check_backing(_c.lib.lc_backing_stat(fd, probe_direct_io, found), found, name)
+            return cls(fd, False, name, found)
+        if not name:
+            raise ValueError("backing path is empty")
+        if "\0" in name:
+            raise ValueError(f"backing path {name!r} has a NUL byte")
+        if name[0] != "/":
+            name = os.path.abspath(name)
+        encoded = os.fsencode(name)
+        fd = _c.lib.lc_backing_open(encoded, read_only, probe_direct_io, found)
+        _check_backing(fd, found, name)
+        return cls(fd, True, name, found, encoded)
 
     def writable(self) -> bool:
         """Whether the fd was opened for writing (a caller's may not be)."""
@@ -104,6 +117,8 @@ class BackingFile:
         """The 64-byte ``lo_file_name`` (NUL-terminated, truncated like
         losetup); empty for an fd with no path to record (``fd N`` means
         nothing to anyone else)."""
+        if self._encoded is not None:  # an absolute path loopcore opened
+            return self._encoded[: LO_NAME_SIZE - 1]
         return file_name_field(self.name)
 
     def close(self) -> None:
@@ -116,6 +131,15 @@ class BackingFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_backing(rc: int, found: CData, name: str) -> None:
+    """Raise for a failed lc_backing_open/lc_backing_stat."""
+    if rc == -errno.EINVAL and found.mode:
+        raise LoopError(errno.EINVAL, "backing file is not a regular file or block device",
+                        name)
+    if rc < 0:
+        raise error_from_errno(-rc, name)
 
 
 def file_name_field(name: str) -> bytes:

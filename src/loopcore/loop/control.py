@@ -9,7 +9,7 @@ import fcntl
 import os
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 from .. import _c
 from .._log import get_logger
@@ -28,6 +28,7 @@ __all__ = ["CONTROL_PATH", "FORCE_LEGACY_ENV", "LoopControl", "control",
            "kernel_supports_configure"]
 
 CONTROL_PATH = "/dev/loop-control"
+_MAX_PART_PATH = "/sys/module/loop/parameters/max_part"
 FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
 
 log = get_logger("loop")
@@ -67,6 +68,8 @@ class SharedControl:
         self._fd = -1
         self.configure_supported: Optional[bool] = None
         self._force_legacy: Optional[bool] = None
+        # (major, minor shift) of loop devices, once learnt: see devnum()
+        self._devnum_layout: Optional[Tuple[int, int]] = None
 
     def fd(self) -> int:
         if self._fd < 0:
@@ -141,6 +144,33 @@ class SharedControl:
             finally:
                 os.close(dev_fd)
         raise LoopBusyError(errno.EBUSY, "no loop device to probe", CONTROL_PATH)
+
+    def devnum_layout_known(self) -> bool:
+        return self._devnum_layout is not None
+
+    def learn_devnum_layout(self, number: int, devnum: int) -> None:
+        """Note the layout of loop device numbers from /dev/loopN's dev_t.
+
+        The loop driver gives /dev/loopN the minor N << part_shift under
+        its one major, part_shift being fls(max_part) (the module
+        parameter, fixed while the module is loaded), so once one device
+        confirmed it, attach computes the dev_t instead of asking statx."""
+        if self._devnum_layout is not None:
+            return
+        try:
+            with open(_MAX_PART_PATH, "rb") as f:
+                shift = int(f.read()).bit_length()
+        except (OSError, ValueError):
+            return  # no loop module parameters to read: keep asking statx
+        if number << shift == os.minor(devnum):
+            self._devnum_layout = (os.major(devnum), shift)
+
+    def devnum(self, number: int) -> int:
+        """/dev/loopN's dev_t from the layout learnt (0 if not learnt yet)."""
+        if self._devnum_layout is None:
+            return 0
+        major, shift = self._devnum_layout
+        return os.makedev(major, number << shift)
 
     def distrust_configure(self) -> None:
         """The kernel ignored part of a LOOP_CONFIGURE (Linux 5.8): use the

@@ -17,6 +17,7 @@ taken inside lc_attach before the bind so no udev probe comes between.
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import logging
 import os
@@ -34,8 +35,8 @@ from ..errors import (
     TimeoutError,
     TypeError,
     ValueError,
+    converted,
     error_from_errno,
-    translate,
 )
 from . import _calls, discovery
 from .backing import Backing, BackingFile, expected_size
@@ -54,7 +55,8 @@ from .info import PAGE_SIZE, Flags, LoopInfo, device_path
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["attach", "LockArg"]
+__all__ = ["attach", "LockArg", "bind", "bind_error", "device_from_result", "retry_policy",
+           "attach_timeout"]
 
 LockArg = Union[bool, str, None]
 """attach(lock=...): False/None (no lock), True or "exclusive", "shared"."""
@@ -66,7 +68,6 @@ _READ_ONLY, _AUTOCLEAR, _PARTSCAN, _DIRECT_IO = (int(f) for f in Flags)
 _S64_MAX = (1 << 63) - 1
 
 
-@translate
 def attach(
     backing: Backing,
     *,
@@ -129,31 +130,56 @@ def attach(
     block size above the page size is up to the kernel: ValueError if it
     refuses.
     """
-    check_int("offset", offset, maximum=_S64_MAX)
-    check_int("size_limit", size_limit, maximum=_S64_MAX)
-    check_block_size(block_size, allow_zero=True)
-    check_timeout(timeout)
+    # The translate decorator's work, inline: a wrapper frame costs a
+    # measurable share of a 50 us cycle.
+    try:
+        return _attach(backing, read_only, autoclear, partscan, direct_io, block_size, offset,
+                       size_limit, number, reuse, lock, legacy, timeout)
+    except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:
+        new = converted(e)
+        if new is e:
+            raise
+        raise new.with_traceback(e.__traceback__) from None
+
+
+def _attach(backing: Backing, read_only: bool, autoclear: bool, partscan: bool,
+            direct_io: bool, block_size: int, offset: int, size_limit: int,
+            number: Optional[int], reuse: bool, lock: LockArg, legacy: Optional[bool],
+            timeout: Optional[float]) -> LoopDevice:
+    # The common arguments pass one cheap test; anything else gets the
+    # full checks (and their messages).
+    if not (type(offset) is int and type(size_limit) is int and type(block_size) is int
+            and 0 <= offset <= _S64_MAX and 0 <= size_limit <= _S64_MAX and not block_size):
+        check_int("offset", offset, maximum=_S64_MAX)
+        check_int("size_limit", size_limit, maximum=_S64_MAX)
+        check_block_size(block_size, allow_zero=True)
+    deadline_ns = 0
+    if timeout is not None:
+        check_timeout(timeout)
+        deadline_ns = time.monotonic_ns() + int(timeout * 1e9) or 1
     chosen = -1 if number is None else check_number(number)
-    lock_mode = _lock_mode(lock)
-    deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9) or 1
+    lock_mode = None if lock is False or lock is None else _lock_mode(lock)
     flags = ((_READ_ONLY if read_only else 0) | (_AUTOCLEAR if autoclear else 0)
              | (_PARTSCAN if partscan else 0) | (_DIRECT_IO if direct_io else 0))
 
-    with BackingFile.open(backing, read_only) as bf:
-        if offset >= bf.size > 0 or offset > bf.size:
+    with BackingFile.open(backing, read_only, probe_direct_io=bool(direct_io)) as bf:
+        if offset and (offset >= bf.size > 0 or offset > bf.size):
             raise ValueError(f"{bf.name}: offset {offset} is at or past the end "
                              f"({bf.size} bytes)")
         if not read_only and not bf.owned and not bf.writable():
             raise PermissionError(errno.EACCES,
                                   "backing is open read-only; pass read_only=True", bf.name)
-        if flags & _DIRECT_IO and _c.lib.lc_direct_io_refused(bf.fd) == 1:
+        if flags & _DIRECT_IO and bf.direct_io_refused:
             # overlayfs over a file system without O_DIRECT: the kernel
             # would say yes, then fail every I/O
             log.debug("%s: direct I/O refused below overlayfs: buffered", bf.name)
             flags &= ~_DIRECT_IO
         use_legacy = legacy if legacy is not None else (
             control.force_legacy() or not control.supports_configure())
-        how = _How(chosen, _c.lib.LC_ATTACH_LOCK_DEVICE if lock_mode else 0, deadline_ns)
+        options = _read_back_options(flags, offset, size_limit, block_size)
+        if lock_mode:
+            options |= _c.lib.LC_ATTACH_LOCK_DEVICE
+        how = _How(chosen, options, deadline_ns)
         if not reuse:
             device = _attach_new(bf, flags, offset, size_limit, block_size, use_legacy, how)
         else:
@@ -173,6 +199,19 @@ def attach(
                 device._unbind()
                 raise
         return device
+
+
+def _read_back_options(flags: int, offset: int, size_limit: int, block_size: int) -> int:
+    """What lc_attach reads back after the bind: the settings only when an
+    option's outcome has to be checked (PARTSCAN and a block size, which
+    Linux 5.8 could ignore; the size with an offset or a size limit, as
+    util-linux), the devnum only until its layout is known."""
+    options = 0
+    if flags & _PARTSCAN or block_size or offset or size_limit:
+        options = _c.lib.LC_ATTACH_READ_SETTINGS
+    if not control.devnum_layout_known():
+        options |= _c.lib.LC_ATTACH_READ_DEVNUM
+    return options
 
 
 class _How:
@@ -229,14 +268,18 @@ def _attach_new(bf: BackingFile, flags: int, offset: int, size_limit: int, block
         try:
             if ignored:
                 raise LoopError(errno.EINVAL, f"the kernel ignored {ignored}", bf.name)
-            if state.flags & _READ_ONLY and not read_only:
-                raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
-                                      "the backing file cannot be written", bf.name)
             if state.disk_read_only and not read_only:
-                # A BLKROSET policy (blockdev --setro) outlives detach: the
-                # last user of this device number left it read-only.
+                # Read-only: either the kernel made the device so, or a
+                # BLKROSET policy (blockdev --setro) outlived the detach of
+                # the last user of this device number.
+                if not how.options & _c.lib.LC_ATTACH_READ_SETTINGS:
+                    _, state = device._state()
+                if state.flags & _READ_ONLY:
+                    raise PermissionError(errno.EROFS, "the kernel made the device read-only: "
+                                          "the backing file cannot be written", bf.name)
                 _calls.check(_c.lib.lc_set_read_only(device.fileno(), 0), device.path)
-            if state.size_bytes != expected_size(bf.size, offset, size_limit):
+            if (offset or size_limit) and state.size_bytes != expected_size(
+                    bf.size, offset, size_limit):
                 # util-linux: some kernels miss offset/sizelimit in the first size.
                 _calls.check(_calls.retry_eagain(
                     lambda: _c.lib.lc_set_capacity(device.fileno())), bf.name)
@@ -313,7 +356,7 @@ def _find_overlap(bf: BackingFile, offset: int, size_limit: int, block_size: int
     0 reaches to the end of the file)."""
     same_file = [info for info in discovery.scan()
                  if info.has_status and (info.backing_devnum, info.backing_inode)
-                 == (bf.st.st_dev, bf.st.st_ino)]
+                 == (bf.dev, bf.ino)]
     for info in same_file:
         if (info.offset, info.size_limit) != (offset, size_limit):
             continue
@@ -387,7 +430,7 @@ def _attach_configure(bf: BackingFile, flags: int, offset: int, size_limit: int,
         log.debug("%s: LOOP_CONFIGURE with direct I/O: EINVAL; again, buffered", bf.name)
         result = bind(bf, True, flags & ~_DIRECT_IO, offset, size_limit, block_size,
                       how.deadline_ns, how=how)
-    return _device_from_result(result), result
+    return device_from_result(result), result
 
 
 def _attach_legacy(bf: BackingFile, flags: int, offset: int, size_limit: int,
@@ -396,7 +439,7 @@ def _attach_legacy(bf: BackingFile, flags: int, offset: int, size_limit: int,
     (pre-5.8 kernels); a device lock, if asked for, is held throughout."""
     # flags: READ_ONLY only, which picks the device's open mode for SET_FD
     result = bind(bf, False, flags & _READ_ONLY, 0, 0, 0, how.deadline_ns, how=how)
-    device = _device_from_result(result)
+    device = device_from_result(result)
     try:
         _finish_legacy(device, bf, flags, offset, size_limit, block_size)
         _, state = device._state()
@@ -439,9 +482,14 @@ def _ignored_settings(state: CData, flags: int, block_size: int) -> str:
     return ", ".join(ignored)
 
 
-def _device_from_result(result: CData) -> LoopDevice:
-    device = LoopDevice(int(result.number), int(result.fd), int(result.devnum),
-                        int(result.diskseq) or None)
+def device_from_result(result: CData) -> LoopDevice:
+    number = result.number
+    devnum = result.devnum
+    if devnum:
+        control.learn_devnum_layout(number, devnum)
+    else:
+        devnum = control.devnum(number)
+    device = LoopDevice(number, result.fd, devnum, result.diskseq or None)
     if result.lock_fd >= 0:
         device._adopt_lock(int(result.lock_fd), LOCK_EXCLUSIVE)
     return device
@@ -452,7 +500,17 @@ def _device_from_result(result: CData) -> LoopDevice:
 _retry: Optional[Tuple[Tuple[int, int, int], CData]] = None
 
 
-def _timeout(step: int, number: int) -> TimeoutError:
+def retry_policy() -> CData:
+    """lc_attach's retry policy (struct lc_retry) from the constants in
+    _calls, made again only when they change (tests shrink them)."""
+    global _retry
+    policy = (_calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US, _calls.ATTACH_SLEEP_SPAN_US)
+    if _retry is None or _retry[0] != policy:
+        _retry = (policy, _c.ffi.new("struct lc_retry *", policy))
+    return _retry[1]
+
+
+def attach_timeout(step: int, number: int) -> TimeoutError:
     if step == _c.lib.LC_STEP_DEVICE_LOCK and number >= 0:
         return TimeoutError(errno.ETIMEDOUT, "timed out waiting for another process's lock "
                             "on the device", device_path(number))
@@ -468,10 +526,7 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
     ``how`` carries the chosen device and lc_attach's options (and learns
     whether LOOP_CTL_ADD made the device).
     """
-    global _retry
-    policy = (_calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US, _calls.ATTACH_SLEEP_SPAN_US)
-    if _retry is None or _retry[0] != policy:
-        _retry = (policy, _c.ffi.new("struct lc_retry *", policy))
+    retry = retry_policy()
     number, options = (how.number, how.options) if how is not None else (-1, 0)
     # Under attach(reuse=True) the caller holds control.lock already.
     take_lock = not options & _c.lib.LC_ATTACH_CONTROL_HELD
@@ -483,7 +538,7 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
             control.acquire_thread_lock(deadline_ns)
         try:
             rc = _c.lib.lc_attach(control.fd(), bf.fd, number, options, use_configure, flags,
-                                  offset, size_limit, block_size, file_name, _retry[1],
+                                  offset, size_limit, block_size, file_name, retry,
                                   attempt, deadline_ns, result)
         finally:
             if take_lock:
@@ -497,7 +552,7 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
         # not, carry on from the attempt the C loop stopped at.
         attempt = result.attempts
         if deadline_ns and time.monotonic_ns() >= deadline_ns:
-            raise _timeout(result.failed_step, result.number)
+            raise attach_timeout(result.failed_step, result.number)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
                   bf.name, "LOOP_CONFIGURE" if use_configure else "LOOP_SET_FD",
@@ -505,26 +560,32 @@ def bind(bf: BackingFile, use_configure: bool, flags: int, offset: int, size_lim
                   result.busy_retries, result.vanished_retries)
     if rc >= 0:
         return result
+    raise bind_error(rc, result, number, bf.name)
+
+
+def bind_error(rc: int, result: CData, number: int, name: str) -> BaseException:
+    """The exception for lc_attach's failure rc (``number``: the chosen
+    device, -1 for GET_FREE; ``name``: the backing file's)."""
     step = result.failed_step
     if rc == -errno.ETIMEDOUT and step in (_c.lib.LC_STEP_LOCK, _c.lib.LC_STEP_BACKOFF,
                                            _c.lib.LC_STEP_DEVICE_LOCK):
-        raise _timeout(step, result.number)
+        return attach_timeout(step, result.number)
     if step == _c.lib.LC_STEP_GET_FREE:
-        raise no_free_device(-rc)
+        return no_free_device(-rc)
     if rc == -errno.EBUSY and step == _c.lib.LC_STEP_BIND and number >= 0:
-        raise LoopBusyError(errno.EBUSY, "the device is bound" if result.attempts <= 1 else
+        return LoopBusyError(errno.EBUSY, "the device is bound" if result.attempts <= 1 else
                             f"the device stayed busy ({result.attempts} attempts)",
                             device_path(number))
     if rc == -errno.EBUSY and step == _c.lib.LC_STEP_BIND:
-        raise LoopBusyError(errno.EBUSY, f"every free loop device was taken by others "
-                            f"({result.attempts} attempts)", bf.name)
+        return LoopBusyError(errno.EBUSY, f"every free loop device was taken by others "
+                            f"({result.attempts} attempts)", name)
     if step in (_c.lib.LC_STEP_ADD, _c.lib.LC_STEP_DEVICE_LOCK) and result.number >= 0:
-        raise error_from_errno(-rc, device_path(result.number))
+        return error_from_errno(-rc, device_path(result.number))
     if step == _c.lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
-        raise LoopBusyError(-rc, f"free loop devices kept vanishing "
+        return LoopBusyError(-rc, f"free loop devices kept vanishing "
                             f"({result.attempts} attempts)", device_path(result.number))
     if step in (_c.lib.LC_STEP_OPEN, _c.lib.LC_STEP_READ_BACK) and result.number >= 0:
-        raise error_from_errno(-rc, device_path(result.number))
+        return error_from_errno(-rc, device_path(result.number))
     if step == _c.lib.LC_STEP_LOCK:
-        raise error_from_errno(-rc, CONTROL_PATH)
-    raise error_from_errno(-rc, bf.name)
+        return error_from_errno(-rc, CONTROL_PATH)
+    return error_from_errno(-rc, name)
