@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import report
 from ._common import Progress, Workspace, compile_floor, describe_machine
-from .scenarios import QUICK, SCENARIOS, Settings, steps
+from .scenarios import QUICK, SCENARIOS, VM_SCENARIOS, Settings, steps
 
 __all__ = ["Settings", "main", "run"]
 
@@ -53,7 +53,11 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     add("--out", default="bench-results", metavar="DIR",
         help="where results.json and the plots go (default: %(default)s)")
     add("--scenarios", default=",".join(full.scenarios), metavar="LIST",
-        help="comma-separated subset of: %(default)s")
+        help="comma-separated subset of: %(default)s, and the VM's "
+             f"{','.join(VM_SCENARIOS)}")
+    add("--vm", action="store_true",
+        help=f"also run {' and '.join(VM_SCENARIOS)} in the test VM (qemu; "
+             "scripts/bootstrap --vm)")
     add("--cycles", type=_positive, metavar="N",
         help=f"attach+detach cycles per fast contender (full: {full.cycles})")
     add("--slow-cycles", type=_positive, metavar="N",
@@ -101,6 +105,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     }
     values.update({k: v for k, v in explicit.items() if v is not None})
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.vm:
+        names += [s for s in VM_SCENARIOS if s not in names]
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown or not names:
         raise SystemExit(f"benchmarks: unknown scenario(s) {', '.join(unknown) or '(none)'}; "

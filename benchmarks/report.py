@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import statistics
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
+
+from ._common import ratio
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,6 +112,7 @@ def table(results: Results) -> str:
         lines += _rows_table(["contender", "median", "min - max", "n", "ratio",
                               "page cache growth", "dio"], rows)
         lines.append("")
+    lines += _vm_lines(scen)
     quick = bool(results.get("quick"))
     lines.append("== targets ==" + (" (--quick: few samples, verdicts only indicative) =="
                                    if quick else ""))
@@ -116,6 +120,54 @@ def table(results: Results) -> str:
             for t in results["targets"]]
     lines += _rows_table(["target", "measured", ""], rows)
     return "\n".join(lines)
+
+
+def _med(samples: Optional[List[float]]) -> Optional[float]:
+    return statistics.median(samples) if samples else None
+
+
+def _dmlog_pairs(vm: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """(userspace variant, the kernel log it is measured against)."""
+    return [(v, "kernel core" if "core" in v else "kernel disk")
+            for v in vm.get("resync_s", {}) if v.startswith("userspace")]
+
+
+def _vm_lines(scen: Dict[str, Any]) -> List[str]:
+    """The VM scenarios' part of the table."""
+    lines: List[str] = []
+    if "dm" in scen:
+        d = scen["dm"]
+        r = d.get("result") or {}
+        lines.append("== dm create+load+resume+remove cycle, in the VM "
+                     f"({r.get('kernel', '?')}) ==")
+        if d.get("error"):
+            lines.append(f"(not measured: {d['error']})")
+        labels = {"loopcore": "loopcore.dm", "c_nodes": "C, same syscalls (ioctls + node)",
+                  "c_bare": "C, the four ioctls", "dmsetup": "dmsetup create + remove"}
+        rows = [[label, f"{r[k + '_median_ms']:.3f} ms"] for k, label in labels.items()
+                if k + "_median_ms" in r]
+        if rows:
+            lines += _rows_table(["contender", "median"], rows)
+        lines.append("")
+    if "dmlog" in scen:
+        d = scen["dmlog"]
+        vm = d.get("vm") or {}
+        lines.append(f"== dmlog: resync of a {vm.get('size_mib', '?')} MiB two-leg mirror and "
+                     "random 4 KiB writes, this server vs the kernel's logs, in the VM ==")
+        if d.get("error"):
+            lines.append(f"(not measured: {d['error']})")
+        rows = []
+        for v in vm.get("resync_s", {}):
+            resync, iops = _med(vm["resync_s"][v]), _med(vm.get("iops", {}).get(v))
+            rows.append([v, "-" if resync is None else f"{resync:.2f} s",
+                         "-" if iops is None else f"{iops:.0f}"])
+        if rows:
+            lines += _rows_table(["log", "resync", "IOPS"], rows)
+        for name, value in {**(d.get("host") or {}).get("requests", {}),
+                            **(d.get("host") or {}).get("memory", {})}.items():
+            lines.append(f"{name}: {value:.0f}")
+        lines.append("")
+    return lines
 
 
 def _median(entry: Optional[Dict[str, Any]]) -> Optional[float]:
@@ -189,11 +241,38 @@ def targets(scenarios: Dict[str, Dict[str, Any]]) -> List[Dict[str, object]]:
         if top > 1 and 1 in by_p:
             out.append(_check(f"contention: throughput at P={top} >= 0.8x P=1",
                               by_p[top]["ratio_vs_p1"], 0.8, False))
+    out += _vm_targets(scenarios)
     io = scenarios.get("io")
     if io:
         out.append(_check("cold sequential read, loopcore default >= 2x losetup default",
                           io["contenders"]["loopcore_default_read"]
                           ["ratio_vs_baseline"], 2.0, False))
+    return out
+
+
+def _vm_targets(scenarios: Dict[str, Dict[str, Any]]) -> List[Dict[str, object]]:
+    out: List[Dict[str, object]] = []
+    dm = scenarios.get("dm")
+    if dm is not None:
+        r = dm.get("result") or {}
+        out.append(_check("dm cycle <= 1.10x the same syscalls in C (VM)",
+                          r.get("vs_c_same_syscalls"), 1.10, True))
+        out.append(_check("dm cycle >= 10x faster than dmsetup create + remove (VM)",
+                          r.get("ratio"), 10.0, False))
+    dmlog = scenarios.get("dmlog")
+    if dmlog is not None:
+        vm = dmlog.get("vm") or {}
+        resync = {v: _med(s) for v, s in vm.get("resync_s", {}).items()}
+        iops = {v: _med(s) for v, s in vm.get("iops", {}).items()}
+        ours, theirs = "userspace clustered-core", "kernel core"
+        out.append(_check("dmlog: mirror resync <= 1.25x the time of the kernel's core log "
+                          "(VM)", ratio(resync.get(ours), resync.get(theirs)), 1.25, True))
+        out.append(_check("dmlog: random 4 KiB writes >= 0.5x the IOPS of the kernel's core "
+                          "log (VM)", ratio(iops.get(ours), iops.get(theirs)), 0.5, False))
+        memory = (dmlog.get("host") or {}).get("memory", {})
+        out.append(_check("dmlog: a log of 2^20 regions < 300 KiB",
+                          memory.get("core log, 2^20 regions: retained KiB (tracemalloc)"),
+                          300.0, True, "{:.0f} KiB"))
     return out
 
 

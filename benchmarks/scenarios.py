@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import loopcore
 
-from . import purepy
+from . import purepy, vm_scenarios
 from ._common import (
     Contender,
     Progress,
@@ -57,12 +57,23 @@ class Settings:
     io_rounds: int = 3
     burst_size: int = 1000        # devices attached by one burst
     burst_rounds: int = 3
+    dm_rounds: int = 5            # the VM scenarios (--vm): dm cycle ...
+    dm_cycles: int = 100
+    dm_dmsetup_cycles: int = 10
+    dmlog_rounds: int = 3         # ... and the dirty-log server's mirror
+    dmlog_size_mib: int = 256
+    dmlog_write_seconds: float = 8.0
     scenarios: Sequence[str] = ("cycle", "burst", "discovery", "contention", "io")
 
 
 QUICK = dict(cycles=300, slow_cycles=30, cycle_rounds=6, device_counts=(10, 100),
              discovery_rounds=4, discovery_batch=1, contention_cycles=40,
-             contention_rounds=2, io_mib=64, io_rounds=1, burst_rounds=1)
+             contention_rounds=2, io_mib=64, io_rounds=1, burst_rounds=1,
+             dm_rounds=2, dm_cycles=20, dm_dmsetup_cycles=3, dmlog_rounds=1,
+             dmlog_size_mib=32, dmlog_write_seconds=2.0)
+#: Scenarios run in the test VM (``--vm``): this host's kernel has no
+#: device-mapper.
+VM_SCENARIOS = ("dm", "dmlog")
 
 
 def steps(settings: Settings) -> int:
@@ -78,7 +89,7 @@ def steps(settings: Settings) -> int:
         total += settings.contention_rounds * len(settings.procs)
     if "io" in settings.scenarios:
         total += settings.io_rounds * 4 + 1
-    return total
+    return total + sum(1 for name in VM_SCENARIOS if name in settings.scenarios)
 
 
 def percentile(ordered: Sequence[float], q: float) -> Optional[float]:
@@ -620,5 +631,24 @@ def io(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dic
             "contenders": out}
 
 
+def dm(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Dict[str, object]:
+    """The dm create+load+resume+remove cycle, in the VM (benchmarks/dm-bench)."""
+    progress.status("dm: booting the VM")
+    out = vm_scenarios.dm_cycle(settings.dm_rounds, settings.dm_cycles,
+                                settings.dm_dmsetup_cycles)
+    progress.advance()
+    return out
+
+
+def dmlog(settings: Settings, ws: Workspace, floor: str,
+          progress: Progress) -> Dict[str, object]:
+    """The dirty-log server vs the kernel's logs, in the VM (benchmarks/dmlog-bench)."""
+    progress.status("dmlog: booting the VM")
+    out = vm_scenarios.dmlog(settings.dmlog_rounds, settings.dmlog_size_mib,
+                             settings.dmlog_write_seconds)
+    progress.advance()
+    return out
+
+
 SCENARIOS = {"cycle": cycle, "burst": burst, "discovery": discovery, "contention": contention,
-             "io": io}
+             "io": io, "dm": dm, "dmlog": dmlog}

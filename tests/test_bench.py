@@ -141,3 +141,32 @@ def test_table_and_entry_point(results):
     assert "python -m benchmarks" in helped.stdout
     bad = _harness("--scenarios", "nope")
     assert bad.returncode != 0 and "unknown scenario" in bad.stderr
+
+
+def test_vm_scenarios_in_the_table_and_targets():
+    """The VM scenarios' JSON (as dm-bench and dmlog-bench write it) makes
+    table rows and target verdicts; a VM that failed is reported, not
+    taken for a pass."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import report
+    finally:
+        sys.path.remove(str(ROOT))
+    dm = {"result": {"kernel": "6.1", "loopcore_median_ms": 1.2, "c_nodes_median_ms": 1.0,
+                     "c_bare_median_ms": 0.9, "dmsetup_median_ms": 30.0,
+                     "vs_c_same_syscalls": 1.2, "ratio": 25.0}}
+    dmlog = {"host": {"memory": {"core log, 2^20 regions: retained KiB (tracemalloc)": 257.0}},
+             "vm": {"size_mib": 32,
+                    "resync_s": {"kernel core": [1.0, 1.0], "userspace clustered-core": [1.2]},
+                    "iops": {"kernel core": [1000.0], "userspace clustered-core": [400.0]}}}
+    targets = report.targets({"dm": dm, "dmlog": dmlog})
+    # dm: 1.2x the C (over 1.10x), 25x dmsetup; dmlog: 1.2x the resync time,
+    # 0.4x the IOPS, 257 KiB
+    assert [(t["value"], t["met"]) for t in targets] == [
+        (1.2, False), (25.0, True), (1.2, True), (0.4, False), (257.0, True)]
+    text = report.table({"scenarios": {"dm": dm, "dmlog": dmlog}, "targets": targets})
+    assert "loopcore.dm" in text and "userspace clustered-core" in text
+    failed = report.targets({"dm": {"error": "dm-bench exited 1"}})
+    assert [t["met"] for t in failed] == [None, None]
+    assert "not measured: dm-bench exited 1" in report.table(
+        {"scenarios": {"dm": {"error": "dm-bench exited 1"}}, "targets": failed})
