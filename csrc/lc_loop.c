@@ -228,17 +228,20 @@ int lc_direct_io_refused(int backing_fd)
 
 int lc_backing_stat(int fd, int probe_direct_io, struct lc_backing *out)
 {
-    unsigned int mode;
+    struct lc_fd_facts facts;
     int r;
 
     memset(out, 0, sizeof(*out));
-    if ((r = lc_fd_file(fd, &mode, &out->size, &out->dev, &out->ino)) < 0)
+    if ((r = lc_fd_facts(fd, &facts)) < 0)
         return r;
-    out->mode = mode;
-    if (S_ISBLK(mode)) {
+    out->mode = facts.mode;
+    out->size = facts.size;
+    out->dev = facts.dev;
+    out->ino = facts.ino;
+    if (S_ISBLK(facts.mode)) {
         if ((r = lc_get_size64(fd, &out->size)) < 0)
             return r;
-    } else if (!S_ISREG(mode)) {
+    } else if (!S_ISREG(facts.mode)) {
         return -EINVAL;
     }
     if (probe_direct_io)
@@ -399,8 +402,6 @@ static int read_state(int dev_fd, uint32_t what, struct lc_loop_info64 *status,
 {
     struct lc_loop_info64 local;
     struct lc_loop_info64 *info = status ? status : &local;
-    unsigned int mode;
-    dev_t rdev = 0;
     int r;
 
     if (what & LC_ATTACH_READ_SETTINGS) {
@@ -417,9 +418,11 @@ static int read_state(int dev_fd, uint32_t what, struct lc_loop_info64 *status,
     if (lc_get_diskseq(dev_fd, &result->diskseq) < 0)
         result->diskseq = 0;     /* kernels before 5.15 */
     if (what & LC_ATTACH_READ_DEVNUM) {
-        if ((r = lc_fd_node(dev_fd, &mode, &rdev)) < 0)
+        struct lc_fd_facts facts;
+
+        if ((r = lc_fd_facts(dev_fd, &facts)) < 0)
             return r;
-        result->devnum = (uint64_t)rdev;
+        result->devnum = (uint64_t)facts.rdev;
     }
     return 0;
 }

@@ -134,8 +134,7 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
                      int status_only, char *name_buf, int *name_len)
 {
     struct loop_info64 info;
-    unsigned int mode;
-    dev_t rdev;
+    struct lc_fd_facts facts;
     uint64_t u64;
     int fd, ro = 0, ssz = 0;
 
@@ -150,15 +149,15 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
         rec->status_err = errno;
         return -1;
     }
-    if (lc_fd_node(fd, &mode, &rdev) < 0 || !S_ISBLK(mode)
-        || major(rdev) != LOOP_MAJOR_NUMBER) {
+    if (lc_fd_facts(fd, &facts) < 0 || !S_ISBLK(facts.mode)
+        || major(facts.rdev) != LOOP_MAJOR_NUMBER) {
         rec->status_err = ENODEV;
         close(fd);
         return -1;
     }
     rec->flags |= LC_SCAN_HAS_NODE;
-    rec->major = major(rdev);
-    rec->minor = minor(rdev);
+    rec->major = major(facts.rdev);
+    rec->minor = minor(facts.rdev);
     if (rec->flags & LC_SCAN_BOUND) {
         if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 || info.lo_number != rec->number) {
             /* ENXIO: detached since we read backing_file */

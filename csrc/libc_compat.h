@@ -20,50 +20,40 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 
-/* File type bits (S_IFMT) and st_rdev of an open fd; -errno on failure. */
-static inline int lc_fd_node(int fd, unsigned int *mode, dev_t *rdev)
-{
-#ifdef __GLIBC__
-    struct statx stx;
+/* What loopcore needs of an open fd: its file type bits (S_IFMT), st_rdev
+ * (a node's device), size, st_dev and st_ino (a backing file's identity);
+ * -errno on failure.  One statx (glibc, where fstat is a 2.33 symbol) or
+ * fstat (musl). */
+struct lc_fd_facts {
+    unsigned int mode;
+    dev_t rdev;
+    uint64_t size;
+    uint64_t dev;
+    uint64_t ino;
+};
 
-    if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE, &stx) < 0)
-        return -errno;
-    *mode = stx.stx_mode & S_IFMT;
-    *rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
-#else
-    struct stat st;
-
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    *mode = st.st_mode & S_IFMT;
-    *rdev = st.st_rdev;
-#endif
-    return 0;
-}
-
-/* File type bits, size, st_dev and st_ino of an open fd (a backing
- * file); -errno on failure. */
-static inline int lc_fd_file(int fd, unsigned int *mode, uint64_t *size, uint64_t *dev,
-                             uint64_t *ino)
+static inline int lc_fd_facts(int fd, struct lc_fd_facts *out)
 {
 #ifdef __GLIBC__
     struct statx stx;
 
     if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE | STATX_INO, &stx) < 0)
         return -errno;
-    *mode = stx.stx_mode & S_IFMT;
-    *size = stx.stx_size;
-    *dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
-    *ino = stx.stx_ino;
+    out->mode = stx.stx_mode & S_IFMT;
+    out->rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+    out->size = stx.stx_size;
+    out->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    out->ino = stx.stx_ino;
 #else
     struct stat st;
 
     if (fstat(fd, &st) < 0)
         return -errno;
-    *mode = st.st_mode & S_IFMT;
-    *size = (uint64_t)st.st_size;
-    *dev = st.st_dev;
-    *ino = st.st_ino;
+    out->mode = st.st_mode & S_IFMT;
+    out->rdev = st.st_rdev;
+    out->size = (uint64_t)st.st_size;
+    out->dev = st.st_dev;
+    out->ino = st.st_ino;
 #endif
     return 0;
 }
