@@ -4,8 +4,11 @@ rounds, same kernel, same table).  Runs where device-mapper exists: inside
 the test VM via benchmarks/dm-bench.  Prints a summary and writes JSON.
 
 The table is one linear target over a loop device attached for the run.
-dmsetup runs without udev (DM_DISABLE_UDEV=1, --noudevsync), so it makes
-and removes /dev/mapper nodes itself, as loopcore does.
+By default both run without udev: dmsetup with DM_DISABLE_UDEV=1 and
+--noudevsync, loopcore with udev="off", so each makes and removes the
+/dev/mapper nodes itself.  With --udev both wait for udev instead (dmsetup's
+cookie semaphore, loopcore's udev="wait"): each cycle then ends when udev
+has made and removed the /dev/mapper and /dev/disk/by-id links.
 """
 from __future__ import annotations
 
@@ -30,16 +33,22 @@ def main() -> int:
     ap.add_argument("--loopcore-cycles", type=int, default=100, help="per round")
     ap.add_argument("--dmsetup-cycles", type=int, default=10, help="per round")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--udev", action="store_true", help="both wait for udev")
     args = ap.parse_args()
 
-    env = dict(os.environ, DM_DISABLE_UDEV="1")
+    env = dict(os.environ)
+    sync = [] if args.udev else ["--noudevsync"]
+    if args.udev:
+        env.pop("DM_DISABLE_UDEV", None)
+    else:
+        env["DM_DISABLE_UDEV"] = "1"
     with tempfile.NamedTemporaryFile(dir="/dev/shm", suffix=".img") as backing:
         backing.truncate(1 << 20)
         loop = loopcore.attach(backing.name, direct_io=False)
         try:
             table = dm.Table([dm.linear(0, 2048, loop)])
             text = str(table)
-            mapper = dm.DeviceMapper()
+            mapper = dm.DeviceMapper(udev="wait" if args.udev else "off")
             ours, theirs = [], []
 
             def run_ours(n: int) -> float:
@@ -54,9 +63,9 @@ def main() -> int:
                 t0 = time.perf_counter()
                 for i in range(n):
                     name = f"lcbench-dmsetup-{i}"
-                    subprocess.run([DMSETUP, "--noudevsync", "create", name, "--table", text],
+                    subprocess.run([DMSETUP, *sync, "create", name, "--table", text],
                                    env=env, check=True, stdin=subprocess.DEVNULL)
-                    subprocess.run([DMSETUP, "--noudevsync", "remove", name], env=env,
+                    subprocess.run([DMSETUP, *sync, "remove", name], env=env,
                                    check=True, stdin=subprocess.DEVNULL)
                 return (time.perf_counter() - t0) / n
 
@@ -76,6 +85,7 @@ def main() -> int:
     o, t = statistics.median(ours), statistics.median(theirs)
     result = {
         "kernel": os.uname().release,
+        "udev": args.udev,
         "rounds": args.rounds,
         "loopcore_cycle_ms": [round(x * 1e3, 3) for x in ours],
         "dmsetup_cycle_ms": [round(x * 1e3, 3) for x in theirs],
@@ -83,7 +93,8 @@ def main() -> int:
         "dmsetup_median_ms": round(t * 1e3, 3),
         "ratio": round(t / o, 1),
     }
-    print(f"dm cycle (create+load+resume+remove, linear over a loop device), "
+    print(f"dm cycle (create+load+resume+remove, linear over a loop device, "
+          f"{'waiting for udev' if args.udev else 'no udev'}), "
           f"median of {args.rounds} interleaved rounds on {result['kernel']}:")
     print(f"  loopcore.dm : {o * 1e3:8.2f} ms/cycle   rounds {result['loopcore_cycle_ms']}")
     print(f"  dmsetup     : {t * 1e3:8.2f} ms/cycle   rounds {result['dmsetup_cycle_ms']}")
