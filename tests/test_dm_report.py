@@ -252,3 +252,18 @@ def test_udev_wait_path(fake_mapper, monkeypatch):  # noqa: F811
 def test_udev_arguments_checked(kwargs):
     with pytest.raises(errors.ValueError):
         dm.DeviceMapper(control="/nonexistent/control", **kwargs)
+
+
+def test_row_that_fails_is_left_out_like_dmsetup(monkeypatch):
+    """A device without a table has no block device name yet: dmsetup prints
+    the other rows, then fails; so does the report, given a list."""
+    monkeypatch.setattr(report, "block_name",
+                        lambda devnum: "dm-0" if devnum == os.makedev(254, 0) else None)
+    devs = [info("a", 0), info("notab", 250, dm.Flag(0))]
+    failed = []
+    rows = report.device_rows(devs, ["name", "blkdevname"], lambda i: (),
+                              lambda: pytest.fail(), failed)
+    assert rows == [{"name": "a", "blkdevname": "dm-0"}]
+    assert len(failed) == 1 and "254:250" in str(failed[0])
+    with pytest.raises(OSError):
+        report.device_rows(devs, ["name", "blkdevname"], lambda i: (), lambda: pytest.fail())

@@ -273,8 +273,12 @@ def _info_columns(args: argparse.Namespace) -> int:
         def tree() -> report.DeviceTree:
             return report.DeviceTree((d, m.deps(d.kernel_name))
                                      for d in (m.info(e.kernel_name) for e in m.list_devices()))
-        rows = report.device_rows(infos, fields, lambda i: m.deps(i.kernel_name), tree)
+        failed: List[OSError] = []
+        rows = report.device_rows(infos, fields, lambda i: m.deps(i.kernel_name), tree,
+                                  failed)
     _out(_report_format(args, fields, rows))
+    if failed:
+        raise failed[0]  # after the other rows, as dmsetup
     return 0
 
 

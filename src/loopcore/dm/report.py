@@ -340,10 +340,13 @@ def _tree_value(field: str, tree: DeviceTree, devnum: int) -> str:
 
 def device_rows(infos: Sequence[DeviceInfo], fields: Sequence[str],
                 deps: Callable[[DeviceInfo], Sequence[int]],
-                tree: Callable[[], DeviceTree]) -> List[Dict[str, str]]:
+                tree: Callable[[], DeviceTree],
+                failed: Optional[List[OSError]] = None) -> List[Dict[str, str]]:
     """One row (field -> text) per device.  ``deps`` gives a device's
     dependencies and ``tree`` the whole dependency tree: each is called
-    only when a field needs it."""
+    only when a field needs it.  With a ``failed`` list, a device whose
+    row cannot be made is left out and its error added there (dmsetup
+    prints the other rows, then fails)."""
     want = set(fields)
     whole = tree() if want & _TREE_FIELDS else None
     rows = []
@@ -352,16 +355,22 @@ def device_rows(infos: Sequence[DeviceInfo], fields: Sequence[str],
         subsystem = info.uuid.split("-", 1)[0] if "-" in info.uuid else ""
         split = split_name_values(info.name, subsystem)
         row: Dict[str, str] = {}
-        for f in fields:
-            if f in split:
-                row[f] = split[f]
-            elif f in _DEPS_FIELDS:
-                row[f] = _deps_value(f, used)
-            elif f in _TREE_FIELDS:
-                assert whole is not None
-                row[f] = _tree_value(f, whole, info.devnum)
-            else:
-                row[f] = _info_value(f, info)
+        try:
+            for f in fields:
+                if f in split:
+                    row[f] = split[f]
+                elif f in _DEPS_FIELDS:
+                    row[f] = _deps_value(f, used)
+                elif f in _TREE_FIELDS:
+                    assert whole is not None
+                    row[f] = _tree_value(f, whole, info.devnum)
+                else:
+                    row[f] = _info_value(f, info)
+        except OSError as exc:
+            if failed is None:
+                raise
+            failed.append(exc)
+            continue
         rows.append(row)
     return rows
 

@@ -152,8 +152,10 @@ class UeventWaiter:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                log.debug("udev: no processed %s event for %s:%s in %g s", action, major,
-                          minor, timeout)
+                # udev is slow, stuck, or in another network namespace: the
+                # caller goes on without it (and makes the node itself)
+                log.warning("udev did not report the %s event of device %s:%s within %g s",
+                            action, major, minor, timeout)
                 return False
             sock.settimeout(left)
             try:
