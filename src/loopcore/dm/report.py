@@ -68,14 +68,15 @@ FIELDS: Dict[str, Field] = {
     "lv_layer": Field("LVLayer", 7),
 }
 
-# dmsetup's "<section>_all" names, in its order.
+# dmsetup's "<type>_all" names, in its order.
 FIELD_GROUPS: Dict[str, Tuple[str, ...]] = {
     "name_all": ("name", "mangled_name", "unmangled_name", "uuid", "mangled_uuid",
                  "unmangled_uuid", "read_ahead"),
     "info_all": ("blkdevname", "attr", "tables_loaded", "suspended", "readonly", "devno",
                  "major", "minor", "open", "segments", "events"),
-    "deps_all": ("device_count", "devs_used", "devnos_used", "blkdevs_used",
-                 "device_ref_count", "names_using_dev", "devnos_using_dev"),
+    # the dependency fields only: devs_used and the *_using_dev ones are
+    # dmsetup's tree fields, which no group names
+    "deps_all": ("device_count", "devnos_used", "blkdevs_used"),
     "splitname_all": ("subsystem", "vg_name", "lv_name", "lv_layer"),
 }
 
@@ -396,7 +397,7 @@ def format_report(fields: Sequence[str], rows: Sequence[Dict[str, str]], *,
                   nameprefixes: bool = False, quoted: bool = True) -> str:
     """The report text: aligned columns unless ``separator`` is given (or
     ``nameprefixes``); ``headings`` off also means ":"-separated and
-    unaligned (dmsetup's old behaviour)."""
+    unaligned (dmsetup's old behaviour).  No rows, no text."""
     aligned = True
     sep = " "
     if not headings:
@@ -405,6 +406,8 @@ def format_report(fields: Sequence[str], rows: Sequence[Dict[str, str]], *,
         aligned = False
     if separator is not None:
         sep, aligned = separator, False
+    if not rows:
+        return ""  # dmsetup prints its headings with the first row
     specs = [FIELDS[f] for f in fields]
     widths = [max([s.width, len(s.heading)] + [len(r[f]) for r in rows])
               for f, s in zip(fields, specs)]
