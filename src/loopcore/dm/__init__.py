@@ -22,7 +22,10 @@ One module per job; this one only gathers their public names:
 - :mod:`.names`: :class:`DmName`, :class:`DmUuid`, :class:`DevId`, mangling;
 - :mod:`.ioctl`: the kernel's structs, commands, flags, and the one ioctl
   call (valid flags and minimum interface version per command, buffer growth);
-- :mod:`.nodes`: ``/dev/mapper`` nodes and the control node.
+- :mod:`.nodes`: ``/dev/mapper`` nodes and the control node;
+- :mod:`.udev`: waiting for udev to process a device's events;
+- :mod:`.report`: dmsetup's column reports (``info -c``, ``splitname``)
+  and LVM name splitting.
 """
 from .._sysfs import block_name
 from .._sysfs import read_ahead_sectors as read_ahead
@@ -86,6 +89,7 @@ from .targets import (
     striped,
     zero,
 )
+from .udev import UDEV_MODES, UDEV_TIMEOUT
 
 __all__ = [
     "DeviceMapper",
@@ -158,4 +162,6 @@ __all__ = [
     "DM_MAX_TYPE_NAME",
     "REMOVE_RETRIES",
     "REMOVE_RETRY_DELAY",
+    "UDEV_MODES",
+    "UDEV_TIMEOUT",
 ]

@@ -47,7 +47,9 @@ from .table import (
     pack_targets,
     unpack_specs,
 )
+from .targets import error as error_target
 from .targets import sectors as check_sectors
+from .udev import UDEV_COOKIE, UDEV_MODES, UDEV_TIMEOUT, UeventWaiter, use_udev
 
 __all__ = ["DeviceMapper", "REMOVE_RETRIES", "REMOVE_RETRY_DELAY"]
 
@@ -87,6 +89,16 @@ class DeviceMapper:
     ``/dev/mapper/<name>`` block nodes itself, as libdevmapper does
     without udev.
 
+    ``udev`` says whether to cooperate with udev (see :mod:`.udev`): with
+    "auto" (the default) when systemd-udevd runs and ``DM_DISABLE_UDEV``
+    is not set, "wait" always, "off" never.  Cooperating, create (with a
+    table), resume, rename and remove return only once udev has processed
+    the device's event, so its ``/dev/mapper`` and ``/dev/disk/by-id``
+    links exist (or are gone); the wait is bounded by ``udev_timeout``
+    seconds, after which, or where udev made no node (no dm rules), the
+    library makes the node itself as without udev.  :attr:`udev_sync`
+    says which way this client went.
+
     ``name_mangling`` is dmsetup's ``--manglename`` (see :func:`mangle`):
     with "auto" (the default) and "hex", names and uuids are mangled on the
     way to the kernel and unmangled on the way back, so that a name with a
@@ -99,9 +111,19 @@ class DeviceMapper:
 
     @_api
     def __init__(self, control: str = CONTROL_PATH, *, dev_dir: str = DEV_DIR,
-                 manage_nodes: bool = True, name_mangling: str = "auto") -> None:
+                 manage_nodes: bool = True, name_mangling: str = "auto", udev: str = "auto",
+                 udev_timeout: float = UDEV_TIMEOUT) -> None:
         self._channel = Channel(-1, control)  # closed until open() succeeds
         self.name_mangling = check_mode(name_mangling)
+        if udev not in UDEV_MODES:
+            raise errors.ValueError(f"udev must be one of {', '.join(UDEV_MODES)}, "
+                                    f"got {udev!r}")
+        if isinstance(udev_timeout, bool) or not isinstance(udev_timeout, (int, float)) \
+                or not udev_timeout > 0:
+            raise errors.ValueError(f"udev_timeout must be a number > 0, got {udev_timeout!r}")
+        self.udev_timeout = float(udev_timeout)
+        # Decided once: the udev-less path pays nothing per call.
+        self.udev_sync = use_udev(udev)
         self.control = control
         self.dev_dir = dev_dir
         self.manage_nodes = manage_nodes
@@ -176,6 +198,21 @@ class DeviceMapper:
         if self.manage_nodes and kernel_name:
             remove_node(self.dev_dir, kernel_name)
 
+    def _waiter(self) -> Optional[UeventWaiter]:
+        """A udev event listener, opened before the ioctl, when cooperating."""
+        return UeventWaiter() if self.udev_sync else None
+
+    def _settle(self, waiter: UeventWaiter, reply: Reply, devnum: int, action: str,
+                kernel_name: str) -> None:
+        """After an ioctl that sent a uevent: wait for udev to process it,
+        then make (or remove) the node if udev did not."""
+        if reply.flags & Flag.UEVENT_GENERATED:
+            waiter.wait(devnum, action, self.udev_timeout)
+        if action == "remove":
+            self._remove_node(kernel_name)
+        else:
+            self._add_node(kernel_name, devnum)  # nothing when udev's link is there
+
     @_api
     def mknodes(self, name: Optional[DevIdArg] = None) -> None:
         """Make ``/dev/mapper`` match the kernel (``dmsetup mknodes``): create
@@ -243,18 +280,25 @@ class DeviceMapper:
         ro = Flag.READONLY if read_only else Flag(0)
         kernel_name = decode(dm_name.raw)
         filename = node_path(kernel_name, self.dev_dir)
+        # udev makes the node on the resume's change event; a device
+        # without a table gets no link from udev, so loopcore's node.
+        waiter = self._waiter() if table is not None else None
         try:
             reply = self._channel.call(Cmd.DEV_CREATE, name=dm_name.raw,
                                        uuid=dm_uuid.raw if dm_uuid is not None else b"",
                                        flags=ro, filename=filename)
             try:
-                self._add_node(kernel_name, reply.dev)
+                if waiter is None:
+                    self._add_node(kernel_name, reply.dev)
                 if table is not None:
                     self._channel.call(Cmd.TABLE_LOAD, name=dm_name.raw, flags=ro,
                                        payload=payload, target_count=count, secure=secure,
                                        filename=filename)
                     reply = self._channel.call(Cmd.DEV_SUSPEND, name=dm_name.raw,
-                                               filename=filename)
+                                               filename=filename,
+                                               event_nr=UDEV_COOKIE if waiter else 0)
+                    if waiter is not None:
+                        self._settle(waiter, reply, reply.dev, "change", kernel_name)
             except BaseException as exc:
                 log.debug("create %s failed (%r): removing it again", kernel_name, exc)
                 try:
@@ -266,6 +310,8 @@ class DeviceMapper:
         finally:
             if secure:
                 wipe(payload)
+            if waiter is not None:
+                waiter.close()
         return self._info(reply)
 
     @_api
@@ -291,6 +337,18 @@ class DeviceMapper:
         return self._info(self._call(Cmd.TABLE_CLEAR, name))
 
     @_api
+    def wipe_table(self, name: DevIdArg) -> DeviceInfo:
+        """Replace the live table with one error target of the same size and
+        resume (``dmsetup wipe_table``): I/O in flight completes, new I/O
+        fails, and the devices the old table used are let go."""
+        size = sum(line.length for line in self.status(name))
+        if not size:
+            raise errors.error_from_errno(errno.ENXIO, self._address(name)[2],
+                                          "the device has no live table", dm=True)
+        self.load(name, [error_target(0, size)])
+        return self.resume(name)
+
+    @_api
     def suspend(self, name: DevIdArg, *, noflush: bool = False,
                 skip_lockfs: bool = False) -> DeviceInfo:
         """Suspend the device (``noflush`` keeps queued I/O; ``skip_lockfs``
@@ -304,31 +362,51 @@ class DeviceMapper:
 
     @_api
     def resume(self, name: DevIdArg) -> DeviceInfo:
-        """Resume the device, making a loaded inactive table live."""
-        return self._info(self._call(Cmd.DEV_SUSPEND, name))
+        """Resume the device, making a loaded inactive table live (cooperating
+        with udev, once udev has processed the change)."""
+        waiter = self._waiter()
+        if waiter is None:
+            return self._info(self._call(Cmd.DEV_SUSPEND, name))
+        with waiter:
+            reply = self._call(Cmd.DEV_SUSPEND, name, event_nr=UDEV_COOKIE)
+            self._settle(waiter, reply, reply.dev, "change", reply.kernel_name)
+        return self._info(reply)
 
     def _remove(self, dev: DevIdArg, *, deferred: bool, retries: int,
                 retry_delay: float) -> bool:
         name, uuid, filename = self._address(dev)
         flags = Flag.DEFERRED_REMOVE if deferred else Flag(0)
-        attempt = 0
-        while True:
-            try:
-                reply = self._channel.call(Cmd.DEV_REMOVE, name=name, uuid=uuid, flags=flags,
-                                           filename=filename)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY or attempt >= retries:
-                    raise
-            attempt += 1
-            log.debug("DM_DEV_REMOVE %s: EBUSY, retry %d of %d in %g s", filename, attempt,
-                      retries, retry_delay)
-            time.sleep(retry_delay)
-        if deferred and reply.flags & Flag.DEFERRED_REMOVE:
-            log.debug("%s still open: removed on last close", filename)
-            return False
-        # By uuid, the kernel's reply names the device (it fills in both).
-        self._remove_node(decode(name) if name else reply.kernel_name)
+        # The remove reply carries no device number: udev's event is
+        # matched by the one asked for first.
+        devnum = self._call(Cmd.DEV_STATUS, dev).dev if self.udev_sync else 0
+        waiter = self._waiter()
+        try:
+            attempt = 0
+            while True:
+                try:
+                    reply = self._channel.call(Cmd.DEV_REMOVE, name=name, uuid=uuid,
+                                               flags=flags, filename=filename,
+                                               event_nr=UDEV_COOKIE if waiter else 0)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or attempt >= retries:
+                        raise
+                attempt += 1
+                log.debug("DM_DEV_REMOVE %s: EBUSY, retry %d of %d in %g s", filename,
+                          attempt, retries, retry_delay)
+                time.sleep(retry_delay)
+            if deferred and reply.flags & Flag.DEFERRED_REMOVE:
+                log.debug("%s still open: removed on last close", filename)
+                return False
+            # By uuid, the kernel's reply names the device (it fills in both).
+            kernel_name = decode(name) if name else reply.kernel_name
+            if waiter is not None:
+                self._settle(waiter, reply, devnum, "remove", kernel_name)
+            else:
+                self._remove_node(kernel_name)
+        finally:
+            if waiter is not None:
+                waiter.close()
         return True
 
     @_api
@@ -366,9 +444,17 @@ class DeviceMapper:
         _only_name(new_name, "the new name")
         new_raw = as_name(new_name, self.name_mangling).raw
         raw = self._stored_name(name)
-        reply = self._channel.call(Cmd.DEV_RENAME, name=raw, payload=new_raw + b"\0",
-                                   filename=node_path(decode(raw), self.dev_dir))
         new_kernel = decode(new_raw)
+        waiter = self._waiter()
+        try:
+            reply = self._channel.call(Cmd.DEV_RENAME, name=raw, payload=new_raw + b"\0",
+                                       filename=node_path(decode(raw), self.dev_dir),
+                                       event_nr=UDEV_COOKIE if waiter else 0)
+            if waiter is not None and reply.flags & Flag.UEVENT_GENERATED:
+                waiter.wait(reply.dev, "change", self.udev_timeout)
+        finally:
+            if waiter is not None:
+                waiter.close()
         self._remove_node(decode(raw))
         self._add_node(new_kernel, reply.dev)
         return dataclasses.replace(self._info(reply), name=self._unmangle(new_kernel),
