@@ -133,3 +133,31 @@ def test_cli_udev_sync(monkeypatch, mapper, names, capsys):
     assert not os.path.lexists(f"/dev/disk/by-id/dm-name-{name}")
     assert not os.path.lexists(Path(dm.DEV_DIR, name))
     assert name.startswith(PREFIX)
+
+
+@pytest.mark.parametrize("mode", ["auto", "wait"])
+def test_a_wait_that_runs_out_stops_auto_mode_waiting(monkeypatch, mapper, names, tmp_path,
+                                                     caplog, mode):
+    """udev's event never arrives (as for a udevd in another network
+    namespace, simulated: the waiter reports a timeout): "auto" makes the
+    node itself and stops waiting for the rest of the client's life, so
+    only the first call pays the timeout; "wait" keeps waiting."""
+    monkeypatch.delenv("DM_DISABLE_UDEV", raising=False)
+    waits = []
+
+    def timed_out(self, devnum, action, timeout=udev.UDEV_TIMEOUT):
+        waits.append(action)
+        return False
+
+    monkeypatch.setattr(udev.UeventWaiter, "wait", timed_out)
+    with dm.DeviceMapper(dev_dir=str(tmp_path), udev=mode) as m:
+        assert m.udev_sync
+        name = names("timeout")
+        info = m.create(name, table=[dm.zero(0, 8)])
+        st = os.lstat(tmp_path / name)
+        assert stat.S_ISBLK(st.st_mode) and st.st_rdev == info.devnum
+        assert m.udev_sync == (mode == "wait")
+        m.remove(name)
+        assert not os.path.lexists(tmp_path / name)
+    assert waits == (["change"] if mode == "auto" else ["change", "remove"])
+    assert ("makes /dev/mapper nodes itself" in caplog.text) == (mode == "auto")

@@ -124,6 +124,7 @@ class DeviceMapper:
         self.udev_timeout = float(udev_timeout)
         # Decided once: the udev-less path pays nothing per call.
         self.udev_sync = use_udev(udev)
+        self._udev_mode = udev
         self.control = control
         self.dev_dir = dev_dir
         self.manage_nodes = manage_nodes
@@ -202,12 +203,24 @@ class DeviceMapper:
         """A udev event listener, opened before the ioctl, when cooperating."""
         return UeventWaiter() if self.udev_sync else None
 
+    def _wait_udev(self, waiter: UeventWaiter, devnum: int, action: str) -> None:
+        """Wait for udev's processed event.  In "auto" mode a wait that runs
+        out stops the waiting for the rest of this client's life: a udevd
+        whose events cannot reach us (a container with its own network
+        namespace but the host's /run/udev) would otherwise cost the full
+        timeout on every call."""
+        if not waiter.wait(devnum, action, self.udev_timeout) and self._udev_mode == "auto":
+            log.warning("no event from udev within %g s: this client makes /dev/mapper "
+                        "nodes itself from now on (udev=\"wait\" keeps waiting)",
+                        self.udev_timeout)
+            self.udev_sync = False
+
     def _settle(self, waiter: UeventWaiter, reply: Reply, devnum: int, action: str,
                 kernel_name: str) -> None:
         """After an ioctl that sent a uevent: wait for udev to process it,
         then make (or remove) the node if udev did not."""
         if reply.flags & Flag.UEVENT_GENERATED:
-            waiter.wait(devnum, action, self.udev_timeout)
+            self._wait_udev(waiter, devnum, action)
         if action == "remove":
             self._remove_node(kernel_name)
         else:
@@ -451,7 +464,7 @@ class DeviceMapper:
                                        filename=node_path(decode(raw), self.dev_dir),
                                        event_nr=UDEV_COOKIE if waiter else 0)
             if waiter is not None and reply.flags & Flag.UEVENT_GENERATED:
-                waiter.wait(reply.dev, "change", self.udev_timeout)
+                self._wait_udev(waiter, reply.dev, "change")
         finally:
             if waiter is not None:
                 waiter.close()
