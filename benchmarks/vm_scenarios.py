@@ -58,5 +58,6 @@ def dmlog(rounds: int, size_mib: int, write_seconds: float) -> Dict[str, Any]:
                                       "--write-seconds", str(write_seconds)], timeout=5400)
     base = os.path.join(ROOT, "build", "dmlog-bench")
     out["host"] = _load(os.path.join(base, "host.json"))
-    out["vm"] = _load(os.path.join(base, "vm", "result.json"))
+    vm = _load(os.path.join(base, "vm", "result.json"))
+    out["vm"] = vm.get("vm", vm)  # dmlog_bench.py nests its VM part under "vm"
     return out
