@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import fcntl
 import gc
+import math
 import os
 import platform
 import shutil
@@ -34,13 +35,24 @@ def summarize(samples: Sequence[float]) -> Dict[str, float]:
     """Median, min, max, mean and count of a list of samples."""
     if not samples:
         return {"n": 0}
+    ordered = sorted(samples)
     return {
         "n": len(samples),
         "median": statistics.median(samples),
-        "min": min(samples),
-        "max": max(samples),
+        "min": ordered[0],
+        "max": ordered[-1],
         "mean": statistics.fmean(samples),
+        # the plots' whiskers: a preempted sample must not hide the bars
+        "p10": percentile(ordered, 0.10),
+        "p90": percentile(ordered, 0.90),
     }
+
+
+def percentile(ordered: Sequence[float], q: float) -> Optional[float]:
+    """The q-quantile (nearest rank) of sorted samples; None if there are none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:

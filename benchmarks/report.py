@@ -290,9 +290,11 @@ def verdict(met: Optional[bool], quick: bool) -> str:
 
 def _errors(summaries: List[Dict[str, float]],
             scale: float) -> Tuple[List[float], List[List[float]]]:
+    """Medians and whiskers from the 10th to the 90th percentile (min-max
+    for summaries that have no percentiles)."""
     medians = [s["median"] / scale for s in summaries]
-    low = [(s["median"] - s["min"]) / scale for s in summaries]
-    high = [(s["max"] - s["median"]) / scale for s in summaries]
+    low = [(s["median"] - s.get("p10", s["min"])) / scale for s in summaries]
+    high = [(s.get("p90", s["max"]) - s["median"]) / scale for s in summaries]
     return medians, [low, high]
 
 
@@ -317,7 +319,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
 
     def bars(ax: Any, names: List[str], summaries: List[Dict[str, float]], scale: float,
              log: bool) -> None:
-        """Median bars with min-max whiskers, each value written above its
+        """Median bars with 10th-90th percentile whiskers, each value written above its
         whisker (not through it)."""
         medians, err = _errors(summaries, scale)
         ax.bar(names, medians, yerr=err, capsize=4,
@@ -339,7 +341,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
                                           gridspec_kw={"width_ratios": [len(fast), len(
                                               contenders)]})
         bars(left, fast, [contenders[n]["summary"] for n in fast], scale, log=False)
-        left.set_ylabel(f"{unit} (median, min-max)")
+        left.set_ylabel(f"{unit} (median, 10th-90th percentile)")
         left.set_title("linear", fontsize=9)
         everyone = list(contenders)
         bars(right, everyone, [contenders[n]["summary"] for n in everyone], scale, log=True)
@@ -373,7 +375,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("bound loop devices")
-        ax.set_ylabel("ms per call (median, min-max)")
+        ax.set_ylabel("ms per call (median, 10th-90th percentile)")
         ax.set_title(f"discovery: list (solid) and find (dashed)\n{subtitle}", fontsize=10)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # off the data
         save(fig, "discovery.png")
@@ -394,7 +396,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
         ax.set_xticks(procs, [str(p) for p in procs])
         ax.set_ylim(bottom=0)
         ax.set_xlabel("processes attaching+detaching at once")
-        ax.set_ylabel("aggregate cycles/s (median, min-max)")
+        ax.set_ylabel("aggregate cycles/s (median, 10th-90th percentile)")
         ax.set_title(f"contention\n{subtitle}", fontsize=10)
         save(fig, "contention.png")
 
@@ -414,7 +416,7 @@ def plot(results: Results, out_dir: str) -> List[str]:
                             ha="center", va="bottom", fontsize=7,
                             textcoords="offset points", xytext=(0, 2))
         ax.set_xticks(range(2), ["cold sequential read", "sequential write + fsync"])
-        ax.set_ylabel("MB/s (median, min-max)")
+        ax.set_ylabel("MB/s (median, 10th-90th percentile)")
         ax.set_title(f"I/O through a loop device, {size >> 20} MiB file\n{subtitle}",
                      fontsize=10)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # off the data

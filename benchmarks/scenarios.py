@@ -28,6 +28,7 @@ from ._common import (
     interleave,
     loop_numbers,
     meminfo,
+    percentile,
     ratio,
     read_backing,
     run_floor,
@@ -90,13 +91,6 @@ def steps(settings: Settings) -> int:
     if "io" in settings.scenarios:
         total += settings.io_rounds * 4 + 1
     return total + sum(1 for name in VM_SCENARIOS if name in settings.scenarios)
-
-
-def percentile(ordered: Sequence[float], q: float) -> Optional[float]:
-    """The q-quantile (nearest rank) of sorted samples; None if there are none."""
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _describe_contenders(contenders: Sequence[Contender],
