@@ -399,12 +399,18 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wipe_table(args: argparse.Namespace) -> int:
+def _on_each_device(args: argparse.Namespace,
+                    action: Callable[[dm.DeviceMapper, dm.DevIdArg], object]) -> int:
+    """``action(mapper, device)`` for each device the command line names."""
     _need_device(args)
     with _mapper(args, *args.names) as m:
         for _label, n in _names(m, args.names, args):
-            m.wipe_table(n)
+            action(m, n)
     return 0
+
+
+def _wipe_table(args: argparse.Namespace) -> int:
+    return _on_each_device(args, lambda m, n: m.wipe_table(n))
 
 
 def _remove(args: argparse.Namespace) -> int:
@@ -454,19 +460,12 @@ def _need_device(args: argparse.Namespace) -> None:
 
 
 def _suspend(args: argparse.Namespace) -> int:
-    _need_device(args)
-    with _mapper(args, *args.names) as m:
-        for _label, n in _names(m, args.names, args):
-            m.suspend(n, noflush=args.noflush, skip_lockfs=args.nolockfs)
-    return 0
+    return _on_each_device(args, lambda m, n: m.suspend(n, noflush=args.noflush,
+                                                         skip_lockfs=args.nolockfs))
 
 
 def _resume(args: argparse.Namespace) -> int:
-    _need_device(args)
-    with _mapper(args, *args.names) as m:
-        for _label, n in _names(m, args.names, args):
-            m.resume(n)
-    return 0
+    return _on_each_device(args, lambda m, n: m.resume(n))
 
 
 def _clear(args: argparse.Namespace) -> int:
