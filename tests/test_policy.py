@@ -258,24 +258,18 @@ def test_chosen_device_failures_name_the_device(fake_lib, backing, answer, raise
     assert calls == [{"number": 77, "options": _c.lib.LC_ATTACH_LOCK_DEVICE}]
 
 
-def test_a_device_made_for_a_failed_attach_is_removed_again(fake_lib, backing):
+@pytest.mark.parametrize("created, expected", [(1, [31]), (0, [])],
+                         ids=["made-for-it-is-removed", "existed-is-kept"])
+def test_a_device_made_for_a_failed_attach_is_removed_again(fake_lib, backing, created,
+                                                            expected):
+    """Only a device LOOP_CTL_ADD made for this attach is removed when it fails."""
     removed: List[int] = []
     fake_lib(lc_attach=_attach_recorder({"rc": -errno.EIO, "failed_step": _c.lib.LC_STEP_BIND,
-                                         "number": 31, "created": 1}, []),
+                                         "number": 31, "created": created}, []),
              lc_ctl_remove=lambda fd, n: removed.append(n) or 0)
     with pytest.raises(loopcore.LoopError):
         loopcore.attach(backing.fd, read_only=True, number=31, legacy=False)
-    assert removed == [31]
-
-
-def test_a_device_that_existed_is_not_removed(fake_lib, backing):
-    removed: List[int] = []
-    fake_lib(lc_attach=_attach_recorder({"rc": -errno.EIO, "failed_step": _c.lib.LC_STEP_BIND,
-                                         "number": 31, "created": 0}, []),
-             lc_ctl_remove=lambda fd, n: removed.append(n) or 0)
-    with pytest.raises(loopcore.LoopError):
-        loopcore.attach(backing.fd, read_only=True, number=31, legacy=False)
-    assert removed == []
+    assert removed == expected
 
 
 def test_reuse_binds_with_the_control_lock_held(fake_lib, backing, monkeypatch):
