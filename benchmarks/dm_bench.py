@@ -142,5 +142,6 @@ def main() -> int:
             json.dump(result, f, indent=2)
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
