@@ -28,31 +28,36 @@ def _resolve(module: str, is_package: bool, level: int, target: str) -> str:
     return ".".join(base + ([target] if target else []))
 
 
-def _top_level_imports(path: Path) -> Iterator[Tuple[str, List[str]]]:
-    """(module, names) for each import that runs at import time (not under
-    TYPE_CHECKING, not inside a function)."""
+def _imports(path: Path) -> Iterator[Tuple[str, List[str]]]:
+    """(module, names) for each import of a loopcore module, wherever it
+    stands: at the top, or inside a function (a lazy import is still an
+    edge: it runs the other module, which may import this one back).
+    Only imports under ``if TYPE_CHECKING:`` are left out; they never run."""
     tree = ast.parse(path.read_text(), str(path))
-    for node in tree.body:
+    skipped = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(sub) for child in node.body for sub in ast.walk(child))
+    for sub in ast.walk(tree):
+        if id(sub) in skipped:
             continue
-        for sub in ([node] if not isinstance(node, ast.If) else node.body + node.orelse):
-            if isinstance(sub, ast.ImportFrom) and sub.level:
-                yield (_resolve(_module_name(path), path.name == "__init__.py", sub.level,
-                                sub.module or ""), [a.name for a in sub.names])
-            elif isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("loopcore"):
-                yield sub.module or "", [a.name for a in sub.names]
-            elif isinstance(sub, ast.Import):
-                for alias in sub.names:
-                    if alias.name.startswith("loopcore"):
-                        yield alias.name, []
+        if isinstance(sub, ast.ImportFrom) and sub.level:
+            yield (_resolve(_module_name(path), path.name == "__init__.py", sub.level,
+                            sub.module or ""), [a.name for a in sub.names])
+        elif isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("loopcore"):
+            yield sub.module or "", [a.name for a in sub.names]
+        elif isinstance(sub, ast.Import):
+            for alias in sub.names:
+                if alias.name.startswith("loopcore"):
+                    yield alias.name, []
 
 
 def import_graph() -> Dict[str, Set[str]]:
-    """loopcore module -> the loopcore modules it imports at import time."""
+    """loopcore module -> the loopcore modules it imports, at import time or later."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: Dict[str, Set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for target, names in _top_level_imports(path):
+        for target, names in _imports(path):
             # "from . import x" imports the submodule x
             subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
             for dep in subs or ([target] if target in modules else []):

@@ -90,3 +90,9 @@ def read_ahead_sectors(devnum: int) -> Optional[int]:
         except (OSError, ValueError):
             continue
     return None
+
+
+# --- device-mapper's reads (dm/) ---
+
+
+# --- the dirty-log server's reads (dmlog/) ---
