@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 import loopcore
-from loopcore import discovery
+from loopcore.loop import discovery
 
 MIB = 1 << 20
 PARTS = [(1 * MIB, 6 * MIB, b"hello from partition 1"),

@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from loopcore import _c, dm, dm_cli, errors
+from loopcore import _c, dm, errors
+from loopcore.cli import dm as dm_cli
 from loopcore.dm import client as dm_client
 from loopcore.dm import ioctl as dm_ioctl
 from loopcore.dm import records as dm_records

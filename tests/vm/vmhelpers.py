@@ -12,7 +12,8 @@ from typing import Dict, Optional
 import pytest
 
 import loopcore
-from loopcore import dm, dm_cli
+from loopcore import dm
+from loopcore.cli import dm as dm_cli
 
 PREFIX = "lct-"
 DMSETUP = "/sbin/dmsetup" if os.path.exists("/sbin/dmsetup") else "dmsetup"

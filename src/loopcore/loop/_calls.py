@@ -8,12 +8,16 @@ import fcntl
 import time
 from typing import Callable, Optional
 
+from .._log import get_logger
 from ..errors import error_from_errno
+
+log = get_logger("loop")
 
 __all__ = ["ATTACH_ATTEMPTS", "ATTACH_SLEEP_BASE_US", "ATTACH_SLEEP_SPAN_US",
            "EAGAIN_ATTEMPTS", "EAGAIN_SLEEP_S", "REMOVE_ATTEMPTS", "REMOVE_FIRST_SLEEP_S",
            "LOCK_POLL_FIRST_S", "LOCK_POLL_MAX_S", "REUSE_ATTEMPTS", "PARTITION_DEL_ATTEMPTS",
-           "check", "retry_eagain", "flock_wait"]
+           "check", "retry_eagain", "retry_ebusy", "flock_wait", "deadline_after",
+           "seconds_left"]
 
 # Attach: systemd's 64 attempts with a random sleep below 10 ms + 240 ms *
 # attempt/64; the C loop makes the first retry at once since a fresh
@@ -58,6 +62,39 @@ def retry_eagain(call: Callable[[], int]) -> int:
         elif rc != -errno.EINTR:
             return rc
     return call()
+
+
+def retry_ebusy(call: Callable[[], int], attempts: int, what: str = "") -> int:
+    """Run ``call`` (a shim call returning -errno) up to ``attempts`` times
+    while it says EBUSY, sleeping REMOVE_FIRST_SLEEP_S and doubling between
+    tries: systemd's backoff for a device someone holds for a moment (a
+    udev or blkid probe, a release still winding down).  The one EBUSY
+    backoff of loopcore's Python; the attach's own lives in C (lc_attach)."""
+    delay = REMOVE_FIRST_SLEEP_S
+    for _ in range(attempts - 1):
+        rc = call()
+        if rc != -errno.EBUSY:
+            return rc
+        if what:
+            log.debug("%s: EBUSY, retrying in %.3f s", what, delay)
+        time.sleep(delay)
+        delay *= 2
+    return call()
+
+
+def deadline_after(timeout: Optional[float]) -> int:
+    """The deadline, in time.monotonic_ns(), ``timeout`` seconds from now;
+    0 for None (no deadline).  Never 0 for a timeout, even 0 seconds."""
+    if timeout is None:
+        return 0
+    return time.monotonic_ns() + int(timeout * 1e9) or 1
+
+
+def seconds_left(deadline_ns: int) -> Optional[float]:
+    """Seconds until ``deadline_ns`` (0 when it passed); None for no deadline."""
+    if not deadline_ns:
+        return None
+    return max(deadline_ns - time.monotonic_ns(), 0) / 1e9
 
 
 def flock_wait(fd: int, operation: int, deadline_ns: int) -> bool:

@@ -19,6 +19,7 @@ from .. import _c
 from .._log import get_logger
 from .._validate import check_timeout
 from ..errors import LoopError, PermissionError, TypeError, error_from_errno, translate
+from . import _calls
 from .backing import Backing, BackingFile
 from .control import control
 from .device import LoopDevice, block_size_refused, check_block_size
@@ -64,7 +65,7 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
     items = list(backings)
     if not items:
         return []
-    deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9) or 1
+    deadline_ns = _calls.deadline_after(timeout)
     flags = ((_READ_ONLY if read_only else 0) | (_AUTOCLEAR if autoclear else 0)
              | (_PARTSCAN if partscan else 0) | (_DIRECT_IO if direct_io else 0))
     if control.force_legacy() or not control.supports_configure():

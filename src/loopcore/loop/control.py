@@ -219,16 +219,8 @@ class LoopControl:
     def remove(self, number: int) -> None:
         """Remove ``/dev/loopN``; retries EBUSY briefly, as systemd does."""
         check_number(number)
-        delay = _calls.REMOVE_FIRST_SLEEP_S
-        for _ in range(_calls.REMOVE_ATTEMPTS - 1):
-            rc = _c.lib.lc_ctl_remove(self._fd, number)
-            if rc != -errno.EBUSY:
-                break
-            log.debug("LOOP_CTL_REMOVE %d: EBUSY, retrying in %.3f s", number, delay)
-            time.sleep(delay)
-            delay *= 2
-        else:
-            rc = _c.lib.lc_ctl_remove(self._fd, number)
+        rc = _calls.retry_ebusy(lambda: _c.lib.lc_ctl_remove(self._fd, number),
+                                _calls.REMOVE_ATTEMPTS, f"LOOP_CTL_REMOVE {number}")
         _calls.check(rc, device_path(number))
 
     @translate

@@ -269,7 +269,7 @@ class LoopDevice:
         check_timeout(timeout)
         self._check_open()
         mode = LOCK_EXCLUSIVE if exclusive else LOCK_SHARED
-        deadline_ns = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9) or 1
+        deadline_ns = _calls.deadline_after(timeout)
         previous = self._lock_mode
         if self._lock_fd < 0:
             fd = self._reopen(os.O_RDONLY)

@@ -19,7 +19,6 @@ import errno
 import os
 import stat
 import struct
-import time
 import uuid
 import zlib
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
@@ -350,16 +349,9 @@ def current(number: int) -> Dict[int, Tuple[int, int, int]]:
 
 
 def _blkpg(fd: int, op: int, number: int, pno: int, start: int = 0, length: int = 0) -> None:
-    rc = _c.lib.lc_blkpg(fd, op, pno, start, length)
-    if rc == -errno.EBUSY and op == _c.lib.LC_BLKPG_DEL:
-        # A probe (udev's, blkid's) may hold the partition open briefly.
-        delay = _calls.REMOVE_FIRST_SLEEP_S
-        for _ in range(_calls.PARTITION_DEL_ATTEMPTS - 1):
-            time.sleep(delay)
-            delay *= 2
-            rc = _c.lib.lc_blkpg(fd, op, pno, start, length)
-            if rc != -errno.EBUSY:
-                break
+    # A probe (udev's, blkid's) may hold a partition open briefly.
+    attempts = _calls.PARTITION_DEL_ATTEMPTS if op == _c.lib.LC_BLKPG_DEL else 1
+    rc = _calls.retry_ebusy(lambda: _c.lib.lc_blkpg(fd, op, pno, start, length), attempts)
     if rc == 0:
         return
     path = partition_path(number, pno)

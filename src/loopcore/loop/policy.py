@@ -153,10 +153,8 @@ def _attach(backing: Backing, read_only: bool, autoclear: bool, partscan: bool,
         check_int("offset", offset, maximum=_S64_MAX)
         check_int("size_limit", size_limit, maximum=_S64_MAX)
         check_block_size(block_size, allow_zero=True)
-    deadline_ns = 0
-    if timeout is not None:
-        check_timeout(timeout)
-        deadline_ns = time.monotonic_ns() + int(timeout * 1e9) or 1
+    check_timeout(timeout)
+    deadline_ns = _calls.deadline_after(timeout)
     chosen = -1 if number is None else check_number(number)
     lock_mode = None if lock is False or lock is None else _lock_mode(lock)
     flags = ((_READ_ONLY if read_only else 0) | (_AUTOCLEAR if autoclear else 0)
@@ -297,13 +295,7 @@ def _remove_created(number: int) -> None:
     """Best effort: remove a device this attach made and then failed to
     bind (systemd's backoff for a device still winding down)."""
     ctl = control.fd()
-    delay = _calls.REMOVE_FIRST_SLEEP_S
-    for _ in range(_calls.REMOVE_ATTEMPTS):
-        rc = _c.lib.lc_ctl_remove(ctl, number)
-        if rc != -errno.EBUSY:
-            break
-        time.sleep(delay)
-        delay *= 2
+    rc = _calls.retry_ebusy(lambda: _c.lib.lc_ctl_remove(ctl, number), _calls.REMOVE_ATTEMPTS)
     log.debug("/dev/loop%d: made for a failed attach; LOOP_CTL_REMOVE: %s", number,
               "ok" if rc >= 0 else f"errno {-rc}")
 
@@ -330,7 +322,7 @@ def _reusable(bf: BackingFile, read_only: bool, offset: int, size_limit: int, bl
             if lock_mode is not None:
                 # held until unlock(), detach() or close()
                 device.lock(exclusive=lock_mode == LOCK_EXCLUSIVE,
-                            timeout=_seconds_left(deadline_ns))
+                            timeout=_calls.seconds_left(deadline_ns))
         except BaseException:
             device.close()
             raise
@@ -339,12 +331,6 @@ def _reusable(bf: BackingFile, read_only: bool, offset: int, size_limit: int, bl
         return device
     raise LoopBusyError(errno.EBUSY, "the device to reuse kept changing while it was "
                         "opened", bf.name)
-
-
-def _seconds_left(deadline_ns: int) -> Optional[float]:
-    if not deadline_ns:
-        return None
-    return max(deadline_ns - time.monotonic_ns(), 0) / 1e9
 
 
 def _find_overlap(bf: BackingFile, offset: int, size_limit: int, block_size: int,
