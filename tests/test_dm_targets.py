@@ -347,7 +347,10 @@ def test_thin_messages():
     assert thin_messages.reserve_metadata_snap() == "reserve_metadata_snap"
     assert thin_messages.release_metadata_snap() == "release_metadata_snap"
     for bad in (lambda: thin_messages.create_thin(1 << 24), lambda: thin_messages.delete(-1),
-                lambda: thin_messages.create_snap(True, 0),
                 lambda: thin_messages.set_transaction_id(0, 1 << 64)):
         with pytest.raises(errors.ValueError):
             bad()
+    for wrong_type in (lambda: thin_messages.create_snap(True, 0),
+                       lambda: thin_messages.set_transaction_id("0", 1)):
+        with pytest.raises(errors.TypeError):
+            wrong_type()

@@ -1,0 +1,359 @@
+"""A target, typed: :class:`Target` (one table line, raw), and the bases
+a target type's declaration builds on.
+
+A target type is a frozen dataclass deriving from :class:`TargetParams`,
+each field annotated with its kind (:mod:`.fields`); from that one
+declaration follow the checks when it is made, ``str()`` (the kernel's
+parameter string), :meth:`TargetParams.parse` (that string read back) and
+``repr()`` (a field with ``repr=False`` holds a key).  The class line
+names the type and its status record::
+
+    @dataclasses.dataclass(frozen=True)
+    class LinearParams(TargetParams, target_type="linear", status=EmptyStatus):
+        device: Annotated[str, DEVICE]
+        offset: Annotated[int, SECTORS] = 0
+
+A status record derives from :class:`TargetStatus` the same way; its fields
+are read in order (a field defaulting to None may be missing at the end).
+Declaring the class registers it: :func:`parse_params` and
+:func:`parse_status` find it by its type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    NamedTuple,
+    Tuple,
+    Type,
+    TypeVar,
+)
+
+from ... import errors
+from ..._validate import U64_MAX, check_int
+from ..ioctl import DM_MAX_TYPE_NAME
+from ..names import encode
+from .fields import Arg, Choice, Kind, Opt, Words
+from .keys import mask_params
+
+__all__ = ["Target", "TargetParams", "TargetStatus", "EmptyStatus", "UnavailableStatus",
+           "PARAMS_TYPES", "STATUS_TYPES", "parse_params", "parse_status"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One line of a table: ``start`` and ``length`` in 512-byte sectors,
+    the ``target_type`` and its parameter string, as dmsetup writes them.
+    (``type`` is the same field, under the name older code used.)"""
+
+    start: int
+    length: int
+    target_type: str
+    params: str = ""
+
+    def __post_init__(self) -> None:
+        check_int("target start", self.start, maximum=U64_MAX)
+        check_int("target length", self.length, maximum=U64_MAX)
+        if not isinstance(self.target_type, str):
+            raise errors.TypeError(f"target type must be a str, not "
+                                   f"{type(self.target_type).__name__}")
+        if not self.target_type or len(encode(self.target_type)) >= DM_MAX_TYPE_NAME \
+                or any(c.isspace() for c in self.target_type) or "\0" in self.target_type:
+            raise errors.ValueError(f"bad target type {self.target_type!r} (1 to "
+                                    f"{DM_MAX_TYPE_NAME - 1} bytes, no whitespace)")
+        if not isinstance(self.params, str):
+            raise errors.TypeError(f"target params must be a str, not "
+                                   f"{type(self.params).__name__}")
+        if "\0" in self.params or "\n" in self.params:
+            # the params are not echoed: they may hold a key
+            raise errors.ValueError(f"{self.target_type} target params contain NUL or a "
+                                    f"newline")
+
+    @property
+    def type(self) -> str:
+        """The target type (read-only alias of :attr:`target_type`)."""
+        return self.target_type
+
+    @property
+    def end(self) -> int:
+        """First sector after this target."""
+        return self.start + self.length
+
+    def parsed(self) -> "TargetParams":
+        """The typed parameters (:class:`~loopcore.dm.LinearParams`,
+        :class:`~loopcore.dm.ThinPoolParams` ...); DmParseError for a type
+        loopcore does not model or parameters it cannot read."""
+        return parse_params(self.target_type, self.params)
+
+    def masked(self) -> "Target":
+        """This line with its keys as zeros, as ``dmsetup table`` prints it."""
+        params = mask_params(self.target_type, self.params)
+        return self if params == self.params else dataclasses.replace(self, params=params)
+
+    def __str__(self) -> str:
+        # dmsetup prints "%llu %llu %s %s", a space after the type even
+        # when the parameters are empty.
+        return f"{self.start} {self.length} {self.target_type} {self.params}"
+
+
+class _Field(NamedTuple):
+    name: str
+    kind: Kind
+    place: Any            # Arg or Opt
+    default: Any          # dataclasses.MISSING when required
+
+
+class _Declaration(NamedTuple):
+    """A params or status class's declared fields, in order, and its
+    optional arguments by the word that names them."""
+
+    fields: Tuple[_Field, ...]
+    by_word: Dict[str, _Field]      # "flag" and "pair" by name, "value" by each value
+    by_colon: Dict[str, _Field]     # "colon": by the name before the ':'
+
+
+_DECLARED: Dict[type, _Declaration] = {}
+
+
+def _declared(cls: type) -> _Declaration:
+    """``cls``'s declaration, read from its annotations once."""
+    found = _DECLARED.get(cls)
+    if found is not None:
+        return found
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = []
+    by_word: Dict[str, _Field] = {}
+    by_colon: Dict[str, _Field] = {}
+    for dc_field in dataclasses.fields(cls):
+        meta = getattr(hints[dc_field.name], "__metadata__", ())
+        place = next(m for m in meta if isinstance(m, (Arg, Opt, Kind)))
+        if isinstance(place, Kind):
+            place = Arg(place)
+        field = _Field(dc_field.name, place.kind, place, dc_field.default)
+        fields.append(field)
+        if isinstance(place, Opt) and isinstance(place.kind, Choice) and place.form == "value":
+            by_word.update(dict.fromkeys(place.kind.values, field))
+        elif isinstance(place, Opt):
+            (by_colon if place.form == "colon" else by_word)[place.word or field.name] = field
+    found = _DECLARED[cls] = _Declaration(tuple(fields), by_word, by_colon)
+    return found
+
+
+P = TypeVar("P", bound="TargetParams")
+S = TypeVar("S", bound="TargetStatus")
+
+PARAMS_TYPES: Dict[str, Type["TargetParams"]] = {}
+_PARAMS_BY_TYPE: Dict[str, Type["TargetParams"]] = {}   # with aliases (snapshot-merge)
+_STATUS_BY_TYPE: Dict[str, Type["TargetStatus"]] = {}
+STATUS_TYPES: Dict[str, Callable[[str], "TargetStatus"]] = {}
+
+
+class TargetStatus:
+    """Base of the typed status records: :meth:`read` reads the kernel's
+    status text; ``states`` (a class keyword) are the words a target
+    reports instead of its numbers (then an :class:`UnavailableStatus`)."""
+
+    states: ClassVar[Tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, states: Tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.states = states
+
+    @classmethod
+    def read(cls, target_type: str, text: str) -> "TargetStatus":
+        """The status of a ``target_type`` target from its status text."""
+        words = Words(text, f"{target_type} status", text)
+        if text.strip() in cls.states:
+            return UnavailableStatus(target_type, text.strip())
+        try:
+            values = cls.read_fields(target_type, words)
+            words.done()
+        except errors.DmParseError:
+            raise
+        except errors.ValueError as exc:
+            raise words.fail(str(exc)) from None
+        return cls(**values)
+
+    @classmethod
+    def read_fields(cls, target_type: str, words: Words) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for field in _declared(cls).fields:
+            if field.default is not None or words.more():
+                field.kind.read_into(words, field.name, out)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EmptyStatus(TargetStatus):
+    """The status of a target that reports nothing (linear, zero, error,
+    crypt, snapshot-origin)."""
+
+    target_type: str
+
+    @classmethod
+    def read_fields(cls, target_type: str, words: Words) -> Dict[str, Any]:
+        if words.more():
+            raise words.fail("this target reports no status")
+        return {"target_type": target_type}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnavailableStatus(TargetStatus):
+    """A state word in place of the numbers: ``Fail`` or ``Error`` (thin
+    pool, thin), ``-`` (a thin volume without its device yet), ``Invalid``,
+    ``Overflow``, ``Merge failed`` or ``Unknown`` (snapshot)."""
+
+    target_type: str
+    state: str
+
+    @property
+    def failed(self) -> bool:
+        """The target cannot serve I/O any more (not a passing state)."""
+        return self.state in ("Fail", "Error", "Invalid", "Overflow", "Merge failed")
+
+
+class TargetParams:
+    """Base of the typed parameter classes: ``str()`` is the kernel's
+    parameter string, :meth:`parse` reads it back, :meth:`target` makes the
+    table line.  Subclasses are frozen dataclasses (see the module doc)."""
+
+    target_type: ClassVar[str] = ""
+    # the kernel writes "<#opt>" even when it is 0
+    options_always: ClassVar[bool] = False
+
+    def __init_subclass__(cls, target_type: str = "", status: Type[TargetStatus] = EmptyStatus,
+                          aliases: Tuple[str, ...] = (), options_always: bool = False,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.target_type, cls.options_always = target_type, options_always
+        PARAMS_TYPES[target_type] = cls
+        for name in (target_type, *aliases):
+            _PARAMS_BY_TYPE[name] = cls
+            _STATUS_BY_TYPE[name] = status
+            STATUS_TYPES[name] = functools.partial(parse_status, name)
+
+    def __post_init__(self) -> None:
+        for field in _declared(type(self)).fields:
+            value = getattr(self, field.name)
+            if value is None and field.default is None:
+                continue
+            checked = field.kind.check(field.name, value)
+            if checked is not value:
+                object.__setattr__(self, field.name, checked)
+        self.check()
+
+    def check(self) -> None:
+        """The rules between fields (one field's own are its kind's)."""
+
+    def check_length(self, length: int) -> None:
+        """What the target's length must be for these parameters."""
+
+    def words(self) -> List[str]:
+        """The parameter string's words, in the kernel's order."""
+        return self.head_words() + self.option_words()
+
+    def head_words(self) -> List[str]:
+        out: List[str] = []
+        for field in _declared(type(self)).fields:
+            value = getattr(self, field.name)
+            if isinstance(field.place, Arg) and not (value is None and field.default is None):
+                out += field.kind.words(value)
+        return out
+
+    def option_words(self) -> List[str]:
+        opts: List[str] = []
+        for field in _declared(type(self)).fields:
+            value = getattr(self, field.name)
+            if not isinstance(field.place, Opt) or value == field.default:
+                continue
+            form, word = field.place.form, field.place.word or field.name
+            text = field.kind.text(value)
+            opts += {"flag": [word], "colon": [f"{word}:{text}"], "pair": [word, text],
+                     "value": [text]}[form]
+        return [str(len(opts)), *opts] if opts or self.options_always else []
+
+    def __str__(self) -> str:
+        return " ".join(self.words())
+
+    @classmethod
+    def parse(cls: Type[P], params: str) -> P:
+        """Read a parameter string (the kernel's ``table`` output, or one
+        written by :func:`str`); :class:`~loopcore.errors.DmParseError` if
+        it is not in the kernel's form or its values are out of range."""
+        shown = mask_params(cls.target_type, params) if isinstance(params, str) else ""
+        words = Words(params, f"{cls.target_type} parameters", shown)
+        try:
+            values = cls.read_head(words)
+            values.update(cls._read_options(words))
+            words.done()
+            return cls(**values)
+        except errors.DmParseError:
+            raise
+        except (errors.ValueError, errors.TypeError) as exc:
+            raise words.fail(str(exc)) from None
+
+    @classmethod
+    def read_head(cls, words: Words) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for field in _declared(cls).fields:
+            if isinstance(field.place, Arg) and (field.default is not None or words.more()):
+                field.kind.read_into(words, field.name, out)
+        return out
+
+    @classmethod
+    def _read_options(cls, words: Words) -> Dict[str, Any]:
+        declared = _declared(cls)
+        if not words.more() or not (declared.by_word or declared.by_colon):
+            return {}
+        count = words.int("number of optional arguments")
+        opts = Words(" ".join(words.word("optional argument") for _ in range(count)),
+                     words.what, words.shown)
+        out: Dict[str, Any] = {}
+        while opts.more():
+            word = opts.word("optional argument")
+            name, colon, value = word.partition(":")
+            field = declared.by_word.get(word) or (declared.by_colon.get(name) if colon
+                                                   else None)
+            if field is None:
+                raise words.fail(f"unknown optional argument {word!r}")
+            form = field.place.form
+            if form == "pair":
+                value = opts.word(word)
+            out[field.name] = True if form == "flag" else word if form == "value" \
+                else field.kind.parse(field.name, value)
+        return out
+
+    def target(self, start: int, length: int) -> Target:
+        """The table line ``start length <type> <these parameters>``."""
+        line = Target(start, length, self.target_type, str(self))
+        self.check_length(length)
+        return line
+
+
+def parse_params(target_type: str, params: str) -> TargetParams:
+    """The typed parameters of a ``target_type`` target from its parameter
+    string (as the kernel's ``table`` output writes it);
+    :class:`~loopcore.errors.DmParseError` for a type loopcore does not
+    model or text it cannot read."""
+    cls = _PARAMS_BY_TYPE.get(target_type)
+    if cls is None:
+        raise errors.DmParseError(f"no typed parameters for target type {target_type!r} "
+                                  f"(known: {', '.join(sorted(PARAMS_TYPES))})")
+    return cls.parse(params)
+
+
+def parse_status(target_type: str, params: str) -> TargetStatus:
+    """The typed status of a ``target_type`` target from its status text
+    (``StatusLine.params``); :class:`~loopcore.errors.DmParseError` for a
+    type loopcore does not model or text not in the kernel's form."""
+    cls = _STATUS_BY_TYPE.get(target_type)
+    if cls is None:
+        raise errors.DmParseError(f"no typed status for target type {target_type!r} "
+                                  f"(known: {', '.join(sorted(_STATUS_BY_TYPE))})")
+    return cls.read(target_type, params)
