@@ -18,24 +18,16 @@ The builders (:func:`linear`, :func:`striped`, :func:`zero`, :func:`error`,
 :func:`mirror`) take devices in any form :func:`device_arg` does and are
 thin calls into the parameter classes, whose rules they share.
 
-One module per family; the declaration language is :mod:`.fields` and
-:mod:`.base`, key masking :mod:`.keys`.  Adding a target type: a module
-declaring its parameter (and status) classes, and its import line below,
-which is the registry (a declared class registers itself with
-:func:`parse_params` and :func:`parse_status`); if its parameters hold a
-key, a masking rule in :mod:`.keys`.
+One module per family (:mod:`.basic`, :mod:`.crypt`, :mod:`.verity`,
+:mod:`.snapshot`, :mod:`.thin`, :mod:`.mirror`, :mod:`.integrity`); the
+declaration language is :mod:`.kinds`, :mod:`.declaration`,
+:mod:`.status` and :mod:`.base`; key masking is :mod:`.keys`.  Adding a
+target type: a module declaring its parameter (and status) classes, and
+its import line below, which is the registry (a declared class registers
+itself with :func:`parse_params` and :func:`parse_status`); if its
+parameters hold a key, a masking rule in :mod:`.keys`.
 """
-from .base import (
-    PARAMS_TYPES,
-    STATUS_TYPES,
-    EmptyStatus,
-    Target,
-    TargetParams,
-    TargetStatus,
-    UnavailableStatus,
-    parse_params,
-    parse_status,
-)
+from .base import PARAMS_TYPES, STATUS_TYPES, Target, TargetParams, parse_params, parse_status
 from .basic import (
     ErrorParams,
     LinearParams,
@@ -48,11 +40,12 @@ from .basic import (
     zero,
 )
 from .crypt import CryptParams
-from .fields import DeviceArg, DeviceHealth, device_arg, sectors
 from .integrity import IntegrityParams, IntegrityStatus
 from .keys import has_keys, mask_params
+from .kinds import DeviceArg, device_arg, sectors
 from .mirror import MIRROR_LOG_TYPES, MirrorParams, MirrorStatus, mirror
 from .snapshot import SnapshotOriginParams, SnapshotParams, SnapshotStatus
+from .status import DeviceHealth, EmptyStatus, TargetStatus, UnavailableStatus
 from .thin import (
     THIN_BLOCK_MAX,
     THIN_BLOCK_MIN,

@@ -2,7 +2,8 @@
 a target type's declaration builds on.
 
 A target type is a frozen dataclass deriving from :class:`TargetParams`,
-each field annotated with its kind (:mod:`.fields`); from that one
+each field annotated with its kind (:mod:`.kinds`) and place
+(:mod:`.declaration`); from that one
 declaration follow the checks when it is made, ``str()`` (the kernel's
 parameter string), :meth:`TargetParams.parse` (that string read back) and
 ``repr()`` (a field with ``repr=False`` holds a key).  The class line
@@ -22,28 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
-from typing import (
-    Any,
-    Callable,
-    ClassVar,
-    Dict,
-    List,
-    NamedTuple,
-    Tuple,
-    Type,
-    TypeVar,
-)
+from typing import Any, Callable, ClassVar, Dict, List, Tuple, Type, TypeVar
 
 from ... import errors
 from ..._validate import U64_MAX, check_int
 from ..ioctl import DM_MAX_TYPE_NAME
 from ..names import encode
-from .fields import Arg, Choice, Kind, Opt, Words
+from .declaration import Arg, Opt, declared
 from .keys import mask_params
+from .kinds import Words
+from .status import EmptyStatus, TargetStatus
 
-__all__ = ["Target", "TargetParams", "TargetStatus", "EmptyStatus", "UnavailableStatus",
-           "PARAMS_TYPES", "STATUS_TYPES", "parse_params", "parse_status"]
+__all__ = ["Target", "TargetParams", "PARAMS_TYPES", "STATUS_TYPES", "parse_params", "parse_status"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,120 +93,12 @@ class Target:
         return f"{self.start} {self.length} {self.target_type} {self.params}"
 
 
-class _Field(NamedTuple):
-    name: str
-    kind: Kind
-    place: Any            # Arg or Opt
-    default: Any          # dataclasses.MISSING when required
-
-
-class _Declaration(NamedTuple):
-    """A params or status class's declared fields, in order, and its
-    optional arguments by the word that names them."""
-
-    fields: Tuple[_Field, ...]
-    by_word: Dict[str, _Field]      # "flag" and "pair" by name, "value" by each value
-    by_colon: Dict[str, _Field]     # "colon": by the name before the ':'
-
-
-_DECLARED: Dict[type, _Declaration] = {}
-
-
-def _declared(cls: type) -> _Declaration:
-    """``cls``'s declaration, read from its annotations once."""
-    found = _DECLARED.get(cls)
-    if found is not None:
-        return found
-    hints = typing.get_type_hints(cls, include_extras=True)
-    fields = []
-    by_word: Dict[str, _Field] = {}
-    by_colon: Dict[str, _Field] = {}
-    for dc_field in dataclasses.fields(cls):
-        meta = getattr(hints[dc_field.name], "__metadata__", ())
-        place = next(m for m in meta if isinstance(m, (Arg, Opt, Kind)))
-        if isinstance(place, Kind):
-            place = Arg(place)
-        field = _Field(dc_field.name, place.kind, place, dc_field.default)
-        fields.append(field)
-        if isinstance(place, Opt) and isinstance(place.kind, Choice) and place.form == "value":
-            by_word.update(dict.fromkeys(place.kind.values, field))
-        elif isinstance(place, Opt):
-            (by_colon if place.form == "colon" else by_word)[place.word or field.name] = field
-    found = _DECLARED[cls] = _Declaration(tuple(fields), by_word, by_colon)
-    return found
-
-
 P = TypeVar("P", bound="TargetParams")
-S = TypeVar("S", bound="TargetStatus")
 
 PARAMS_TYPES: Dict[str, Type["TargetParams"]] = {}
 _PARAMS_BY_TYPE: Dict[str, Type["TargetParams"]] = {}   # with aliases (snapshot-merge)
 _STATUS_BY_TYPE: Dict[str, Type["TargetStatus"]] = {}
 STATUS_TYPES: Dict[str, Callable[[str], "TargetStatus"]] = {}
-
-
-class TargetStatus:
-    """Base of the typed status records: :meth:`read` reads the kernel's
-    status text; ``states`` (a class keyword) are the words a target
-    reports instead of its numbers (then an :class:`UnavailableStatus`)."""
-
-    states: ClassVar[Tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, states: Tuple[str, ...] = (), **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.states = states
-
-    @classmethod
-    def read(cls, target_type: str, text: str) -> "TargetStatus":
-        """The status of a ``target_type`` target from its status text."""
-        words = Words(text, f"{target_type} status", text)
-        if text.strip() in cls.states:
-            return UnavailableStatus(target_type, text.strip())
-        try:
-            values = cls.read_fields(target_type, words)
-            words.done()
-        except errors.DmParseError:
-            raise
-        except errors.ValueError as exc:
-            raise words.fail(str(exc)) from None
-        return cls(**values)
-
-    @classmethod
-    def read_fields(cls, target_type: str, words: Words) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for field in _declared(cls).fields:
-            if field.default is not None or words.more():
-                field.kind.read_into(words, field.name, out)
-        return out
-
-
-@dataclasses.dataclass(frozen=True)
-class EmptyStatus(TargetStatus):
-    """The status of a target that reports nothing (linear, zero, error,
-    crypt, snapshot-origin)."""
-
-    target_type: str
-
-    @classmethod
-    def read_fields(cls, target_type: str, words: Words) -> Dict[str, Any]:
-        if words.more():
-            raise words.fail("this target reports no status")
-        return {"target_type": target_type}
-
-
-@dataclasses.dataclass(frozen=True)
-class UnavailableStatus(TargetStatus):
-    """A state word in place of the numbers: ``Fail`` or ``Error`` (thin
-    pool, thin), ``-`` (a thin volume without its device yet), ``Invalid``,
-    ``Overflow``, ``Merge failed`` or ``Unknown`` (snapshot)."""
-
-    target_type: str
-    state: str
-
-    @property
-    def failed(self) -> bool:
-        """The target cannot serve I/O any more (not a passing state)."""
-        return self.state in ("Fail", "Error", "Invalid", "Overflow", "Merge failed")
 
 
 class TargetParams:
@@ -239,7 +122,7 @@ class TargetParams:
             STATUS_TYPES[name] = functools.partial(parse_status, name)
 
     def __post_init__(self) -> None:
-        for field in _declared(type(self)).fields:
+        for field in declared(type(self)).fields:
             value = getattr(self, field.name)
             if value is None and field.default is None:
                 continue
@@ -259,16 +142,19 @@ class TargetParams:
         return self.head_words() + self.option_words()
 
     def head_words(self) -> List[str]:
+        """The positional words, in field order (a type whose words come in
+        another order overrides this and :meth:`read_head`)."""
         out: List[str] = []
-        for field in _declared(type(self)).fields:
+        for field in declared(type(self)).fields:
             value = getattr(self, field.name)
             if isinstance(field.place, Arg) and not (value is None and field.default is None):
                 out += field.kind.words(value)
         return out
 
     def option_words(self) -> List[str]:
+        """``<#opt> <opt>...``: the optional arguments not at their default."""
         opts: List[str] = []
-        for field in _declared(type(self)).fields:
+        for field in declared(type(self)).fields:
             value = getattr(self, field.name)
             if not isinstance(field.place, Opt) or value == field.default:
                 continue
@@ -300,16 +186,19 @@ class TargetParams:
 
     @classmethod
     def read_head(cls, words: Words) -> Dict[str, Any]:
+        """The positional fields' values, read from the front of ``words``."""
         out: Dict[str, Any] = {}
-        for field in _declared(cls).fields:
+        for field in declared(cls).fields:
             if isinstance(field.place, Arg) and (field.default is not None or words.more()):
                 field.kind.read_into(words, field.name, out)
         return out
 
     @classmethod
     def _read_options(cls, words: Words) -> Dict[str, Any]:
-        declared = _declared(cls)
-        if not words.more() or not (declared.by_word or declared.by_colon):
+        """The optional arguments' values, in any order (dmsetup users write
+        their own); the kernel's order is what :meth:`option_words` writes."""
+        declaration = declared(cls)
+        if not words.more() or not (declaration.by_word or declaration.by_colon):
             return {}
         count = words.int("number of optional arguments")
         opts = Words(" ".join(words.word("optional argument") for _ in range(count)),
@@ -318,8 +207,8 @@ class TargetParams:
         while opts.more():
             word = opts.word("optional argument")
             name, colon, value = word.partition(":")
-            field = declared.by_word.get(word) or (declared.by_colon.get(name) if colon
-                                                   else None)
+            field = declaration.by_word.get(word) or (declaration.by_colon.get(name)
+                                                      if colon else None)
             if field is None:
                 raise words.fail(f"unknown optional argument {word!r}")
             form = field.place.form

@@ -5,20 +5,9 @@ import dataclasses
 from typing import Annotated, Any, Dict, List, Sequence, Tuple, Union
 
 from ... import errors
-from .base import EmptyStatus, Target, TargetParams, TargetStatus
-from .fields import (
-    DEVICE,
-    LEGS,
-    SECTORS,
-    Counted,
-    DeviceArg,
-    DeviceHealth,
-    Health,
-    Uint,
-    Words,
-    device_arg,
-    leg_pairs,
-)
+from .base import Target, TargetParams
+from .kinds import DEVICE, LEGS, SECTORS, DeviceArg, Uint, Words, device_arg, leg_pairs
+from .status import Counted, DeviceHealth, EmptyStatus, Health, TargetStatus
 
 __all__ = ["LinearParams", "StripedParams", "ZeroParams", "ErrorParams", "StripedStatus",
            "linear", "striped", "zero", "error"]

@@ -5,8 +5,10 @@ import dataclasses
 from typing import Annotated, Optional
 
 from ... import errors
-from .base import EmptyStatus, TargetParams
-from .fields import DEVICE, FLAG, SECTORS, Opt, Uint, Word
+from .base import TargetParams
+from .declaration import Opt
+from .kinds import DEVICE, FLAG, SECTORS, Uint, Word
+from .status import EmptyStatus
 
 __all__ = ["CryptParams"]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Optional
 
-from .base import TargetParams, TargetStatus
-from .fields import DEVICE, FLAG, SECTORS, Choice, Opt, Uint, Word
+from .base import TargetParams
+from .declaration import Opt
+from .kinds import DEVICE, FLAG, SECTORS, Choice, Uint, Word
+from .status import TargetStatus
 
 __all__ = ["IntegrityParams", "IntegrityStatus"]
 

@@ -5,25 +5,10 @@ import dataclasses
 from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ... import errors
-from .base import Target, TargetParams, TargetStatus
-from .fields import (
-    CARRIED,
-    DEVICE,
-    FLAG,
-    LEGS,
-    Choice,
-    Counted,
-    DeviceArg,
-    DeviceHealth,
-    Fraction,
-    Health,
-    Opt,
-    Uint,
-    Word,
-    Words,
-    device_arg,
-    leg_pairs,
-)
+from .base import Target, TargetParams
+from .declaration import Opt
+from .kinds import DEVICE, FLAG, LEGS, Choice, DeviceArg, Uint, Word, Words, device_arg, leg_pairs
+from .status import CARRIED, Counted, DeviceHealth, Fraction, Health, TargetStatus
 
 __all__ = ["MirrorParams", "MirrorStatus", "mirror", "MIRROR_LOG_TYPES"]
 

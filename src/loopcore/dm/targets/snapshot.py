@@ -5,8 +5,10 @@ import dataclasses
 from typing import Annotated, Any, Dict, List
 
 from ... import errors
-from .base import EmptyStatus, TargetParams, TargetStatus
-from .fields import CARRIED, DEVICE, FLAG, SECTORS, Fraction, Opt, Uint, Words
+from .base import TargetParams
+from .declaration import Opt
+from .kinds import DEVICE, FLAG, SECTORS, Uint, Words
+from .status import CARRIED, EmptyStatus, Fraction, TargetStatus
 
 __all__ = ["SnapshotOriginParams", "SnapshotParams", "SnapshotStatus"]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Optional
 
-from .base import TargetParams, TargetStatus
-from .fields import CARRIED, DEVICE, FLAG, SECTORS, Choice, Fraction, Opt, Uint, WordBool
+from .base import TargetParams
+from .declaration import Opt
+from .kinds import DEVICE, FLAG, SECTORS, Choice, Uint
+from .status import CARRIED, Fraction, TargetStatus, WordBool
 
 __all__ = ["ThinPoolParams", "ThinParams", "ThinPoolStatus", "ThinStatus",
            "THIN_BLOCK_MIN", "THIN_BLOCK_MAX", "THIN_DEV_ID_MAX"]

@@ -5,8 +5,10 @@ import dataclasses
 from typing import Annotated, Optional
 
 from ... import errors
-from .base import TargetParams, TargetStatus
-from .fields import DEVICE, FLAG, SECTORS, Choice, Hex, Opt, Uint, Word, WordBool
+from .base import TargetParams
+from .declaration import Opt
+from .kinds import DEVICE, FLAG, SECTORS, Choice, Hex, Uint, Word
+from .status import TargetStatus, WordBool
 
 __all__ = ["VerityParams", "VerityStatus"]
 

@@ -1,17 +1,10 @@
-"""The kinds of field a target's parameters and status are made of: how
-each value is checked (wrong type: TypeError, wrong value: ValueError, the
-ints through :func:`loopcore._validate.check_int`), written as the
-kernel's words and read back from them.
-
-A target type declares its fields once, as a frozen dataclass whose
-annotations carry their kind: ``Annotated[int, Arg(SECTORS)]`` is a
-positional word, ``Annotated[bool, Opt(FLAG)]`` an optional argument (see
-:mod:`.base`, which derives validation, formatting and parsing from them).
+"""The kinds of value a target's fields hold: how each is checked (wrong
+type: TypeError, wrong value: ValueError, the ints through
+:func:`loopcore._validate.check_int`), written as the kernel's words and
+read back from them; and the devices a table line names.
 """
 from __future__ import annotations
 
-import builtins
-import enum
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -19,10 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from ... import errors
 from ..._validate import U64_MAX, check_int
 
-__all__ = ["DeviceArg", "device_arg", "sectors", "leg_pairs", "DeviceHealth", "Words", "Kind",
-           "Arg", "Opt", "Uint", "Device", "Word", "Hex", "Choice", "Flag", "Legs",
-           "Fraction", "Carried", "WordBool", "Counted", "Health", "SECTORS", "DEVICE", "FLAG",
-           "LEGS", "CARRIED"]
+__all__ = ["DeviceArg", "device_arg", "sectors", "leg_pairs", "Words", "Kind", "Uint", "Device",
+           "Word", "Hex", "Choice", "Flag", "Legs", "SECTORS", "DEVICE", "FLAG", "LEGS"]
 
 # A device for a table line: a path, a devnum, or an object with .devnum
 # (a LoopDevice).
@@ -70,23 +61,6 @@ def leg_pairs(name: str, devices: Sequence[object]) -> Tuple[Tuple[str, int], ..
     return tuple((device_arg(entry[0]), entry[1]) if isinstance(entry, tuple)
                  else (device_arg(entry), 0) for entry in devices)
 
-
-class DeviceHealth(str, enum.Enum):
-    """A device's health character in a striped or mirror status (and a
-    mirror's disk log): A alive; D dead (striped) or write failure;
-    S sync, R read, F flush failure; U unclassified."""
-
-    ALIVE = "A"
-    DEAD = "D"
-    SYNC_FAILED = "S"
-    READ_FAILED = "R"
-    FLUSH_FAILED = "F"
-    UNCLASSIFIED = "U"
-
-    def __str__(self) -> str:
-        return self.value
-
-
 class Words:
     """The words of a parameter or status text, read front to back; what is
     not in the kernel's form is a DmParseError naming the target type and
@@ -121,7 +95,6 @@ class Words:
     def done(self) -> None:
         if self.more():
             raise self.fail(f"unexpected {' '.join(self.words[self.pos:])!r} at the end")
-
 
 # --- kinds ----------------------------------------------------------------------------
 
@@ -276,94 +249,7 @@ class Legs(Kind):
                      for _ in range(count))
 
 
-# --- status-only kinds ----------------------------------------------------------------
-
-class Fraction(Uint):
-    """``<used>/<total>``: this field is the first number, ``total`` names
-    the field that gets the second."""
-
-    def __init__(self, total: str) -> None:
-        super().__init__()
-        self.total = total
-
-    def read_into(self, words: Words, name: str, out: Dict[str, Any]) -> None:
-        used, slash, total = words.word(name).partition("/")
-        if not slash:
-            raise errors.ValueError(f"{name} must be <used>/<total>, got {used!r}")
-        out[name], out[self.total] = self.parse(name, used), self.parse(self.total, total)
-
-
-class Carried(Kind):
-    """A field another field's kind reads (the total of a fraction)."""
-
-    def read_into(self, words: Words, name: str, out: Dict[str, Any]) -> None:
-        pass
-
-
-class WordBool(Kind):
-    """A bool written as one of two words."""
-
-    def __init__(self, true: str, false: str) -> None:
-        self.true, self.false = true, false
-
-    def parse(self, name: str, word: str) -> bool:
-        return Choice(self.true, self.false).parse(name, word) == self.true
-
-
-class Counted(Kind):
-    """``<n> <word>...`` as a tuple of the words (``nonempty``: n >= 1)."""
-
-    def __init__(self, nonempty: bool = False) -> None:
-        self.nonempty = nonempty
-
-    def read_into(self, words: Words, name: str, out: Dict[str, Any]) -> None:
-        count = words.int(f"number of {name}")
-        if self.nonempty and not count:
-            raise errors.ValueError(f"no {name}")
-        out[name] = tuple(words.word(name) for _ in range(count))
-
-
-class Health(Kind):
-    """``1 <one health character per device>`` (of ``out["devices"]``)."""
-
-    def read_into(self, words: Words, name: str, out: Dict[str, Any]) -> None:
-        if words.word("health count") != "1":
-            raise errors.ValueError("the health characters' count must be 1")
-        out[name] = self.chars(words.word(name), len(out["devices"]))
-
-    @staticmethod
-    def chars(chars: str, count: int) -> Tuple[DeviceHealth, ...]:
-        if len(chars) != count:
-            raise errors.ValueError(f"{count} health characters expected, got {chars!r}")
-        try:
-            return tuple(DeviceHealth(c) for c in chars)
-        except builtins.ValueError:
-            raise errors.ValueError(f"unknown health character in {chars!r}") from None
-
-
-# --- where a field stands -------------------------------------------------------------
-
-class Arg:
-    """Annotation: a positional word (or words) of ``kind``, in field
-    order; a field whose default is None is an optional last word."""
-
-    def __init__(self, kind: Kind) -> None:
-        self.kind = kind
-
-
-class Opt:
-    """Annotation: an optional argument (in the ``<#opt> <opt>...`` group,
-    written in field order when not the field's default) of one of these
-    forms: ``"flag"`` (the field's name), ``"colon"`` (``name:value``),
-    ``"pair"`` (``name value``; ``word`` if the name differs from the
-    field's) or ``"value"`` (the value itself, one of a Choice)."""
-
-    def __init__(self, kind: Kind, form: str = "flag", word: str = "") -> None:
-        self.kind, self.form, self.word = kind, form, word
-
-
 SECTORS = Uint()
 DEVICE = Device()
 FLAG = Flag()
 LEGS = Legs()
-CARRIED = Carried()
