@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from ... import errors
 from ..._validate import U64_MAX, check_int
 
-__all__ = ["DeviceArg", "device_arg", "sectors", "leg_pairs", "Words", "Kind", "Uint", "Device",
-           "Word", "Hex", "Choice", "Flag", "Legs", "SECTORS", "DEVICE", "FLAG", "LEGS"]
+__all__ = ["DeviceArg", "device_arg", "sectors", "leg_pairs", "decimal", "Words", "Kind", "Uint",
+           "Device", "Word", "Hex", "Choice", "Flag", "Legs", "SECTORS", "DEVICE", "FLAG", "LEGS"]
 
 # A device for a table line: a path, a devnum, or an object with .devnum
 # (a LoopDevice).
@@ -61,6 +61,13 @@ def leg_pairs(name: str, devices: Sequence[object]) -> Tuple[Tuple[str, int], ..
     return tuple((device_arg(entry[0]), entry[1]) if isinstance(entry, tuple)
                  else (device_arg(entry), 0) for entry in devices)
 
+def decimal(name: str, word: str) -> int:
+    """The number a word of decimal digits writes (the kernel's %u, %llu)."""
+    if not word.isascii() or not word.isdigit():
+        raise errors.ValueError(f"{name} must be a decimal number, got {word!r}")
+    return int(word)
+
+
 class Words:
     """The words of a parameter or status text, read front to back; what is
     not in the kernel's form is a DmParseError naming the target type and
@@ -87,10 +94,7 @@ class Words:
         return self.words[self.pos - 1]
 
     def int(self, what: str) -> int:
-        word = self.word(what)
-        if not word.isascii() or not word.isdigit():
-            raise self.fail(f"{what} must be a decimal number, got {word!r}")
-        return int(word)
+        return decimal(what, self.word(what))
 
     def done(self) -> None:
         if self.more():
@@ -139,11 +143,7 @@ class Uint(Kind):
         return int(value)
 
     def parse(self, name: str, word: str) -> Optional[int]:
-        if self.dash and word == "-":
-            return None
-        if not word.isascii() or not word.isdigit():
-            raise errors.ValueError(f"{name} must be a decimal number, got {word!r}")
-        return int(word)
+        return None if self.dash and word == "-" else decimal(name, word)
 
 
 class Word(Kind):

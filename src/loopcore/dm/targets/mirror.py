@@ -7,7 +7,19 @@ from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple, Union
 from ... import errors
 from .base import Target, TargetParams
 from .declaration import Opt
-from .kinds import DEVICE, FLAG, LEGS, Choice, DeviceArg, Uint, Word, Words, device_arg, leg_pairs
+from .kinds import (
+    DEVICE,
+    FLAG,
+    LEGS,
+    Choice,
+    DeviceArg,
+    Uint,
+    Word,
+    Words,
+    decimal,
+    device_arg,
+    leg_pairs,
+)
 from .status import CARRIED, Counted, DeviceHealth, Fraction, Health, TargetStatus
 
 __all__ = ["MirrorParams", "MirrorStatus", "mirror", "MIRROR_LOG_TYPES"]
@@ -174,9 +186,9 @@ class MirrorParams(TargetParams, target_type="mirror", status=MirrorStatus):
         elif log != "core":
             raise words.fail(f"log type must be one of {', '.join(MIRROR_LOG_TYPES)}, "
                              f"got {log!r}")
-        if not args or not args[0].isdigit():
+        if not args:
             raise words.fail("the log's region size is missing")
-        out["region_size"] = int(args.pop(0))
+        out["region_size"] = decimal("region_size", args.pop(0))
         if args:
             out["sync"] = args.pop(0)
         if args:
