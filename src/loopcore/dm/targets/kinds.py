@@ -61,6 +61,7 @@ def leg_pairs(name: str, devices: Sequence[object]) -> Tuple[Tuple[str, int], ..
     return tuple((device_arg(entry[0]), entry[1]) if isinstance(entry, tuple)
                  else (device_arg(entry), 0) for entry in devices)
 
+
 def decimal(name: str, word: str) -> int:
     """The number a word of decimal digits writes (the kernel's %u, %llu)."""
     if not word.isascii() or not word.isdigit():
@@ -101,6 +102,7 @@ class Words:
             raise self.fail(f"unexpected {' '.join(self.words[self.pos:])!r} at the end")
 
 # --- kinds ----------------------------------------------------------------------------
+
 
 class Kind:
     """One field's kind: check a value, write it as words, read it back."""
