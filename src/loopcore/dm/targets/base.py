@@ -29,7 +29,7 @@ from ... import errors
 from ..._validate import U64_MAX, check_int
 from ..ioctl import DM_MAX_TYPE_NAME
 from ..names import encode
-from .declaration import Arg, Opt, declared
+from .declaration import declared
 from .keys import mask_params
 from .kinds import Words
 from .status import EmptyStatus, TargetStatus
@@ -145,18 +145,21 @@ class TargetParams:
         """The positional words, in field order (a type whose words come in
         another order overrides this and :meth:`read_head`)."""
         out: List[str] = []
-        for field in declared(type(self)).fields:
+        for field in declared(type(self)).args:
             value = getattr(self, field.name)
-            if isinstance(field.place, Arg) and not (value is None and field.default is None):
+            if not (value is None and field.default is None):
                 out += field.kind.words(value)
         return out
 
     def option_words(self) -> List[str]:
         """``<#opt> <opt>...``: the optional arguments not at their default."""
+        fields = declared(type(self)).opts
+        if not fields and not self.options_always:
+            return []
         opts: List[str] = []
-        for field in declared(type(self)).fields:
+        for field in fields:
             value = getattr(self, field.name)
-            if not isinstance(field.place, Opt) or value == field.default:
+            if value == field.default:
                 continue
             form, word = field.place.form, field.place.word or field.name
             text = field.kind.text(value)
@@ -188,8 +191,8 @@ class TargetParams:
     def read_head(cls, words: Words) -> Dict[str, Any]:
         """The positional fields' values, read from the front of ``words``."""
         out: Dict[str, Any] = {}
-        for field in declared(cls).fields:
-            if isinstance(field.place, Arg) and (field.default is not None or words.more()):
+        for field in declared(cls).args:
+            if field.default is not None or words.more():
                 field.kind.read_into(words, field.name, out)
         return out
 
@@ -198,7 +201,7 @@ class TargetParams:
         """The optional arguments' values, in any order (dmsetup users write
         their own); the kernel's order is what :meth:`option_words` writes."""
         declaration = declared(cls)
-        if not words.more() or not (declaration.by_word or declaration.by_colon):
+        if not words.more() or not declaration.opts:
             return {}
         count = words.int("number of optional arguments")
         opts = Words(" ".join(words.word("optional argument") for _ in range(count)),

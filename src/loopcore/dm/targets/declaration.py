@@ -52,6 +52,8 @@ class Declaration(NamedTuple):
     optional arguments by the word that names them."""
 
     fields: Tuple[Field, ...]
+    args: Tuple[Field, ...]         # the positional ones
+    opts: Tuple[Field, ...]         # the optional arguments
     by_word: Dict[str, Field]      # "flag" and "pair" by name, "value" by each value
     by_colon: Dict[str, Field]     # "colon": by the name before the ':'
 
@@ -79,5 +81,7 @@ def declared(cls: type) -> Declaration:
             by_word.update(dict.fromkeys(place.kind.values, field))
         elif isinstance(place, Opt):
             (by_colon if place.form == "colon" else by_word)[place.word or field.name] = field
-    found = _DECLARED[cls] = Declaration(tuple(fields), by_word, by_colon)
+    found = _DECLARED[cls] = Declaration(
+        tuple(fields), tuple(f for f in fields if isinstance(f.place, Arg)),
+        tuple(f for f in fields if isinstance(f.place, Opt)), by_word, by_colon)
     return found
