@@ -1,4 +1,4 @@
-"""Typed target parameters and status (loopcore.dm.targets, loopcore.dm.status),
+"""Typed target parameters and status (loopcore.dm.targets),
 without device-mapper: format and parse round trips, validation before any
 ioctl, and status lines the Debian 6.1 kernel wrote (recorded in the qemu
 guest with dmsetup; the VM tests compare against the kernel live)."""
@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Annotated, Optional
 
 import pytest
 
 from loopcore import dm, errors
 from loopcore.dm import thin_messages
+from loopcore.dm.targets import base
+from loopcore.dm.targets.declaration import Opt
+from loopcore.dm.targets.kinds import DEVICE, FLAG, SECTORS, Uint
+from loopcore.dm.targets.status import TargetStatus
 
 KEY = "0000000000000000000000000000000000000000000000000000000000003039"
 
@@ -347,7 +352,104 @@ def test_thin_messages():
     assert thin_messages.reserve_metadata_snap() == "reserve_metadata_snap"
     assert thin_messages.release_metadata_snap() == "release_metadata_snap"
     for bad in (lambda: thin_messages.create_thin(1 << 24), lambda: thin_messages.delete(-1),
-                lambda: thin_messages.create_snap(True, 0),
                 lambda: thin_messages.set_transaction_id(0, 1 << 64)):
         with pytest.raises(errors.ValueError):
             bad()
+    for wrong_type in (lambda: thin_messages.create_snap(True, 0),
+                       lambda: thin_messages.set_transaction_id("0", 1)):
+        with pytest.raises(errors.TypeError):
+            wrong_type()
+
+
+# --- one declaration: builders, params and parsers share it ---------------------------
+
+def test_builders_take_the_params_rules():
+    # the kernel's striped rule: any chunk from 1 sector, a length of whole chunks per stripe
+    assert dm.striped(0, 66, 3, ["/dev/a", "/dev/b"]) == \
+        dm.StripedParams(3, (("/dev/a", 0), ("/dev/b", 0))).target(0, 66)
+    for bad_length in (64, 3):
+        with pytest.raises(errors.ValueError):
+            dm.striped(0, bad_length, 3, ["/dev/a", "/dev/b"])
+        with pytest.raises(errors.ValueError):
+            dm.StripedParams(3, (("/dev/a", 0), ("/dev/b", 0))).target(0, bad_length)
+    for build in (lambda: dm.striped(0, 64, 0, ["/dev/a"]),
+                  lambda: dm.StripedParams(0, (("/dev/a", 0),))):
+        with pytest.raises(errors.ValueError):
+            build()
+    # a mirror's region must fit its length, whichever way it is made
+    legs = (("7:0", 0), ("7:1", 0))
+    with pytest.raises(errors.ValueError):
+        dm.mirror(0, 32, [os.makedev(7, 0), os.makedev(7, 1)], 64)
+    with pytest.raises(errors.ValueError):
+        dm.MirrorParams(legs, 64).target(0, 32)
+    long_dev = "/dev/" + "x" * 330
+    with pytest.raises(errors.ValueError):
+        dm.MirrorParams(legs, 64, log="userspace", uuid="u", log_device=long_dev).target(0, 64)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: dm.linear(0, "8", "7:0"),
+    lambda: dm.linear(True, 8, "7:0"),
+    lambda: dm.zero(0, 8.0),
+    lambda: dm.striped(0, 64, True, ["/dev/a"]),
+    lambda: dm.striped(0, 64, 8, "/dev/a"),             # a str is not a list of devices
+    lambda: dm.mirror(0, 64, [os.makedev(7, 0), os.makedev(7, 1)], "8"),
+    lambda: dm.Target("0", 8, "zero"),
+    lambda: dm.Target(0, 8, 3),
+    lambda: dm.VerityParams(1, "7:0", "7:1", 4096, 4096, 1, 0, "sha256", "ab", mode=1),
+    lambda: dm.MirrorParams((("7:0", 0), ("7:1", 0)), 64, log=None),
+    lambda: dm.IntegrityParams("7:0", 0, False),
+    lambda: thin_messages.delete("1"),
+])
+def test_wrong_types_are_type_errors_everywhere(build):
+    with pytest.raises(errors.TypeError):
+        build()
+
+
+def test_target_type_has_one_name():
+    line = dm.zero(0, 8)
+    assert line.target_type == line.type == "zero"
+    status = dm.StatusLine(0, 8, "zero", "")
+    assert status.target_type == line.target_type
+    with pytest.raises(AttributeError):
+        line.type = "error"                             # type: ignore[misc]
+
+
+def test_snapshot_merge_reads_as_a_snapshot():
+    assert dm.parse_params("snapshot-merge", "7:4 7:5 P 8") == \
+        dm.SnapshotParams("7:4", "7:5", 8)
+    assert dm.parse_status("snapshot-merge", "1/2 3") == dm.SnapshotStatus(1, 2, 3)
+
+
+def test_a_new_target_type_is_one_declaration():
+    # (the annotations name module-level imports: they are read with get_type_hints)
+    @dataclasses.dataclass(frozen=True)
+    class ToyStatus(TargetStatus, states=("Broken",)):
+        hits: Annotated[int, SECTORS]
+        misses: Annotated[Optional[int], Uint(dash=True)] = None
+
+    try:
+        @dataclasses.dataclass(frozen=True)
+        class ToyParams(dm.TargetParams, target_type="toy-test", status=ToyStatus):
+            device: Annotated[str, DEVICE]
+            block: Annotated[int, Uint(1, 8)] = 1
+            fast: Annotated[bool, Opt(FLAG)] = False
+            depth: Annotated[Optional[int], Opt(SECTORS, "colon")] = None
+
+        toy = ToyParams("7:0", 2, fast=True, depth=9)
+        assert str(toy) == "7:0 2 2 fast depth:9"
+        assert dm.parse_params("toy-test", "7:0 2 2 depth:9 fast") == toy
+        assert dm.Target(0, 8, "toy-test", "7:0 1").parsed() == ToyParams("7:0")
+        with pytest.raises(errors.ValueError):
+            ToyParams("7:0", 9)
+        with pytest.raises(errors.TypeError):
+            ToyParams("7:0", fast=1)                    # type: ignore[arg-type]
+        with pytest.raises(errors.DmParseError):
+            dm.parse_params("toy-test", "7:0 1 1 slow")
+        assert dm.parse_status("toy-test", "5 -") == ToyStatus(5, None)
+        assert dm.parse_status("toy-test", "5") == ToyStatus(5)
+        assert dm.parse_status("toy-test", "Broken") == dm.UnavailableStatus("toy-test", "Broken")
+    finally:
+        for registry in (base.PARAMS_TYPES, base._PARAMS_BY_TYPE, base._STATUS_BY_TYPE,
+                         base.STATUS_TYPES):
+            registry.pop("toy-test", None)

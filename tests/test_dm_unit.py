@@ -86,7 +86,11 @@ def test_device_arg():
 
 def test_striped_checks():
     with pytest.raises(ValueError):
-        dm.striped(0, 64, 6, ["/dev/loop0"])        # not a power of two
+        dm.striped(0, 64, 0, ["/dev/loop0"])        # the kernel's rule: a chunk of >= 1 sector
+    with pytest.raises(ValueError):
+        dm.striped(0, 64, 3, ["/dev/loop0"])        # 64 is not a whole number of chunks
+    assert str(dm.striped(0, 66, 3, ["/dev/a", "/dev/b"])) == \
+        "0 66 striped 2 3 /dev/a 0 /dev/b 0"        # as dm.StripedParams(3, ...) takes it
     with pytest.raises(ValueError):
         dm.striped(0, 24, 8, ["/dev/a", "/dev/b"])  # 3 chunks over 2 stripes
     with pytest.raises(ValueError):

@@ -9,14 +9,14 @@
 One module per job; this one only gathers their public names:
 
 - :mod:`.client`: :class:`DeviceMapper`, the verbs (create, load, remove ...);
-- :mod:`.targets`: typed target parameters (:class:`LinearParams` ...
-  :class:`ThinPoolParams`, :class:`MirrorParams`, :func:`parse_params`)
-  and the builders (``linear``, ``striped``, ``mirror`` ...): a new target
-  type goes there;
-- :mod:`.status`: typed target status (:class:`ThinPoolStatus` ...,
-  :func:`parse_status`): a new type's status goes there;
+- :mod:`.targets`: :class:`Target`, and one module per target family
+  declaring its typed parameters (:class:`LinearParams` ...
+  :class:`ThinPoolParams`, :class:`MirrorParams`, :func:`parse_params`),
+  its typed status (:class:`ThinPoolStatus` ..., :func:`parse_status`) and
+  builders (``linear``, ``striped``, ``mirror`` ...): a new target type
+  goes there;
 - :mod:`.thin_messages`: the thin-pool's messages (``create_thin`` ...);
-- :mod:`.table`: :class:`Target`, :class:`Table`, their wire form, key masking;
+- :mod:`.table`: :class:`Table`, its wire form, key masking;
 - :mod:`.records`: what the kernel reports (:class:`DeviceInfo`,
   :class:`DeviceEntry`, :class:`TargetVersion`, :class:`StatusLine`);
 - :mod:`.names`: :class:`DmName`, :class:`DmUuid`, :class:`DevId`, mangling;
@@ -48,44 +48,43 @@ from .names import (
 )
 from .nodes import CONTROL_PATH, DEV_DIR, MISC_MAJOR
 from .records import DeviceEntry, DeviceInfo, Status, StatusLine, TargetVersion
-from .status import (
-    STATUS_TYPES,
-    DeviceHealth,
-    EmptyStatus,
-    IntegrityStatus,
-    MirrorStatus,
-    SnapshotStatus,
-    StripedStatus,
-    TargetStatus,
-    ThinPoolStatus,
-    ThinStatus,
-    UnavailableStatus,
-    VerityStatus,
-    parse_status,
-)
-from .table import Table, TableArg, Target, mask_keys
+from .table import Table, TableArg, mask_keys
 from .targets import (
     MIRROR_LOG_TYPES,
     PARAMS_TYPES,
+    STATUS_TYPES,
     CryptParams,
     DeviceArg,
+    DeviceHealth,
+    EmptyStatus,
     ErrorParams,
     IntegrityParams,
+    IntegrityStatus,
     LinearParams,
     MirrorParams,
+    MirrorStatus,
     SnapshotOriginParams,
     SnapshotParams,
+    SnapshotStatus,
     StripedParams,
+    StripedStatus,
+    Target,
     TargetParams,
+    TargetStatus,
     ThinParams,
     ThinPoolParams,
+    ThinPoolStatus,
+    ThinStatus,
+    UnavailableStatus,
     VerityParams,
+    VerityStatus,
     ZeroParams,
     device_arg,
     error,
     linear,
     mirror,
     parse_params,
+    parse_status,
     striped,
     zero,
 )

@@ -25,7 +25,7 @@ from .names import KernelName, decode
 from .nodes import node_path
 
 if TYPE_CHECKING:
-    from .status import TargetStatus
+    from .targets import TargetStatus
 
 __all__ = ["DeviceEntry", "DeviceInfo", "Status", "StatusLine", "TargetVersion",
            "parse_deps", "parse_name_list", "parse_versions"]
@@ -142,7 +142,7 @@ class StatusLine(NamedTuple):
         """The typed status (:class:`~loopcore.dm.ThinPoolStatus`,
         :class:`~loopcore.dm.MirrorStatus` ...); DmParseError for a type
         loopcore does not model or text it cannot read."""
-        from .status import parse_status  # status records are built on top of these
+        from .targets import parse_status  # status records are built on top of these
         return parse_status(self.target_type, self.params)
 
 

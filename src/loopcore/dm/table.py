@@ -1,75 +1,24 @@
-"""Device-mapper tables: :class:`Target` and :class:`Table` in dmsetup's
-syntax, their wire form (``struct dm_target_spec`` + parameters), and the
-keys some targets' parameters hold.
+"""Device-mapper tables: :class:`Table`, a sequence of
+:class:`~loopcore.dm.Target` lines, in dmsetup's syntax; their wire form
+(``struct dm_target_spec`` + parameters); a table with its keys masked.
 
-The model stays raw, as the kernel's: a target is ``(start, length, type,
-params)``; what the parameters mean is :mod:`loopcore.dm.targets`'
-business (:meth:`Target.parsed` asks it).
+The model stays raw, as the kernel's: a target is ``(start, length,
+target_type, params)``; what the parameters mean is
+:mod:`loopcore.dm.targets`' business, which this module builds on.
 """
 from __future__ import annotations
 
 import builtins
-import dataclasses
-from typing import TYPE_CHECKING, Iterable, List, Tuple, Union
+from typing import Iterable, List, Tuple, Union
 
 from .. import errors
-from .ioctl import ALIGN, DM_MAX_TYPE_NAME, SPEC
+from .ioctl import ALIGN, SPEC
 from .names import decode, encode
-
-if TYPE_CHECKING:
-    from .targets import TargetParams
+from .targets.base import Target
+from .targets.keys import has_keys, mask_params
 
 __all__ = ["Target", "Table", "TableArg", "as_table", "has_keys", "mask_keys", "mask_params",
            "pack_targets", "unpack_specs"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """One line of a table: ``start`` and ``length`` in 512-byte sectors,
-    the target ``type`` and its parameter string, as dmsetup writes them."""
-
-    start: int
-    length: int
-    type: str
-    params: str = ""
-
-    def __post_init__(self) -> None:
-        for field in ("start", "length"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise errors.ValueError(f"target {field} must be a non-negative int, "
-                                        f"got {value!r}")
-            if value >= 1 << 64:
-                raise errors.ValueError(f"target {field} {value} does not fit in 64 bits")
-        if not isinstance(self.type, str) or not self.type:
-            raise errors.ValueError(f"target type must be a non-empty str, got {self.type!r}")
-        if len(encode(self.type)) >= DM_MAX_TYPE_NAME or any(c.isspace() for c in self.type) \
-                or "\0" in self.type:
-            raise errors.ValueError(f"bad target type {self.type!r} (max "
-                                    f"{DM_MAX_TYPE_NAME - 1} bytes, no whitespace)")
-        if not isinstance(self.params, str):
-            raise errors.TypeError(f"target params must be a str, not "
-                                   f"{type(self.params).__name__}")
-        if "\0" in self.params or "\n" in self.params:
-            # the params are not echoed: they may hold a key
-            raise errors.ValueError(f"{self.type} target params contain NUL or a newline")
-
-    def parsed(self) -> "TargetParams":
-        """The typed parameters (:class:`~loopcore.dm.LinearParams`,
-        :class:`~loopcore.dm.ThinPoolParams` ...); DmParseError for a type
-        loopcore does not model or parameters it cannot read."""
-        from .targets import parse_params  # targets builds on this module
-        return parse_params(self.type, self.params)
-
-    @property
-    def end(self) -> int:
-        """First sector after this target."""
-        return self.start + self.length
-
-    def __str__(self) -> str:
-        # dmsetup prints "%llu %llu %s %s", a space after the type even
-        # when the parameters are empty.
-        return f"{self.start} {self.length} {self.type} {self.params}"
 
 
 class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic base
@@ -160,7 +109,7 @@ def pack_targets(table: Iterable[Target]) -> Tuple[bytearray, int]:
     payload = bytearray(sum(size for _t, _p, size in items))
     pos = 0
     for t, params, size in items:
-        SPEC.pack_into(payload, pos, t.start, t.length, 0, size, encode(t.type))
+        SPEC.pack_into(payload, pos, t.start, t.length, 0, size, encode(t.target_type))
         payload[pos + SPEC.size:pos + SPEC.size + len(params)] = params
         pos += size
     return payload, len(items)
@@ -184,57 +133,9 @@ def unpack_specs(payload: bytes, count: int) -> List[Tuple[int, int, str, str]]:
 
 
 # --- keys --------------------------------------------------------------------------
-#
-# dmsetup table prints zeros in place of keys unless --showkeys, byte for
-# byte over the text the kernel returned:
-# - crypt ("cipher key iv_offset device offset ..."): the word after the
-#   first space, unless it starts with ':' (":32:logon:desc" names a key in
-#   the kernel keyring, which is no secret);
-# - integrity: for the first occurrence of each of these option names, if a
-#   ':' comes before the next space after it ("name:algorithm:key"), the
-#   rest of that word.
-# A new target type whose parameters hold a key gets its rule here.
-_KEYED_TYPES = ("crypt", "integrity")
-_INTEGRITY_KEYED = (b"internal_hash:", b"journal_crypt:", b"journal_mac:")
-
-
-def _zero_word(raw: bytearray, pos: int) -> None:
-    while pos < len(raw) and raw[pos] != 0x20:
-        raw[pos] = 0x30  # '0'
-        pos += 1
-
-
-def mask_params(target_type: str, params: str) -> str:
-    """One target's parameters with its keys as zeros (see :func:`mask_keys`)."""
-    if target_type not in _KEYED_TYPES:
-        return params
-    raw = bytearray(encode(params))
-    if target_type == "crypt":
-        space = raw.find(b" ")
-        if space >= 0 and raw[space + 1:space + 2] != b":":
-            _zero_word(raw, space + 1)
-    else:
-        for option in _INTEGRITY_KEYED:
-            at = raw.find(option)
-            if at < 0:
-                continue
-            pos = at + len(option)
-            while pos < len(raw) and raw[pos] not in b" :":
-                pos += 1
-            if pos < len(raw) and raw[pos] == 0x3A:  # ':' before a space: a key follows
-                _zero_word(raw, pos + 1)
-    return raw.decode("utf-8", "surrogateescape")
-
 
 def mask_keys(table: TableArg) -> Table:
     """``table`` with dm-crypt and dm-integrity keys replaced by zeros, as
     ``dmsetup table`` prints it without ``--showkeys``.  Keyring references
     (a crypt key starting with ':') and other targets are left alone."""
-    return Table(dataclasses.replace(t, params=mask_params(t.type, t.params))
-                 if t.type in _KEYED_TYPES else t for t in as_table(table))
-
-
-def has_keys(table: Iterable[Target]) -> bool:
-    """Whether any target's parameters hold a key (then the table goes to
-    and from the kernel with SECURE_DATA)."""
-    return any(mask_params(t.type, t.params) != t.params for t in table)
+    return Table(t.masked() for t in as_table(table))

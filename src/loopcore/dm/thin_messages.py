@@ -10,19 +10,16 @@ taken (else writes in flight may miss the snapshot).
 """
 from __future__ import annotations
 
-from .. import errors
-from .targets import THIN_DEV_ID_MAX
+from .._validate import U64_MAX, check_int
+from .targets.thin import THIN_DEV_ID_MAX
 
 __all__ = ["create_thin", "create_snap", "delete", "set_transaction_id",
            "reserve_metadata_snap", "release_metadata_snap"]
 
 
 def _dev_id(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) \
-            or not 0 <= value <= THIN_DEV_ID_MAX:
-        raise errors.ValueError(f"{name} must be an int from 0 to {THIN_DEV_ID_MAX} "
-                                f"(24 bits), got {value!r}")
-    return value
+    """A thin device id: 24 bits."""
+    return check_int(name, value, maximum=THIN_DEV_ID_MAX)
 
 
 def create_thin(dev_id: int) -> str:
@@ -44,10 +41,8 @@ def delete(dev_id: int) -> str:
 def set_transaction_id(current: int, new: int) -> str:
     """Change the pool's user transaction id from ``current`` (checked by
     the kernel) to ``new``."""
-    for name, value in (("current", current), ("new", new)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
-            raise errors.ValueError(f"{name} must be a 64-bit unsigned int, got {value!r}")
-    return f"set_transaction_id {current} {new}"
+    return (f"set_transaction_id {check_int('current', current, maximum=U64_MAX)} "
+            f"{check_int('new', new, maximum=U64_MAX)}")
 
 
 def reserve_metadata_snap() -> str:
