@@ -11,7 +11,7 @@ import struct
 import pytest
 from test_dm_unit import FakeKernel, fake_mapper  # noqa: F401 - the fixture
 
-from loopcore import cli, dm, errors
+from loopcore import dm, errors
 from loopcore.cli import dm_report as report
 from loopcore.cli.dm_tree import DeviceTree
 from loopcore.dm import udev
@@ -111,29 +111,6 @@ def test_fields_and_sort_parsing():
     assert [r["name"] for r in report.sort_rows(rows, "name")] == ["a", "b"]
     assert [r["minor"] for r in report.sort_rows(rows, "minor")] == ["9", "10"]  # numeric
     assert [r["name"] for r in report.sort_rows(rows, "-name")] == ["b", "a"]
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["info", "-c", "-o", "name,bogus"], "Unrecognised field: bogus"),
-    (["info", "-u", "U", "-j", "1", "-m", "2"], "give -u or -j/-m, not both"),
-    (["info", "-j", "254"], "-j MAJOR and -m MINOR go together"),
-    (["table", "x", "-u", "U"], "give a device name or -u/-j/-m, not both"),
-    (["ls", "--tree", "-o", "compact"], "tree option 'compact' is not supported"),
-    (["wipe_table"], "no device specified"),
-    (["setgeometry", "x", "1", "2"], "give the device, then cylinders"),
-    (["splitname", "a-b", "-o", "name"], "Unrecognised field: name"),
-])
-def test_cli_usage_errors_before_control(monkeypatch, capsys, argv, message):
-    def opened(**kwargs):
-        raise AssertionError("/dev/mapper/control opened before the arguments were checked")
-    monkeypatch.setattr(dm, "DeviceMapper", opened)
-    assert cli.main(["dm", *argv]) == cli.EXIT_USAGE
-    assert message in capsys.readouterr().err
-
-
-def test_cli_splitname_needs_no_device_mapper(capsys):
-    assert cli.main(["dm", "splitname", "vg0-lv_a-_real"]) == 0
-    assert capsys.readouterr().out == "VG   LV   LVLayer\nvg0  lv_a _real  \n"
 
 
 # --- udev -----------------------------------------------------------------------------

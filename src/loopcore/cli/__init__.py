@@ -66,8 +66,11 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     sub.required = True
     _add_loop_commands(sub)
     wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    # every extension for the help, or for a word that names no command
+    # (its error lists them all)
+    every = wanted is None or (wanted not in sub.choices and wanted not in SUBCOMMAND_MODULES)
     for command, module in SUBCOMMAND_MODULES.items():
-        if wanted is None or wanted == command or wanted not in sub.choices:
+        if every or wanted == command:
             importlib.import_module(module).add_parser(sub)
     return parser
 
