@@ -20,12 +20,12 @@ import time
 from typing import Dict, List
 
 import pytest
-from cli_runner import free_high_number, loopcore_cmd, loopcore_redirected, one_line, run_main
 
 import loopcore
 from loopcore import cli
 from loopcore.cli import arguments, columns
 
+from cli_runner import free_high_number, loopcore_cmd, loopcore_redirected, one_line, run_main
 from conftest import VARIANTS, attached, kernel_size, sysfs
 
 MiB = 1 << 20

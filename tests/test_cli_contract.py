@@ -13,6 +13,10 @@ import sys
 from typing import List, Tuple
 
 import pytest
+
+import loopcore
+from loopcore import cli
+
 from cli_runner import (
     STDOUT_REASONS,
     assert_clean_stderr,
@@ -21,10 +25,6 @@ from cli_runner import (
     loopcore_redirected,
     one_line,
 )
-
-import loopcore
-from loopcore import cli
-
 from conftest import attached, bound_under
 
 MiB = 1 << 20

@@ -55,7 +55,7 @@ class Command(NamedTuple):
     aliases: Tuple[str, ...] = ()
 
 
-def _flag(*flags: str, help: str) -> Arg:  # noqa: A002 - add_argument's own keyword
+def _flag(*flags: str, help: str) -> Arg:
     return arg(*flags, action="store_true", help=help)
 
 
