@@ -1,8 +1,9 @@
-"""The rules every ``loopcore`` subcommand follows, loop and dm alike.
+"""The rules every ``loopcore`` subcommand follows, loop, dm and dmlog alike.
 
 - Exit status: 0 done, 1 failed (:data:`EXIT_FAILURE`), 2 usage error
   (:data:`EXIT_USAGE`: a bad option or argument, a bad combination of
-  them, an invalid name typed on the command line), 130 Ctrl-C.
+  them, an invalid name typed on the command line), 130 Ctrl-C;
+  :func:`run` returns it, argparse's own usage errors included.
 - Errors are one line on stderr, ``loopcore: FILE: what happened``,
   naming the file or device; nothing a user can type gives a traceback.
 - Output goes through :func:`write` / :func:`write_text` /
