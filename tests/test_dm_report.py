@@ -1,4 +1,4 @@
-"""Host tests of dmsetup's report formats (loopcore.dm.report) and of the
+"""Host tests of dmsetup's report formats (loopcore.cli.dm_report, dm_tree) and of the
 udev knob (loopcore.dm.udev, DeviceMapper(udev=...)) without a kernel:
 the VM tests compare the reports with dmsetup byte for byte and run udev
 for real."""
@@ -11,8 +11,10 @@ import struct
 import pytest
 from test_dm_unit import FakeKernel, fake_mapper  # noqa: F401 - the fixture
 
-from loopcore import cli, dm, errors
-from loopcore.dm import report, udev
+from loopcore import dm, errors
+from loopcore.cli import dm_report as report
+from loopcore.cli.dm_tree import DeviceTree
+from loopcore.dm import udev
 from loopcore.dm.records import DeviceInfo
 
 
@@ -75,7 +77,7 @@ def test_deps_and_tree_fields_only_when_asked():
 
     def tree():
         calls.append("tree")
-        return report.DeviceTree((i, deps[i.devnum]) for i in devs)
+        return DeviceTree((i, deps[i.devnum]) for i in devs)
 
     report.device_rows(devs, report.DEFAULT_FIELDS, get_deps, tree)
     assert calls == []
@@ -91,7 +93,7 @@ def test_tree_drawing():
     devs = [info("notab", 3, dm.Flag(0)), info("top", 2), info("z", 1), info("base", 0)]
     deps = {os.makedev(254, 2): [os.makedev(7, 1), os.makedev(254, 0)],
             os.makedev(254, 0): [os.makedev(7, 0)]}
-    tree = report.DeviceTree((i, deps.get(i.devnum, [])) for i in devs)
+    tree = DeviceTree((i, deps.get(i.devnum, [])) for i in devs)
     assert tree.render() == ("notab (254:3)\ntop (254:2)\n |- (7:1)\n `-base (254:0)\n"
                              "    `- (7:0)\nz (254:1)\n")
     assert tree.render(["nodevice"]) == "notab\ntop\n `-base\nz\n"
@@ -109,29 +111,6 @@ def test_fields_and_sort_parsing():
     assert [r["name"] for r in report.sort_rows(rows, "name")] == ["a", "b"]
     assert [r["minor"] for r in report.sort_rows(rows, "minor")] == ["9", "10"]  # numeric
     assert [r["name"] for r in report.sort_rows(rows, "-name")] == ["b", "a"]
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["info", "-c", "-o", "name,bogus"], "Unrecognised field: bogus"),
-    (["info", "-u", "U", "-j", "1", "-m", "2"], "give -u or -j/-m, not both"),
-    (["info", "-j", "254"], "-j MAJOR and -m MINOR go together"),
-    (["table", "x", "-u", "U"], "give a device name or -u/-j/-m, not both"),
-    (["ls", "--tree", "-o", "compact"], "tree option 'compact' is not supported"),
-    (["wipe_table"], "no device specified"),
-    (["setgeometry", "x", "1", "2"], "give the device, then cylinders"),
-    (["splitname", "a-b", "-o", "name"], "Unrecognised field: name"),
-])
-def test_cli_usage_errors_before_control(monkeypatch, capsys, argv, message):
-    def opened(**kwargs):
-        raise AssertionError("/dev/mapper/control opened before the arguments were checked")
-    monkeypatch.setattr(dm, "DeviceMapper", opened)
-    assert cli.main(["dm", *argv]) == cli.EXIT_USAGE
-    assert message in capsys.readouterr().err
-
-
-def test_cli_splitname_needs_no_device_mapper(capsys):
-    assert cli.main(["dm", "splitname", "vg0-lv_a-_real"]) == 0
-    assert capsys.readouterr().out == "VG   LV   LVLayer\nvg0  lv_a _real  \n"
 
 
 # --- udev -----------------------------------------------------------------------------

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,7 +22,6 @@ from typing import List, Optional, Tuple
 import pytest
 
 import loopcore
-from loopcore import dmlog
 from loopcore.dm import mirror
 from loopcore.dmlog import DirtyLogServer
 from loopcore.dmlog import log as logmod
@@ -798,52 +794,6 @@ def test_netlink_subscription_joins_group_7(tmp_path):
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 8 << 20
 
 
-@pytest.mark.root
-def test_cli_serve_pidfile_notify_and_sigterm(tmp_path):
-    if os.geteuid() != 0 or not _connector_available():
-        pytest.skip("needs root and the netlink connector")
-    pidfile = tmp_path / "dmlog.pid"
-    notify_path = str(tmp_path / "notify")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(notify_path)
-    notify.settimeout(30)
-    env = dict(os.environ, NOTIFY_SOCKET=notify_path)
-    proc = subprocess.Popen([sys.executable, "-m", "loopcore.dmlog", "serve", "--pidfile",
-                             str(pidfile), "--lock-file", str(tmp_path / "lock"),
-                             "--state-dir", str(tmp_path / "state")],
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert notify.recv(4096).decode().startswith("READY=1")
-        assert pidfile.read_text().strip() == str(proc.pid)
-        # a second server on the same lock refuses to start
-        second = subprocess.run([sys.executable, "-m", "loopcore.dmlog", "serve",
-                                 "--lock-file", str(tmp_path / "lock")],
-                                capture_output=True, text=True, env=env, timeout=60)
-        assert second.returncode == 1 and "another dm-log-userspace server" in second.stderr
-        assert second.stderr.count("\n") == 1
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        notify.close()
-    assert proc.returncode == 0, err
-    assert "listening" in err and "SIGTERM" in err and "stopped" in err
-    assert not pidfile.exists()
-
-
-def test_add_parser_registers_dmlog_serve():
-    import argparse
-
-    from loopcore.dmlog import cli
-    parser = argparse.ArgumentParser(prog="loopcore")
-    cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dmlog", "serve", "--pidfile", "/x", "--lock-file", "/y"])
-    assert args.func is cli.serve and args.pidfile == "/x" and args.lock_file == "/y"
-    assert dmlog.DirtyLogServer is DirtyLogServer
-
-
 def test_requests_per_second_smoke(h):
     """Not a benchmark (benchmarks/dmlog_bench.py is): the dispatch path
     answers thousands of requests a second."""
@@ -863,23 +813,3 @@ def test_example_unit_ships_in_the_sdist():
     unit = (root / "contrib" / "loopcore-dmlog.service").read_text()
     assert "Type=notify" in unit and "loopcore.dmlog serve" in unit
     assert "graft contrib" in (root / "MANIFEST.in").read_text().splitlines()
-
-
-def test_registers_with_the_loopcore_command(monkeypatch, capsys):
-    """The one line that registers it: ``"dmlog": "loopcore.dmlog.cli"`` in
-    loopcore.cli.SUBCOMMAND_MODULES; the command's rules then apply."""
-    from loopcore import cli as lcli
-    monkeypatch.setitem(lcli.SUBCOMMAND_MODULES, "dmlog", "loopcore.dmlog.cli")
-    args = lcli.build_parser(["dmlog", "serve"]).parse_args(
-        ["dmlog", "serve", "--lock-file", "/x", "--busy-poll-us", "500"])
-    assert args.busy_poll_us == 500 and args.lock_file == "/x"
-    with pytest.raises(SystemExit) as usage:
-        lcli.main(["dmlog", "serve", "--busy-poll-us", "-1"])
-    assert usage.value.code == 2
-    assert capsys.readouterr().err.count("\n") == 1
-    # failing to start: one line, exit 1, the signal mask restored
-    import signal as _signal
-    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, set())
-    assert lcli.main(["dmlog", "serve", "--lock-file", "/nonexistent-dir/lock"]) == 1
-    assert capsys.readouterr().err.count("\n") >= 1
-    assert _signal.pthread_sigmask(_signal.SIG_BLOCK, set()) == mask

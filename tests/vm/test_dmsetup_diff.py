@@ -22,7 +22,7 @@ import pytest
 
 from loopcore import cli as loopcore_cli
 from loopcore import dm
-from loopcore.dm import report
+from loopcore.cli import dm_report
 
 from vmhelpers import dmsetup
 
@@ -76,7 +76,7 @@ def stack(mapper, names, loops):
         mapper.remove(top, retries=10, retry_delay=0.05)  # before base, which it uses
 
 
-ALL_FIELDS = ",".join(report.FIELDS)
+ALL_FIELDS = ",".join(dm_report.FIELDS)
 
 
 @pytest.mark.parametrize("args", [

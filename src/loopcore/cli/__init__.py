@@ -1,9 +1,12 @@
-"""The ``loopcore`` command line: losetup's loop commands and dmsetup's dm ones.
+"""The ``loopcore`` command line: losetup's loop commands, dmsetup's dm
+ones and the dm-log-userspace server.
 
 ``loopcore list --json`` prints what ``losetup -l --json`` (util-linux
 2.38) prints for the same devices and columns, key for key and byte for
-byte, except that devices come in number order.  Errors are one line on
-stderr naming the file or device (exit status 1); usage errors exit 2.
+byte, except that devices come in number order.  Every command, loop, dm
+or dmlog, follows one contract (:mod:`._rules`): exit status 0 done, 1
+failed (the error is one line on stderr naming the file or device), 2 a
+usage error, 130 Ctrl-C; :func:`main` returns it, usage errors included.
 
 One file per job:
 
@@ -14,13 +17,17 @@ One file per job:
 - ``columns``: losetup's ``-O`` columns and its JSON, table and raw output
   (a new column goes there);
 - ``loop``: the loop subcommands (a new one goes there);
-- ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`.
+- ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`: its table of
+  commands, their handlers (``dm_show``, ``dm_change``), what users type
+  (``dm_arguments``) and dmsetup's formats (``dm_report``, ``dm_tree``);
+- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``).
 
 Subcommands outside the core: :data:`SUBCOMMAND_MODULES` maps each to its
 module, which exposes ``add_parser(subparsers)`` adding a parser with
-``set_defaults(func=handler)``; ``handler(args)`` returns the exit status.
-A module is imported only when its subcommand (or the help) is asked for,
-so ``loopcore list`` does not pay for device-mapper's import.
+``set_defaults(func=handler)``; ``handler(args)`` returns the exit status
+or raises :class:`UsageError`, :class:`CLIError` or an error of loopcore's
+family.  A module is imported only when its subcommand (or the help) is
+asked for, so ``loopcore list`` does not pay for device-mapper's import.
 """
 from __future__ import annotations
 
@@ -32,19 +39,16 @@ from typing import Dict, Optional, Sequence
 from .._version import __version__
 from . import _rules
 from ._rules import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, UsageError
-from .arguments import LoopRef, loop_ref, parse_size
-from .columns import ALL_COLUMNS, COLUMNS, DEFAULT_COLUMNS, render_json, render_table
 from .loop import add_parser as _add_loop_commands
 from .loop import columns_help as _columns_help
 
 __all__ = [
-    "main", "build_parser", "parse_size", "loop_ref", "LoopRef", "SUBCOMMAND_MODULES",
-    "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "render_json", "render_table", "PROG",
+    "main", "build_parser", "SUBCOMMAND_MODULES",
     "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
 ]
 
 #: Subcommands added by modules imported on demand (see the docstring).
-SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.dmlog.cli"}
+SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.cli.dmlog"}
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
@@ -62,8 +66,11 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     sub.required = True
     _add_loop_commands(sub)
     wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    # every extension for the help, or for a word that names no command
+    # (its error lists them all)
+    every = wanted is None or (wanted not in sub.choices and wanted not in SUBCOMMAND_MODULES)
     for command, module in SUBCOMMAND_MODULES.items():
-        if wanted is None or wanted == command or wanted not in sub.choices:
+        if every or wanted == command:
             importlib.import_module(module).add_parser(sub)
     return parser
 
@@ -71,6 +78,7 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status.
 
+    Never raises SystemExit: a usage error returns 2, ``--help`` 0.
     Whatever the standard streams are (closed, full, a pipe nobody reads):
     no traceback, at most one line on stderr (none where stderr is broken),
     exit status 1 when output was lost.

@@ -1,11 +1,13 @@
-"""The rules every ``loopcore`` subcommand follows, loop and dm alike.
+"""The rules every ``loopcore`` subcommand follows, loop, dm and dmlog alike.
 
 - Exit status: 0 done, 1 failed (:data:`EXIT_FAILURE`), 2 usage error
   (:data:`EXIT_USAGE`: a bad option or argument, a bad combination of
-  them, an invalid name typed on the command line), 130 Ctrl-C.
+  them, an invalid name typed on the command line), 130 Ctrl-C;
+  :func:`run` returns it, argparse's own usage errors included.
 - Errors are one line on stderr, ``loopcore: FILE: what happened``,
   naming the file or device; nothing a user can type gives a traceback.
-- Output goes through :func:`write` / :func:`write_text`: bytes exactly
+- Output goes through :func:`write` / :func:`write_text` /
+  :func:`write_json`: bytes exactly
   (names that are not UTF-8 come out as they are), flushed at once, and
   output that cannot be written (stdout closed, full, a pipe nobody reads)
   is a failure, exit 1.  A command that made something it then cannot name
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import sys
 from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
@@ -29,8 +32,8 @@ from ..errors import Error
 
 __all__ = [
     "PROG", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
-    "StreamError", "Parser", "write", "write_text", "write_stderr", "error", "describe",
-    "print_made", "standard_streams", "run",
+    "StreamError", "Parser", "write", "write_text", "write_json", "write_stderr", "error",
+    "describe", "print_made", "standard_streams", "run",
 ]
 
 PROG = "loopcore"
@@ -172,6 +175,11 @@ def write_text(text: str) -> None:
     write(text.encode("utf-8", "surrogateescape"))
 
 
+def write_json(obj: object) -> None:
+    """:func:`write_text` of ``obj`` as indented JSON, one document per command."""
+    write_text(json.dumps(obj, indent=2) + "\n")
+
+
 def write_stderr(text: str) -> None:
     """Write to stderr; where it is closed or broken, nothing (the exit
     status is all that is left to say it with)."""
@@ -262,13 +270,18 @@ class Parser(argparse.ArgumentParser):
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
     """Parse ``argv``, run the handler it names, and return the exit status
-    these rules give for what happened."""
+    these rules give for what happened: returned, never raised as
+    SystemExit, for a usage error (argparse's or a handler's) as for
+    anything else."""
     args: Optional[argparse.Namespace] = None
     try:
-        args = parser.parse_args(argv)  # SystemExit for --help, --version, usage errors
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # argparse's way out: --help, --version, usage errors
+            return e.code if isinstance(e.code, int) else 0 if e.code is None else EXIT_USAGE
         func = getattr(args, "func", None)
         if func is None:
-            parser.error(f"{args.command}: this subcommand has no handler")
+            raise UsageError(f"{args.command}: this subcommand has no handler")
         status = int(func(args) or 0)
         write(b"")  # what a handler left buffered (extensions print): lost output fails
         return status

@@ -17,9 +17,8 @@ from .. import loop
 from ..loop import Flags, LoopInfo
 from ._rules import CLIError
 
-__all__ = ["Column", "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "STRING", "NUMBER",
-           "BOOLEAN", "parse_columns", "render_json", "render_table", "losetup_j_line",
-           "safe_human"]
+__all__ = ["Column", "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "parse_columns", "render_json",
+           "render_table", "losetup_j_line", "safe_human"]
 
 STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
 

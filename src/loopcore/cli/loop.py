@@ -31,8 +31,7 @@ from .columns import (
     safe_human,
 )
 
-__all__ = ["add_parser", "cmd_attach", "cmd_detach", "cmd_list", "cmd_find", "cmd_info",
-           "cmd_set_capacity", "cmd_control", "cmd_partitions", "columns_help"]
+__all__ = ["add_parser", "columns_help"]
 
 #: ``info``'s names of the flags, in lo_flags order
 _FLAG_NAMES = ((Flags.READ_ONLY, "read-only"), (Flags.AUTOCLEAR, "autoclear"),

@@ -23,9 +23,9 @@ One module per job; this one only gathers their public names:
 - :mod:`.ioctl`: the kernel's structs, commands, flags, and the one ioctl
   call (valid flags and minimum interface version per command, buffer growth);
 - :mod:`.nodes`: ``/dev/mapper`` nodes and the control node;
-- :mod:`.udev`: waiting for udev to process a device's events;
-- :mod:`.report`: dmsetup's column reports (``info -c``, ``splitname``)
-  and LVM name splitting.
+- :mod:`.udev`: waiting for udev to process a device's events.
+
+dmsetup's output formats are the command line's (``loopcore.cli.dm_report``).
 """
 from .._sysfs import block_name
 from .._sysfs import read_ahead_sectors as read_ahead

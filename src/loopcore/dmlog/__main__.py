@@ -1,7 +1,8 @@
-"""``python -m loopcore.dmlog serve [--pidfile PATH] ...``."""
+"""``python -m loopcore.dmlog serve [--pidfile PATH] ...``: ``loopcore dmlog``,
+under the ``loopcore`` command's rules (exit statuses, one-line errors)."""
 import sys
 
-from .cli import main
+from ..cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["dmlog", *sys.argv[1:]]))

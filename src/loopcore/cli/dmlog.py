@@ -1,8 +1,9 @@
 """``loopcore dmlog serve``: the dm-log-userspace server in the foreground.
 
-Register it with the ``loopcore`` command by adding ``"dmlog":
-"loopcore.dmlog.cli"`` to ``SUBCOMMAND_MODULES`` in ``loopcore.cli``;
-``python -m loopcore.dmlog serve ...`` runs it without that.
+``python -m loopcore.dmlog serve ...`` is the same command
+(``loopcore.cli.main(["dmlog", ...])``), under the same rules as every
+``loopcore`` command (:mod:`._rules`): usage errors exit 2, a failure is
+one line on stderr and exit status 1.
 
 Behaviour a supervisor can rely on:
 
@@ -23,20 +24,21 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, TypeVar
 
 from .._log import get_logger
-from ..errors import Error
-from .server import DEFAULT_LOCK_FILE, DEFAULT_STATE_DIR, DirtyLogServer
+from ..dmlog import DEFAULT_LOCK_FILE, DEFAULT_STATE_DIR, DirtyLogServer
 
-__all__ = ["add_parser", "serve", "main", "notify"]
+__all__ = ["add_parser"]
+
+_P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 _log = get_logger("dmlog")
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``dmlog`` (with its ``serve`` subcommand) to a subparsers object."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+def add_parser(subparsers: "argparse._SubParsersAction[_P]") -> None:
+    """Add ``dmlog`` (with its ``serve`` subcommand) to ``subparsers``."""
+    parser = subparsers.add_parser(
         "dmlog", help="dm-log-userspace server for dm-mirror",
         description="A single-node dm-log-userspace server: dirty logs for mirrors whose "
                     "table says 'mirror userspace ...'.")
@@ -58,7 +60,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve_p.add_argument("-v", "--verbose", action="store_true",
                          help="log every request, not only significant events")
     serve_p.set_defaults(func=serve)
-    return parser
 
 
 def _microseconds(text: str) -> int:
@@ -132,15 +133,3 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("loopcore.dmlog").removeHandler(handler)
     return 0
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m loopcore.dmlog serve ...``: the subcommand on its own."""
-    parser = argparse.ArgumentParser(prog="loopcore")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["dmlog", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        status: int = args.func(args)
-        return status
-    except (Error, OSError, ValueError) as exc:
-        print(f"loopcore dmlog: {exc}", file=sys.stderr)
-        return 1
