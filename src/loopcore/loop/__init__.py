@@ -8,11 +8,15 @@ One file per job:
   process's shared control state (fd, locks, fork handling, the
   LOOP_CONFIGURE probe);
 - ``backing``: the backing file, opened and checked once;
-- ``device``: :class:`LoopDevice`, :func:`open`, :func:`detach`;
+- ``device``: :class:`LoopDevice`, an attached device;
+- ``locks``: the flock a device holds (:class:`DeviceLock`);
+- ``partitions``: partitions registered with BLKPG (``add_partitions``);
+- ``diskseq``: is it still the same disk (dev_t, diskseq);
+- ``existing``: :func:`open`, :func:`detach` of devices that exist already;
 - ``policy``: :func:`attach`, the attach policy, top to bottom;
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
-- ``partition_table``: partition tables read in the library (GPT, MBR) and
-  registered with BLKPG, for kernels and devices that do not scan them;
+- ``partition_table``: partition tables read in the library (GPT, MBR),
+  for kernels and devices that do not scan them;
 - ``_calls``: -errno checking, EAGAIN retries, every retry constant.
 """
 from __future__ import annotations
@@ -34,17 +38,9 @@ from ._calls import (
 from .backing import Backing, BackingFile
 from .burst import attach_many, detach_many
 from .control import FORCE_LEGACY_ENV, LoopControl, kernel_supports_configure
-from .device import (
-    LOCK_EXCLUSIVE,
-    LOCK_SHARED,
-    DeviceLock,
-    DeviceRef,
-    LoopDevice,
-    detach,
-    loop_number_of,
-    open,
-)
+from .device import LoopDevice
 from .discovery import find, list_devices, partitions, wait_for_partitions
+from .existing import DeviceRef, detach, loop_number_of, open
 from .info import (
     LO_NAME_SIZE,
     LOOP_MAJOR,
@@ -54,6 +50,7 @@ from .info import (
     LoopInfo,
     device_path,
 )
+from .locks import LOCK_EXCLUSIVE, LOCK_SHARED, DeviceLock
 from .partition_table import Partition, PartitionTable, read_partition_table
 from .policy import LockArg, attach, bind
 
