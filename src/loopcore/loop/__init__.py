@@ -12,6 +12,8 @@ One file per job:
 - ``locks``: the flock a device holds (:class:`DeviceLock`);
 - ``partitions``: partitions registered with BLKPG (``add_partitions``);
 - ``diskseq``: is it still the same disk (dev_t, diskseq);
+- ``teardown``: ``LoopDevice.detach()``'s work, and the quiet unbind of a
+  device a failed attach bound;
 - ``existing``: :func:`open`, :func:`detach` of devices that exist already;
 - ``policy``: :func:`attach`, the attach policy, top to bottom;
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
@@ -22,7 +24,6 @@ One file per job:
 from __future__ import annotations
 
 from .._sysfs import loop_backing_file as sysfs_backing_file
-from .._validate import check_number
 from ._calls import (
     ATTACH_ATTEMPTS,
     ATTACH_SLEEP_BASE_US,
@@ -61,7 +62,7 @@ __all__ = [
     "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE",
     "Backing", "BackingFile", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
     "LoopDevice", "LoopInfo", "Partition", "PartitionTable",
-    "attach", "attach_many", "bind", "check_number", "detach", "detach_many", "device_path", "find",
+    "attach", "attach_many", "bind", "detach", "detach_many", "device_path", "find",
     "kernel_supports_configure", "list_devices", "loop_number_of", "open", "partitions",
     "read_partition_table", "sysfs_backing_file", "wait_for_partitions",
 ]
