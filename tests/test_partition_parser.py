@@ -133,6 +133,13 @@ class TestParser:
         label, _, parts = sfdisk_view(str(img))
         assert table is not None and table.label == label and ours(table) == parts
 
+    @pytest.mark.parametrize("source, error", [(True, TypeError), (-1, ValueError),
+                                               (2.5, TypeError)])
+    def test_a_bad_source_is_a_typed_error(self, source: object, error: type):
+        with pytest.raises(error) as e:
+            read_partition_table(source)  # type: ignore[arg-type]
+        assert isinstance(e.value, loopcore.Error)
+
     def test_partition_path_and_module_surface(self):
         assert partition_path(3, 12) == "/dev/loop3p12"
         assert loopcore.PartitionTable is PartitionTable
