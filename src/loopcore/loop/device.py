@@ -1,7 +1,7 @@
 """An attached loop device: :class:`LoopDevice`.  Its lock lives in
 ``locks``, the partitions it registers in ``partitions``, the same-disk
-checks in ``diskseq``; :func:`open` and :func:`detach` for devices that
-exist already in ``existing``."""
+checks in ``diskseq``, its detach in ``teardown``; :func:`open` and
+:func:`detach` for devices that exist already in ``existing``."""
 from __future__ import annotations
 
 import builtins
