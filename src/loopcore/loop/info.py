@@ -43,12 +43,14 @@ def block_size_refused(block_size: int, error: OSError) -> ValueError:
 
 
 class Flags(enum.IntFlag):
-    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h)."""
+    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h).  The
+    values come from the shim, whose scan flags are these very bits (the C
+    asserts it against the kernel's header at compile time)."""
 
-    READ_ONLY = 1
-    AUTOCLEAR = 4
-    PARTSCAN = 8
-    DIRECT_IO = 16
+    READ_ONLY = _c.lib.LC_SCAN_RO
+    AUTOCLEAR = _c.lib.LC_SCAN_AUTOCLEAR
+    PARTSCAN = _c.lib.LC_SCAN_PARTSCAN
+    DIRECT_IO = _c.lib.LC_SCAN_DIO
 
 
 #: every Flags bit: what of ``lo_flags`` a LoopInfo keeps
