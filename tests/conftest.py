@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import gc
 import os
+import random
 import struct
 import subprocess
 from pathlib import Path
@@ -188,6 +189,30 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def fresh_number() -> int:
+    """A loop device number nobody has: tests that make /dev/loopN never
+    touch a device they did not create."""
+    while True:
+        number = random.randint(200_000, 900_000)
+        if not os.path.exists(f"/sys/block/loop{number}"):
+            return number
+
+
+@pytest.fixture
+def new_number(tmp_path: Path) -> Iterator[int]:
+    """A number with no device behind it; whatever the test made there is
+    detached (if bound to the test's files) and removed afterwards."""
+    number = fresh_number()
+    yield number
+    backing = bound_backing(number)
+    if backing and backing.startswith(str(tmp_path)):
+        force_detach({number})
+    if os.path.exists(f"/sys/block/loop{number}"):
+        with loopcore.LoopControl() as ctl:
+            with contextlib.suppress(OSError):
+                ctl.remove(number)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import re
 import struct
 import subprocess
 import sys
-import time
 from typing import Dict, List
 
 import pytest
@@ -27,6 +26,7 @@ from loopcore.cli import arguments, columns
 
 from cli_runner import free_high_number, loopcore_cmd, loopcore_redirected, one_line, run_main
 from conftest import VARIANTS, attached, kernel_size, sysfs
+from uevents import UeventListener
 
 MiB = 1 << 20
 BLKROSET = 0x125D
@@ -179,12 +179,10 @@ def test_attach_options_via_cli(make_image):
 @pytest.mark.usefixtures("no_leaks")
 def test_attach_autoclear_detaches_when_the_cli_exits(make_image):
     img = make_image()
-    dev = loopcore_cmd("attach", "--autoclear", str(img), check=True).stdout.decode().strip()
-    assert re.fullmatch(r"/dev/loop\d+", dev)
-    deadline = time.monotonic() + 5
-    while loopcore.find(img):
-        assert time.monotonic() < deadline, "an autoclear device outlived its only user"
-        time.sleep(0.01)
+    with UeventListener() as listener:  # the detach's 'change' uevent is queued
+        dev = loopcore_cmd("attach", "--autoclear", str(img), check=True).stdout.decode().strip()
+        assert re.fullmatch(r"/dev/loop\d+", dev)
+        listener.wait_until(lambda: not loopcore.find(img), "autoclear detached it")
 
 
 @pytest.mark.root
@@ -316,12 +314,10 @@ def test_backing_path_longer_than_a_page(tmp_path, monkeypatch):
         assert dev.path in picked
         monkeypatch.undo()
         # and detaching it by name works (once our own fd on it is closed too)
-        loopcore_cmd("detach", dev.path, check=True)
-        dev.close()
-        deadline = time.monotonic() + 5
-        while bound_to_unnamed(st):
-            assert time.monotonic() < deadline, "still bound after loopcore detach"
-            time.sleep(0.01)
+        with UeventListener() as listener:  # the detach's 'change' uevent is queued
+            loopcore_cmd("detach", dev.path, check=True)
+            dev.close()
+            listener.wait_until(lambda: not bound_to_unnamed(st), "loopcore detach unbound it")
 
 
 # --- sizes ---------------------------------------------------------------------------

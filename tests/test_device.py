@@ -186,6 +186,17 @@ def test_open_not_a_loop_device(path: str):
     assert e.value.filename == path and isinstance(e.value, OSError)
 
 
+@pytest.mark.parametrize("ref, error", [
+    (True, TypeError), (3.0, TypeError), (None, TypeError), (-1, ValueError), (1 << 31, ValueError),
+])
+def test_open_refuses_a_bad_reference_before_any_syscall(ref: object, error: type):
+    with pytest.raises(error) as e:
+        loopcore.open(ref)  # type: ignore[arg-type]
+    assert isinstance(e.value, loopcore.Error)
+    with pytest.raises(error):
+        loopcore.detach(ref)  # type: ignore[arg-type]
+
+
 def test_open_missing_path(tmp_path: Path):
     with pytest.raises(FileNotFoundError) as e:
         loopcore.open(tmp_path / "nope")

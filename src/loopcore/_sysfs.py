@@ -30,6 +30,15 @@ def block_name(devnum: int) -> Optional[str]:
         return None
 
 
+def loop_number(devnum: int) -> Optional[int]:
+    """N if ``devnum`` is the loop device ``/dev/loopN`` (a whole disk:
+    ``loopNpM`` is a partition, not a loop device), else None."""
+    name = block_name(devnum) or ""
+    if name.startswith("loop") and name[4:].isdigit():
+        return int(name[4:])
+    return None
+
+
 def loop_backing_file(number: int) -> Optional[str]:
     """``/sys/block/loopN/loop/backing_file`` without its newline; None if
     the device is unbound or gone.  Raises OSError(ENAMETOOLONG) for a path

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -35,25 +34,18 @@ LAYOUTS = {
 
 
 def sysfs_partitions(number: int) -> Dict[int, Tuple[int, int]]:
-    """The kernel's partitions of loopN, read until two reads agree: udev's
-    probe in the guest can make the kernel drop and re-add them meanwhile."""
-    previous = None
-    for _ in range(100):
-        found = {}
-        try:
-            for entry in Path(f"/sys/block/loop{number}").iterdir():
-                if entry.name.startswith(f"loop{number}p"):
-                    found[int(entry.name[len(f"loop{number}p"):])] = (
-                        int((entry / "start").read_text()) * 512,
-                        int((entry / "size").read_text()) * 512)
-        except FileNotFoundError:
-            time.sleep(0.05)
-            continue
-        if found == previous:
-            return found
-        previous = found
-        time.sleep(0.05)
-    raise AssertionError(f"loop{number}'s partitions never settled: {previous}")
+    """The kernel's partitions of loopN once udev is done: its probe in the
+    guest can make the kernel drop and re-add them (and a device it holds
+    open is detached at its close), so wait until its queue is empty."""
+    subprocess.run(["udevadm", "settle", "--timeout=60"], check=True)
+    found = {}
+    base = Path(f"/sys/block/loop{number}")
+    for entry in base.iterdir() if base.exists() else ():
+        if entry.name.startswith(f"loop{number}p"):
+            found[int(entry.name[len(f"loop{number}p"):])] = (
+                int((entry / "start").read_text()) * 512,
+                int((entry / "size").read_text()) * 512)
+    return found
 
 
 def sfdisk(target: str, script: str) -> None:

@@ -8,17 +8,22 @@ One file per job:
   process's shared control state (fd, locks, fork handling, the
   LOOP_CONFIGURE probe);
 - ``backing``: the backing file, opened and checked once;
-- ``device``: :class:`LoopDevice`, :func:`open`, :func:`detach`;
+- ``device``: :class:`LoopDevice`, an attached device;
+- ``locks``: the flock a device holds (:class:`DeviceLock`);
+- ``partitions``: partitions registered with BLKPG (``add_partitions``);
+- ``diskseq``: is it still the same disk (dev_t, diskseq);
+- ``teardown``: ``LoopDevice.detach()``'s work, and the quiet unbind of a
+  device a failed attach bound;
+- ``existing``: :func:`open`, :func:`detach` of devices that exist already;
 - ``policy``: :func:`attach`, the attach policy, top to bottom;
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
-- ``partition_table``: partition tables read in the library (GPT, MBR) and
-  registered with BLKPG, for kernels and devices that do not scan them;
+- ``partition_table``: partition tables read in the library (GPT, MBR),
+  for kernels and devices that do not scan them;
 - ``_calls``: -errno checking, EAGAIN retries, every retry constant.
 """
 from __future__ import annotations
 
 from .._sysfs import loop_backing_file as sysfs_backing_file
-from .._validate import check_number
 from ._calls import (
     ATTACH_ATTEMPTS,
     ATTACH_SLEEP_BASE_US,
@@ -34,17 +39,9 @@ from ._calls import (
 from .backing import Backing, BackingFile
 from .burst import attach_many, detach_many
 from .control import FORCE_LEGACY_ENV, LoopControl, kernel_supports_configure
-from .device import (
-    LOCK_EXCLUSIVE,
-    LOCK_SHARED,
-    DeviceLock,
-    DeviceRef,
-    LoopDevice,
-    detach,
-    loop_number_of,
-    open,
-)
+from .device import LoopDevice
 from .discovery import find, list_devices, partitions, wait_for_partitions
+from .existing import DeviceRef, detach, loop_number_of, open
 from .info import (
     LO_NAME_SIZE,
     LOOP_MAJOR,
@@ -54,6 +51,7 @@ from .info import (
     LoopInfo,
     device_path,
 )
+from .locks import LOCK_EXCLUSIVE, LOCK_SHARED, DeviceLock
 from .partition_table import Partition, PartitionTable, read_partition_table
 from .policy import LockArg, attach, bind
 
@@ -64,7 +62,7 @@ __all__ = [
     "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE",
     "Backing", "BackingFile", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
     "LoopDevice", "LoopInfo", "Partition", "PartitionTable",
-    "attach", "attach_many", "bind", "check_number", "detach", "detach_many", "device_path", "find",
+    "attach", "attach_many", "bind", "detach", "detach_many", "device_path", "find",
     "kernel_supports_configure", "list_devices", "loop_number_of", "open", "partitions",
     "read_partition_table", "sysfs_backing_file", "wait_for_partitions",
 ]

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 import time
 from typing import Iterator, List, Optional, Tuple, Union
 
 from .. import _c, _sysfs
 from .._validate import check_int, check_number, check_timeout
-from ..errors import ValueError, error_from_errno, translate
-from .info import SCAN_DETAIL_BITS, Flags, LoopInfo, device_path
+from ..errors import TimeoutError, ValueError, error_from_errno, translate
+from . import _calls
+from .info import FLAG_MASK, SCAN_DETAIL_BITS, Flags, LoopInfo, device_path, partition_path
 
 __all__ = [
     "list_devices",
@@ -36,14 +36,22 @@ DELETED_SUFFIX = " (deleted)"
 PARTITION_POLL_S = 0.01
 INITIAL_BUFFER = 64 * 1024
 
-# struct lc_scan_rec (csrc/lc_scan.h): six u64, five u32, one i32, two u32.
-_REC = struct.Struct("=6Q5Ii2I")
-assert _REC.size == _c.ffi.sizeof("struct lc_scan_rec")
+# struct lc_scan_rec (csrc/lc_scan.h), packed as the compiler lays it out.
+# The scan takes a record's integers in the cdef's order, up to name_off;
+# _RECORD_INTS is the order scan() unpacks them in, checked here once.
+_REC_VIEW = _c.struct_view("struct lc_scan_rec")
+_REC = _REC_VIEW.struct
+_RECORD_INTS = ("offset", "sizelimit", "size_sectors", "diskseq", "backing_dev",
+                "backing_ino", "number", "major", "minor", "block_size", "flags", "status_err")
+_INTS = len(_RECORD_INTS)
+_NAME_OFF = _REC_VIEW.names.index("name_off")
+_NAME_LEN = _REC_VIEW.names.index("name_len")
+_FLAGS = _REC_VIEW.names.index("flags")
+assert _REC_VIEW.names[:_INTS] == _RECORD_INTS and _NAME_OFF == _INTS, _REC_VIEW.names
 
-_FLAG_BITS = int(Flags.READ_ONLY | Flags.AUTOCLEAR | Flags.PARTSCAN | Flags.DIRECT_IO)
 # Flags for every combination of the bits, by value: built once, indexed in
 # the scan's loop (making an IntFlag costs microseconds).
-_FLAGS_BY_BITS: List[Flags] = [Flags(bits & _FLAG_BITS) for bits in range(_FLAG_BITS + 1)]
+_FLAGS_BY_BITS: List[Flags] = [Flags(bits & FLAG_MASK) for bits in range(FLAG_MASK + 1)]
 
 
 _buffer_size = INITIAL_BUFFER
@@ -69,8 +77,8 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True,
     by_bits = _FLAGS_BY_BITS
     detail_bits = SCAN_DETAIL_BITS
     # LoopInfo's fields in order: a NamedTuple is built as fast as a tuple.
-    return [LoopInfo(number, f"/dev/loop{number}", name, bdev, bino, offset, sizelimit,
-                     by_bits[rflags & _FLAG_BITS], block_size,
+    return [LoopInfo(number, device_path(number), name, bdev, bino, offset, sizelimit,
+                     by_bits[rflags & FLAG_MASK], block_size,
                      sectors * 512, diskseq if rflags & _HAS_DISKSEQ else None,
                      major, minor, rflags & detail_bits, status_err)
             for (offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
@@ -81,7 +89,7 @@ _BOUND = _c.lib.LC_SCAN_BOUND
 _HAS_DISKSEQ = _c.lib.LC_SCAN_HAS_DISKSEQ
 
 
-# struct lc_scan_rec's twelve integers (as _scan_raw lists them), then the backing name.
+# struct lc_scan_rec's integers (_RECORD_INTS), then the backing name.
 _RawRecord = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, Optional[str]]
 
 
@@ -102,10 +110,11 @@ def _scan_raw(flags: int) -> Iterator[_RawRecord]:
         raise error_from_errno(-count, _sysfs.SYS_BLOCK)
     raw = _c.ffi.buffer(buf, size)[:]
     fsdecode = os.fsdecode
+    ints, name_at, length_at, flags_at, bound = _INTS, _NAME_OFF, _NAME_LEN, _FLAGS, _BOUND
     for rec in _REC.iter_unpack(raw[: count * _REC.size]):
-        name_off, name_len = rec[12], rec[13]
-        yield rec[:12] + (fsdecode(raw[name_off:name_off + name_len])
-                          if rec[10] & _BOUND else None,)
+        name_off = rec[name_at]
+        yield rec[:ints] + (fsdecode(raw[name_off:name_off + rec[length_at]])
+                            if rec[flags_at] & bound else None,)
 
 
 @translate
@@ -198,7 +207,7 @@ def partitions(number: int) -> List[str]:
     devtmpfs creates them); :func:`wait_for_partitions` waits for them.
     """
     check_number(number)
-    return [f"/dev/loop{number}p{p}" for p in _partition_numbers(number)]
+    return [partition_path(number, p) for p in _partition_numbers(number)]
 
 
 @translate
@@ -211,13 +220,13 @@ def wait_for_partitions(number: int, count: int, timeout: float = 5.0) -> List[s
     check_number(number)
     check_int("count", count)
     check_timeout(timeout)
-    deadline = time.monotonic() + timeout
+    deadline_ns = _calls.deadline_after(timeout)
     while True:
         paths = partitions(number)
         ready = [p for p in paths if os.path.exists(p)]
         if len(paths) >= count and len(ready) == len(paths):
             return paths
-        if time.monotonic() >= deadline:
+        if _calls.seconds_left(deadline_ns) == 0:  # None: no deadline
             raise TimeoutError(errno.ETIMEDOUT,
                                f"{len(ready)} of {count} partitions appeared in {timeout} s",
                                device_path(number))

@@ -8,9 +8,12 @@ import os
 from typing import NamedTuple, Optional
 
 from .. import _c
+from .._validate import check_int
+from ..errors import ValueError
 
-__all__ = ["Flags", "LoopInfo", "device_path", "LOOP_MAJOR", "LO_NAME_SIZE", "PAGE_SIZE",
-           "MAX_BLOCK_SIZE"]
+__all__ = ["Flags", "FLAG_MASK", "LoopInfo", "device_path", "partition_path", "LOOP_MAJOR",
+           "LO_NAME_SIZE", "PAGE_SIZE", "MAX_BLOCK_SIZE", "check_block_size",
+           "block_size_refused"]
 
 LOOP_MAJOR = 7
 LO_NAME_SIZE = 64  # lo_file_name: 63 bytes and a NUL
@@ -21,18 +24,47 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MAX_BLOCK_SIZE = 65536
 
 
-class Flags(enum.IntFlag):
-    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h)."""
+def check_block_size(block_size: int, *, allow_zero: bool) -> None:
+    """A logical block size: 0 (the kernel's default) where allowed, else a
+    power of two from 512 to 64 KiB (the running kernel may take less)."""
+    check_int("block_size", block_size, maximum=MAX_BLOCK_SIZE)
+    if block_size == 0 and allow_zero:
+        return
+    if block_size < 512 or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two from 512 to {MAX_BLOCK_SIZE}, "
+                         f"not {block_size}")
 
-    READ_ONLY = 1
-    AUTOCLEAR = 4
-    PARTSCAN = 8
-    DIRECT_IO = 16
+
+def block_size_refused(block_size: int, error: OSError) -> ValueError:
+    """The ValueError for a block size the kernel refused (EINVAL): kernels
+    before 6.15 take no block size above the page size."""
+    return ValueError(f"block_size {block_size}: this kernel refuses it ({error.strerror}); "
+                      f"every kernel takes powers of two from 512 to the page size, {PAGE_SIZE}")
+
+
+class Flags(enum.IntFlag):
+    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h).  The
+    values come from the shim, whose scan flags are these very bits (the C
+    asserts it against the kernel's header at compile time)."""
+
+    READ_ONLY = _c.lib.LC_SCAN_RO
+    AUTOCLEAR = _c.lib.LC_SCAN_AUTOCLEAR
+    PARTSCAN = _c.lib.LC_SCAN_PARTSCAN
+    DIRECT_IO = _c.lib.LC_SCAN_DIO
+
+
+#: every Flags bit: what of ``lo_flags`` a LoopInfo keeps
+FLAG_MASK = int(Flags.READ_ONLY | Flags.AUTOCLEAR | Flags.PARTSCAN | Flags.DIRECT_IO)
 
 
 def device_path(number: int) -> str:
     """``/dev/loopN`` for device number N."""
     return f"/dev/loop{number}"
+
+
+def partition_path(number: int, pno: int) -> str:
+    """``/dev/loopNpM`` for partition M of device N."""
+    return f"/dev/loop{number}p{pno}"
 
 
 # Bits of LoopInfo.scan_flags (csrc/lc_scan.h's LC_SCAN_*): how much of the

@@ -1,5 +1,4 @@
-"""Partitions without the kernel's or udev's help: what ``partx --add`` and
-``kpartx`` do, in the library.
+"""Partition tables read in the library, as the kernel's parsers read them.
 
 A kernel built without partition-table parsers (or a device attached
 without partscan) shows no ``/dev/loopNpM``.  :func:`read_table` parses
@@ -7,11 +6,8 @@ the table itself -- a GPT behind its protective MBR (the backup header at
 the last sector when the primary is damaged) or an MBR with primary,
 extended and logical partitions -- in the device's logical block size,
 following the kernel's own parsers so that the result is what a kernel
-with them would register.  :func:`register` makes the kernel's partitions
-of a loop device match a table through BLKPG (``lc_blkpg``) and creates
-the ``/dev`` nodes devtmpfs did not; :func:`unregister` takes them away.
-:class:`~loopcore.LoopDevice` drives these (``add_partitions``,
-``remove_partitions``).
+with them would register.  Registering the result with the kernel (BLKPG)
+is ``partitions``'s job.
 """
 from __future__ import annotations
 
@@ -21,17 +17,16 @@ import stat
 import struct
 import uuid
 import zlib
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Set, Tuple, Union
 
-from .. import _c, _sysfs
+from .. import _c
 from .._log import get_logger
 from .._validate import check_fd
-from ..errors import LoopBusyError, PartitionTableError, TypeError, error_from_errno, translate
+from ..errors import PartitionTableError, translate
 from . import _calls
-from .info import device_path
 
 __all__ = ["Partition", "PartitionTable", "read_table", "read_partition_table",
-           "partition_path", "register", "unregister", "current", "MAX_PARTITIONS"]
+           "MAX_PARTITIONS"]
 
 log = get_logger("loop")
 
@@ -305,9 +300,7 @@ def read_partition_table(source: Union[str, bytes, "os.PathLike[str]", int], *,
     and to 512 for a file (an image made for 4096-byte sectors needs
     ``sector_size=4096``, as ``sfdisk --sector-size 4096`` does).
     """
-    if isinstance(source, bool):
-        raise TypeError("source must be a path or an fd, not a bool")
-    if isinstance(source, int):
+    if isinstance(source, int):  # a bool too: check_fd refuses it
         fd, name, own = check_fd(source), f"fd {source}", False
     else:
         name = os.fsdecode(source)
@@ -328,137 +321,3 @@ def read_partition_table(source: Union[str, bytes, "os.PathLike[str]", int], *,
     finally:
         if own:
             os.close(fd)
-
-
-# --- the kernel's side: BLKPG and /dev nodes ---------------------------------------
-
-def partition_path(number: int, pno: int) -> str:
-    """``/dev/loopNpM``."""
-    return f"{device_path(number)}p{pno}"
-
-
-def current(number: int) -> Dict[int, Tuple[int, int, int]]:
-    """The partitions the kernel has for ``/dev/loopN``: {M: (start, size,
-    dev_t)}, start and size in bytes."""
-    found = {}
-    for pno in _sysfs.loop_partition_numbers(number) or ():
-        geometry = _sysfs.loop_partition(number, pno)
-        if geometry is not None:
-            found[pno] = geometry
-    return found
-
-
-def _blkpg(fd: int, op: int, number: int, pno: int, start: int = 0, length: int = 0) -> None:
-    # A probe (udev's, blkid's) may hold a partition open briefly.
-    attempts = _calls.PARTITION_DEL_ATTEMPTS if op == _c.lib.LC_BLKPG_DEL else 1
-    rc = _calls.retry_ebusy(lambda: _c.lib.lc_blkpg(fd, op, pno, start, length), attempts)
-    if rc == 0:
-        return
-    path = partition_path(number, pno)
-    if rc == -errno.EBUSY:
-        what = "is in use (open or mounted)" if op == _c.lib.LC_BLKPG_DEL else \
-            "overlaps a partition the kernel has"
-        raise LoopBusyError(errno.EBUSY, f"partition {pno} {what}", path)
-    raise error_from_errno(-rc, path)
-
-
-def _ensure_node(number: int, pno: int, devnum: int, made: Set[str]) -> None:
-    """Create ``/dev/loopNpM`` if devtmpfs (or udev) did not; replace a node
-    left over from an earlier device, which would name another disk."""
-    path = partition_path(number, pno)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum:
-            return
-        if not stat.S_ISBLK(st.st_mode):
-            raise error_from_errno(errno.EEXIST, path, "exists and is not a block device")
-        log.info("%s: stale node (%d:%d), replaced", path, os.major(st.st_rdev),
-                 os.minor(st.st_rdev))
-        os.unlink(path)
-    os.mknod(path, stat.S_IFBLK | 0o600, devnum)
-    made.add(path)
-    log.debug("%s: created the node (%d:%d)", path, os.major(devnum), os.minor(devnum))
-
-
-def _drop_node(path: str, devnum: Optional[int], made: Set[str]) -> None:
-    """Remove a node loopcore created (devtmpfs removes its own)."""
-    if path not in made:
-        return
-    made.discard(path)
-    try:
-        st = os.stat(path)
-        if devnum is None or (stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def register(fd: int, number: int, table: PartitionTable,
-             made_nodes: Set[str]) -> Tuple[List[str], List[int]]:
-    """Make the kernel's partitions of ``/dev/loopN`` (open as ``fd``) those
-    of ``table``, as ``partx --update`` would.
-
-    Partitions already registered with the same start and size are kept;
-    one registered under the same number with another geometry, or not
-    in the table, is deleted first (LoopBusyError if it is in use).  If an
-    add fails, the partitions this call added are deleted again.  Nodes
-    devtmpfs did not create are made and recorded in ``made_nodes``.
-    Returns (paths of the table's partitions, numbers this call added).
-    """
-    have = current(number)
-    want = {p.number: (p.start, p.kernel_size) for p in table.partitions}
-    stale = [pno for pno, (start, size, _dev) in sorted(have.items())
-             if want.get(pno) != (start, size)]
-    for pno in stale:
-        _blkpg(fd, _c.lib.LC_BLKPG_DEL, number, pno)
-        _drop_node(partition_path(number, pno), have[pno][2], made_nodes)
-        log.debug("%s: partition %d deleted (not in the table as registered)",
-                  device_path(number), pno)
-    added: List[int] = []
-    try:
-        for part in table.partitions:
-            if part.number in have and part.number not in stale:
-                continue
-            _blkpg(fd, _c.lib.LC_BLKPG_ADD, number, part.number, part.start, part.kernel_size)
-            added.append(part.number)
-        now = current(number)
-        for part in table.partitions:
-            if part.number not in now:
-                raise error_from_errno(errno.ENXIO, partition_path(number, part.number),
-                                       "partition vanished right after it was added")
-            _ensure_node(number, part.number, now[part.number][2], made_nodes)
-    except BaseException:
-        for pno in reversed(added):
-            _c.lib.lc_blkpg(fd, _c.lib.LC_BLKPG_DEL, pno, 0, 0)
-            _drop_node(partition_path(number, pno), None, made_nodes)
-        raise
-    log.debug("%s: partitions %s registered (%s table, %d-byte sectors)", device_path(number),
-              added, table.label, table.sector_size)
-    return [partition_path(number, p.number) for p in table.partitions], added
-
-
-def unregister(fd: int, number: int, pnos: Iterable[int], made_nodes: Set[str]) -> List[int]:
-    """Delete partitions ``pnos`` of ``/dev/loopN`` that the kernel has, and
-    the nodes loopcore made for them.  Tries them all; raises the first
-    failure (LoopBusyError for one in use) after.  Returns the numbers
-    deleted."""
-    have = current(number)
-    deleted: List[int] = []
-    first_error: Optional[BaseException] = None
-    for pno in sorted(set(pnos), reverse=True):
-        if pno not in have:
-            _drop_node(partition_path(number, pno), None, made_nodes)
-            continue
-        try:
-            _blkpg(fd, _c.lib.LC_BLKPG_DEL, number, pno)
-        except OSError as e:
-            first_error = first_error or e
-            continue
-        _drop_node(partition_path(number, pno), have[pno][2], made_nodes)
-        deleted.append(pno)
-    if first_error is not None:
-        raise first_error
-    return sorted(deleted)

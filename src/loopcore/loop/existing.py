@@ -1,0 +1,81 @@
+"""Loop devices that exist already: :func:`open` and :func:`detach` by
+path or number, and :func:`loop_number_of` (is this node a loop device?)."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Optional, Union
+
+from .. import _sysfs
+from .._validate import U64_MAX, check_int, check_number
+from ..errors import NotALoopDeviceError, TypeError, translate
+from .device import LoopDevice
+from .diskseq import check_diskseq, read_diskseq
+from .info import device_path
+
+__all__ = ["DeviceRef", "open", "detach", "loop_number_of"]
+
+DeviceRef = Union[str, bytes, "os.PathLike[str]", int]
+"""A loop device: its path (``/dev/loop3``) or its number (``3``)."""
+
+
+def loop_number_of(path: str, st: os.stat_result) -> int:
+    """N for a loop device node, or raise NotALoopDeviceError."""
+    if not stat.S_ISBLK(st.st_mode):
+        raise NotALoopDeviceError(errno.ENOTBLK, "not a loop device", path)
+    number = _sysfs.loop_number(st.st_rdev)
+    if number is None:
+        raise NotALoopDeviceError(errno.ENODEV, "not a loop device", path)
+    return number
+
+
+def _device_from_ref(ref: DeviceRef) -> str:
+    if isinstance(ref, int):  # a bool too: check_number refuses it
+        return device_path(check_number(ref))
+    if isinstance(ref, (str, bytes, os.PathLike)):
+        return os.fsdecode(ref)
+    raise TypeError(f"a loop device is a path or a number, not {type(ref).__name__}")
+
+
+@translate
+def open(path: DeviceRef, *, diskseq: Optional[int] = None) -> LoopDevice:  # noqa: A001
+    """Open an existing loop device by path (or number).
+
+    Opens read-write, falling back to read-only where the node or the
+    device refuses writing.  NotALoopDeviceError for anything else.
+
+    ``diskseq`` (a ``LoopDevice.diskseq`` or udev's ``DISKSEQ`` noted
+    earlier) makes it refuse, with DiskseqMismatchError (ESTALE), a device
+    that is no longer that disk: detached, and maybe bound to something
+    else, since.  The check is made on the open fd, which pins the
+    binding, so it cannot go stale between check and use.
+    """
+    if diskseq is not None:
+        check_int("diskseq", diskseq, minimum=1, maximum=U64_MAX)
+    name = _device_from_ref(path)
+    st = os.stat(name)
+    number = loop_number_of(name, st)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        check_diskseq(fd, name, diskseq)
+    except BaseException:
+        os.close(fd)
+        raise
+    return LoopDevice(number, fd, st.st_rdev, read_diskseq(fd))
+
+
+@translate
+def detach(path_or_number: DeviceRef, *, diskseq: Optional[int] = None) -> None:
+    """Detach a loop device by path or number (``losetup -d``); with
+    ``diskseq``, only if it is still that disk (see :func:`open`)."""
+    device = open(path_or_number, diskseq=diskseq)
+    try:
+        device.detach()
+    finally:
+        device.close()  # still open if detach failed

@@ -1,0 +1,91 @@
+"""Taking a :class:`~loopcore.LoopDevice` down: ``LoopDevice.detach()``'s
+work (partitions and lock first, after a write-back; then LOOP_CLR_FD, its
+retries, and what stays when it fails), and the quiet unbind of a device
+attach() bound moments ago and is not handing out."""
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from .. import _c
+from ..errors import error_from_errno
+from . import _calls
+
+if TYPE_CHECKING:
+    from .._native import CData
+    from .device import LoopDevice
+
+__all__ = ["detach", "detach_failed", "unbind_fresh"]
+
+
+def detach(device: LoopDevice) -> None:
+    """LoopDevice.detach() (see there), errors untranslated."""
+    device._check_open()
+    if device._partitions is not None or device._locks is not None:
+        _before_detach(device)
+    step = _c.ffi.new("uint32_t *")
+    rc = _c.lib.lc_detach_fd(device._fd, step)
+    if rc == 0:  # the common case, without the retries
+        device._fd = -1
+        return
+    detach_failed(device, rc, step)
+
+
+def _before_detach(device: LoopDevice) -> None:
+    """Delete the partitions add_partitions() registered and drop the
+    lock (a second open fd would make LOOP_CLR_FD a deferred detach),
+    after writing back the page cache, which could fail."""
+    partitions = device._partitions
+    if (partitions is not None and partitions.numbers) or device._lock_fd >= 0:
+        _write_back(device)
+        if partitions is not None:
+            partitions.remove_added(device)
+        device._drop_lock()
+
+
+def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
+    """After a failed lc_detach_fd (``step`` says where): retry, or raise
+    with the device still bound and open (closed if it was not bound)."""
+    if rc in (-errno.EAGAIN, -errno.EINTR):
+        # the kernel is busy, or a signal (its handler ran): the EAGAIN policy
+        rc = _calls.retry_eagain(lambda: _c.lib.lc_detach_fd(device._fd, step))
+    if rc == 0:
+        device._fd = -1
+        return
+    if step[0] == _c.lib.LC_STEP_WRITE_BACK:
+        raise _not_written_back(-rc, device.path)
+    if rc == -errno.ENXIO and _unbound(device._fd):
+        device.close()  # nothing bound to keep open for
+    raise error_from_errno(-rc, device.path)
+
+
+def _write_back(device: LoopDevice) -> None:
+    """lc_flush, EINTR retried (a handler that raises ends it)."""
+    while True:
+        rc = _c.lib.lc_flush(device._fd)
+        if rc != -errno.EINTR:
+            break
+    if rc < 0:
+        raise _not_written_back(-rc, device.path)
+
+
+def _not_written_back(err: int, path: str) -> OSError:
+    return error_from_errno(err, path, f"{os.strerror(err)}: the device's cached writes "
+                            "could not be written back; it stays bound")
+
+
+def _unbound(fd: int) -> bool:
+    """Whether the kernel says the device open as ``fd`` has no backing file."""
+    info = _c.ffi.new("struct lc_loop_info64 *")
+    return bool(_c.lib.lc_get_status64(fd, info) == -errno.ENXIO)
+
+
+def unbind_fresh(device: LoopDevice) -> None:
+    """Unbind and close a device attach() bound moments ago and is not
+    handing out: nobody wrote to it, so there is nothing to write back,
+    and a failure to unbind could not be acted on."""
+    device._drop_lock()  # first: another opener defers LOOP_CLR_FD
+    fd, device._fd = device._fd, -1
+    _calls.retry_eagain(lambda: _c.lib.lc_clr_fd(fd))
+    os.close(fd)
