@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <linux/dm-ioctl.h>
 
 #include "lc_dm.h"
@@ -74,6 +75,11 @@ LC_SAME_SIZE(lc_dm_target_msg, dm_target_msg);
 LC_SAME_FIELD(lc_dm_target_msg, dm_target_msg, sector);
 _Static_assert(offsetof(struct lc_dm_target_msg, message) == offsetof(struct dm_target_msg, message),
                "target_msg message[]");
+
+LC_SAME_SIZE(lc_ucred, ucred);
+LC_SAME_FIELD(lc_ucred, ucred, pid);
+LC_SAME_FIELD(lc_ucred, ucred, uid);
+LC_SAME_FIELD(lc_ucred, ucred, gid);
 
 /* Highest command number we pass through (DM_GET_TARGET_VERSION_CMD). */
 #define LC_DM_MAX_NR 17

@@ -76,6 +76,16 @@ struct lc_dm_target_msg {
     char     message[];
 };
 
+/*
+ * struct ucred (<sys/socket.h>): the sender's credentials on a netlink
+ * message (SCM_CREDENTIALS), read to trust only root's (udevd's) uevents.
+ */
+struct lc_ucred {
+    int32_t  pid;
+    uint32_t uid;
+    uint32_t gid;
+};
+
 /* open /dev/mapper/control (or another path) O_RDWR|O_CLOEXEC: fd or -errno */
 int lc_dm_open(const char *path);
 
