@@ -6,9 +6,9 @@ from __future__ import annotations
 import errno
 
 import pytest
-from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
+from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
-from loopcore import dm, errors
+from loopcore import _c, dm, errors
 from loopcore.dm import lifecycle as dm_lifecycle
 
 
@@ -125,3 +125,29 @@ def test_status_returns_status_lines(fake_mapper):
     assert str(status) == "0 8 zero \n8 8 linear 7:0 0"   # dmsetup status's lines
     with pytest.raises(TypeError):
         m.load("s", status)  # type: ignore[arg-type]
+
+
+# --- the request buffer -------------------------------------------------------------
+
+def test_request_buffer_is_reused_and_holds_only_this_request(fake_mapper):
+    """One buffer serves call after call (no allocation on the hot path),
+    yet the kernel sees only the current request in it; a buffer that held
+    a key is wiped and never used again."""
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+
+    def address(cbuf) -> int:
+        return int(_c.ffi.cast("uintptr_t", cbuf))
+
+    m.message("a", 0, "x" * 1000)     # a long payload in a 16 KiB (out) buffer
+    m.message("a", 0, "y")            # the same buffer, the long text gone
+    first, second = kernel.buffers[-2:]
+    assert address(first) == address(second)
+    assert b"x" not in bytes(_c.ffi.buffer(second))
+    assert kernel.requests[-1][4].rstrip(b"\0").endswith(b"y")
+    m.load("a", f"0 8 crypt aes-xts-plain64 {KEY} 0 7:0 0")
+    m.message("a", 0, "y")
+    secure, after = kernel.buffers[-2:]
+    assert address(secure) == address(second)   # taken from the spare ...
+    assert not any(bytes(_c.ffi.buffer(secure)))  # ... wiped ...
+    assert address(after) != address(secure)    # ... and let go
