@@ -275,7 +275,8 @@ class Channel:
         new one."""
         spare, self._spare = self._spare, None
         if spare is None or len(spare.data) < size:
-            return _new_buffer(size)
+            # at least a reply buffer's size: the next calls fit in it too
+            return _new_buffer(max(size, self.out_size))
         if spare.used > need:
             spare.data[need:spare.used] = bytes(spare.used - need)
         return spare
@@ -298,7 +299,7 @@ class Channel:
         if self.fd < 0:
             raise errors.ValueError("DeviceMapper is closed")
         spec = COMMANDS[cmd]
-        flags = int(flags) | _SECURE_DATA if secure else int(flags)
+        flags = int(flags) | (_SECURE_DATA if secure else 0)
         stray = flags & ~spec.valid_flags
         if stray:
             raise errors.ValueError(f"DM_{cmd.name} does not take {flag_names(stray)}")
