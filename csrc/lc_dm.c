@@ -10,17 +10,76 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <linux/dm-ioctl.h>
 
 #include "lc_dm.h"
 
-/* The Python side packs struct dm_ioctl by hand; pin the layout. */
-_Static_assert(sizeof(struct dm_ioctl) == 312, "dm_ioctl is 312 bytes");
-_Static_assert(offsetof(struct dm_ioctl, data_size) == 12, "data_size at 12");
-_Static_assert(offsetof(struct dm_ioctl, dev) == 40, "dev at 40");
-_Static_assert(offsetof(struct dm_ioctl, name) == 48, "name at 48");
-_Static_assert(offsetof(struct dm_ioctl, uuid) == 176, "uuid at 176");
-_Static_assert(sizeof(struct dm_target_spec) == 40, "dm_target_spec is 40 bytes");
+/*
+ * lc_dm.h's structs are the kernel's, field for field: Python packs them
+ * through views derived from lc_dm.h, so the compiler checks that header
+ * against <linux/dm-ioctl.h> here.
+ */
+#define LC_SAME_SIZE(lc, k) \
+    _Static_assert(sizeof(struct lc) == sizeof(struct k), #lc " is the size of " #k)
+#define LC_SAME_FIELD(lc, k, field) \
+    _Static_assert(offsetof(struct lc, field) == offsetof(struct k, field) \
+                   && sizeof(((struct lc *)0)->field) == sizeof(((struct k *)0)->field), \
+                   #lc "." #field " is where and as large as in " #k)
+
+LC_SAME_SIZE(lc_dm_ioctl, dm_ioctl);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, version);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, data_size);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, data_start);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, target_count);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, open_count);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, flags);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, event_nr);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, padding);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, dev);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, name);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, uuid);
+LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, data);
+_Static_assert(sizeof(((struct lc_dm_ioctl *)0)->name) == DM_NAME_LEN, "name is DM_NAME_LEN");
+_Static_assert(sizeof(((struct lc_dm_ioctl *)0)->uuid) == DM_UUID_LEN, "uuid is DM_UUID_LEN");
+
+LC_SAME_SIZE(lc_dm_target_spec, dm_target_spec);
+LC_SAME_FIELD(lc_dm_target_spec, dm_target_spec, sector_start);
+LC_SAME_FIELD(lc_dm_target_spec, dm_target_spec, length);
+LC_SAME_FIELD(lc_dm_target_spec, dm_target_spec, status);
+LC_SAME_FIELD(lc_dm_target_spec, dm_target_spec, next);
+LC_SAME_FIELD(lc_dm_target_spec, dm_target_spec, target_type);
+_Static_assert(sizeof(((struct lc_dm_target_spec *)0)->target_type) == DM_MAX_TYPE_NAME,
+               "target_type is DM_MAX_TYPE_NAME");
+
+/* A flexible array member has no size: only its offset is compared. */
+LC_SAME_SIZE(lc_dm_target_deps, dm_target_deps);
+LC_SAME_FIELD(lc_dm_target_deps, dm_target_deps, count);
+LC_SAME_FIELD(lc_dm_target_deps, dm_target_deps, padding);
+_Static_assert(offsetof(struct lc_dm_target_deps, dev) == offsetof(struct dm_target_deps, dev),
+               "deps dev[]");
+
+LC_SAME_SIZE(lc_dm_name_list, dm_name_list);
+LC_SAME_FIELD(lc_dm_name_list, dm_name_list, dev);
+LC_SAME_FIELD(lc_dm_name_list, dm_name_list, next);
+_Static_assert(offsetof(struct lc_dm_name_list, name) == offsetof(struct dm_name_list, name),
+               "name_list name[]");
+
+LC_SAME_SIZE(lc_dm_target_versions, dm_target_versions);
+LC_SAME_FIELD(lc_dm_target_versions, dm_target_versions, next);
+LC_SAME_FIELD(lc_dm_target_versions, dm_target_versions, version);
+_Static_assert(offsetof(struct lc_dm_target_versions, name)
+               == offsetof(struct dm_target_versions, name), "target_versions name[]");
+
+LC_SAME_SIZE(lc_dm_target_msg, dm_target_msg);
+LC_SAME_FIELD(lc_dm_target_msg, dm_target_msg, sector);
+_Static_assert(offsetof(struct lc_dm_target_msg, message) == offsetof(struct dm_target_msg, message),
+               "target_msg message[]");
+
+LC_SAME_SIZE(lc_ucred, ucred);
+LC_SAME_FIELD(lc_ucred, ucred, pid);
+LC_SAME_FIELD(lc_ucred, ucred, uid);
+LC_SAME_FIELD(lc_ucred, ucred, gid);
 
 /* Highest command number we pass through (DM_GET_TARGET_VERSION_CMD). */
 #define LC_DM_MAX_NR 17

@@ -9,7 +9,7 @@ import socket
 import struct
 
 import pytest
-from test_dm_unit import FakeKernel, fake_mapper  # noqa: F401 - the fixture
+from dmfake import FakeKernel, fake_mapper  # noqa: F401 - the fixture
 
 from loopcore import dm, errors
 from loopcore.cli import dm_report as report
@@ -191,7 +191,7 @@ class FakeWaiter:
 
 def test_udev_off_path_unchanged(fake_mapper, monkeypatch):  # noqa: F811
     """Without udev: the same ioctls as ever, no cookie, no listener."""
-    monkeypatch.setattr("loopcore.dm.client.UeventWaiter", lambda: pytest.fail("listener"))
+    monkeypatch.setattr("loopcore.dm.session.UeventWaiter", lambda: pytest.fail("listener"))
     kernel = EventKernel()
     m = fake_mapper(kernel, udev="off")
     m.create("a", table=[dm.zero(0, 8)])
@@ -208,7 +208,7 @@ def test_udev_wait_path(fake_mapper, monkeypatch):  # noqa: F811
     """With udev: the cookie on every ioctl that sends an event, a listener
     opened first and closed after, one wait per event."""
     FakeWaiter.made.clear()
-    monkeypatch.setattr("loopcore.dm.client.UeventWaiter", FakeWaiter)
+    monkeypatch.setattr("loopcore.dm.session.UeventWaiter", FakeWaiter)
     kernel = EventKernel()
     m = fake_mapper(kernel, udev="wait", udev_timeout=3)
     assert m.udev_sync
@@ -226,10 +226,11 @@ def test_udev_wait_path(fake_mapper, monkeypatch):  # noqa: F811
     assert all(w.closed for w in FakeWaiter.made)
 
 
-@pytest.mark.parametrize("kwargs", [{"udev": "sometimes"}, {"udev_timeout": 0},
-                                    {"udev_timeout": True}, {"udev_timeout": "1"}])
-def test_udev_arguments_checked(kwargs):
-    with pytest.raises(errors.ValueError):
+@pytest.mark.parametrize("kwargs, error", [
+    ({"udev": "sometimes"}, errors.ValueError), ({"udev_timeout": 0}, errors.ValueError),
+    ({"udev_timeout": True}, errors.TypeError), ({"udev_timeout": "1"}, errors.TypeError)])
+def test_udev_arguments_checked(kwargs, error):
+    with pytest.raises(error):
         dm.DeviceMapper(control="/nonexistent/control", **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""Every read of /sys in loopcore, in one place.
+"""Every read of /sys (and /proc) in loopcore, in one place.
 
 The bulk scan of all loop devices is one C call (``lc_scan_loops``); what
 is read here is the per-device remainder: a loop device's backing path,
@@ -102,6 +102,33 @@ def read_ahead_sectors(devnum: int) -> Optional[int]:
 
 
 # --- device-mapper's reads (dm/) ---
+# (a dm device's kernel name by number is block_name above: one resolver)
+
+PROC_MISC = "/proc/misc"
+UEVENT_SEQNUM = "/sys/kernel/uevent_seqnum"
+
+
+def misc_minor(name: str) -> Optional[int]:
+    """The minor of misc device ``name`` (``device-mapper``) in
+    ``/proc/misc``, None if the kernel has none."""
+    try:
+        with open(PROC_MISC) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == name:
+                    return int(parts[0])
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def uevent_seqnum() -> int:
+    """The sequence number of the kernel's last uevent (0 if unreadable)."""
+    try:
+        with open(UEVENT_SEQNUM, "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 # --- the dirty-log server's reads (dmlog/) ---

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import select
 import struct
 import threading
-import time
 
 import pytest
 
@@ -19,6 +19,7 @@ from loopcore import DeviceBusyError, dm, errors
 
 from vmhelpers import (
     PREFIX,
+    KernelUevents,
     backing_bytes,
     cli,
     dmsetup,
@@ -267,8 +268,8 @@ def test_wait_returns_after_mirror_resync(mapper, names, loops):
     thread = threading.Thread(target=waiter, args=(current,), daemon=True)
     result.clear()
     thread.start()
-    time.sleep(0.2)
-    assert thread.is_alive(), "wait() returned with no new event"
+    # No sleep to see it block: a wait() that returned without a new event
+    # would report event_nr == current, which the last line refuses.
     mapper.load(name, table)
     mapper.resume(name)  # resync of the reloaded mirror raises the next event
     thread.join(120)
@@ -291,27 +292,24 @@ def test_deferred_remove_and_cancel(mapper, names):
     name = names("deferred")
     mapper.create(name, table=[dm.zero(0, 8)])
     fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
-    try:
-        assert mapper.info(name).open_count == 1
-        assert mapper.remove(name, deferred=True) is False
-        assert mapper.info(name).deferred_remove
-        assert mapper.message(name, 0, "@cancel_deferred_remove") is None
-        assert not mapper.info(name).deferred_remove
-        assert mapper.remove(name, deferred=True) is False
-        assert mapper.info(name).deferred_remove
-    finally:
-        os.close(fd)
-    # The last close removed it: the kernel queues that removal on a
-    # workqueue, so it lands shortly after close() returns (seen under load).
-    deadline = time.monotonic() + 10
-    while True:
+    with KernelUevents() as uevents:
         try:
-            mapper.info(name)
-        except OSError as e:
-            assert e.errno == errno.ENXIO
-            break
-        assert time.monotonic() < deadline, "the deferred remove never happened"
-        time.sleep(0.05)
+            devnum = mapper.info(name).devnum
+            assert mapper.info(name).open_count == 1
+            assert mapper.remove(name, deferred=True) is False
+            assert mapper.info(name).deferred_remove
+            assert mapper.message(name, 0, "@cancel_deferred_remove") is None
+            assert not mapper.info(name).deferred_remove
+            assert mapper.remove(name, deferred=True) is False
+            assert mapper.info(name).deferred_remove
+        finally:
+            os.close(fd)
+        # The last close removed it: the kernel queues that removal on a
+        # workqueue, so it lands after close() returns, with its uevent.
+        uevents.wait("remove", devnum)
+    with pytest.raises(OSError) as exc:
+        mapper.info(name)
+    assert exc.value.errno == errno.ENXIO
     assert node_devnum(name) is not None  # the node outlives a deferred remove...
     mapper.mknodes()
     assert node_devnum(name) is None  # ...until mknodes() syncs /dev/mapper
@@ -390,7 +388,7 @@ def test_rejected_load_keeps_device(mapper, names):
     assert info.active and not info.inactive_table
 
 
-def test_busy_device(mapper, names):
+def test_busy_device(mapper, names, caplog):
     name = names("busy")
     devnum = mapper.create(name, table=[dm.zero(0, 8)]).devnum
     # creating the same name again is EBUSY and must not remove the first one
@@ -398,21 +396,39 @@ def test_busy_device(mapper, names):
         mapper.create(name, table=[dm.zero(0, 16)])
     assert exc.value.errno == errno.EBUSY
     assert mapper.info(name).devnum == devnum and mapper.table(name)[0].length == 8
+    caplog.set_level(logging.DEBUG, logger="loopcore.dm")
     fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
     try:
-        t0 = time.monotonic()
         with pytest.raises(DeviceBusyError) as exc:
             mapper.remove(name, retries=3, retry_delay=0.02)
-        assert exc.value.errno == errno.EBUSY and time.monotonic() - t0 >= 0.06
+        assert exc.value.errno == errno.EBUSY
+        retries = [r.getMessage() for r in caplog.records if "EBUSY, retry" in r.getMessage()]
+        assert [m.split("retry ")[1].split(" in")[0] for m in retries] == \
+            ["1 of 3", "2 of 3", "3 of 3"], retries
         assert isinstance(exc.value, errors.DmBusyError)
         assert mapper.info(name).open_count == 1
         assert node_devnum(name) == devnum
     finally:
         os.close(fd)
-    # EBUSY that clears while remove() retries: closed from another thread
+    # EBUSY that clears while remove() retries: the holder lets go when the
+    # first retry is announced (an event, not a race against a timer)
     fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
-    threading.Timer(0.1, os.close, args=(fd,)).start()
-    assert mapper.remove(name, retries=50, retry_delay=0.02) is True
+    held = [fd]
+
+    class CloseOnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if held and "EBUSY, retry 1 of" in record.getMessage():
+                os.close(held.pop())
+
+    handler = CloseOnRetry()
+    logging.getLogger("loopcore.dm").addHandler(handler)
+    try:
+        assert mapper.remove(name, retries=50, retry_delay=0.02) is True
+    finally:
+        logging.getLogger("loopcore.dm").removeHandler(handler)
+        for left in held:
+            os.close(left)
+    assert not held, "remove() never retried"
     assert_nothing_left(mapper, name)
 
 
@@ -424,12 +440,10 @@ def test_list_2000_devices(mapper):
     base = PREFIX + "many-"
     fresh = dm.DeviceMapper()
     made = []
-    t0 = time.monotonic()
     try:
         for i in range(count):
             info = fresh.create(f"{base}{i:04d}", uuid=f"LCT-MANY-{i:04d}")  # no table: fast
             made.append((info.name, info.devnum))
-        t1 = time.monotonic()
         listed = {d.name: d for d in fresh.list_devices() if d.name.startswith(base)}
         assert fresh._channel.out_size > 16 * 1024  # it grew
         assert len(listed) == count
@@ -439,13 +453,9 @@ def test_list_2000_devices(mapper):
         lines = [ln for ln in dmsetup("ls").stdout.splitlines() if ln.startswith(base)]
         assert len(lines) == count
     finally:
-        t2 = time.monotonic()
         for name, _devnum in made:
             fresh.remove(name, retries=5, retry_delay=0.05)
-        t3 = time.monotonic()
         fresh.close()
-    print(f"\n2000 devices: create {t1 - t0:.1f} s, list+check {t2 - t1:.1f} s, "
-          f"remove {t3 - t2:.1f} s")
     assert not [n for n in our_devices(mapper) if n.startswith(base)]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -95,30 +94,28 @@ def test_dm_disable_udev_means_our_nodes(monkeypatch, mapper, names, tmp_path):
         assert not m.udev_sync
 
 
-def test_no_udev_node_falls_back_to_ours(monkeypatch, mapper, names, tmp_path):
+def test_no_udev_node_falls_back_to_ours(monkeypatch, mapper, names, tmp_path, caplog):
     """udev processed the event but made no node where loopcore looks (as
     with the dm rules missing): the wait ends with udev's event, then
     loopcore makes the node itself."""
     monkeypatch.delenv("DM_DISABLE_UDEV", raising=False)
     with dm.DeviceMapper(dev_dir=str(tmp_path), udev="wait", udev_timeout=60) as m:
         name = names("fallback")
-        t0 = time.monotonic()
         info = m.create(name, table=[dm.zero(0, 8)])
-        took = time.monotonic() - t0
         st = os.lstat(tmp_path / name)
         assert stat.S_ISBLK(st.st_mode) and st.st_rdev == info.devnum
-        assert took < 30, "waited for the timeout, not for udev's event"
+        # udev's event ended the wait, not the timeout (which says so)
+        assert "did not report" not in caplog.text, "waited for the timeout, not for udev"
         m.remove(name)
         assert not os.path.lexists(tmp_path / name)
 
 
-def test_wait_is_bounded():
+def test_wait_is_bounded(caplog):
     """No event ever comes for a device that does not exist: the wait ends
     at its timeout (and says so) instead of hanging."""
     with udev.UeventWaiter() as waiter:
-        t0 = time.monotonic()
         assert waiter.wait(os.makedev(254, 250), "change", timeout=0.5) is False
-        assert 0.4 < time.monotonic() - t0 < 5
+    assert "did not report the change event of device 254:250 within 0.5 s" in caplog.text
 
 
 def test_cli_udev_sync(monkeypatch, mapper, names, capsys):

@@ -8,7 +8,10 @@
 
 One module per job; this one only gathers their public names:
 
-- :mod:`.client`: :class:`DeviceMapper`, the verbs (create, load, remove ...);
+- :mod:`.client`: :class:`DeviceMapper`, built from :mod:`.session` (its
+  state, addressing, nodes, udev cooperation), :mod:`.queries` (info,
+  list, table, status, deps, versions) and :mod:`.lifecycle` (create,
+  load, suspend, resume, rename, remove), with events and messages;
 - :mod:`.targets`: :class:`Target`, and one module per target family
   declaring its typed parameters (:class:`LinearParams` ...
   :class:`ThinPoolParams`, :class:`MirrorParams`, :func:`parse_params`),
@@ -20,8 +23,9 @@ One module per job; this one only gathers their public names:
 - :mod:`.records`: what the kernel reports (:class:`DeviceInfo`,
   :class:`DeviceEntry`, :class:`TargetVersion`, :class:`StatusLine`);
 - :mod:`.names`: :class:`DmName`, :class:`DmUuid`, :class:`DevId`, mangling;
-- :mod:`.ioctl`: the kernel's structs, commands, flags, and the one ioctl
-  call (valid flags and minimum interface version per command, buffer growth);
+- :mod:`.ioctl`: the kernel's structs (views of ``csrc/lc_dm.h``),
+  commands, flags, and the one ioctl call (valid flags and minimum
+  interface version per command, buffer growth and reuse);
 - :mod:`.nodes`: ``/dev/mapper`` nodes and the control node;
 - :mod:`.udev`: waiting for udev to process a device's events.
 

@@ -3,9 +3,10 @@ the one call every command goes through (:meth:`Channel.call`).
 
 A DM ioctl passes one buffer: ``struct dm_ioctl`` (the header) followed by
 the command's payload, read and rewritten in place by the kernel.  The C
-shim only issues the ioctl (``lc_dm_ioctl``); packing is done here, from
-one table of fields per struct (:data:`LAYOUTS`), which the host tests
-compare field by field with ``offsetof`` in ``<linux/dm-ioctl.h>``.
+shim only issues the ioctl (``lc_dm_ioctl``); packing is done here, with
+views (:data:`VIEWS`) derived from the structs as ``csrc/lc_dm.h``
+declares them, where the compiler checks them against
+``<linux/dm-ioctl.h>``.
 
 Per command, :data:`COMMANDS` says which flags it takes and which
 interface version it needs.  A flag a command does not take is a
@@ -14,75 +15,55 @@ too old for is an OSError(EOPNOTSUPP) before the ioctl.
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
 import errno
 import logging
 import os
-import struct
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, NamedTuple, Optional, Tuple, Union
 
 from .. import _c, errors
+from .._c import StructView
 from .._log import get_logger
 from . import nodes
-from .names import DM_NAME_LEN, DM_UUID_LEN, decode, encode
+from .names import decode, encode
 
-__all__ = ["ALIGN", "COMMANDS", "DM_MAX_TYPE_NAME", "FLEX", "HEADER", "HEADER_SIZE", "LAYOUTS",
-           "MAX_SIZE", "NAME_LIST_HAS_UUID", "NAME_LIST_NO_UUID", "OUT_SIZE", "Channel", "Cmd",
-           "CmdSpec", "Flag", "Reply", "flag_names", "layout", "wipe"]
+if TYPE_CHECKING:
+    from .._native import CData
+
+__all__ = ["ALIGN", "COMMANDS", "DEPS", "DM_MAX_TYPE_NAME", "HEADER", "HEADER_SIZE",
+           "MAX_SIZE", "NAME_LIST", "NAME_LIST_HAS_UUID", "NAME_LIST_NO_UUID",
+           "NAME_LIST_TRAILER", "OUT_SIZE", "SPEC", "TARGET_MSG", "VERSIONS", "VIEWS",
+           "Channel", "Cmd", "CmdSpec", "Flag", "Reply", "flag_names", "wipe"]
 
 log = get_logger("dm")
 
-DM_MAX_TYPE_NAME = 16
 ALIGN = 8  # payload records start 8-aligned (the kernel's align_ptr)
 
-# A flexible array member (``char name[]``): where it starts, no bytes of its own.
-FLEX = ""
-
-# Each struct's fields in C order as (name, struct format), "=" packing: the
-# one place the Python side names them.  The structs and offsets below
-# come from here, and so do the host test's comparisons with the C header.
-LAYOUTS: Dict[str, Tuple[Tuple[str, str], ...]] = {
-    "dm_ioctl": (
-        ("version", "3I"), ("data_size", "I"), ("data_start", "I"), ("target_count", "I"),
-        ("open_count", "i"), ("flags", "I"), ("event_nr", "I"), ("padding", "I"),
-        ("dev", "Q"), ("name", f"{DM_NAME_LEN}s"), ("uuid", f"{DM_UUID_LEN}s"),
-        ("data", "7s"),
-    ),
-    "dm_target_spec": (
-        ("sector_start", "Q"), ("length", "Q"), ("status", "i"), ("next", "I"),
-        ("target_type", f"{DM_MAX_TYPE_NAME}s"),
-    ),
-    "dm_target_deps": (("count", "I"), ("padding", "I"), ("dev", FLEX)),
-    "dm_name_list": (("dev", "Q"), ("next", "I"), ("name", FLEX)),
-    "dm_target_versions": (("next", "I"), ("version", "3I"), ("name", FLEX)),
-    "dm_target_msg": (("sector", "Q"), ("message", FLEX)),
+# Each kernel struct by its <linux/dm-ioctl.h> name, as Python packs it:
+# derived from lc_dm.h's ``struct lc_<name>``, the one place its fields
+# are written.  A flexible array's offset (``offsets["name"]``) is where
+# the record's string starts, which may be before the struct's padded
+# size (dm_name_list: 12 of 16).
+VIEWS: Dict[str, StructView] = {
+    name: _c.struct_view(f"struct lc_{name}")
+    for name in ("dm_ioctl", "dm_target_spec", "dm_target_deps", "dm_name_list",
+                 "dm_target_versions", "dm_target_msg")
 }
-
-
-def layout(struct_name: str) -> Tuple[struct.Struct, Dict[str, int]]:
-    """The ``struct.Struct`` for one of :data:`LAYOUTS` (up to a flexible
-    array) and each field's offset."""
-    fmt = "="
-    offsets = {}
-    for field, code in LAYOUTS[struct_name]:
-        offsets[field] = struct.calcsize(fmt)
-        fmt += code
-    return struct.Struct(fmt), offsets
-
-
-HEADER, _ = layout("dm_ioctl")
+HEADER = VIEWS["dm_ioctl"].struct
 HEADER_SIZE = HEADER.size                        # 312
-SPEC, _ = layout("dm_target_spec")               # 40, then the params string
-DEPS, _ = layout("dm_target_deps")               # 8, then count dev_t's
-NAME_LIST, _ = layout("dm_name_list")            # 12, then the name
-VERSIONS, _ = layout("dm_target_versions")       # 16, then the name
-TARGET_MSG, _ = layout("dm_target_msg")          # 8, then the message
+SPEC = VIEWS["dm_target_spec"].struct            # 40, then the params string
+DEPS = VIEWS["dm_target_deps"]                   # count, then as many dev_t's
+NAME_LIST = VIEWS["dm_name_list"]                # dev, next, then the name
+VERSIONS = VIEWS["dm_target_versions"]           # next, version, then the name
+TARGET_MSG = VIEWS["dm_target_msg"].struct       # sector, then the message
 # After each dm_name_list name, 8-aligned (4.37+): event_nr, then (4.46+,
 # when asked with UUID) flags saying whether a uuid string follows.
-NAME_LIST_TRAILER = struct.Struct("=II")
+NAME_LIST_TRAILER = _c.struct_view("struct lc_dm_name_list_trailer")
 NAME_LIST_HAS_UUID = 1
 NAME_LIST_NO_UUID = 2
+# A target type's name, NUL included (dm_target_spec.target_type).
+DM_MAX_TYPE_NAME: int = dict(_c.ffi.typeof("struct lc_dm_target_spec").fields)[
+    "target_type"].type.length
 
 # Buffer policy (libdevmapper's): 16 KiB for commands that return data,
 # doubled on BUFFER_FULL; the size that last worked is remembered.
@@ -137,15 +118,14 @@ class Flag(enum.IntFlag):
 
 
 class CmdSpec(NamedTuple):
-    """What one command accepts: the flags it may be sent with, and the
-    interface version that introduced it (also sent as the request's
-    version, as libdevmapper does)."""
+    """What one command accepts: the flags it may be sent with (a plain
+    int, tested on every call), and the interface version that introduced
+    it (also sent as the request's version, as libdevmapper does)."""
 
-    valid_flags: Flag
+    valid_flags: int
     min_version: Tuple[int, int, int]
 
 
-_NONE = Flag(0)
 _V4 = (4, 0, 0)
 _F = Flag
 
@@ -153,50 +133,55 @@ _F = Flag
 # libdevmapper's _cmd_data_v4 table).  SECURE_DATA goes with every command
 # whose buffer may carry a key: tables in and out, and target messages
 # ("key set" to dm-crypt).
-COMMANDS: Dict[Cmd, CmdSpec] = {
-    Cmd.VERSION: CmdSpec(_NONE, _V4),
-    Cmd.REMOVE_ALL: CmdSpec(_F.DEFERRED_REMOVE, _V4),
+COMMANDS: Dict[Cmd, CmdSpec] = {cmd: CmdSpec(int(flags), version) for cmd, flags, version in (
+    (Cmd.VERSION, 0, _V4),
+    (Cmd.REMOVE_ALL, _F.DEFERRED_REMOVE, _V4),
     # UUID: 4.46+ also report each device's uuid (older kernels ignore it)
-    Cmd.LIST_DEVICES: CmdSpec(_F.UUID, _V4),
-    Cmd.DEV_CREATE: CmdSpec(_F.READONLY | _F.PERSISTENT_DEV, _V4),
-    Cmd.DEV_REMOVE: CmdSpec(_F.DEFERRED_REMOVE, _V4),
+    (Cmd.LIST_DEVICES, _F.UUID, _V4),
+    (Cmd.DEV_CREATE, _F.READONLY | _F.PERSISTENT_DEV, _V4),
+    (Cmd.DEV_REMOVE, _F.DEFERRED_REMOVE, _V4),
     # UUID: the payload is a uuid to set, not a new name
-    Cmd.DEV_RENAME: CmdSpec(_F.UUID, _V4),
+    (Cmd.DEV_RENAME, _F.UUID, _V4),
     # no SUSPEND: resume
-    Cmd.DEV_SUSPEND: CmdSpec(_F.SUSPEND | _F.NOFLUSH | _F.SKIP_LOCKFS, _V4),
-    Cmd.DEV_STATUS: CmdSpec(_NONE, _V4),
+    (Cmd.DEV_SUSPEND, _F.SUSPEND | _F.NOFLUSH | _F.SKIP_LOCKFS, _V4),
+    (Cmd.DEV_STATUS, 0, _V4),
     # returns the status (or, with STATUS_TABLE, the table) like TABLE_STATUS
-    Cmd.DEV_WAIT: CmdSpec(_F.QUERY_INACTIVE_TABLE | _F.NOFLUSH | _F.STATUS_TABLE
-                          | _F.SECURE_DATA, _V4),
-    Cmd.TABLE_LOAD: CmdSpec(_F.READONLY | _F.SECURE_DATA, _V4),
-    Cmd.TABLE_CLEAR: CmdSpec(_NONE, _V4),
-    Cmd.TABLE_DEPS: CmdSpec(_F.QUERY_INACTIVE_TABLE, _V4),
-    Cmd.TABLE_STATUS: CmdSpec(_F.QUERY_INACTIVE_TABLE | _F.NOFLUSH | _F.STATUS_TABLE
-                              | _F.SECURE_DATA, _V4),
-    Cmd.LIST_VERSIONS: CmdSpec(_NONE, (4, 1, 0)),
-    Cmd.TARGET_MSG: CmdSpec(_F.SECURE_DATA, (4, 2, 0)),
-    Cmd.DEV_SET_GEOMETRY: CmdSpec(_NONE, (4, 6, 0)),
+    (Cmd.DEV_WAIT, _F.QUERY_INACTIVE_TABLE | _F.NOFLUSH | _F.STATUS_TABLE | _F.SECURE_DATA,
+     _V4),
+    (Cmd.TABLE_LOAD, _F.READONLY | _F.SECURE_DATA, _V4),
+    (Cmd.TABLE_CLEAR, 0, _V4),
+    (Cmd.TABLE_DEPS, _F.QUERY_INACTIVE_TABLE, _V4),
+    (Cmd.TABLE_STATUS, _F.QUERY_INACTIVE_TABLE | _F.NOFLUSH | _F.STATUS_TABLE
+     | _F.SECURE_DATA, _V4),
+    (Cmd.LIST_VERSIONS, 0, (4, 1, 0)),
+    (Cmd.TARGET_MSG, _F.SECURE_DATA, (4, 2, 0)),
+    (Cmd.DEV_SET_GEOMETRY, 0, (4, 6, 0)),
     # libdevmapper says 4.36, but the command came after 4.36.0 (as
     # devicemapper-rs notes): 4.37 is the first that reliably has it.
-    Cmd.DEV_ARM_POLL: CmdSpec(_NONE, (4, 37, 0)),
-    Cmd.GET_TARGET_VERSION: CmdSpec(_NONE, (4, 41, 0)),
-}
+    (Cmd.DEV_ARM_POLL, 0, (4, 37, 0)),
+    (Cmd.GET_TARGET_VERSION, 0, (4, 41, 0)),
+)}
 
 # Interface versions this code speaks: 4.x (the kernel refuses a request
 # whose major differs or whose minor is newer than its own).
 SUPPORTED_MAJOR = 4
 
+# The call path tests flags as plain ints: any operation on an IntFlag
+# builds a new enum member (~0.5 us each), so Flag is for display and records.
+_SECURE_DATA = int(Flag.SECURE_DATA)
+_BUFFER_FULL = int(Flag.BUFFER_FULL)
 
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    """The kernel's answer: the header as it rewrote it, and the payload
-    (``data_start`` to ``data_size``; empty unless the call asked for it).
-    Names are as the kernel stores them (mangled)."""
+
+class Reply(NamedTuple):
+    """The kernel's answer: the header as it rewrote it (``flags`` a plain
+    int; ``Flag(reply.flags)`` to show it), and the payload (``data_start``
+    to ``data_size``; empty unless the call asked for it).  Names are as
+    the kernel stores them (mangled)."""
 
     version: Tuple[int, int, int]
     target_count: int
     open_count: int
-    flags: Flag
+    flags: int
     event_nr: int
     dev: int
     kernel_name: str
@@ -218,15 +203,32 @@ def _version_text(version: Tuple[int, int, int]) -> str:
     return ".".join(map(str, version))
 
 
+class _Buffer(NamedTuple):
+    """A request buffer kept for the next call: the bytes, the cffi pointer
+    to them (made once), and how far the last call filled them."""
+
+    data: bytearray
+    ptr: CData
+    used: int
+
+
+def _new_buffer(size: int) -> _Buffer:
+    data = bytearray(size)
+    return _Buffer(data, _c.ffi.from_buffer("uint8_t[]", data), 0)
+
+
 class Channel:
-    """An open control node: its fd, the kernel's interface version and
-    the reply-buffer size that last sufficed."""
+    """An open control node: its fd, the kernel's interface version, the
+    reply-buffer size that last sufficed, and one request buffer reused
+    from call to call (a call running in another thread meanwhile makes
+    its own)."""
 
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
         self.path = path
         self.version: Optional[Tuple[int, int, int]] = None
         self.out_size = OUT_SIZE
+        self._spare: Optional[_Buffer] = None
 
     @classmethod
     def open(cls, path: str = nodes.CONTROL_PATH) -> "Channel":
@@ -258,6 +260,7 @@ class Channel:
 
     def close(self) -> None:
         """Close the fd (once)."""
+        self._spare = None
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
@@ -266,30 +269,42 @@ class Channel:
         """Whether the kernel's interface version has ``cmd``."""
         return self.version is None or self.version >= COMMANDS[cmd].min_version
 
-    def call(self, cmd: Cmd, *, name: bytes = b"", uuid: bytes = b"",
-             flags: Union[Flag, int] = 0, payload: Union[bytes, bytearray] = b"",
-             event_nr: int = 0, target_count: int = 0, out: bool = False, grow: bool = True,
-             secure: bool = False, filename: Optional[str] = None) -> Reply:
+    def _buffer(self, size: int, need: int) -> _Buffer:
+        """The spare buffer if it is large enough (bytes the last call left
+        past ``need`` zeroed, so the kernel sees only this request), else a
+        new one."""
+        spare, self._spare = self._spare, None
+        if spare is None or len(spare.data) < size:
+            # at least a reply buffer's size: the next calls fit in it too
+            return _new_buffer(max(size, self.out_size))
+        if spare.used > need:
+            spare.data[need:spare.used] = bytes(spare.used - need)
+        return spare
+
+    def call(self, cmd: Cmd, *, name: bytes = b"", uuid: bytes = b"", flags: int = 0,
+             payload: Union[bytes, bytearray] = b"", event_nr: int = 0, target_count: int = 0,
+             out: bool = False, grow: bool = True, secure: bool = False,
+             filename: Optional[str] = None) -> Reply:
         """One DM ioctl.
 
-        ``name`` or ``uuid`` (kernel form) address a device; ``payload``
-        follows the header.  ``out`` selects a buffer with room for data
-        coming back; BUFFER_FULL then doubles it and retries (when
-        ``grow``).  ``secure`` (the buffer holds keys, going in or out)
-        sets SECURE_DATA, so the kernel wipes its copies, and wipes this
-        side's buffer after each attempt.  Errors are OSErrors with
-        ``filename`` (default: the control node) set.
+        ``name`` or ``uuid`` (kernel form) address a device; ``flags`` are
+        :class:`Flag` bits (a plain int is cheapest); ``payload`` follows
+        the header.  ``out`` selects a buffer with room for data coming
+        back; BUFFER_FULL then doubles it and retries (when ``grow``).
+        ``secure`` (the buffer holds keys, going in or out) sets
+        SECURE_DATA, so the kernel wipes its copies, and wipes this side's
+        buffer after each attempt.  Errors are OSErrors with ``filename``
+        (default: the control node) set.
         """
         if self.fd < 0:
             raise errors.ValueError("DeviceMapper is closed")
         spec = COMMANDS[cmd]
-        flags = Flag(flags | (Flag.SECURE_DATA if secure else 0))
-        stray = int(flags) & ~int(spec.valid_flags)
+        flags = int(flags) | (_SECURE_DATA if secure else 0)
+        stray = flags & ~spec.valid_flags
         if stray:
             raise errors.ValueError(f"DM_{cmd.name} does not take {flag_names(stray)}")
         filename = filename or self.path
-        if not self.supports(cmd):
-            assert self.version is not None
+        if self.version is not None and self.version < spec.min_version:
             raise errors.error_from_errno(
                 errno.EOPNOTSUPP, filename,
                 f"DM_{cmd.name} needs device-mapper interface "
@@ -301,15 +316,16 @@ class Channel:
         if debug:
             who = decode(name) or (f"uuid {decode(uuid)}" if uuid else "-")
             log.debug("DM_%s %s flags=%s, %d bytes", cmd.name, who, flag_names(flags), size)
+        buf = self._buffer(size, need)
         while True:
-            buf = bytearray(size)
+            data = buf.data
             try:
-                HEADER.pack_into(buf, 0, *spec.min_version, size, HEADER_SIZE, target_count, 0,
-                                 int(flags), event_nr, 0, 0, name, uuid, b"")
+                HEADER.pack_into(data, 0, *spec.min_version, size, HEADER_SIZE, target_count, 0,
+                                 flags, event_nr, 0, 0, name, uuid, b"")
                 if payload:
-                    buf[HEADER_SIZE:need] = payload
+                    data[HEADER_SIZE:need] = payload
                 while True:
-                    rc = _c.lib.lc_dm_ioctl(self.fd, cmd, _c.ffi.from_buffer("uint8_t[]", buf))
+                    rc = _c.lib.lc_dm_ioctl(self.fd, cmd, buf.ptr)
                     # Signal handlers have run by now (a raising one has
                     # raised): resume, as PEP 475 does.  Not a message: the
                     # target may have acted on it before the interruption.
@@ -325,8 +341,8 @@ class Channel:
                         if err == errno.ENXIO and (name or uuid) else None
                     raise errors.error_from_errno(err, filename, message, dm=True)
                 (v0, v1, v2, data_size, data_start, tcount, open_count, rflags, revent, _pad,
-                 dev, rname, ruuid, _data) = HEADER.unpack_from(buf, 0)
-                if rflags & Flag.BUFFER_FULL and grow and out:
+                 dev, rname, ruuid, _data) = HEADER.unpack_from(data, 0)
+                if rflags & _BUFFER_FULL and grow and out:
                     if size * 2 > MAX_SIZE:
                         raise errors.error_from_errno(
                             errno.ENOBUFS, filename, "device-mapper reply too large", dm=True)
@@ -335,14 +351,19 @@ class Channel:
                                   cmd.name, size, size * 2)
                     size *= 2
                     self.out_size = max(self.out_size, size)
+                    buf = _new_buffer(size)
                     continue
-                data = bytes(memoryview(buf)[data_start:data_size]) \
+                reply_data = bytes(memoryview(data)[data_start:data_size]) \
                     if out and data_size > data_start else b""
             finally:
                 if secure:
-                    wipe(buf)
-            reply = Reply((v0, v1, v2), tcount, open_count, Flag(rflags), revent, dev,
-                          decode(rname), decode(ruuid), data)
+                    wipe(data)
+            # Kept for the next call, with how far this one (or the kernel)
+            # wrote; not one that held a key (wiped, and let go).
+            if not secure:
+                self._spare = buf._replace(used=max(need, min(data_size, size)))
+            reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev,
+                          decode(rname), decode(ruuid), reply_data)
             if cmd == Cmd.VERSION:
                 self.version = reply.version
             return reply

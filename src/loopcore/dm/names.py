@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
-from .. import errors
+from .. import _c, errors
 
 __all__ = ["DM_NAME_LEN", "DM_UUID_LEN", "MANGLING_MODES", "DmName", "DmUuid", "KernelName",
            "DevId", "DevIdArg", "as_name", "as_uuid", "check_mode", "decode", "encode",
            "mangle", "unmangle", "validate_name", "validate_uuid"]
 
-# Field sizes in struct dm_ioctl, NUL included (linux/dm-ioctl.h).
-DM_NAME_LEN = 128
-DM_UUID_LEN = 129
+# The kernel's limits, NUL included: the sizes of struct dm_ioctl's name
+# and uuid, as csrc/lc_dm.h declares the struct.
+_HEADER_FIELDS = dict(_c.ffi.typeof("struct lc_dm_ioctl").fields)
+DM_NAME_LEN: int = _HEADER_FIELDS["name"].type.length    # 128
+DM_UUID_LEN: int = _HEADER_FIELDS["uuid"].type.length    # 129
 
 MANGLING_MODES = ("auto", "hex", "none")
 

@@ -13,17 +13,18 @@ import os
 import stat
 import subprocess
 import warnings
-from typing import Dict, Optional
+from typing import Dict
 
-from .. import errors
+from .. import _sysfs, errors
 from .._log import get_logger
 
-__all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control", "misc_minor",
+__all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control",
            "node_path", "remove_node", "sync_nodes"]
 
 CONTROL_PATH = "/dev/mapper/control"
 DEV_DIR = "/dev/mapper"
-MISC_MAJOR = 10  # the control node is a misc character device
+MISC_MAJOR = 10  # the control node is a misc character device ...
+MISC_NAME = "device-mapper"  # ... listed under this name in /proc/misc
 
 log = get_logger("dm")
 
@@ -31,19 +32,6 @@ log = get_logger("dm")
 def node_path(kernel_name: str, dev_dir: str = DEV_DIR) -> str:
     """``/dev/mapper/<name>`` for a name as the kernel stores it."""
     return os.path.join(dev_dir, kernel_name)
-
-
-def misc_minor(name: str = "device-mapper") -> Optional[int]:
-    """The minor of a misc device from ``/proc/misc``, None if absent."""
-    try:
-        with open("/proc/misc") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and parts[1] == name:
-                    return int(parts[0])
-    except FileNotFoundError:
-        pass
-    return None
 
 
 def ensure_control(path: str) -> None:
@@ -57,7 +45,7 @@ def ensure_control(path: str) -> None:
 
 
 def _ensure_control(path: str) -> None:
-    minor = misc_minor()
+    minor = _sysfs.misc_minor(MISC_NAME)
     if minor is None:
         log.debug("no device-mapper misc device: modprobe dm-mod")
         try:
@@ -65,7 +53,7 @@ def _ensure_control(path: str) -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         except (OSError, subprocess.SubprocessError):
             pass
-        minor = misc_minor()
+        minor = _sysfs.misc_minor(MISC_NAME)
         if minor is None:
             raise errors.error_from_errno(
                 errno.ENOENT, path, "device-mapper is not available (no dm-mod in this kernel)",

@@ -157,19 +157,32 @@ class Status(tuple[StatusLine, ...]):  # not typing.Tuple, which would add a Gen
         return f"Status({list(self)!r})"
 
 
+# Where each record's string starts, and its fixed part (views of lc_dm.h's structs).
+_NAME_LIST, _NAME_AT = NAME_LIST.struct, NAME_LIST.offsets["name"]
+_TRAILER, _UUID_AT = NAME_LIST_TRAILER.struct, NAME_LIST_TRAILER.offsets["uuid"]
+_VERSIONS, _VERSION_NAME_AT = VERSIONS.struct, VERSIONS.offsets["name"]
+_DEPS, _DEVS_AT = DEPS.struct, DEPS.offsets["dev"]
+
+
+def _string(data: bytes, start: int, end: int) -> str:
+    """The NUL-terminated string at ``start`` (or up to ``end``)."""
+    stop = data.find(b"\0", start, end)
+    return decode(data[start:stop if stop >= 0 else end])
+
+
 def parse_name_list(data: bytes, unmangle: Callable[[str], str]) -> List[DeviceEntry]:
     """LIST_DEVICES output: ``dm_name_list`` records chained by ``next``
     (relative to the record), each name followed, 8-aligned, by event_nr
     and (when asked with UUID, 4.46+) flags and the uuid."""
-    if len(data) < NAME_LIST.size:
+    if len(data) < _NAME_AT:
         return []
     devices = []
     pos = 0
     while True:
-        dev, nxt = NAME_LIST.unpack_from(data, pos)
+        dev, nxt = _NAME_LIST.unpack_from(data, pos)
         if dev == 0 and pos == 0 and nxt == 0:
             return []  # "no devices" marker
-        name_start = pos + NAME_LIST.size
+        name_start = pos + _NAME_AT
         name_end = data.find(b"\0", name_start)
         if name_end < 0:
             name_end = len(data)
@@ -179,12 +192,10 @@ def parse_name_list(data: bytes, unmangle: Callable[[str], str]) -> List[DeviceE
         extra += -extra % ALIGN
         event_nr: Optional[int] = None
         uuid: Optional[str] = None
-        if extra + NAME_LIST_TRAILER.size <= entry_end:
-            event_nr, lflags = NAME_LIST_TRAILER.unpack_from(data, extra)
+        if extra + _UUID_AT <= entry_end:
+            event_nr, lflags = _TRAILER.unpack_from(data, extra)
             if lflags & NAME_LIST_HAS_UUID:
-                u0 = extra + NAME_LIST_TRAILER.size
-                u1 = data.find(b"\0", u0)
-                uuid = unmangle(decode(data[u0:u1 if u1 >= 0 else len(data)]))
+                uuid = unmangle(_string(data, extra + _UUID_AT, len(data)))
             elif lflags & NAME_LIST_NO_UUID:
                 uuid = ""
         devices.append(DeviceEntry(unmangle(kernel_name), uuid, dev, event_nr,
@@ -199,11 +210,9 @@ def parse_versions(data: bytes) -> List[TargetVersion]:
     records chained by ``next`` (relative to the record)."""
     found = []
     pos = 0
-    while pos + VERSIONS.size <= len(data):
-        nxt, v0, v1, v2 = VERSIONS.unpack_from(data, pos)
-        n0 = pos + VERSIONS.size
-        n1 = data.find(b"\0", n0)
-        name = decode(data[n0:n1 if n1 >= 0 else len(data)])
+    while pos + _VERSION_NAME_AT <= len(data):
+        nxt, v0, v1, v2 = _VERSIONS.unpack_from(data, pos)
+        name = _string(data, pos + _VERSION_NAME_AT, len(data))
         if name:
             found.append(TargetVersion(name, (v0, v1, v2)))
         if not nxt:
@@ -214,7 +223,7 @@ def parse_versions(data: bytes) -> List[TargetVersion]:
 
 def parse_deps(data: bytes) -> List[int]:
     """TABLE_DEPS output: ``dm_target_deps``, a count and as many dev_t's."""
-    if len(data) < DEPS.size:
+    if len(data) < _DEVS_AT:
         return []
-    count, _pad = DEPS.unpack_from(data, 0)
-    return list(struct.unpack_from(f"={count}Q", data, DEPS.size))
+    count, _pad = _DEPS.unpack_from(data, 0)
+    return list(struct.unpack_from(f"={count}Q", data, _DEVS_AT))

@@ -32,6 +32,7 @@ import struct
 import time
 from typing import Dict, Optional
 
+from .. import _c, _sysfs
 from .._log import get_logger
 
 __all__ = ["DM_DISABLE_UDEV", "UDEV_COOKIE", "UDEV_MODES", "UDEV_TIMEOUT", "UeventWaiter",
@@ -43,7 +44,6 @@ UDEV_MODES = ("auto", "wait", "off")
 UDEV_TIMEOUT = 20.0  # seconds; udev in a software-emulated guest takes ~0.5 s
 DM_DISABLE_UDEV = "DM_DISABLE_UDEV"
 UDEV_CONTROL = "/run/udev/control"  # exists while systemd-udevd runs (libudev's test)
-UEVENT_SEQNUM = "/sys/kernel/uevent_seqnum"
 
 NETLINK_KOBJECT_UEVENT = 15
 UDEV_GROUP = 2  # udevd's processed events (group 1 is the kernel's raw ones)
@@ -58,10 +58,12 @@ UDEV_COOKIE = (DM_UDEV_PRIMARY_SOURCE_FLAG | DM_UDEV_DISABLE_LIBRARY_FALLBACK) \
 
 # struct udev_monitor_netlink_header (libudev): "libudev\0", magic (big
 # endian), header size, properties offset and length, then filter hashes.
+# libudev's, not the kernel's: no C header of ours or the kernel's declares
+# it, so its fields are written here, once.
 _LIBUDEV_PREFIX = b"libudev\0"
 _LIBUDEV_MAGIC = 0xFEEDCAFE
 _HEADER = struct.Struct("=8sIIII")
-_CRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+_CRED = _c.struct_view("struct lc_ucred").struct  # pid, uid, gid
 
 
 def udev_running() -> bool:
@@ -96,14 +98,6 @@ def parse_udev_message(data: bytes) -> Optional[Dict[str, str]]:
     return props
 
 
-def _seqnum() -> int:
-    try:
-        with open(UEVENT_SEQNUM, "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
 class UeventWaiter:
     """Listens for udev's processed events from now on; :meth:`wait` finds
     the one for a device and action.  Make it before the ioctl, close it
@@ -127,7 +121,7 @@ class UeventWaiter:
             return
         self._sock = sock
         # Events up to this one were sent before our ioctl: not ours.
-        self.seqnum = _seqnum()
+        self.seqnum = _sysfs.uevent_seqnum()
 
     def close(self) -> None:
         if self._sock is not None:
