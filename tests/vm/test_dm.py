@@ -203,7 +203,7 @@ def test_by_uuid(mapper, names, loops):
     assert mapper.deps(uuid) == [a.devnum]
     assert mapper.suspend(uuid).suspended and not mapper.resume(uuid).suspended
     mapper.load(uuid, [dm.zero(0, 128)])
-    assert mapper.resume(uuid).target_count == 1 and mapper.table(name)[0].type == "zero"
+    assert mapper.resume(uuid).target_count == 1 and mapper.table(name)[0].target_type == "zero"
     renamed = name + "-renamed"
     assert mapper.rename(uuid, renamed).name == renamed
     assert node_devnum(renamed) == devnum and node_devnum(name) is None
@@ -514,7 +514,7 @@ def test_cli_lifecycle(mapper, names, capsys, tmp_path, monkeypatch):
     import json
     name = names("cli")
     cli(capsys, "create", name, "--table", "0 16 zero\n16 16 error")
-    assert [t.type for t in mapper.table(name)] == ["zero", "error"]
+    assert [t.target_type for t in mapper.table(name)] == ["zero", "error"]
     table_file = tmp_path / "t.txt"
     table_file.write_text("0 64 zero\n")
     cli(capsys, "load", name, str(table_file))

@@ -181,7 +181,7 @@ Line = Tuple[int, int, str, str]  # start, length, target type, params
 
 
 def _table_lines(args: argparse.Namespace, m: dm.DeviceMapper, dev: dm.DevIdArg) -> List[Line]:
-    return [(t.start, t.length, t.type, t.params)
+    return [(t.start, t.length, t.target_type, t.params)
             for t in m.table(dev, inactive=args.inactive, showkeys=args.showkeys)]
 
 
