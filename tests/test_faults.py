@@ -172,7 +172,7 @@ def _detach_code(pattern: bytes):
         except BaseException:
             ctx.disarm()
             after = ctx.report["after_error"] = {"closed": dev.closed}
-            after["bound"] = loopcore.loop.sysfs_backing_file(dev.number)
+            after["bound"] = loopcore._sysfs.loop_backing_file(dev.number)
             try:
                 after["reads_pattern"] = os.pread(dev.fileno(), len(pattern),
                                                   PATTERN_OFFSET) == pattern

@@ -57,6 +57,7 @@ class _Lib:
     LC_ATTACH_CONTROL_HELD: int
     LC_ATTACH_READ_SETTINGS: int
     LC_ATTACH_READ_DEVNUM: int
+    LC_ATTACH_SET_FD: int
     LC_NAME_FIELD: int
 
     # lc_loop.h: enum lc_blkpg_op
@@ -113,24 +114,7 @@ class _Lib:
     def lc_blkpg(self, fd: int, op: int, pno: int, start: int, length: int, /) -> int: ...
 
     # lc_loop.h: one-call paths
-    def lc_attach(
-        self,
-        ctl_fd: int,
-        backing_fd: int,
-        number: int,
-        options: int,
-        use_configure: int,
-        flags: int,
-        offset: int,
-        size_limit: int,
-        block_size: int,
-        file_name: bytes | CData,
-        retry: CData,
-        first_attempt: int,
-        deadline_ns: int,
-        result: CData,
-        /,
-    ) -> int: ...
+    def lc_attach(self, ctl_fd: int, req: CData, result: CData, /) -> int: ...
     def lc_read_state(self, dev_fd: int, status: CData, result: CData, /) -> int: ...
     def lc_backing_open(
         self, path: bytes, read_only: int, probe_direct_io: int, out: CData, /
@@ -139,15 +123,11 @@ class _Lib:
     def lc_attach_many(
         self,
         ctl_fd: int,
+        req: CData,
         backing_fds: CData,
         flags: CData,
         file_names: bytes | CData,
         count: int,
-        options: int,
-        block_size: int,
-        retry: CData,
-        first_attempt: int,
-        deadline_ns: int,
         results: CData,
         done: CData,
         /,

@@ -8,7 +8,6 @@ import errno
 import fcntl
 import os
 import threading
-import time
 from typing import Iterator, Optional, Tuple
 
 from .. import _c
@@ -105,7 +104,7 @@ class SharedControl:
         ``deadline_ns`` (time.monotonic_ns(), 0: no deadline): TimeoutError."""
         if not deadline_ns:
             self.lock.acquire()
-        elif not self.lock.acquire(timeout=max((deadline_ns - time.monotonic_ns()) / 1e9, 0.0)):
+        elif not self.lock.acquire(timeout=_calls.seconds_left(deadline_ns) or 0.0):
             raise control_timeout()
 
     def after_fork(self) -> None:

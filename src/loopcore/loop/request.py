@@ -1,0 +1,146 @@
+"""One attach request: what :func:`~loopcore.loop.attach` or
+:func:`~loopcore.loop.attach_many` was asked for, checked once, before any
+syscall, and the C ``struct lc_attach_req`` it fills for ``lc_attach``.
+
+The settings hold for every backing file of the call; what differs per
+file (its fd, its name, direct I/O where its file system refuses it) is
+:func:`check_backing`'s and the bind's.
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Optional, Union
+
+from .. import _c
+from .._log import get_logger
+from .._validate import check_int, check_number, check_timeout
+from ..errors import PermissionError, TypeError, ValueError
+from . import _calls
+from .backing import BackingFile
+from .control import control
+from .device import LOCK_EXCLUSIVE, LOCK_SHARED, check_block_size
+from .info import Flags
+
+if TYPE_CHECKING:
+    from .._native import CData
+
+__all__ = ["AttachRequest", "LockArg", "check_backing"]
+
+LockArg = Union[bool, str, None]
+"""attach(lock=...): False/None (no lock), True or "exclusive", "shared"."""
+
+log = get_logger("loop")
+
+# Plain ints on the hot path: IntFlag arithmetic costs microseconds.
+READ_ONLY, AUTOCLEAR, PARTSCAN, DIRECT_IO = (int(f) for f in Flags)
+_S64_MAX = (1 << 63) - 1
+_REQ = _c.ffi.typeof("struct lc_attach_req *")
+
+
+class AttachRequest:
+    """An attach's settings, checked once: ``flags`` (lo_flags), ``offset``
+    and ``size_limit`` (bytes), ``block_size`` (0: the kernel's), ``number``
+    (-1: a free device), ``lock_mode`` (None, LOCK_EXCLUSIVE or
+    LOCK_SHARED), ``legacy`` (None: the kernel decides), ``deadline_ns``
+    (time.monotonic_ns(), 0: none); ``options``, lc_attach's option bits
+    that follow from them (and LC_ATTACH_CONTROL_HELD while a caller holds
+    the control lock); ``created``, set once LOOP_CTL_ADD made the chosen
+    device for this request."""
+
+    __slots__ = ("read_only", "flags", "offset", "size_limit", "block_size", "number",
+                 "lock_mode", "legacy", "deadline_ns", "options", "created", "_c")
+
+    def __init__(self, read_only: bool = False, autoclear: bool = False,
+                 partscan: bool = False, direct_io: bool = True, block_size: int = 0,
+                 offset: int = 0, size_limit: int = 0, number: Optional[int] = None,
+                 lock: LockArg = False, legacy: Optional[bool] = None,
+                 timeout: Optional[float] = None) -> None:
+        # The common arguments pass one cheap test; anything else gets the
+        # full checks (and their messages).
+        if not (type(offset) is int and type(size_limit) is int and type(block_size) is int
+                and 0 <= offset <= _S64_MAX and 0 <= size_limit <= _S64_MAX
+                and not block_size):
+            check_int("offset", offset, maximum=_S64_MAX)
+            check_int("size_limit", size_limit, maximum=_S64_MAX)
+            check_block_size(block_size, allow_zero=True)
+        check_timeout(timeout)
+        self.read_only = bool(read_only)
+        self.flags = ((READ_ONLY if read_only else 0) | (AUTOCLEAR if autoclear else 0)
+                      | (PARTSCAN if partscan else 0) | (DIRECT_IO if direct_io else 0))
+        self.offset = offset
+        self.size_limit = size_limit
+        self.block_size = block_size
+        self.number = -1 if number is None else check_number(number)
+        self.lock_mode = None if lock is False or lock is None else _lock_mode(lock)
+        self.legacy = legacy
+        self.deadline_ns = _calls.deadline_after(timeout)
+        # What lc_attach reads back: the settings only when an option's
+        # outcome has to be checked (PARTSCAN and a block size, which Linux
+        # 5.8 could ignore; the size with an offset or a size limit, as
+        # util-linux).
+        options = 0
+        if partscan or block_size or offset or size_limit:
+            options = _c.lib.LC_ATTACH_READ_SETTINGS
+        if self.lock_mode:
+            options |= _c.lib.LC_ATTACH_LOCK_DEVICE
+        self.options = options
+        self.created = False
+        self._c: Optional[CData] = None
+
+    def use_legacy(self) -> bool:
+        """Whether to bind with LOOP_SET_FD (pre-5.8): as asked, else when
+        the environment forces it or the kernel lacks LOOP_CONFIGURE."""
+        if self.legacy is not None:
+            return bool(self.legacy)
+        return control.force_legacy() or not control.supports_configure()
+
+    def c_request(self) -> CData:
+        """This request's ``struct lc_attach_req``, made once and refilled
+        per bind by the caller (backing fd, name, flags, options).  The
+        retry policy is read from ``_calls`` now, so tests can shrink it."""
+        req = self._c
+        if req is None:
+            req = self._c = _c.ffi.new(_REQ)
+            req.number = self.number
+            if self.offset or self.size_limit or self.block_size:
+                req.offset = self.offset
+                req.size_limit = self.size_limit
+                req.block_size = self.block_size
+            req.deadline_ns = self.deadline_ns
+            req.max_attempts = _calls.ATTACH_ATTEMPTS
+            req.sleep_base_us = _calls.ATTACH_SLEEP_BASE_US
+            req.sleep_span_us = _calls.ATTACH_SLEEP_SPAN_US
+        return req
+
+
+def _lock_mode(lock: LockArg) -> Optional[str]:
+    if lock is None or lock is False:
+        return None
+    if lock is True or lock == LOCK_EXCLUSIVE:
+        return LOCK_EXCLUSIVE
+    if lock == LOCK_SHARED:
+        return LOCK_SHARED
+    if isinstance(lock, str):
+        raise ValueError(f"lock must be True, False, \"exclusive\" or \"shared\", not {lock!r}")
+    raise TypeError(f"lock must be a bool or \"exclusive\"/\"shared\", not "
+                    f"{type(lock).__name__}")
+
+
+def check_backing(request: AttachRequest, bf: BackingFile) -> int:
+    """The checks of one backing file against the request, before its
+    bind; returns the lo_flags to bind it with (buffered where its file
+    system claims direct I/O it cannot do)."""
+    offset = request.offset
+    if offset and (offset >= bf.size > 0 or offset > bf.size):
+        raise ValueError(f"{bf.name}: offset {offset} is at or past the end "
+                         f"({bf.size} bytes)")
+    if not request.read_only and not bf.owned and not bf.writable():
+        raise PermissionError(errno.EACCES,
+                              "backing is open read-only; pass read_only=True", bf.name)
+    flags = request.flags
+    if flags & DIRECT_IO and bf.direct_io_refused:
+        # overlayfs over a file system without O_DIRECT: the kernel would
+        # say yes, then fail every I/O
+        log.debug("%s: direct I/O refused below overlayfs: buffered", bf.name)
+        flags &= ~DIRECT_IO
+    return flags
