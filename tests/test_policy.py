@@ -14,8 +14,8 @@ import loopcore
 from loopcore import _c
 from loopcore.loop import _calls
 from loopcore.loop.backing import BackingFile
-from loopcore.loop.control import control
 from loopcore.loop.binding import bind
+from loopcore.loop.control import control
 from loopcore.loop.request import AttachRequest
 
 

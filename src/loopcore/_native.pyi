@@ -1,8 +1,9 @@
 """Types of ``loopcore._native``, the cffi extension built by ``_build.py``.
 
 ``lib`` holds the functions and enum constants of ``csrc/lc_*.h`` (the
-cdef); keep the two in step.  Every function returns an int: a
-non-negative value on success or -errno.  C integers are Python ints;
+cdef), stubbed here by hand; tests/test_packaging.py checks the two
+agree (every name, each function's parameters).  Every function returns
+an int: a non-negative value on success or -errno.  C integers are Python ints;
 ``const char *`` takes bytes; other pointers take cdata from ``ffi``.
 """
 

@@ -78,10 +78,8 @@ class BackingFile:
         found = _c.ffi.new("struct lc_backing *")
         if type(backing) is str:  # the common case first
             name = backing
-        elif isinstance(backing, bool):
-            raise TypeError("backing must be a path, an fd or a file object, not a bool")
         elif isinstance(backing, int):
-            fd = check_fd(backing)
+            fd = check_fd(backing)  # also refuses a bool
             name = _fd_name(fd)
             _check_backing(_c.lib.lc_backing_stat(fd, probe_direct_io, found), found, name)
             return cls(fd, False, name, found)
