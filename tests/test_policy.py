@@ -151,6 +151,26 @@ def test_bind_resumes_after_eintr_where_it_stopped(fake_lib, backing):
     assert seen == [0, 0, 5]  # PEP 475: retried, from the attempt it stopped at
 
 
+def test_the_attach_retry_policy_is_read_at_call_time(fake_lib, backing, monkeypatch):
+    """lc_attach gets _calls' retry constants as they are when attach()
+    runs (a test shrinking them shrinks the C loop), with the request."""
+    seen: List[tuple] = []
+
+    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
+        seen.append((req.max_attempts, req.sleep_base_us, req.sleep_span_us, req.offset,
+                     req.size_limit, req.number, bytes(req.file_name).rstrip(b"\0")))
+        result.number = 7
+        return 7
+
+    fake_lib(lc_attach=lc_attach)
+    bind(backing, AttachRequest(offset=512, size_limit=1024), 0)
+    monkeypatch.setattr(_calls, "ATTACH_ATTEMPTS", 3)
+    monkeypatch.setattr(_calls, "ATTACH_SLEEP_BASE_US", 5)
+    bind(backing, AttachRequest(number=12), 0)
+    name = backing.file_name_field()  # at most 63 bytes
+    assert seen == [(64, 10_000, 240_000, 512, 1024, -1, name), (3, 5, 240_000, 0, 0, 12, name)]
+
+
 @pytest.mark.parametrize("answer, raised, filename", [
     ({"rc": -errno.EBUSY, "failed_step": 4, "attempts": 64}, loopcore.LoopBusyError, "backing"),
     ({"rc": -errno.ENOSPC, "failed_step": 2}, loopcore.NoFreeDeviceError, "/dev/loop-control"),
