@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,10 +16,11 @@ import pytest
 
 import loopcore
 from loopcore import LoopControl, LoopError
-from loopcore.loop import PAGE_SIZE
-from loopcore.loop.control import control
+from loopcore.loop import PAGE_SIZE, _calls
+from loopcore.loop.control import CONTROL_PATH, control
 
 from conftest import bound_backing, bound_under, force_detach, kernel_status, run_child, sysfs
+from flocks import wait_for_flock_waiter
 
 pytestmark = pytest.mark.root
 
@@ -185,7 +185,7 @@ except KeyboardInterrupt:
 """], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "go\n"
-        time.sleep(0.5)  # now it waits for the lock
+        assert wait_for_flock_waiter(child.pid, CONTROL_PATH)  # now it waits for the lock
         child.send_signal(signal.SIGINT)
         assert child.wait(timeout=5) == 42
     finally:
@@ -196,10 +196,8 @@ except KeyboardInterrupt:
 
 def test_attach_timeout_while_another_holds_the_lock(image: Path, hold_control_lock):
     hold_control_lock(30)
-    start = time.monotonic()
     with pytest.raises(TimeoutError) as e:
         loopcore.attach(image, timeout=0.3)
-    assert time.monotonic() - start < 10
     assert e.value.errno == errno.ETIMEDOUT and e.value.filename == "/dev/loop-control"
     assert not bound_under(image.parent)
 
@@ -309,11 +307,7 @@ def test_ctrl_c_interrupts_the_ebusy_backoff_at_once(image: Path):
     import faults
 
     def code(ctx: faults.Context) -> None:
-        start = time.monotonic()
-        try:
-            loopcore.attach(str(image))
-        finally:
-            ctx.report["elapsed"] = time.monotonic() - start
+        loopcore.attach(str(image))
 
     result = faults.run_with_faults(
         code, [faults.Fault("ioctl", request=faults.LOOP_CONFIGURE, errno=errno.EBUSY,
@@ -322,5 +316,6 @@ def test_ctrl_c_interrupts_the_ebusy_backoff_at_once(image: Path):
         setup=lambda ctx: (loopcore.kernel_supports_configure(), control.fd()),
         watch=image.parent, interrupt_after=0.5, timeout=30)
     assert result.error is not None and result.error.type == "Interrupted", result
-    assert result.report["elapsed"] < 1.5, result.report  # not the whole backoff
+    # ended part-way through the backoff, not after every attempt it allows
+    assert 0 < result.injected < _calls.ATTACH_ATTEMPTS, result
     assert not result.bound and not result.leaked_fds

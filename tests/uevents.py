@@ -1,0 +1,95 @@
+"""Kernel uevents for tests: wait for the kernel to say something happened
+instead of sleeping and hoping it did.
+
+:class:`Uevents` listens on NETLINK_KOBJECT_UEVENT, multicast group 1 --
+the kernel's own messages, no udevd needed (udevd re-sends them on group
+2, after its rules ran).  A loop device sends ``change`` when it is bound
+and when it is cleared (also an autoclear detach at the last close), so
+
+    with Uevents() as events:
+        ...                                      # start what should happen
+        assert events.wait_until(lambda: not bound_under(tmp_path), 30)
+
+checks the condition at once and then after each uevent, never sleeping.
+Open the listener before the action: events sent before are not seen.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import time
+from typing import Callable, Dict, Iterator, Optional
+
+__all__ = ["Uevents", "NETLINK_KOBJECT_UEVENT", "KERNEL_GROUP"]
+
+NETLINK_KOBJECT_UEVENT = 15
+KERNEL_GROUP = 1
+
+
+class Uevents:
+    """A socket receiving the kernel's uevents from when it was made."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                  NETLINK_KOBJECT_UEVENT)
+        try:
+            # a burst of attach/detach cycles sends many: room for them
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.sock.bind((0, KERNEL_GROUP))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.lost = 0  # times the kernel dropped events (ENOBUFS): some were missed
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Uevents":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def next(self, timeout: Optional[float]) -> Optional[Dict[str, str]]:
+        """The next uevent ({"ACTION": "change", "DEVNAME": "loop3", ...}),
+        {} if some were lost (ENOBUFS), None if none came within
+        ``timeout`` seconds (None: wait for ever)."""
+        if not select.select([self.sock], [], [], timeout)[0]:
+            return None
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            self.lost += 1
+            return {}
+        fields = data.split(b"\0")
+        event = {"HEADER": os.fsdecode(fields[0])}
+        for field in fields[1:]:
+            key, sep, value = field.partition(b"=")
+            if sep:
+                event[os.fsdecode(key)] = os.fsdecode(value)
+        return event
+
+    def events(self, timeout: float) -> Iterator[Dict[str, str]]:
+        """Each uevent as it comes, until ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(deadline - time.monotonic(), 0))
+            if event is None:
+                return
+            yield event
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """True once ``condition()`` holds: checked now and after each
+        uevent; False if ``timeout`` seconds pass with it still false (a
+        cap for a broken kernel or test, not a guess at how long things
+        take)."""
+        if condition():
+            return True
+        for _ in self.events(timeout):
+            if condition():
+                return True
+        return condition()
