@@ -20,7 +20,7 @@ from .info import LO_NAME_SIZE
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["Backing", "BackingFile"]
+__all__ = ["Backing"]  # BackingFile: the attach paths' and change_fd's own
 
 Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""

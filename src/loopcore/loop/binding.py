@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, List
 
 from .. import _c
 from .._log import get_logger
@@ -27,8 +27,7 @@ from .request import DIRECT_IO, PARTSCAN, READ_ONLY, AttachRequest
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["SettingsIgnored", "bind", "bind_error", "check_bound", "device_from_result",
-           "refuses_direct_io"]
+__all__: List[str] = []  # the attach paths' own: nothing public
 
 log = get_logger("loop")
 

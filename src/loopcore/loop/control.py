@@ -23,8 +23,8 @@ from ..errors import (
 from . import _calls
 from .info import device_path
 
-__all__ = ["CONTROL_PATH", "FORCE_LEGACY_ENV", "LoopControl", "control",
-           "kernel_supports_configure"]
+# control (the shared state), CONTROL_PATH and the helpers are loop's own.
+__all__ = ["FORCE_LEGACY_ENV", "LoopControl", "kernel_supports_configure"]
 
 CONTROL_PATH = "/dev/loop-control"
 _MAX_PART_PATH = "/sys/module/loop/parameters/max_part"

@@ -4,7 +4,7 @@ LOOP_SET_DIRECT_IO), as losetup does on kernels without LOOP_CONFIGURE."""
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 from .. import _c
 from ..errors import error_from_errno
@@ -17,7 +17,7 @@ from .request import AUTOCLEAR, DIRECT_IO, PARTSCAN, READ_ONLY, AttachRequest
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["bind_legacy"]
+__all__: List[str] = []  # attach()'s own: nothing public
 
 _INFO = _c.ffi.typeof("struct lc_loop_info64 *")
 

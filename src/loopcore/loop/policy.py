@@ -39,7 +39,7 @@ from .reuse import find_reusable
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["attach", "attach_request"]
+__all__ = ["attach"]  # attach_request: attach_many's, not public
 
 log = get_logger("loop")
 

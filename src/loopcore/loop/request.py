@@ -24,7 +24,9 @@ from .info import Flags
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["AttachRequest", "LockArg", "check_backing"]
+# Public: LockArg (attach()'s lock= type).  AttachRequest and check_backing
+# are the attach paths' own.
+__all__ = ["LockArg"]
 
 LockArg = Union[bool, str, None]
 """attach(lock=...): False/None (no lock), True or "exclusive", "shared"."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Optional
+from typing import List, Optional
 
 from .. import _c
 from .._log import get_logger
@@ -17,7 +17,7 @@ from .device import LOCK_EXCLUSIVE, LoopDevice, check_diskseq, read_diskseq
 from .info import LoopInfo
 from .request import AttachRequest
 
-__all__ = ["find_reusable", "ranges_overlap"]
+__all__: List[str] = []  # attach()'s own: nothing public
 
 log = get_logger("loop")
 
