@@ -59,10 +59,10 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
     req.options = options
     req.backing_fd = bf.fd
     req.file_name = bf.file_name_field()
-    req.first_attempt = 0
     # Under attach(reuse=True) the caller holds control.lock already.
     take_lock = not options & _c.lib.LC_ATTACH_CONTROL_HELD
     result = _c.ffi.new(_RESULT)
+    resumed = False  # req.first_attempt is not 0
     while True:
         req.flags = flags
         if take_lock:
@@ -81,12 +81,17 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
             if _calls.expired(request.deadline_ns):
                 raise attach_timeout(result.failed_step, result.number)
             req.first_attempt = result.attempts
+            resumed = True
         elif not set_fd and refuses_direct_io(rc, result, flags):
             log.debug("%s: LOOP_CONFIGURE with direct I/O: EINVAL; again, buffered", bf.name)
             flags &= ~DIRECT_IO
-            req.first_attempt = 0
+            if resumed:
+                req.first_attempt = 0
+                resumed = False
         else:
             break
+    if resumed:
+        req.first_attempt = 0  # for the request's next bind
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
                   bf.name, "LOOP_SET_FD" if set_fd else "LOOP_CONFIGURE", result.number,

@@ -23,7 +23,7 @@ and shared with attach_many(); the bind and the post-bind check are
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Optional
 
 from .. import _c
 from .._log import get_logger
@@ -152,8 +152,11 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
     nothing stays bound, and a device LOOP_CTL_ADD made for this call is
     removed again."""
     try:
-        device, state = (bind_legacy(bf, request, flags) if use_legacy
-                         else _bind_configure(bf, request, flags))
+        if use_legacy:
+            device, state = bind_legacy(bf, request, flags)
+        else:  # LOOP_CONFIGURE: bind and configure in one ioctl, inside lc_attach
+            state = binding.bind(bf, request, flags)
+            device = binding.device_from_result(state)
         try:
             binding.check_bound(device, bf, request, state)
         except binding.SettingsIgnored:
@@ -175,13 +178,6 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
             _remove_created(request.number)
         raise
     return device
-
-
-def _bind_configure(bf: BackingFile, request: AttachRequest,
-                    flags: int) -> Tuple[LoopDevice, CData]:
-    """LOOP_CONFIGURE: bind and configure in one ioctl, inside lc_attach."""
-    result = binding.bind(bf, request, flags)
-    return binding.device_from_result(result), result
 
 
 def _check_or_unbind(device: LoopDevice, bf: BackingFile, request: AttachRequest,

@@ -37,6 +37,8 @@ log = get_logger("loop")
 READ_ONLY, AUTOCLEAR, PARTSCAN, DIRECT_IO = (int(f) for f in Flags)
 _S64_MAX = (1 << 63) - 1
 _REQ = _c.ffi.typeof("struct lc_attach_req *")
+_READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
+_LOCK_DEVICE = _c.lib.LC_ATTACH_LOCK_DEVICE
 
 
 class AttachRequest:
@@ -65,7 +67,8 @@ class AttachRequest:
             check_int("offset", offset, maximum=_S64_MAX)
             check_int("size_limit", size_limit, maximum=_S64_MAX)
             check_block_size(block_size, allow_zero=True)
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         self.read_only = bool(read_only)
         self.flags = ((READ_ONLY if read_only else 0) | (AUTOCLEAR if autoclear else 0)
                       | (PARTSCAN if partscan else 0) | (DIRECT_IO if direct_io else 0))
@@ -75,17 +78,13 @@ class AttachRequest:
         self.number = -1 if number is None else check_number(number)
         self.lock_mode = None if lock is False or lock is None else _lock_mode(lock)
         self.legacy = legacy
-        self.deadline_ns = _calls.deadline_after(timeout)
+        self.deadline_ns = 0 if timeout is None else _calls.deadline_after(timeout)
         # What lc_attach reads back: the settings only when an option's
         # outcome has to be checked (PARTSCAN and a block size, which Linux
         # 5.8 could ignore; the size with an offset or a size limit, as
         # util-linux).
-        options = 0
-        if partscan or block_size or offset or size_limit:
-            options = _c.lib.LC_ATTACH_READ_SETTINGS
-        if self.lock_mode:
-            options |= _c.lib.LC_ATTACH_LOCK_DEVICE
-        self.options = options
+        options = _READ_SETTINGS if partscan or block_size or offset or size_limit else 0
+        self.options = options | _LOCK_DEVICE if self.lock_mode else options
         self.created = False
         self._c: Optional[CData] = None
 
@@ -108,7 +107,8 @@ class AttachRequest:
                 req.offset = self.offset
                 req.size_limit = self.size_limit
                 req.block_size = self.block_size
-            req.deadline_ns = self.deadline_ns
+            if self.deadline_ns:
+                req.deadline_ns = self.deadline_ns
             req.max_attempts = _calls.ATTACH_ATTEMPTS
             req.sleep_base_us = _calls.ATTACH_SLEEP_BASE_US
             req.sleep_span_us = _calls.ATTACH_SLEEP_SPAN_US
