@@ -51,9 +51,7 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
     LOOP_CTL_ADD made the chosen device.
     """
     req = request.c_request()
-    options = request.options
-    if not control.devnum_layout_known():
-        options |= _c.lib.LC_ATTACH_READ_DEVNUM
+    options = request.call_options()
     if set_fd:
         options |= _c.lib.LC_ATTACH_SET_FD
     req.options = options

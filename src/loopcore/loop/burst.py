@@ -59,8 +59,9 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
     the whole burst.  The pre-5.8 path (no LOOP_CONFIGURE, or
     LOOPCORE_FORCE_LEGACY=1) binds one by one, with the same guarantee.
     """
-    request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size, offset,
-                            size_limit, None, False, None, timeout)
+    request = AttachRequest(read_only=read_only, autoclear=autoclear, partscan=partscan,
+                            direct_io=direct_io, block_size=block_size, offset=offset,
+                            size_limit=size_limit, timeout=timeout)
     if isinstance(backings, (str, bytes)):
         raise TypeError("attach_many takes an iterable of backing files, not one path")
     items = list(backings)
@@ -131,10 +132,7 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
         results[i].fd = results[i].lock_fd = -1
     done = ffi.new("uint32_t *")
     req = request.c_request()
-    options = request.options  # with LC_ATTACH_CONTROL_HELD: the burst holds the lock
-    if not control.devnum_layout_known():
-        options |= _c.lib.LC_ATTACH_READ_DEVNUM
-    req.options = options
+    req.options = request.call_options()  # with CONTROL_HELD: the burst holds the lock
     req.first_attempt = 0
     start = 0
     try:

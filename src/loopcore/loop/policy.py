@@ -109,6 +109,7 @@ def attach(
     # The translate decorator's work, inline: a wrapper frame costs a
     # measurable share of a 50 us cycle.
     try:
+        # positional: keywords cost a measurable share here too
         request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size, offset,
                                 size_limit, number, lock, legacy, timeout)
         return attach_request(backing, request, reuse_bound=reuse)
@@ -158,9 +159,8 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
             state = binding.bind(bf, request, flags)
             device = binding.device_from_result(state)
         try:
-            binding.check_bound(device, bf, request, state)
+            _check_or_unbind(device, bf, request, state)
         except binding.SettingsIgnored:
-            device._unbind()
             if use_legacy:
                 raise
             # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
@@ -170,9 +170,6 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
             control.distrust_configure()
             device, state = bind_legacy(bf, request, flags)
             _check_or_unbind(device, bf, request, state)
-        except BaseException:
-            device._unbind()
-            raise
     except BaseException:
         if request.created:
             _remove_created(request.number)
@@ -182,6 +179,7 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
 
 def _check_or_unbind(device: LoopDevice, bf: BackingFile, request: AttachRequest,
                      state: CData) -> None:
+    """The post-bind check; a device that fails it is unbound."""
     try:
         binding.check_bound(device, bf, request, state)
     except BaseException:

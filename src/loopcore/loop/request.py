@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from .. import _c
 from .._log import get_logger
-from .._validate import check_int, check_number, check_timeout
+from .._validate import S64_MAX, check_int, check_number, check_timeout
 from ..errors import PermissionError, TypeError, ValueError
 from . import _calls
 from .backing import BackingFile
@@ -35,14 +35,14 @@ log = get_logger("loop")
 
 # Plain ints on the hot path: IntFlag arithmetic costs microseconds.
 READ_ONLY, AUTOCLEAR, PARTSCAN, DIRECT_IO = (int(f) for f in Flags)
-_S64_MAX = (1 << 63) - 1
 _REQ = _c.ffi.typeof("struct lc_attach_req *")
 _READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
 _LOCK_DEVICE = _c.lib.LC_ATTACH_LOCK_DEVICE
+_READ_DEVNUM = _c.lib.LC_ATTACH_READ_DEVNUM
 
 
 class AttachRequest:
-    """An attach's settings, checked once: ``flags`` (lo_flags), ``offset``
+    """An attach's settings, checked once: ``read_only``, ``flags`` (lo_flags), ``offset``
     and ``size_limit`` (bytes), ``block_size`` (0: the kernel's), ``number``
     (-1: a free device), ``lock_mode`` (None, LOCK_EXCLUSIVE or
     LOCK_SHARED), ``legacy`` (None: the kernel decides), ``deadline_ns``
@@ -59,13 +59,14 @@ class AttachRequest:
                  offset: int = 0, size_limit: int = 0, number: Optional[int] = None,
                  lock: LockArg = False, legacy: Optional[bool] = None,
                  timeout: Optional[float] = None) -> None:
-        # The common arguments pass one cheap test; anything else gets the
-        # full checks (and their messages).
+        # Not a second check but a shortcut past check_int: the common
+        # arguments (plain ints in range, no block size) pass one cheap
+        # test; anything else gets the checks and their messages.
         if not (type(offset) is int and type(size_limit) is int and type(block_size) is int
-                and 0 <= offset <= _S64_MAX and 0 <= size_limit <= _S64_MAX
+                and 0 <= offset <= S64_MAX and 0 <= size_limit <= S64_MAX
                 and not block_size):
-            check_int("offset", offset, maximum=_S64_MAX)
-            check_int("size_limit", size_limit, maximum=_S64_MAX)
+            check_int("offset", offset)
+            check_int("size_limit", size_limit)
             check_block_size(block_size, allow_zero=True)
         if timeout is not None:
             check_timeout(timeout)
@@ -84,7 +85,7 @@ class AttachRequest:
         # 5.8 could ignore; the size with an offset or a size limit, as
         # util-linux).
         options = _READ_SETTINGS if partscan or block_size or offset or size_limit else 0
-        self.options = options | _LOCK_DEVICE if self.lock_mode else options
+        self.options = (options | _LOCK_DEVICE) if self.lock_mode else options
         self.created = False
         self._c: Optional[CData] = None
 
@@ -94,6 +95,14 @@ class AttachRequest:
         if self.legacy is not None:
             return bool(self.legacy)
         return control.force_legacy() or not control.supports_configure()
+
+    def call_options(self) -> int:
+        """lc_attach's options for the next call: the request's, and
+        READ_DEVNUM until this process knows how device numbers map to
+        dev_t (control.learn_devnum_layout)."""
+        if control.devnum_layout_known():
+            return self.options
+        return self.options | _READ_DEVNUM
 
     def c_request(self) -> CData:
         """This request's ``struct lc_attach_req``, made once and refilled
