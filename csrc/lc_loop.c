@@ -28,6 +28,8 @@ _Static_assert(sizeof(struct lc_loop_info64) == 232, "loop_info64 is 232 bytes")
 _Static_assert(offsetof(struct lc_loop_info64, lo_flags) == 52, "lo_flags at 52");
 _Static_assert(offsetof(struct lc_loop_info64, lo_file_name) == 56, "lo_file_name at 56");
 _Static_assert(sizeof(struct lc_loop_config) == 304, "loop_config is 304 bytes");
+_Static_assert(sizeof(((struct lc_loop_info64 *)0)->lo_file_name) == LC_NAME_FIELD,
+               "a request's file name is lo_file_name");
 
 #define RET(expr) ((expr) < 0 ? -errno : 0)
 

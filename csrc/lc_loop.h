@@ -102,7 +102,7 @@ struct lc_attach_req {
     uint32_t max_attempts;
     uint32_t sleep_base_us;
     uint32_t sleep_span_us;
-    uint8_t  file_name[64];      /* lo_file_name: NUL-terminated, at most 63 bytes used */
+    uint8_t  file_name[LC_NAME_FIELD]; /* lo_file_name: NUL-terminated, at most 63 bytes used */
 };
 
 /* A backing file, as lc_backing_open/lc_backing_stat found it. */
