@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Backing"]  # BackingFile: the attach paths' and change_fd's own
 
+_BACKING = _c.ffi.typeof("struct lc_backing *")
+
 Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""
 
@@ -75,7 +77,7 @@ class BackingFile:
              probe_direct_io: bool = False) -> "BackingFile":
         """Open (a path) or adopt (an fd, a file object) ``backing``: one C
         call each (lc_backing_open, lc_backing_stat)."""
-        found = _c.ffi.new("struct lc_backing *")
+        found = _c.ffi.new(_BACKING)
         if type(backing) is str:  # the common case first
             name = backing
         elif isinstance(backing, int):
@@ -104,7 +106,8 @@ class BackingFile:
             name = os.path.abspath(name)
         encoded = os.fsencode(name)
         fd = _c.lib.lc_backing_open(encoded, read_only, probe_direct_io, found)
-        _check_backing(fd, found, name)
+        if fd < 0:
+            _check_backing(fd, found, name)
         return cls(fd, True, name, found, encoded)
 
     def writable(self) -> bool:

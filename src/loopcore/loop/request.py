@@ -42,14 +42,15 @@ _READ_DEVNUM = _c.lib.LC_ATTACH_READ_DEVNUM
 
 
 class AttachRequest:
-    """An attach's settings, checked once: ``read_only``, ``flags`` (lo_flags), ``offset``
-    and ``size_limit`` (bytes), ``block_size`` (0: the kernel's), ``number``
-    (-1: a free device), ``lock_mode`` (None, LOCK_EXCLUSIVE or
-    LOCK_SHARED), ``legacy`` (None: the kernel decides), ``deadline_ns``
-    (time.monotonic_ns(), 0: none); ``options``, lc_attach's option bits
-    that follow from them (and LC_ATTACH_CONTROL_HELD while a caller holds
-    the control lock); ``created``, set once LOOP_CTL_ADD made the chosen
-    device for this request."""
+    """An attach's settings, checked once: ``read_only``, ``flags``
+    (lo_flags), ``offset`` and ``size_limit`` (bytes), ``block_size`` (0:
+    the kernel's), ``number`` (-1: a free device), ``lock_mode`` (None,
+    LOCK_EXCLUSIVE or LOCK_SHARED), ``legacy`` (None: the kernel decides),
+    ``deadline_ns`` (time.monotonic_ns(), 0: none); ``options``,
+    lc_attach's option bits that follow from them (and
+    LC_ATTACH_CONTROL_HELD while a caller holds the control lock);
+    ``created``, set once LOOP_CTL_ADD made the chosen device for this
+    request."""
 
     __slots__ = ("read_only", "flags", "offset", "size_limit", "block_size", "number",
                  "lock_mode", "legacy", "deadline_ns", "options", "created", "_c")
@@ -70,7 +71,7 @@ class AttachRequest:
             check_block_size(block_size, allow_zero=True)
         if timeout is not None:
             check_timeout(timeout)
-        self.read_only = bool(read_only)
+        self.read_only = read_only
         self.flags = ((READ_ONLY if read_only else 0) | (AUTOCLEAR if autoclear else 0)
                       | (PARTSCAN if partscan else 0) | (DIRECT_IO if direct_io else 0))
         self.offset = offset
