@@ -130,21 +130,22 @@ def test_character_device_is_refused(tmp_path: Path):
 # --- 3. signals and the control lock ------------------------------------------
 
 HOLD_LOCK = """
-import fcntl, os, sys, time
+import fcntl, os, sys
 fd = os.open("/dev/loop-control", os.O_RDWR)
 fcntl.flock(fd, fcntl.LOCK_EX)
 print("locked", flush=True)
-time.sleep(float(sys.argv[1]))
+sys.stdin.readline()  # held until told (or killed)
 """
 
 
 @pytest.fixture
 def hold_control_lock() -> Iterator:
-    """Start a process holding the /dev/loop-control lock for N seconds."""
+    """Start a process holding the /dev/loop-control lock until a line
+    is written to its stdin (or it is killed at the end of the test)."""
     procs = []
 
-    def hold(seconds: float) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(seconds)],
+    def hold() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
         procs.append(proc)
@@ -154,15 +155,27 @@ def hold_control_lock() -> Iterator:
     for proc in procs:
         proc.kill()
         proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_signal_handler_does_not_interrupt_attach(image: Path, hold_control_lock):
+    """Signal handlers that return run while attach waits for the control
+    lock, and the wait goes on: the lock is let go only after the third."""
     fired = []
-    old = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
-    holder = hold_control_lock(0.6)
+    holder = hold_control_lock()
+
+    def on_alarm(*_: object) -> None:
+        fired.append(1)
+        if len(fired) == 3:
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
-        with loopcore.attach(image) as dev:
+        with loopcore.attach(image, timeout=60) as dev:
             signal.setitimer(signal.ITIMER_REAL, 0)
             assert bound_backing(dev.number) == str(image)
     finally:
@@ -173,7 +186,7 @@ def test_signal_handler_does_not_interrupt_attach(image: Path, hold_control_lock
 
 
 def test_ctrl_c_interrupts_a_waiting_attach_at_once(image: Path, hold_control_lock):
-    hold_control_lock(30)
+    hold_control_lock()
     child = subprocess.Popen(
         [sys.executable, "-c", f"""
 import loopcore, sys
@@ -195,7 +208,7 @@ except KeyboardInterrupt:
 
 
 def test_attach_timeout_while_another_holds_the_lock(image: Path, hold_control_lock):
-    hold_control_lock(30)
+    hold_control_lock()
     with pytest.raises(TimeoutError) as e:
         loopcore.attach(image, timeout=0.3)
     assert e.value.errno == errno.ETIMEDOUT and e.value.filename == "/dev/loop-control"
