@@ -82,10 +82,10 @@ def test_processes_attach_at_once(make_image):
 
 
 HOLDER = """
-import loopcore, sys, time
+import loopcore, signal
 dev = loopcore.attach({image!r}, autoclear=True)
 print(dev.number, flush=True)
-time.sleep(600)
+signal.pause()  # until killed
 """
 
 
