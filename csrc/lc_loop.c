@@ -488,7 +488,7 @@ static void unlock_control(int ctl_fd, uint32_t options)
  * is held.  The policy's numbers come from the caller in the request.
  */
 static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backing_fd,
-                      int number, uint32_t flags, const uint8_t *file_name,
+                      int number, uint32_t flags, const char *file_name,
                       uint32_t first_attempt, struct lc_attach_result *result)
 {
     uint32_t options = req->options;
@@ -506,8 +506,7 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
     config.info.lo_sizelimit = req->size_limit;
     config.info.lo_flags = flags;
     /* up to the NUL: a reused request may hold a longer name after it */
-    strncpy((char *)config.info.lo_file_name, (const char *)file_name,
-            sizeof(config.info.lo_file_name) - 1);
+    strncpy((char *)config.info.lo_file_name, file_name, sizeof(config.info.lo_file_name) - 1);
     memset(result, 0, sizeof(*result));
     result->number = chosen ? number : -1;
     result->attempts = first_attempt;
@@ -645,8 +644,8 @@ int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *b
     each.options &= ~(uint32_t)LC_ATTACH_SET_FD;
     for (uint32_t i = 0; i < count; i++) {
         r = attach_one(ctl_fd, &each, backing_fds[i], -1, flags[i],
-                       file_names + (size_t)i * LC_NAME_FIELD, i ? 0 : req->first_attempt,
-                       &results[i]);
+                       (const char *)file_names + (size_t)i * LC_NAME_FIELD,
+                       i ? 0 : req->first_attempt, &results[i]);
         if (r < 0)
             break;
         *done = i + 1;

@@ -82,10 +82,10 @@ enum { LC_NAME_FIELD = 64 };
 
 /*
  * One attach request: everything lc_attach needs to know but the control
- * fd.  Nothing in it changes while lc_attach runs, so a caller can fill
- * one once and pass it again (after -EINTR with first_attempt moved on;
- * lc_attach_many passes the same one for every file, with the backing
- * fd, flags and name of each).
+ * fd.  lc_attach only reads it, so a caller can keep one and fill it for
+ * each call (Python packs it in one go; after -EINTR it passes it again
+ * with first_attempt moved on).  lc_attach_many takes one for all its
+ * files, each with its own backing fd, flags and name.
  */
 struct lc_attach_req {
     int32_t  backing_fd;
@@ -102,7 +102,7 @@ struct lc_attach_req {
     uint32_t max_attempts;
     uint32_t sleep_base_us;
     uint32_t sleep_span_us;
-    uint8_t  file_name[LC_NAME_FIELD]; /* lo_file_name: NUL-terminated, at most 63 bytes used */
+    char     file_name[LC_NAME_FIELD]; /* lo_file_name: NUL-terminated, 63 bytes at most */
 };
 
 /* A backing file, as lc_backing_open/lc_backing_stat found it. */

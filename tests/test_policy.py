@@ -158,7 +158,7 @@ def test_the_attach_retry_policy_is_read_at_call_time(fake_lib, backing, monkeyp
 
     def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
         seen.append((req.max_attempts, req.sleep_base_us, req.sleep_span_us, req.offset,
-                     req.size_limit, req.number, bytes(req.file_name).rstrip(b"\0")))
+                     req.size_limit, req.number, _c.ffi.string(req.file_name)))
         result.number = 7
         return 7
 

@@ -50,22 +50,22 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
     (EINVAL) gets it again, buffered.  ``request.created`` learns whether
     LOOP_CTL_ADD made the chosen device.
     """
-    req = request.c_request()
     options = request.call_options()
     if set_fd:
         options |= _c.lib.LC_ATTACH_SET_FD
-    req.options = options
-    req.backing_fd = bf.fd
-    req.file_name = bf.file_name_field()
+    file_name = bf.file_name_field()
     # Under attach(reuse=True) the caller holds control.lock already.
     take_lock = not options & _c.lib.LC_ATTACH_CONTROL_HELD
     result = _c.ffi.new(_RESULT)
-    resumed = False  # req.first_attempt is not 0
+    first_attempt = 0
     while True:
-        req.flags = flags
         if take_lock:
-            control.acquire_thread_lock(request.deadline_ns)
+            if request.deadline_ns:
+                control.acquire_thread_lock(request.deadline_ns)
+            else:
+                control.lock.acquire()
         try:
+            req = request.fill(bf.fd, options, flags, file_name, first_attempt)
             rc = _c.lib.lc_attach(control.fd(), req, result)
         finally:
             if take_lock:
@@ -78,18 +78,13 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
             # does not, carry on from the attempt the C loop stopped at.
             if _calls.expired(request.deadline_ns):
                 raise attach_timeout(result.failed_step, result.number)
-            req.first_attempt = result.attempts
-            resumed = True
+            first_attempt = result.attempts
         elif not set_fd and refuses_direct_io(rc, result, flags):
             log.debug("%s: LOOP_CONFIGURE with direct I/O: EINVAL; again, buffered", bf.name)
             flags &= ~DIRECT_IO
-            if resumed:
-                req.first_attempt = 0
-                resumed = False
+            first_attempt = 0
         else:
             break
-    if resumed:
-        req.first_attempt = 0  # for the request's next bind
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
                   bf.name, "LOOP_SET_FD" if set_fd else "LOOP_CONFIGURE", result.number,

@@ -131,12 +131,11 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
     for i in range(count):
         results[i].fd = results[i].lock_fd = -1
     done = ffi.new("uint32_t *")
-    req = request.c_request()
-    req.options = request.call_options()  # with CONTROL_HELD: the burst holds the lock
-    req.first_attempt = 0
-    start = 0
+    options = request.call_options()  # with CONTROL_HELD: the burst holds the lock
+    start = first_attempt = 0
     try:
         while start < count:
+            req = request.fill(-1, options, 0, b"", first_attempt)
             rc = _c.lib.lc_attach_many(control.fd(), req, fds + start, item_flags + start,
                                        names + start * LO_NAME_SIZE, count - start,
                                        results + start, done)
@@ -144,13 +143,13 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
             if rc >= 0:
                 break
             failed = results[start]
-            req.first_attempt = 0
+            first_attempt = 0
             if rc == -errno.EINTR:
                 # A signal interrupted a wait: its handler runs now and may
                 # raise (Ctrl-C: everything is undone below); else go on.
                 if _calls.expired(request.deadline_ns):
                     raise attach_timeout(failed.failed_step, failed.number)
-                req.first_attempt = failed.attempts
+                first_attempt = failed.attempts
                 continue
             if refuses_direct_io(rc, failed, item_flags[start]):
                 log.debug("%s: LOOP_CONFIGURE with direct I/O: EINVAL; again, buffered",

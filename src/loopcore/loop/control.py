@@ -69,6 +69,9 @@ class SharedControl:
         self._force_legacy: Optional[bool] = None
         # (major, minor shift) of loop devices, once learnt: see devnum()
         self._devnum_layout: Optional[Tuple[int, int]] = None
+        # lc_attach's option to read the devnum back: until the layout is
+        # learnt (an attribute, not a method: it is read on every attach)
+        self.read_devnum_option: int = _c.lib.LC_ATTACH_READ_DEVNUM
 
     def fd(self) -> int:
         if self._fd < 0:
@@ -144,9 +147,6 @@ class SharedControl:
                 os.close(dev_fd)
         raise LoopBusyError(errno.EBUSY, "no loop device to probe", CONTROL_PATH)
 
-    def devnum_layout_known(self) -> bool:
-        return self._devnum_layout is not None
-
     def learn_devnum_layout(self, number: int, devnum: int) -> None:
         """Note the layout of loop device numbers from /dev/loopN's dev_t.
 
@@ -163,6 +163,7 @@ class SharedControl:
             return  # no loop module parameters to read: keep asking statx
         if number << shift == os.minor(devnum):
             self._devnum_layout = (os.major(devnum), shift)
+            self.read_devnum_option = 0
 
     def devnum(self, number: int) -> int:
         """/dev/loopN's dev_t from the layout learnt (0 if not learnt yet)."""

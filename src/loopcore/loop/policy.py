@@ -112,7 +112,7 @@ def attach(
         # positional: keywords cost a measurable share here too
         request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size, offset,
                                 size_limit, number, lock, legacy, timeout)
-        return attach_request(backing, request, reuse_bound=reuse)
+        return attach_request(backing, request, reuse)
     except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:
         new = converted(e)
         if new is e:
@@ -120,7 +120,7 @@ def attach(
         raise new.with_traceback(e.__traceback__) from None
 
 
-def attach_request(backing: Backing, request: AttachRequest, *,
+def attach_request(backing: Backing, request: AttachRequest,
                    reuse_bound: bool = False) -> LoopDevice:
     """attach() of one backing file with a checked request (attach_many's
     legacy path binds each of its files so)."""

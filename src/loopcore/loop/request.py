@@ -1,6 +1,7 @@
 """One attach request: what :func:`~loopcore.loop.attach` or
 :func:`~loopcore.loop.attach_many` was asked for, checked once, before any
-syscall, and the C ``struct lc_attach_req`` it fills for ``lc_attach``.
+syscall, and the C ``struct lc_attach_req`` it fills for ``lc_attach``
+(the process has one, packed in one go for each call).
 
 The settings hold for every backing file of the call; what differs per
 file (its fd, its name, direct I/O where its file system refuses it) is
@@ -35,10 +36,24 @@ log = get_logger("loop")
 
 # Plain ints on the hot path: IntFlag arithmetic costs microseconds.
 READ_ONLY, AUTOCLEAR, PARTSCAN, DIRECT_IO = (int(f) for f in Flags)
-_REQ = _c.ffi.typeof("struct lc_attach_req *")
 _READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
 _LOCK_DEVICE = _c.lib.LC_ATTACH_LOCK_DEVICE
-_READ_DEVNUM = _c.lib.LC_ATTACH_READ_DEVNUM
+
+
+# The process's one struct lc_attach_req, filled for each lc_attach or
+# lc_attach_many call with control.lock held -- every bind holds it -- so
+# no two threads fill it at once, and no call allocates one.  Its packing
+# is derived from the cdef; fill() passes the fields in this order.
+_C_REQUEST = _c.ffi.new("struct lc_attach_req *")
+_C_REQUEST_BYTES = _c.ffi.buffer(_C_REQUEST)
+_REQ_VIEW = _c.struct_view("struct lc_attach_req")
+_REQ_FIELDS = ("backing_fd", "number", "options", "flags", "offset", "size_limit",
+               "block_size", "first_attempt", "deadline_ns", "max_attempts", "sleep_base_us",
+               "sleep_span_us", "file_name")
+if _REQ_VIEW.names != _REQ_FIELDS:
+    raise ImportError(f"struct lc_attach_req is {_REQ_VIEW.names}: AttachRequest.fill "
+                      f"packs {_REQ_FIELDS}")
+_pack_request = _REQ_VIEW.struct.pack_into
 
 
 class AttachRequest:
@@ -53,7 +68,7 @@ class AttachRequest:
     request."""
 
     __slots__ = ("read_only", "flags", "offset", "size_limit", "block_size", "number",
-                 "lock_mode", "legacy", "deadline_ns", "options", "created", "_c")
+                 "lock_mode", "legacy", "deadline_ns", "options", "created")
 
     def __init__(self, read_only: bool = False, autoclear: bool = False,
                  partscan: bool = False, direct_io: bool = True, block_size: int = 0,
@@ -88,7 +103,6 @@ class AttachRequest:
         options = _READ_SETTINGS if partscan or block_size or offset or size_limit else 0
         self.options = (options | _LOCK_DEVICE) if self.lock_mode else options
         self.created = False
-        self._c: Optional[CData] = None
 
     def use_legacy(self) -> bool:
         """Whether to bind with LOOP_SET_FD (pre-5.8): as asked, else when
@@ -101,28 +115,19 @@ class AttachRequest:
         """lc_attach's options for the next call: the request's, and
         READ_DEVNUM until this process knows how device numbers map to
         dev_t (control.learn_devnum_layout)."""
-        if control.devnum_layout_known():
-            return self.options
-        return self.options | _READ_DEVNUM
+        return self.options | control.read_devnum_option
 
-    def c_request(self) -> CData:
-        """This request's ``struct lc_attach_req``, made once and refilled
-        per bind by the caller (backing fd, name, flags, options).  The
-        retry policy is read from ``_calls`` now, so tests can shrink it."""
-        req = self._c
-        if req is None:
-            req = self._c = _c.ffi.new(_REQ)
-            req.number = self.number
-            if self.offset or self.size_limit or self.block_size:
-                req.offset = self.offset
-                req.size_limit = self.size_limit
-                req.block_size = self.block_size
-            if self.deadline_ns:
-                req.deadline_ns = self.deadline_ns
-            req.max_attempts = _calls.ATTACH_ATTEMPTS
-            req.sleep_base_us = _calls.ATTACH_SLEEP_BASE_US
-            req.sleep_span_us = _calls.ATTACH_SLEEP_SPAN_US
-        return req
+    def fill(self, backing_fd: int, options: int, flags: int, file_name: bytes,
+             first_attempt: int = 0) -> CData:
+        """The process's ``struct lc_attach_req``, filled for one C call
+        with this request's settings, the call's own (lc_attach_many: a
+        backing fd of -1 and no name) and the retry policy as ``_calls``
+        has it now (tests shrink it).  Only with control.lock held."""
+        _pack_request(_C_REQUEST_BYTES, 0, backing_fd, self.number, options, flags, self.offset,
+                      self.size_limit, self.block_size, first_attempt, self.deadline_ns,
+                      _calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US,
+                      _calls.ATTACH_SLEEP_SPAN_US, file_name)
+        return _C_REQUEST
 
 
 def _lock_mode(lock: LockArg) -> Optional[str]:
