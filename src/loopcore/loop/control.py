@@ -122,6 +122,15 @@ class SharedControl:
             self._force_legacy = os.environ.get(FORCE_LEGACY_ENV, "") not in ("", "0")
         return self._force_legacy
 
+    def legacy_default(self) -> bool:
+        """Whether an attach that does not choose binds the pre-5.8 way:
+        forced by the environment, or no LOOP_CONFIGURE (one call: it is
+        asked on every attach)."""
+        force, supported = self._force_legacy, self.configure_supported
+        if force is None or supported is None:
+            return self.force_legacy() or not self.supports_configure()
+        return force or not supported
+
     def supports_configure(self) -> bool:
         """Whether LOOP_CONFIGURE (Linux 5.8+) is there, probed once with
         ``loop_config.fd = -1`` on a free device: EBADF means the ioctl

@@ -109,7 +109,7 @@ class AttachRequest:
         the environment forces it or the kernel lacks LOOP_CONFIGURE."""
         if self.legacy is not None:
             return bool(self.legacy)
-        return control.force_legacy() or not control.supports_configure()
+        return control.legacy_default()
 
     def call_options(self) -> int:
         """lc_attach's options for the next call: the request's, and
