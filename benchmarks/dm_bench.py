@@ -75,8 +75,8 @@ def main() -> int:
 
             def run_floor(mode: str) -> Callable[[int], float]:
                 def run(n: int) -> float:
-                    out = subprocess.run([floor, mode, str(n), f"lcbench-c{mode}-", target.target_type,
-                                          target.params, str(target.length)],
+                    out = subprocess.run([floor, mode, str(n), f"lcbench-c{mode}-",
+                                          target.target_type, target.params, str(target.length)],
                                          check=True, capture_output=True, text=True).stdout
                     return float(out) / 1e9
                 return run

@@ -19,13 +19,13 @@ def main(argv: List[str]) -> int:
     backing, cycles, direct_io = argv[0], int(argv[1]), argv[2] == "1"
 
     import loopcore
-    from loopcore.loop import policy
+    from loopcore.loop import binding
 
     # The retry counters live in the C attach result, which attach() does
     # not return; count them by wrapping the one function that sees it, in
-    # the module attach() looks it up in.
+    # the module every attach looks it up in.
     counters: Dict[str, int] = {"attempts": 0, "busy_retries": 0, "vanished_retries": 0}
-    bind = policy.bind
+    bind = binding.bind
 
     def counting_bind(*args: object, **kwargs: object) -> object:
         result = bind(*args, **kwargs)
@@ -34,7 +34,7 @@ def main(argv: List[str]) -> int:
         counters["vanished_retries"] += int(result.vanished_retries)
         return result
 
-    policy.bind = counting_bind  # type: ignore[assignment]
+    binding.bind = counting_bind  # type: ignore[assignment]
     loopcore.kernel_supports_configure()  # opens the control fd before the start line
 
     print("ready", flush=True)

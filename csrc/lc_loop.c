@@ -28,6 +28,8 @@ _Static_assert(sizeof(struct lc_loop_info64) == 232, "loop_info64 is 232 bytes")
 _Static_assert(offsetof(struct lc_loop_info64, lo_flags) == 52, "lo_flags at 52");
 _Static_assert(offsetof(struct lc_loop_info64, lo_file_name) == 56, "lo_file_name at 56");
 _Static_assert(sizeof(struct lc_loop_config) == 304, "loop_config is 304 bytes");
+_Static_assert(sizeof(((struct lc_loop_info64 *)0)->lo_file_name) == LC_NAME_FIELD,
+               "a request's file name is lo_file_name");
 
 #define RET(expr) ((expr) < 0 ? -errno : 0)
 
@@ -360,13 +362,13 @@ static int sleep_until(uint64_t us, int64_t deadline_ns)
     return 0;
 }
 
-static int backoff(const struct lc_retry *retry, uint32_t attempt, int64_t deadline_ns)
+static int backoff(const struct lc_attach_req *req, uint32_t attempt)
 {
-    uint64_t limit = retry->sleep_base_us +
-        (uint64_t)retry->sleep_span_us * attempt / retry->max_attempts;
+    uint64_t limit = req->sleep_base_us +
+        (uint64_t)req->sleep_span_us * attempt / req->max_attempts;
 
     return sleep_until(random_below(limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit),
-                       deadline_ns);
+                       req->deadline_ns);
 }
 
 /*
@@ -479,12 +481,18 @@ static void unlock_control(int ctl_fd, uint32_t options)
         flock(ctl_fd, LOCK_UN);
 }
 
-int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
-              int use_configure, uint32_t flags, uint64_t offset,
-              uint64_t size_limit, uint32_t block_size, const char *file_name,
-              const struct lc_retry *retry, uint32_t first_attempt,
-              int64_t deadline_ns, struct lc_attach_result *result)
+/*
+ * The retry loop stays here, in C, rather than in Python's retry_ebusy:
+ * its tries run under the control lock, GET_FREE..bind in one C call, and
+ * a fresh GET_FREE after each EBUSY only means something while the lock
+ * is held.  The policy's numbers come from the caller in the request.
+ */
+static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backing_fd,
+                      int number, uint32_t flags, const char *file_name,
+                      uint32_t first_attempt, struct lc_attach_result *result)
 {
+    uint32_t options = req->options;
+    int64_t deadline_ns = req->deadline_ns;
     int read_only = (flags & LO_FLAGS_READ_ONLY) != 0;
     int chosen = number >= 0;
     struct lc_loop_config config;
@@ -493,22 +501,21 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
 
     memset(&config, 0, sizeof(config));
     config.fd = (uint32_t)backing_fd;
-    config.block_size = block_size;
-    config.info.lo_offset = offset;
-    config.info.lo_sizelimit = size_limit;
+    config.block_size = req->block_size;
+    config.info.lo_offset = req->offset;
+    config.info.lo_sizelimit = req->size_limit;
     config.info.lo_flags = flags;
-    if (file_name)
-        strncpy((char *)config.info.lo_file_name, file_name,
-                sizeof(config.info.lo_file_name) - 1);
+    /* up to the NUL: a reused request may hold a longer name after it */
+    strncpy((char *)config.info.lo_file_name, file_name, sizeof(config.info.lo_file_name) - 1);
     memset(result, 0, sizeof(*result));
     result->number = chosen ? number : -1;
     result->attempts = first_attempt;
     result->fd = -1;
     result->lock_fd = -1;
-    if (retry->max_attempts == 0)
+    if (req->max_attempts == 0)
         return -EINVAL;
 
-    for (attempt = first_attempt; attempt < retry->max_attempts; attempt++) {
+    for (attempt = first_attempt; attempt < req->max_attempts; attempt++) {
         int dev_fd, lock_fd = -1, r;
 
         result->attempts = attempt + 1;
@@ -564,11 +571,10 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
                 result->failed_step = LC_STEP_DEVICE_LOCK;
                 return interrupted(result, attempt, lock_fd);
             }
-            if (use_configure) {
-                r = lc_configure(dev_fd, &config);
-            } else {
+            if (options & LC_ATTACH_SET_FD)
                 r = lc_set_fd(dev_fd, backing_fd);
-            }
+            else
+                r = lc_configure(dev_fd, &config);
             unlock_control(ctl_fd, options);
             if (r == 0) {
                 if ((r = read_state(dev_fd, options, NULL, result)) < 0) {
@@ -600,8 +606,8 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
          * GET_FREE usually names another device; a chosen device is the
          * same one, so it waits from the start) without holding the
          * control lock (unless the caller holds it). */
-        if ((attempt >= 1 || chosen) && attempt + 1 < retry->max_attempts
-            && (r = backoff(retry, attempt + 1, deadline_ns)) < 0) {
+        if ((attempt >= 1 || chosen) && attempt + 1 < req->max_attempts
+            && (r = backoff(req, attempt + 1)) < 0) {
             result->failed_step = LC_STEP_BACKOFF;
             return interrupted(result, attempt + 1, r);
         }
@@ -609,38 +615,43 @@ int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
     return last_error;
 }
 
-int lc_attach_many(int ctl_fd, const int32_t *backing_fds, const uint32_t *flags,
-                   const uint8_t *file_names, uint32_t count, uint32_t options,
-                   uint32_t block_size, const struct lc_retry *retry,
-                   uint32_t first_attempt, int64_t deadline_ns,
+int lc_attach(int ctl_fd, const struct lc_attach_req *req, struct lc_attach_result *result)
+{
+    return attach_one(ctl_fd, req, req->backing_fd, req->number, req->flags, req->file_name,
+                      req->first_attempt, result);
+}
+
+int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *backing_fds,
+                   const uint32_t *flags, const uint8_t *file_names, uint32_t count,
                    struct lc_attach_result *results, uint32_t *done)
 {
-    char name[LC_NAME_FIELD];
+    struct lc_attach_req each = *req;
     int r = 0;
 
     *done = 0;
     for (uint32_t i = 0; i < count; i++)
         results[i].fd = results[i].lock_fd = -1;  /* nothing bound yet */
-    if (!(options & LC_ATTACH_CONTROL_HELD) && (r = lock_until(ctl_fd, deadline_ns)) < 0) {
+    if (!(req->options & LC_ATTACH_CONTROL_HELD)
+        && (r = lock_until(ctl_fd, req->deadline_ns)) < 0) {
         memset(&results[0], 0, sizeof(results[0]));
         results[0].number = -1;
         results[0].fd = results[0].lock_fd = -1;
-        results[0].attempts = first_attempt;
+        results[0].attempts = req->first_attempt;
         results[0].failed_step = LC_STEP_LOCK;
         return r;
     }
+    each.options |= LC_ATTACH_CONTROL_HELD;
+    each.options &= ~(uint32_t)LC_ATTACH_SET_FD;
     for (uint32_t i = 0; i < count; i++) {
-        memcpy(name, file_names + (size_t)i * LC_NAME_FIELD, LC_NAME_FIELD);
-        name[LC_NAME_FIELD - 1] = '\0';
-        r = lc_attach(ctl_fd, backing_fds[i], -1, options | LC_ATTACH_CONTROL_HELD, 1,
-                      flags[i], 0, 0, block_size, name, retry, i ? 0 : first_attempt,
-                      deadline_ns, &results[i]);
+        r = attach_one(ctl_fd, &each, backing_fds[i], -1, flags[i],
+                       (const char *)file_names + (size_t)i * LC_NAME_FIELD,
+                       i ? 0 : req->first_attempt, &results[i]);
         if (r < 0)
             break;
         *done = i + 1;
         r = 0;
     }
-    unlock_control(ctl_fd, options);
+    unlock_control(ctl_fd, req->options);
     return r;
 }
 

@@ -33,13 +33,6 @@ struct lc_loop_config {
     uint64_t reserved[8];
 };
 
-/* Retry policy for lc_attach; chosen by the Python layer. */
-struct lc_retry {
-    uint32_t max_attempts;       /* total tries, >= 1 */
-    uint32_t sleep_base_us;      /* sleep is random in [0, base + span*attempt/max) */
-    uint32_t sleep_span_us;
-};
-
 /* What lc_attach did and what the kernel reports afterwards. */
 struct lc_attach_result {
     int32_t  number;             /* N of /dev/loopN */
@@ -76,12 +69,41 @@ enum lc_attach_option {
     LC_ATTACH_READ_SETTINGS = 4,
     /* Read devnum back (statx); without it devnum stays 0 (the caller
      * knows the minor layout). */
-    LC_ATTACH_READ_DEVNUM = 8
+    LC_ATTACH_READ_DEVNUM = 8,
+    /* Bind with LOOP_SET_FD alone (kernels before 5.8): offset, size
+     * limit, block size and the flags but READ_ONLY are the caller's to
+     * set afterwards.  Without it: LOOP_CONFIGURE with all of them. */
+    LC_ATTACH_SET_FD = 16
 };
 
 /* The size of lo_file_name and of each entry of lc_attach_many's
  * file_names. */
 enum { LC_NAME_FIELD = 64 };
+
+/*
+ * One attach request: everything lc_attach needs to know but the control
+ * fd.  lc_attach only reads it, so a caller can keep one and fill it for
+ * each call (Python packs it in one go; after -EINTR it passes it again
+ * with first_attempt moved on).  lc_attach_many takes one for all its
+ * files, each with its own backing fd, flags and name.
+ */
+struct lc_attach_req {
+    int32_t  backing_fd;
+    int32_t  number;             /* /dev/loopN to bind; -1: LOOP_CTL_GET_FREE's */
+    uint32_t options;            /* enum lc_attach_option bits */
+    uint32_t flags;              /* lo_flags; LO_FLAGS_READ_ONLY also opens the device O_RDONLY */
+    uint64_t offset;             /* bytes */
+    uint64_t size_limit;         /* bytes, 0: to the end of the backing file */
+    uint32_t block_size;         /* 0: the kernel's default (512) */
+    uint32_t first_attempt;      /* attempts already made (0 on a first call) */
+    int64_t  deadline_ns;        /* CLOCK_MONOTONIC; 0: wait as long as it takes */
+    /* the retry policy: total tries (>= 1), and the sleep between two,
+     * random below sleep_base_us + sleep_span_us * attempt / max_attempts */
+    uint32_t max_attempts;
+    uint32_t sleep_base_us;
+    uint32_t sleep_span_us;
+    char     file_name[LC_NAME_FIELD]; /* lo_file_name: NUL-terminated, 63 bytes at most */
+};
 
 /* A backing file, as lc_backing_open/lc_backing_stat found it. */
 struct lc_backing {
@@ -151,37 +173,35 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
 
 /*
  * The hot path, one call: lock /dev/loop-control, GET_FREE, open
- * /dev/loopN (read-only if LO_FLAGS_READ_ONLY is in flags), bind, unlock,
- * then read back what the kernel did into *result.  With use_configure the
- * bind is LOOP_CONFIGURE with flags, offset, size limit, block size and
- * file_name (lo_file_name, at most 63 bytes used); without it LOOP_SET_FD
- * alone, the caller setting the rest.  Retries EBUSY/EAGAIN from the bind
- * and ENXIO/ENOENT from the open with a fresh GET_FREE, up to
- * retry->max_attempts tries; after the second failure and later ones it
- * sleeps a random time below sleep_base_us + sleep_span_us * attempt /
- * max_attempts with the lock released.
+ * /dev/loopN (read-only if LO_FLAGS_READ_ONLY is in req->flags), bind,
+ * unlock, then read back what the kernel did into *result.  The bind is
+ * LOOP_CONFIGURE with the request's flags, offset, size limit, block size
+ * and file name, or with LC_ATTACH_SET_FD LOOP_SET_FD alone.  Retries
+ * EBUSY/EAGAIN from the bind and ENXIO/ENOENT from the open with a fresh
+ * GET_FREE, up to req->max_attempts tries; after the second failure and
+ * later ones it sleeps (the request's backoff) with the lock released.
  *
- * number >= 0 binds that device instead of asking GET_FREE (losetup's
- * `losetup DEV FILE`): a missing /dev/loopN is made with LOOP_CTL_ADD
- * (result->created says so), a device that is bound fails at once with
- * -EBUSY (failed_step LC_STEP_BIND), and EBUSY/EAGAIN from the bind (a
- * device still being torn down) or ENXIO/ENOENT from the open are retried
- * on the same device as above.  number -1 is GET_FREE.
+ * req->number >= 0 binds that device instead of asking GET_FREE
+ * (losetup's `losetup DEV FILE`): a missing /dev/loopN is made with
+ * LOOP_CTL_ADD (result->created says so), a device that is bound fails at
+ * once with -EBUSY (failed_step LC_STEP_BIND), and EBUSY/EAGAIN from the
+ * bind (a device still being torn down) or ENXIO/ENOENT from the open are
+ * retried on the same device as above.
  *
- * options (enum lc_attach_option): LC_ATTACH_READ_SETTINGS and
- * LC_ATTACH_READ_DEVNUM choose what is read back; LC_ATTACH_LOCK_DEVICE takes flock
- * LOCK_EX on a second fd of the device after the control lock and before
- * the bind (the control lock first, the device lock second, always), and
- * returns it in result->lock_fd; LC_ATTACH_CONTROL_HELD leaves the control
- * lock to the caller.
+ * req->options (enum lc_attach_option): LC_ATTACH_READ_SETTINGS and
+ * LC_ATTACH_READ_DEVNUM choose what is read back; LC_ATTACH_LOCK_DEVICE
+ * takes flock LOCK_EX on a second fd of the device after the control lock
+ * and before the bind (the control lock first, the device lock second,
+ * always), and returns it in result->lock_fd; LC_ATTACH_CONTROL_HELD
+ * leaves the control lock to the caller; LC_ATTACH_SET_FD picks the bind.
  *
- * Attempts are counted from first_attempt (0 on a first call).  -EINTR
- * from any step (a signal interrupting a lock wait or a sleep, mostly)
- * is returned at once with result->attempts set to the attempt to resume
- * from: the caller runs its signal handlers and calls again with that as
- * first_attempt (PEP 475), so Ctrl-C is never held up by a retry loop.
- * deadline_ns, if not 0, is a CLOCK_MONOTONIC time after which waiting
- * for a lock or sleeping between attempts gives up with -ETIMEDOUT.
+ * Attempts are counted from req->first_attempt.  -EINTR from any step (a
+ * signal interrupting a lock wait or a sleep, mostly) is returned at once
+ * with result->attempts set to the attempt to resume from: the caller runs
+ * its signal handlers and calls again with that as first_attempt (PEP
+ * 475), so Ctrl-C is never held up by a retry loop.  req->deadline_ns, if
+ * not 0, is a CLOCK_MONOTONIC time after which waiting for a lock or
+ * sleeping between attempts gives up with -ETIMEDOUT.
  *
  * On failure nothing stays bound, no fd stays open, result->failed_step
  * names the step, result->number the device once GET_FREE named one, and
@@ -189,11 +209,7 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * device number.  A device LOOP_CTL_ADD made stays (unbound) on failure:
  * removing it is the caller's choice.
  */
-int lc_attach(int ctl_fd, int backing_fd, int number, uint32_t options,
-              int use_configure, uint32_t flags, uint64_t offset,
-              uint64_t size_limit, uint32_t block_size, const char *file_name,
-              const struct lc_retry *retry, uint32_t first_attempt,
-              int64_t deadline_ns, struct lc_attach_result *result);
+int lc_attach(int ctl_fd, const struct lc_attach_req *req, struct lc_attach_result *result);
 
 /*
  * A backing file for lc_attach: lc_backing_open opens path (O_RDONLY or
@@ -210,19 +226,19 @@ int lc_backing_stat(int fd, int probe_direct_io, struct lc_backing *out);
 
 /*
  * A burst: lc_attach (LOOP_CONFIGURE, GET_FREE) of count backing files
- * under one hold of the control lock (taken here unless options has
- * LC_ATTACH_CONTROL_HELD), flags[i] and the LC_NAME_FIELD-byte
- * file_names[i] for backing_fds[i], block_size for all, results[i] for
- * each (their fd fields are set to -1 first).  Stops at the first
- * failure: *done devices are bound (results 0..*done-1 hold their fds) and results[*done] says what failed, as
+ * under one hold of the control lock (taken here unless req->options has
+ * LC_ATTACH_CONTROL_HELD).  *req holds for every file but its backing
+ * fd, flags and name: backing_fds[i], flags[i] and the LC_NAME_FIELD-byte
+ * file_names[i]; GET_FREE names every device (req->number is not used), and
+ * req->first_attempt counts for the first file only.  results[i] for each (their fd fields are set to -1 first).
+ * Stops at the first failure: *done devices are bound (results
+ * 0..*done-1 hold their fds) and results[*done] says what failed, as
  * lc_attach does; nothing is unbound here, the caller decides (-EINTR:
  * run the signal handlers, then go on from *done with first_attempt =
  * results[*done].attempts, or detach them).  0 when all are bound.
  */
-int lc_attach_many(int ctl_fd, const int32_t *backing_fds, const uint32_t *flags,
-                   const uint8_t *file_names, uint32_t count, uint32_t options,
-                   uint32_t block_size, const struct lc_retry *retry,
-                   uint32_t first_attempt, int64_t deadline_ns,
+int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *backing_fds,
+                   const uint32_t *flags, const uint8_t *file_names, uint32_t count,
                    struct lc_attach_result *results, uint32_t *done);
 
 /*

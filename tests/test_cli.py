@@ -26,7 +26,7 @@ from loopcore.cli import arguments, columns
 
 from cli_runner import free_high_number, loopcore_cmd, loopcore_redirected, one_line, run_main
 from conftest import VARIANTS, attached, kernel_size, sysfs
-from uevents import UeventListener
+from uevents import Uevents
 
 MiB = 1 << 20
 BLKROSET = 0x125D
@@ -179,10 +179,10 @@ def test_attach_options_via_cli(make_image):
 @pytest.mark.usefixtures("no_leaks")
 def test_attach_autoclear_detaches_when_the_cli_exits(make_image):
     img = make_image()
-    with UeventListener() as listener:  # the detach's 'change' uevent is queued
+    with Uevents() as listener:  # the detach's 'change' uevent is queued
         dev = loopcore_cmd("attach", "--autoclear", str(img), check=True).stdout.decode().strip()
         assert re.fullmatch(r"/dev/loop\d+", dev)
-        listener.wait_until(lambda: not loopcore.find(img), "autoclear detached it")
+        assert listener.wait_until(lambda: not loopcore.find(img)), "autoclear detached it"
 
 
 @pytest.mark.root
@@ -314,10 +314,11 @@ def test_backing_path_longer_than_a_page(tmp_path, monkeypatch):
         assert dev.path in picked
         monkeypatch.undo()
         # and detaching it by name works (once our own fd on it is closed too)
-        with UeventListener() as listener:  # the detach's 'change' uevent is queued
+        with Uevents() as listener:  # the detach's 'change' uevent is queued
             loopcore_cmd("detach", dev.path, check=True)
             dev.close()
-            listener.wait_until(lambda: not bound_to_unnamed(st), "loopcore detach unbound it")
+            assert listener.wait_until(lambda: not bound_to_unnamed(st)), \
+                "loopcore detach unbound it"
 
 
 # --- sizes ---------------------------------------------------------------------------

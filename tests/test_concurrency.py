@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -16,6 +15,8 @@ import pytest
 import loopcore
 
 from conftest import bound_backing, bound_under
+from flocks import wait_for_flock_waiter
+from uevents import Uevents
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
@@ -81,10 +82,10 @@ def test_processes_attach_at_once(make_image):
 
 
 HOLDER = """
-import loopcore, sys, time
+import loopcore, signal
 dev = loopcore.attach({image!r}, autoclear=True)
 print(dev.number, flush=True)
-time.sleep(600)
+signal.pause()  # until killed
 """
 
 
@@ -94,14 +95,14 @@ def test_sigkill_with_autoclear_device_leaves_nothing_bound(image: Path):
     try:
         number = int(proc.stdout.readline())
         assert bound_backing(number) == str(image)
+        with Uevents() as events:  # the autoclear detach sends "change"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert events.wait_until(lambda: bound_backing(number) != str(image))
     finally:
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
         proc.stdout.close()
-    deadline = time.monotonic() + 10
-    while bound_backing(number) == str(image) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert bound_backing(number) != str(image)
 
 
 def test_forked_child_gets_its_own_control_lock(image: Path):
@@ -109,7 +110,7 @@ def test_forked_child_gets_its_own_control_lock(image: Path):
     # of /dev/loop-control, or the parent's flock would not exclude it.
     import fcntl
 
-    from loopcore.loop.control import control
+    from loopcore.loop.control import CONTROL_PATH, control
     loopcore.attach(image).detach()  # the parent's control fd is open
     control_fd = control.fd()
     fcntl.flock(control_fd, fcntl.LOCK_EX)  # as if the parent were mid-attach
@@ -122,7 +123,7 @@ def test_forked_child_gets_its_own_control_lock(image: Path):
             except BaseException:
                 code = 1
             os._exit(code)
-        time.sleep(0.3)
+        assert wait_for_flock_waiter(pid, CONTROL_PATH), "the child never waited for the lock"
         assert os.waitpid(pid, os.WNOHANG) == (0, 0), "child attached under the parent's lock"
     finally:
         fcntl.flock(control_fd, fcntl.LOCK_UN)

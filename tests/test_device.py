@@ -241,7 +241,7 @@ def test_loop_control_add_remove():
 
 def test_loop_control_remove_bound_device_is_busy(image: Path, monkeypatch):
     from loopcore import loop
-    monkeypatch.setattr(loop, "REMOVE_ATTEMPTS", 2)
+    monkeypatch.setattr(loop._calls, "REMOVE_ATTEMPTS", 2)
     with loopcore.attach(image) as dev, loopcore.LoopControl() as ctl:
         with pytest.raises(loopcore.DeviceBusyError) as e:
             ctl.remove(dev.number)

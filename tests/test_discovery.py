@@ -32,7 +32,7 @@ from conftest import (
     kernel_status,
     sysfs,
 )
-from uevents import UeventListener
+from uevents import Uevents
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
@@ -228,7 +228,7 @@ def _gpt_image(make_image) -> Path:
 
 def test_gpt_partitions_found_and_readable(make_image):
     img = _gpt_image(make_image)
-    listener = UeventListener()  # opened first: the detach's uevents are queued
+    listener = Uevents()  # opened first: the detach's uevents are queued
     with attached((img, dict(partscan=True))) as (dev,):
         if not kernel_parses_gpt():
             # This host's kernel has no GPT parser: add them as partx would.
@@ -247,7 +247,8 @@ def test_gpt_partitions_found_and_readable(make_image):
     # partition's 'remove' uevent tells when).
     part1 = f"/sys/block/loop{dev.number}/loop{dev.number}p1"
     with listener:
-        listener.wait_until(lambda: not os.path.exists(part1), "partitions went with the detach")
+        assert listener.wait_until(lambda: not os.path.exists(part1)), \
+            "partitions went with the detach"
 
 
 def test_partitions_without_partscan_and_timeouts(image):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 from loopcore import dm
 from loopcore.cli import dm as dm_cli
+
+from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 
 def test_cli_parser_contract():

@@ -8,11 +8,12 @@ import struct
 import subprocess
 
 import pytest
-from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 from loopcore import _c, dm, errors
 from loopcore.dm import ioctl as dm_ioctl
 from loopcore.dm import records as dm_records
+
+from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 
 def test_parse_versions():

@@ -7,10 +7,11 @@ import errno
 import logging
 
 import pytest
-from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 from loopcore import _c, dm
 from loopcore.dm import lifecycle as dm_lifecycle
+
+from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 # --- keys: masked like dmsetup table, unless showkeys ---------------------------------
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import errno
 
 import pytest
-from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 from loopcore import dm
+
+from dmfake import FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "control", ".", "..", "x" * 128, "a\0b"])

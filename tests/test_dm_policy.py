@@ -6,10 +6,11 @@ from __future__ import annotations
 import errno
 
 import pytest
-from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 from loopcore import _c, dm, errors
 from loopcore.dm import lifecycle as dm_lifecycle
+
+from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 
 
 def test_validation_before_any_ioctl(fake_mapper):

@@ -9,13 +9,14 @@ import socket
 import struct
 
 import pytest
-from dmfake import FakeKernel, fake_mapper  # noqa: F401 - the fixture
 
 from loopcore import dm, errors
 from loopcore.cli import dm_report as report
 from loopcore.cli.dm_tree import DeviceTree
 from loopcore.dm import udev
 from loopcore.dm.records import DeviceInfo
+
+from dmfake import FakeKernel, fake_mapper  # noqa: F401 - the fixture
 
 
 def info(name: str, minor: int, flags: dm.Flag = dm.Flag.ACTIVE_PRESENT, uuid: str = "",

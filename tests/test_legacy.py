@@ -80,14 +80,14 @@ def test_emulated_old_kernel(image: Path):
 FAILING_CHILD = """
 import json, os
 import loopcore
-from loopcore import loop
+from loopcore.loop import _calls
 import oldkernel
 from conftest import open_fds
 if {pre_probe}:
     loopcore.kernel_supports_configure()  # the real kernel: LOOP_CONFIGURE exists
-loop.ATTACH_ATTEMPTS = 4
-loop.EAGAIN_ATTEMPTS = 2
-loop.EAGAIN_SLEEP_S = 0.01
+_calls.ATTACH_ATTEMPTS = 4
+_calls.EAGAIN_ATTEMPTS = 2
+_calls.EAGAIN_SLEEP_S = 0.01
 oldkernel.fail_ioctls({errors})
 before = open_fds()
 try:
@@ -129,16 +129,16 @@ def test_failures_leave_nothing_bound(image: Path, errors, options, raised, err,
 def test_configure_that_ignores_settings_falls_back_to_legacy(image: Path, monkeypatch):
     # Linux 5.8 could drop PARTSCAN/block size from LOOP_CONFIGURE.  No
     # kernel here does, so make the first read-back report it once.
-    from loopcore.loop import policy as attach_policy
+    from loopcore.loop import binding
     from loopcore.loop.control import control
-    real = attach_policy._ignored_settings
+    real = binding.ignored_settings
     calls = []
 
-    def first_call_ignores(state, flags, block_size):
+    def first_call_ignores(state, request):
         calls.append(int(state.number))
-        return "PARTSCAN" if len(calls) == 1 else real(state, flags, block_size)
+        return "PARTSCAN" if len(calls) == 1 else real(state, request)
 
-    monkeypatch.setattr(attach_policy, "_ignored_settings", first_call_ignores)
+    monkeypatch.setattr(binding, "ignored_settings", first_call_ignores)
     monkeypatch.setattr(control, "configure_supported", True)
     with loopcore.attach(image, partscan=True, block_size=4096) as dev:
         view = kernel_view(dev.number)

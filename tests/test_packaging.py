@@ -5,6 +5,7 @@ and without the cffi builder, and attaches a device from a fresh venv
 with no compiler around."""
 from __future__ import annotations
 
+import ast
 import email
 import json
 import re
@@ -15,7 +16,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
 
@@ -73,6 +74,49 @@ def test_cdef_headers_have_no_variadic_ioctl():
         assert not re.search(r"\.\.\.\s*\)", text), f"{header.name} declares a variadic function"
         assert not re.search(r"^\s*#", text, re.M), f"{header.name} has preprocessor lines"
         assert "Python.h" not in text
+
+
+def _stub_lib() -> Dict[str, Optional[List[str]]]:
+    """``_native.pyi``'s class _Lib: each constant (None) and function (its
+    parameters' annotations, ``self`` left out)."""
+    tree = ast.parse((ROOT / "src" / "loopcore" / "_native.pyi").read_text())
+    (lib_class,) = [node for node in tree.body
+                    if isinstance(node, ast.ClassDef) and node.name == "_Lib"]
+    stubs: Dict[str, Optional[List[str]]] = {}
+    for node in lib_class.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            assert ast.unparse(node.annotation) == "int", node.target.id
+            stubs[node.target.id] = None
+        elif isinstance(node, ast.FunctionDef):
+            assert ast.unparse(node.returns) == "int", f"{node.name}: every shim call returns int"
+            params = node.args.posonlyargs + node.args.args
+            stubs[node.name] = [ast.unparse(a.annotation) for a in params[1:]
+                                if a.annotation is not None]
+    return stubs
+
+
+def test_native_stubs_match_the_cdef():
+    """``_native.pyi`` is written by hand: every function and constant of
+    ``loopcore._native.lib`` (the cdef, csrc/lc_*.h) has its stub and every
+    stub its C declaration, with as many parameters, each an int where C
+    takes an integer and cdata (or bytes) where it takes a pointer."""
+    from loopcore._native import ffi, lib
+    stubs = _stub_lib()
+    assert sorted(stubs) == sorted(dir(lib))
+    for name, params in stubs.items():
+        value = getattr(lib, name)
+        if params is None:
+            assert isinstance(value, int), f"{name} is a function in the cdef"
+            continue
+        assert not isinstance(value, int), f"{name} is a constant in the cdef"
+        ctype = ffi.typeof(value)
+        assert ctype.result.cname == "int", name
+        assert len(params) == len(ctype.args), \
+            f"{name}: {len(params)} parameters in _native.pyi, {len(ctype.args)} in C"
+        for annotation, arg in zip(params, ctype.args):
+            kinds = {"CData", "bytes"} if arg.kind == "pointer" else {"int"}
+            assert kinds & set(annotation.replace(" ", "").split("|")), \
+                f"{name}: {annotation} for C {arg.cname}"
 
 
 SMOKE = """

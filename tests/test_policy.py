@@ -14,8 +14,9 @@ import loopcore
 from loopcore import _c
 from loopcore.loop import _calls
 from loopcore.loop.backing import BackingFile
+from loopcore.loop.binding import bind
 from loopcore.loop.control import control
-from loopcore.loop.policy import bind
+from loopcore.loop.request import AttachRequest
 
 
 class FakeLib:
@@ -119,10 +120,8 @@ def test_detach_failures(fake_lib, step_name: str, err: int, closed: bool):
 def _fake_attach(script: List[Dict[str, int]], seen: List[int]) -> Callable[..., int]:
     """lc_attach answering from ``script`` (one dict per call: rc and result
     fields), recording the first_attempt of each call in ``seen``."""
-    def lc_attach(ctl_fd: int, backing_fd: int, number: int, options: int, use_configure: int,
-                  flags: int, offset: int, size_limit: int, block_size: int, file_name: bytes,
-                  retry: Any, first_attempt: int, deadline_ns: int, result: Any) -> int:
-        seen.append(first_attempt)
+    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
+        seen.append(req.first_attempt)
         answer = dict(script.pop(0))
         rc = answer.pop("rc")
         for field, value in answer.items():
@@ -147,9 +146,29 @@ def test_bind_resumes_after_eintr_where_it_stopped(fake_lib, backing):
         {"rc": -errno.EINTR, "failed_step": _c.lib.LC_STEP_BACKOFF, "attempts": 5},
         {"rc": 7, "number": 7, "failed_step": 0, "attempts": 6},
     ], seen))
-    result = bind(backing, True, 0, 0, 0, 0)
+    result = bind(backing, AttachRequest(), 0)
     assert result.number == 7
     assert seen == [0, 0, 5]  # PEP 475: retried, from the attempt it stopped at
+
+
+def test_the_attach_retry_policy_is_read_at_call_time(fake_lib, backing, monkeypatch):
+    """lc_attach gets _calls' retry constants as they are when attach()
+    runs (a test shrinking them shrinks the C loop), with the request."""
+    seen: List[tuple] = []
+
+    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
+        seen.append((req.max_attempts, req.sleep_base_us, req.sleep_span_us, req.offset,
+                     req.size_limit, req.number, _c.ffi.string(req.file_name)))
+        result.number = 7
+        return 7
+
+    fake_lib(lc_attach=lc_attach)
+    bind(backing, AttachRequest(offset=512, size_limit=1024), 0)
+    monkeypatch.setattr(_calls, "ATTACH_ATTEMPTS", 3)
+    monkeypatch.setattr(_calls, "ATTACH_SLEEP_BASE_US", 5)
+    bind(backing, AttachRequest(number=12), 0)
+    name = backing.file_name_field()  # at most 63 bytes
+    assert seen == [(64, 10_000, 240_000, 512, 1024, -1, name), (3, 5, 240_000, 0, 0, 12, name)]
 
 
 @pytest.mark.parametrize("answer, raised, filename", [
@@ -168,7 +187,7 @@ def test_bind_failures_are_typed_and_name_the_right_file(fake_lib, backing, answ
                                      5: _c.lib.LC_STEP_READ_BACK}[answer["failed_step"]]
     fake_lib(lc_attach=_fake_attach([answer], []))
     with pytest.raises(raised) as e:
-        bind(backing, True, 0, 0, 0, 0, deadline_ns=1)
+        bind(backing, AttachRequest(timeout=0), 0)
     assert isinstance(e.value, loopcore.Error)
     assert e.value.filename == (backing.name if filename == "backing" else filename)
     assert e.value.errno == -answer["rc"]
@@ -189,7 +208,7 @@ def test_debug_trace_says_which_path_ran(fake_lib, backing, caplog):
     fake_lib(lc_attach=_fake_attach([{"rc": 3, "number": 3, "attempts": 2,
                                       "busy_retries": 1}], []))
     with caplog.at_level(logging.DEBUG, logger="loopcore"):
-        bind(backing, True, 0, 0, 0, 0)
+        bind(backing, AttachRequest(), 0)
     assert any("LOOP_CONFIGURE on /dev/loop3: ok after 2 attempt(s) (1 busy" in r.getMessage()
                for r in caplog.records)
 
@@ -223,11 +242,9 @@ def _attach_recorder(answer: Dict[str, int], calls: List[Dict[str, int]]) -> Cal
     """lc_attach that records (number, options) and answers ``answer``
     (rc and result fields); options without the read-back bits (what to
     read back depends on what this process knows of the kernel)."""
-    def lc_attach(ctl_fd: int, backing_fd: int, number: int, options: int, use_configure: int,
-                  flags: int, offset: int, size_limit: int, block_size: int, file_name: bytes,
-                  retry: Any, first_attempt: int, deadline_ns: int, result: Any) -> int:
+    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
         read_back = _c.lib.LC_ATTACH_READ_SETTINGS | _c.lib.LC_ATTACH_READ_DEVNUM
-        calls.append({"number": number, "options": options & ~read_back})
+        calls.append({"number": req.number, "options": req.options & ~read_back})
         fields = dict(answer)
         rc = fields.pop("rc")
         for field, value in fields.items():
@@ -292,9 +309,9 @@ def test_reuse_binds_with_the_control_lock_held(fake_lib, backing, monkeypatch):
     ((50, 0), (0, 50), False), ((50, 0), (0, 51), True), ((0, 0), (0, 0), True),
 ])
 def test_overlap_rules(a, b, overlap):
-    from loopcore.loop.policy import _ranges_overlap
-    assert _ranges_overlap(*a, *b) is overlap
-    assert _ranges_overlap(*b, *a) is overlap
+    from loopcore.loop.reuse import ranges_overlap
+    assert ranges_overlap(*a, *b) is overlap
+    assert ranges_overlap(*b, *a) is overlap
 
 
 def test_blkpg_wrapper_refuses_unknown_operations():

@@ -19,7 +19,7 @@ from conftest import (
     fresh_number,
 )
 from loop_helpers import MiB, leak_checked, root
-from uevents import UeventListener
+from uevents import Uevents
 
 
 @root
@@ -113,7 +113,7 @@ class TestReuse:
         procs = [subprocess.Popen([sys.executable, "-c", code, str(image)], text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                  for _ in range(6)]
-        listener = UeventListener()  # before the last close: its 'change' is queued
+        listener = Uevents()  # before the last close: its 'change' is queued
         try:
             for proc in procs:
                 assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
@@ -129,4 +129,4 @@ class TestReuse:
                 with contextlib.suppress(OSError):
                     proc.communicate("done\n", timeout=30)
         with listener:  # autoclear: the last close detaches
-            listener.wait_until(lambda: not bound_under(tmp_path), "autoclear detached it")
+            assert listener.wait_until(lambda: not bound_under(tmp_path)), "autoclear detached it"

@@ -1,66 +1,106 @@
-"""Kernel uevents for tests that wait for the kernel: a detach, an
-autoclear, partitions going away.
+"""Kernel uevents for tests: wait for the kernel to say something happened
+instead of sleeping and hoping it did.
 
-The kernel broadcasts every uevent on NETLINK_KOBJECT_UEVENT, multicast
-group 1 (what udevd listens to; no udevd needed).  A loop device sends
-``change`` when it is unbound, after its backing file is cleared, and each
-partition ``remove`` as it goes.  Open the listener *before* the action, so
-that its events are queued, then wait: ``wait_until`` checks the condition,
-and again after every uevent, instead of sleeping.
+:class:`Uevents` listens on NETLINK_KOBJECT_UEVENT, multicast group 1 --
+the kernel's own messages, no udevd needed (udevd re-sends them on group
+2, after its rules ran).  A loop device sends ``change`` when it is bound
+and when it is cleared (also an autoclear detach at the last close), and
+each partition ``remove`` as it goes; a dm device ``remove`` when it goes.
+
+    with Uevents() as events:
+        ...                                      # start what should happen
+        assert events.wait_until(lambda: not bound_under(tmp_path)), "detached"
+
+checks the condition at once and then after each uevent, never sleeping.
+Open the listener before the action: events sent before are not seen.
 """
 from __future__ import annotations
 
+import errno
+import os
 import select
 import socket
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, Optional
 
-__all__ = ["UeventListener", "parse"]
+__all__ = ["Uevents", "NETLINK_KOBJECT_UEVENT", "KERNEL_GROUP", "HANG_GUARD_S"]
 
 NETLINK_KOBJECT_UEVENT = 15
-_KERNEL_GROUP = 1
-# Nothing that should happen takes this long; it only ends a test that
-# would otherwise hang, and the condition is checked once more before failing.
-HANG_GUARD_S = 30.0
+KERNEL_GROUP = 1
+# Nothing that should happen takes this long: a cap that ends a test which
+# would otherwise hang (a broken kernel or test), not a guess at how long
+# things take.
+HANG_GUARD_S = 60.0
 
 
-def parse(message: bytes) -> Dict[str, str]:
-    """A kernel uevent (``action@devpath\\0KEY=VALUE\\0...``) as a dict."""
-    event: Dict[str, str] = {}
-    for field in message.split(b"\0")[1:]:
-        key, sep, value = field.partition(b"=")
-        if sep:
-            event[key.decode()] = value.decode(errors="replace")
-    return event
-
-
-class UeventListener:
-    """A socket on the kernel's uevent broadcast; use as a context manager."""
+class Uevents:
+    """A socket receiving the kernel's uevents from when it was made."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                                   NETLINK_KOBJECT_UEVENT)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self._sock.bind((0, _KERNEL_GROUP))
-        #: every event received so far, in order
-        self.events: List[Dict[str, str]] = []
-
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        """Return once ``condition()`` holds, checking it now and after each
-        uevent; fail if it still does not after the hang guard."""
-        give_up = time.monotonic() + HANG_GUARD_S  # other devices' events come too
-        while not condition():
-            left = give_up - time.monotonic()
-            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
-                assert condition(), f"{what}: still not so after {HANG_GUARD_S} s of uevents"
-                return
-            self.events.append(parse(self._sock.recv(1 << 16)))
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                  NETLINK_KOBJECT_UEVENT)
+        try:
+            # a burst of attach/detach cycles sends many: room for them
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.sock.bind((0, KERNEL_GROUP))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.lost = 0  # times the kernel dropped events (ENOBUFS): some were missed
 
     def close(self) -> None:
-        self._sock.close()
+        self.sock.close()
 
-    def __enter__(self) -> UeventListener:
+    def __enter__(self) -> "Uevents":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def next(self, timeout: Optional[float]) -> Optional[Dict[str, str]]:
+        """The next uevent ({"ACTION": "change", "DEVNAME": "loop3", ...}),
+        {} if some were lost (ENOBUFS), None if none came within
+        ``timeout`` seconds (None: wait for ever)."""
+        if not select.select([self.sock], [], [], timeout)[0]:
+            return None
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            self.lost += 1
+            return {}
+        fields = data.split(b"\0")
+        event = {"HEADER": os.fsdecode(fields[0])}
+        for field in fields[1:]:
+            key, sep, value = field.partition(b"=")
+            if sep:
+                event[os.fsdecode(key)] = os.fsdecode(value)
+        return event
+
+    def events(self, timeout: float) -> Iterator[Dict[str, str]]:
+        """Each uevent as it comes, until ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(deadline - time.monotonic(), 0))
+            if event is None:
+                return
+            yield event
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> bool:
+        """True once ``condition()`` holds: checked now and after each
+        uevent; False if ``timeout`` seconds pass with it still false."""
+        if condition():
+            return True
+        for _ in self.events(timeout):
+            if condition():
+                return True
+        return condition()
+
+    def wait_for(self, action: str, devnum: int, timeout: float = HANG_GUARD_S) -> bool:
+        """True once the kernel sent ``action`` for block device ``devnum``
+        (``os.makedev(major, minor)``); False if none came in ``timeout`` s."""
+        want = {"ACTION": action, "SUBSYSTEM": "block", "MAJOR": str(os.major(devnum)),
+                "MINOR": str(os.minor(devnum))}
+        return any(all(event.get(k) == v for k, v in want.items())
+                   for event in self.events(timeout))

@@ -1,8 +1,9 @@
 """Types of ``loopcore._native``, the cffi extension built by ``_build.py``.
 
 ``lib`` holds the functions and enum constants of ``csrc/lc_*.h`` (the
-cdef); keep the two in step.  Every function returns an int: a
-non-negative value on success or -errno.  C integers are Python ints;
+cdef), stubbed here by hand; tests/test_packaging.py checks the two
+agree (every name, each function's parameters).  Every function returns
+an int: a non-negative value on success or -errno.  C integers are Python ints;
 ``const char *`` takes bytes; other pointers take cdata from ``ffi``.
 """
 
@@ -24,6 +25,7 @@ class _Buffer:
     """What ``ffi.buffer`` returns: the raw bytes of a cdata."""
 
     def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
     def __getitem__(self, index: slice) -> bytes: ...
     def __setitem__(self, index: slice, value: ReadableBuffer) -> None: ...
 
@@ -57,6 +59,7 @@ class _Lib:
     LC_ATTACH_CONTROL_HELD: int
     LC_ATTACH_READ_SETTINGS: int
     LC_ATTACH_READ_DEVNUM: int
+    LC_ATTACH_SET_FD: int
     LC_NAME_FIELD: int
 
     # lc_loop.h: enum lc_blkpg_op
@@ -113,24 +116,7 @@ class _Lib:
     def lc_blkpg(self, fd: int, op: int, pno: int, start: int, length: int, /) -> int: ...
 
     # lc_loop.h: one-call paths
-    def lc_attach(
-        self,
-        ctl_fd: int,
-        backing_fd: int,
-        number: int,
-        options: int,
-        use_configure: int,
-        flags: int,
-        offset: int,
-        size_limit: int,
-        block_size: int,
-        file_name: bytes | CData,
-        retry: CData,
-        first_attempt: int,
-        deadline_ns: int,
-        result: CData,
-        /,
-    ) -> int: ...
+    def lc_attach(self, ctl_fd: int, req: CData, result: CData, /) -> int: ...
     def lc_read_state(self, dev_fd: int, status: CData, result: CData, /) -> int: ...
     def lc_backing_open(
         self, path: bytes, read_only: int, probe_direct_io: int, out: CData, /
@@ -139,15 +125,11 @@ class _Lib:
     def lc_attach_many(
         self,
         ctl_fd: int,
+        req: CData,
         backing_fds: CData,
         flags: CData,
         file_names: bytes | CData,
         count: int,
-        options: int,
-        block_size: int,
-        retry: CData,
-        first_attempt: int,
-        deadline_ns: int,
         results: CData,
         done: CData,
         /,

@@ -10,14 +10,15 @@ from typing import Optional
 
 from .errors import TypeError, ValueError
 
-__all__ = ["INT_MAX", "U64_MAX", "check_int", "check_number", "check_fd", "check_timeout"]
+__all__ = ["INT_MAX", "S64_MAX", "U64_MAX", "check_int", "check_number", "check_fd",
+           "check_timeout"]
 
 INT_MAX = (1 << 31) - 1   # a C int: device numbers, fds
 U64_MAX = (1 << 64) - 1
-_S64_MAX = (1 << 63) - 1  # offsets and sizes: the kernel's loff_t
+S64_MAX = (1 << 63) - 1   # offsets and sizes: the kernel's loff_t
 
 
-def check_int(name: str, value: object, *, minimum: int = 0, maximum: int = _S64_MAX) -> int:
+def check_int(name: str, value: object, *, minimum: int = 0, maximum: int = S64_MAX) -> int:
     """``value`` if it is an int (not a bool) from ``minimum`` to ``maximum``."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")

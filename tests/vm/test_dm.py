@@ -17,9 +17,9 @@ import pytest
 
 from loopcore import DeviceBusyError, dm, errors
 
+from uevents import Uevents
 from vmhelpers import (
     PREFIX,
-    KernelUevents,
     backing_bytes,
     cli,
     dmsetup,
@@ -292,7 +292,7 @@ def test_deferred_remove_and_cancel(mapper, names):
     name = names("deferred")
     mapper.create(name, table=[dm.zero(0, 8)])
     fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
-    with KernelUevents() as uevents:
+    with Uevents() as uevents:
         try:
             devnum = mapper.info(name).devnum
             assert mapper.info(name).open_count == 1
@@ -306,7 +306,7 @@ def test_deferred_remove_and_cancel(mapper, names):
             os.close(fd)
         # The last close removed it: the kernel queues that removal on a
         # workqueue, so it lands after close() returns, with its uevent.
-        uevents.wait("remove", devnum)
+        assert uevents.wait_for("remove", devnum), "the deferred remove never happened"
     with pytest.raises(OSError) as exc:
         mapper.info(name)
     assert exc.value.errno == errno.ENXIO

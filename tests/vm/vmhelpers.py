@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -97,38 +96,3 @@ def node_devnum(name: str) -> Optional[int]:
 
 def our_devices(mapper: dm.DeviceMapper) -> Dict[str, int]:
     return {d.name: d.devnum for d in mapper.list_devices() if d.name.startswith(PREFIX)}
-
-
-class KernelUevents:
-    """The kernel's own uevents (netlink group 1, udevd or not), heard from
-    when this is made: a test waits for the event it expects instead of
-    sleeping or polling.  A context manager."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                   15)  # NETLINK_KOBJECT_UEVENT
-        self._sock.bind((0, 1))
-
-    def __enter__(self) -> "KernelUevents":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()
-
-    def wait(self, action: str, devnum: int, timeout: float = 60) -> None:
-        """Return once the kernel sent ``action`` for block device ``devnum``;
-        AssertionError if none came within ``timeout`` seconds (a bound
-        against hanging, not a measure)."""
-        want = {"ACTION": action, "SUBSYSTEM": "block", "MAJOR": str(os.major(devnum)),
-                "MINOR": str(os.minor(devnum))}
-        self._sock.settimeout(timeout)
-        while True:
-            try:
-                data = self._sock.recv(64 * 1024)
-            except socket.timeout:
-                raise AssertionError(f"no {action} uevent for {os.major(devnum)}:"
-                                     f"{os.minor(devnum)}") from None
-            props = dict(item.split("=", 1) for item in data.decode("utf-8", "replace")
-                         .split("\0")[1:] if "=" in item)
-            if all(props.get(k) == v for k, v in want.items()):
-                return

@@ -15,28 +15,23 @@ One file per job:
 - ``teardown``: ``LoopDevice.detach()``'s work, and the quiet unbind of a
   device a failed attach bound;
 - ``existing``: :func:`open`, :func:`detach` of devices that exist already;
-- ``policy``: :func:`attach`, the attach policy, top to bottom;
+- ``request``: :class:`AttachRequest`, an attach's arguments checked
+  once (attach and attach_many share it);
+- ``policy``: :func:`attach`, the attach policy, top to bottom, with
+  ``binding`` (the one C call, lc_attach, and the one post-bind check),
+  ``legacy`` (the pre-5.8 LOOP_SET_FD path) and ``reuse`` (losetup
+  --nooverlap);
+- ``burst``: :func:`attach_many`, :func:`detach_many`;
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
 - ``partition_table``: partition tables read in the library (GPT, MBR),
   for kernels and devices that do not scan them;
-- ``_calls``: -errno checking, EAGAIN retries, every retry constant.
+- ``_calls``: -errno checking, EAGAIN retries, the EBUSY backoff, deadlines,
+  every retry constant (read from there, not re-exported: tests shrink them
+  in ``_calls``).
 """
 from __future__ import annotations
 
-from .._sysfs import loop_backing_file as sysfs_backing_file
-from ._calls import (
-    ATTACH_ATTEMPTS,
-    ATTACH_SLEEP_BASE_US,
-    ATTACH_SLEEP_SPAN_US,
-    EAGAIN_ATTEMPTS,
-    EAGAIN_SLEEP_S,
-    LOCK_POLL_FIRST_S,
-    LOCK_POLL_MAX_S,
-    REMOVE_ATTEMPTS,
-    REMOVE_FIRST_SLEEP_S,
-    REUSE_ATTEMPTS,
-)
-from .backing import Backing, BackingFile
+from .backing import Backing
 from .burst import attach_many, detach_many
 from .control import FORCE_LEGACY_ENV, LoopControl, kernel_supports_configure
 from .device import LoopDevice
@@ -53,16 +48,15 @@ from .info import (
 )
 from .locks import LOCK_EXCLUSIVE, LOCK_SHARED, DeviceLock
 from .partition_table import Partition, PartitionTable, read_partition_table
-from .policy import LockArg, attach, bind
+from .policy import attach
+from .request import LockArg
 
 __all__ = [
-    "ATTACH_ATTEMPTS", "ATTACH_SLEEP_BASE_US", "ATTACH_SLEEP_SPAN_US", "EAGAIN_ATTEMPTS",
-    "EAGAIN_SLEEP_S", "REMOVE_ATTEMPTS", "REMOVE_FIRST_SLEEP_S", "FORCE_LEGACY_ENV",
-    "LOCK_POLL_FIRST_S", "LOCK_POLL_MAX_S", "REUSE_ATTEMPTS", "LOCK_EXCLUSIVE", "LOCK_SHARED",
+    "FORCE_LEGACY_ENV", "LOCK_EXCLUSIVE", "LOCK_SHARED",
     "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE",
-    "Backing", "BackingFile", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
+    "Backing", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
     "LoopDevice", "LoopInfo", "Partition", "PartitionTable",
-    "attach", "attach_many", "bind", "detach", "detach_many", "device_path", "find",
+    "attach", "attach_many", "detach", "detach_many", "device_path", "find",
     "kernel_supports_configure", "list_devices", "loop_number_of", "open", "partitions",
-    "read_partition_table", "sysfs_backing_file", "wait_for_partitions",
+    "read_partition_table", "wait_for_partitions",
 ]

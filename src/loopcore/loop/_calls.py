@@ -1,6 +1,11 @@
 """How the loop ioctls are called: -errno results turned into exceptions,
-EAGAIN retried, and the retry constants of every loop operation (in one
-place, so tests can shrink them)."""
+EAGAIN retried, EBUSY backed off, deadlines, and the retry constants of
+every loop operation (in one place, so tests can shrink them: every user
+reads them from this module when it needs them, never a copy).
+
+The attach's own retry loop is in C (lc_attach), which gets its numbers
+from here in each request: its tries run under the control lock, inside
+one C call."""
 from __future__ import annotations
 
 import errno
@@ -13,11 +18,8 @@ from ..errors import error_from_errno
 
 log = get_logger("loop")
 
-__all__ = ["ATTACH_ATTEMPTS", "ATTACH_SLEEP_BASE_US", "ATTACH_SLEEP_SPAN_US",
-           "EAGAIN_ATTEMPTS", "EAGAIN_SLEEP_S", "REMOVE_ATTEMPTS", "REMOVE_FIRST_SLEEP_S",
-           "LOCK_POLL_FIRST_S", "LOCK_POLL_MAX_S", "REUSE_ATTEMPTS", "PARTITION_DEL_ATTEMPTS",
-           "check", "retry_eagain", "retry_ebusy", "flock_wait", "deadline_after",
-           "seconds_left"]
+__all__ = ["check", "retry_eagain", "retry_ebusy", "flock_wait", "deadline_after",
+           "seconds_left", "expired"]
 
 # Attach: systemd's 64 attempts with a random sleep below 10 ms + 240 ms *
 # attempt/64; the C loop makes the first retry at once since a fresh
@@ -97,6 +99,11 @@ def seconds_left(deadline_ns: int) -> Optional[float]:
     return max(deadline_ns - time.monotonic_ns(), 0) / 1e9
 
 
+def expired(deadline_ns: int) -> bool:
+    """Whether ``deadline_ns`` (0: none) has passed."""
+    return bool(deadline_ns) and time.monotonic_ns() >= deadline_ns
+
+
 def flock_wait(fd: int, operation: int, deadline_ns: int) -> bool:
     """flock(fd, operation) (LOCK_SH or LOCK_EX); False if ``deadline_ns``
     (time.monotonic_ns(), 0 for none) passed first.
@@ -114,8 +121,8 @@ def flock_wait(fd: int, operation: int, deadline_ns: int) -> bool:
             return True
         except BlockingIOError:
             pass
-        left = (deadline_ns - time.monotonic_ns()) / 1e9
-        if left <= 0:
+        left = seconds_left(deadline_ns)
+        if not left:
             return False
         time.sleep(min(pause, left))
         pause = min(pause * 2, LOCK_POLL_MAX_S)

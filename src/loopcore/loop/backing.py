@@ -20,7 +20,9 @@ from .info import LO_NAME_SIZE
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["Backing", "BackingFile"]
+__all__ = ["Backing"]  # BackingFile: the attach paths' and change_fd's own
+
+_BACKING = _c.ffi.typeof("struct lc_backing *")
 
 Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""
@@ -75,13 +77,11 @@ class BackingFile:
              probe_direct_io: bool = False) -> "BackingFile":
         """Open (a path) or adopt (an fd, a file object) ``backing``: one C
         call each (lc_backing_open, lc_backing_stat)."""
-        found = _c.ffi.new("struct lc_backing *")
+        found = _c.ffi.new(_BACKING)
         if type(backing) is str:  # the common case first
             name = backing
-        elif isinstance(backing, bool):
-            raise TypeError("backing must be a path, an fd or a file object, not a bool")
         elif isinstance(backing, int):
-            fd = check_fd(backing)
+            fd = check_fd(backing)  # also refuses a bool
             name = _fd_name(fd)
             _check_backing(_c.lib.lc_backing_stat(fd, probe_direct_io, found), found, name)
             return cls(fd, False, name, found)
@@ -106,7 +106,8 @@ class BackingFile:
             name = os.path.abspath(name)
         encoded = os.fsencode(name)
         fd = _c.lib.lc_backing_open(encoded, read_only, probe_direct_io, found)
-        _check_backing(fd, found, name)
+        if fd < 0:
+            _check_backing(fd, found, name)
         return cls(fd, True, name, found, encoded)
 
     def writable(self) -> bool:

@@ -8,7 +8,6 @@ import errno
 import fcntl
 import os
 import threading
-import time
 from typing import Iterator, Optional, Tuple
 
 from .. import _c
@@ -24,8 +23,8 @@ from ..errors import (
 from . import _calls
 from .info import device_path
 
-__all__ = ["CONTROL_PATH", "FORCE_LEGACY_ENV", "LoopControl", "control",
-           "kernel_supports_configure"]
+# control (the shared state), CONTROL_PATH and the helpers are loop's own.
+__all__ = ["FORCE_LEGACY_ENV", "LoopControl", "kernel_supports_configure"]
 
 CONTROL_PATH = "/dev/loop-control"
 _MAX_PART_PATH = "/sys/module/loop/parameters/max_part"
@@ -70,6 +69,9 @@ class SharedControl:
         self._force_legacy: Optional[bool] = None
         # (major, minor shift) of loop devices, once learnt: see devnum()
         self._devnum_layout: Optional[Tuple[int, int]] = None
+        # lc_attach's option to read the devnum back: until the layout is
+        # learnt (an attribute, not a method: it is read on every attach)
+        self.read_devnum_option: int = _c.lib.LC_ATTACH_READ_DEVNUM
 
     def fd(self) -> int:
         if self._fd < 0:
@@ -105,7 +107,7 @@ class SharedControl:
         ``deadline_ns`` (time.monotonic_ns(), 0: no deadline): TimeoutError."""
         if not deadline_ns:
             self.lock.acquire()
-        elif not self.lock.acquire(timeout=max((deadline_ns - time.monotonic_ns()) / 1e9, 0.0)):
+        elif not self.lock.acquire(timeout=_calls.seconds_left(deadline_ns) or 0.0):
             raise control_timeout()
 
     def after_fork(self) -> None:
@@ -119,6 +121,15 @@ class SharedControl:
         if self._force_legacy is None:
             self._force_legacy = os.environ.get(FORCE_LEGACY_ENV, "") not in ("", "0")
         return self._force_legacy
+
+    def legacy_default(self) -> bool:
+        """Whether an attach that does not choose binds the pre-5.8 way:
+        forced by the environment, or no LOOP_CONFIGURE (one call: it is
+        asked on every attach)."""
+        force, supported = self._force_legacy, self.configure_supported
+        if force is None or supported is None:
+            return self.force_legacy() or not self.supports_configure()
+        return force or not supported
 
     def supports_configure(self) -> bool:
         """Whether LOOP_CONFIGURE (Linux 5.8+) is there, probed once with
@@ -145,9 +156,6 @@ class SharedControl:
                 os.close(dev_fd)
         raise LoopBusyError(errno.EBUSY, "no loop device to probe", CONTROL_PATH)
 
-    def devnum_layout_known(self) -> bool:
-        return self._devnum_layout is not None
-
     def learn_devnum_layout(self, number: int, devnum: int) -> None:
         """Note the layout of loop device numbers from /dev/loopN's dev_t.
 
@@ -164,6 +172,7 @@ class SharedControl:
             return  # no loop module parameters to read: keep asking statx
         if number << shift == os.minor(devnum):
             self._devnum_layout = (os.major(devnum), shift)
+            self.read_devnum_option = 0
 
     def devnum(self, number: int) -> int:
         """/dev/loopN's dev_t from the layout learnt (0 if not learnt yet)."""
