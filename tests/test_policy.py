@@ -197,7 +197,7 @@ def test_remove_retries_ebusy_with_backoff(fake_lib, monkeypatch):
     answers = [-errno.EBUSY, -errno.EBUSY, 0]
     sleeps: List[float] = []
     monkeypatch.setattr(_calls, "REMOVE_FIRST_SLEEP_S", 0.001)
-    monkeypatch.setattr("loopcore.loop._calls.time.sleep", sleeps.append)
+    monkeypatch.setattr("loopcore._retry.time.sleep", sleeps.append)
     fake_lib(lc_ctl_remove=lambda fd, n: answers.pop(0))
     with loopcore.LoopControl() as ctl:
         ctl.remove(5)

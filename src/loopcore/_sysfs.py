@@ -101,6 +101,27 @@ def read_ahead_sectors(devnum: int) -> Optional[int]:
     return None
 
 
+
+def loop_max_part() -> Optional[int]:
+    """The loop module's ``max_part`` parameter (minors reserved per device
+    for partitions, so a device's minor is N << bit_length(max_part));
+    None where the module shows no parameters."""
+    try:
+        with open("/sys/module/loop/parameters/max_part", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def fd_path(fd: int) -> Optional[str]:
+    """What ``/proc/self/fd/N`` names: the path an fd was opened by (as
+    the kernel has it now), None if it has none or /proc is missing."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return target if target.startswith("/") else None
+
 # --- device-mapper's reads (dm/) ---
 # (a dm device's kernel name by number is block_name above: one resolver)
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import time
+from itertools import chain
 from typing import List, Optional
 
 from .. import errors
 from .._log import get_logger
+from .._retry import pauses
 from .._validate import check_int, check_timeout
 from .ioctl import Cmd, Flag, wipe
 from .names import DevIdArg, KernelName, as_name, as_uuid, decode
@@ -167,20 +169,20 @@ class Lifecycle(Queries):
                                     filename=filename).dev if self.udev_sync else 0
         waiter = self._waiter()
         try:
-            attempt = 0
-            while True:
+            # libdevmapper's fixed pause between EBUSY tries (growth 1)
+            for attempt, pause in enumerate(chain(pauses(retries + 1, retry_delay, 1.0),
+                                                  [None]), 1):
                 try:
                     reply = self._channel.call(Cmd.DEV_REMOVE, name=name, uuid=uuid,
                                                flags=flags, filename=filename,
                                                event_nr=UDEV_COOKIE if waiter else 0)
                     break
                 except OSError as exc:
-                    if exc.errno != errno.EBUSY or attempt >= retries:
+                    if exc.errno != errno.EBUSY or pause is None:
                         raise
-                attempt += 1
                 log.debug("DM_DEV_REMOVE %s: EBUSY, retry %d of %d in %g s", filename,
-                          attempt, retries, retry_delay)
-                time.sleep(retry_delay)
+                          attempt, retries, pause)
+                time.sleep(pause)
             if deferred and reply.flags & _DEFERRED_REMOVE:
                 log.debug("%s still open: removed on last close", filename)
                 return False

@@ -13,13 +13,10 @@ import fcntl
 import time
 from typing import Callable, Optional
 
-from .._log import get_logger
+from .. import _retry
 from ..errors import error_from_errno
 
-log = get_logger("loop")
-
-__all__ = ["check", "retry_eagain", "retry_ebusy", "flock_wait", "deadline_after",
-           "seconds_left", "expired"]
+__all__ = ["check", "retry_eagain", "retry_ebusy", "flock_wait"]
 
 # Attach: systemd's 64 attempts with a random sleep below 10 ms + 240 ms *
 # attempt/64; the C loop makes the first retry at once since a fresh
@@ -66,42 +63,10 @@ def retry_eagain(call: Callable[[], int]) -> int:
     return call()
 
 
-def retry_ebusy(call: Callable[[], int], attempts: int, what: str = "") -> int:
-    """Run ``call`` (a shim call returning -errno) up to ``attempts`` times
-    while it says EBUSY, sleeping REMOVE_FIRST_SLEEP_S and doubling between
-    tries: systemd's backoff for a device someone holds for a moment (a
-    udev or blkid probe, a release still winding down).  The one EBUSY
-    backoff of loopcore's Python; the attach's own lives in C (lc_attach)."""
-    delay = REMOVE_FIRST_SLEEP_S
-    for _ in range(attempts - 1):
-        rc = call()
-        if rc != -errno.EBUSY:
-            return rc
-        if what:
-            log.debug("%s: EBUSY, retrying in %.3f s", what, delay)
-        time.sleep(delay)
-        delay *= 2
-    return call()
-
-
-def deadline_after(timeout: Optional[float]) -> int:
-    """The deadline, in time.monotonic_ns(), ``timeout`` seconds from now;
-    0 for None (no deadline).  Never 0 for a timeout, even 0 seconds."""
-    if timeout is None:
-        return 0
-    return time.monotonic_ns() + int(timeout * 1e9) or 1
-
-
-def seconds_left(deadline_ns: int) -> Optional[float]:
-    """Seconds until ``deadline_ns`` (0 when it passed); None for no deadline."""
-    if not deadline_ns:
-        return None
-    return max(deadline_ns - time.monotonic_ns(), 0) / 1e9
-
-
-def expired(deadline_ns: int) -> bool:
-    """Whether ``deadline_ns`` (0: none) has passed."""
-    return bool(deadline_ns) and time.monotonic_ns() >= deadline_ns
+def retry_ebusy(call: Callable[[], int], tries: int, what: str = "") -> int:
+    """:func:`loopcore._retry.retry_ebusy` with the loop devices' backoff
+    (systemd's: REMOVE_FIRST_SLEEP_S, doubling), read at call time."""
+    return _retry.retry_ebusy(call, tries, REMOVE_FIRST_SLEEP_S, what=what)
 
 
 def flock_wait(fd: int, operation: int, deadline_ns: int) -> bool:
@@ -121,7 +86,7 @@ def flock_wait(fd: int, operation: int, deadline_ns: int) -> bool:
             return True
         except BlockingIOError:
             pass
-        left = seconds_left(deadline_ns)
+        left = _retry.seconds_left(deadline_ns)
         if not left:
             return False
         time.sleep(min(pause, left))

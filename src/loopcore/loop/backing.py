@@ -12,7 +12,7 @@ import fcntl
 import os
 from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
-from .. import _c
+from .. import _c, _sysfs
 from .._validate import check_fd
 from ..errors import LoopError, TypeError, ValueError, error_from_errno
 from .info import LO_NAME_SIZE
@@ -31,11 +31,7 @@ Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 def _fd_name(fd: int) -> str:
     """The path behind an fd, for the kernel's ``lo_file_name`` and for
     errors (losetup records a path too); ``fd N`` when it has none."""
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return f"fd {fd}"
-    return target if target.startswith("/") else f"fd {fd}"
+    return _sysfs.fd_path(fd) or f"fd {fd}"
 
 
 class BackingFile:

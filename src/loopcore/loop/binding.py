@@ -8,7 +8,7 @@ import errno
 import logging
 from typing import TYPE_CHECKING, List
 
-from .. import _c
+from .. import _c, _retry
 from .._log import get_logger
 from ..errors import (
     LoopBusyError,
@@ -20,8 +20,9 @@ from ..errors import (
 from . import _calls
 from .backing import BackingFile, expected_size
 from .control import CONTROL_PATH, control, control_timeout, no_free_device
-from .device import LOCK_EXCLUSIVE, LoopDevice, block_size_refused
-from .info import PAGE_SIZE, device_path
+from .device import LoopDevice
+from .info import PAGE_SIZE, block_size_refused, device_path
+from .locks import LOCK_EXCLUSIVE
 from .request import DIRECT_IO, PARTSCAN, READ_ONLY, AttachRequest
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
             # A signal interrupted a wait (PEP 475): its Python handler runs
             # before the next loop iteration and may raise (Ctrl-C); if it
             # does not, carry on from the attempt the C loop stopped at.
-            if _calls.expired(request.deadline_ns):
+            if _retry.expired(request.deadline_ns):
                 raise attach_timeout(result.failed_step, result.number)
             first_attempt = result.attempts
         elif not set_fd and refuses_direct_io(rc, result, flags):

@@ -14,10 +14,10 @@ import os
 import signal
 from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence
 
-from .. import _c
+from .. import _c, _retry
 from .._log import get_logger
 from ..errors import TypeError, translate
-from . import _calls
+from . import teardown
 from .backing import Backing, BackingFile
 from .binding import attach_timeout, bind_error, check_bound, device_from_result, refuses_direct_io
 from .control import control
@@ -79,7 +79,7 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
                     _attach_chunk(items[first:first + CHUNK], request, devices)
     except BaseException:
         for device in devices:
-            device._unbind()  # bound moments ago by this call; nobody wrote to it
+            teardown.unbind_fresh(device)  # bound moments ago by this call; nobody wrote to it
         raise
     return devices
 
@@ -147,7 +147,7 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
             if rc == -errno.EINTR:
                 # A signal interrupted a wait: its handler runs now and may
                 # raise (Ctrl-C: everything is undone below); else go on.
-                if _calls.expired(request.deadline_ns):
+                if _retry.expired(request.deadline_ns):
                     raise attach_timeout(failed.failed_step, failed.number)
                 first_attempt = failed.attempts
                 continue
@@ -201,7 +201,7 @@ def detach_many(devices: Iterable[LoopDevice]) -> None:
                 device._fd = -1
                 continue
             try:
-                device._detach_failed(rcs[i], steps + i)
+                teardown.detach_failed(device, rcs[i], steps + i)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
     if first_error is not None:

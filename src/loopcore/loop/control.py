@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Iterator, Optional, Tuple
 
-from .. import _c
+from .. import _c, _retry, _sysfs
 from .._log import get_logger
 from .._validate import check_number
 from ..errors import (
@@ -27,7 +27,6 @@ from .info import device_path
 __all__ = ["FORCE_LEGACY_ENV", "LoopControl", "kernel_supports_configure"]
 
 CONTROL_PATH = "/dev/loop-control"
-_MAX_PART_PATH = "/sys/module/loop/parameters/max_part"
 FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
 
 log = get_logger("loop")
@@ -107,7 +106,7 @@ class SharedControl:
         ``deadline_ns`` (time.monotonic_ns(), 0: no deadline): TimeoutError."""
         if not deadline_ns:
             self.lock.acquire()
-        elif not self.lock.acquire(timeout=_calls.seconds_left(deadline_ns) or 0.0):
+        elif not self.lock.acquire(timeout=_retry.seconds_left(deadline_ns) or 0.0):
             raise control_timeout()
 
     def after_fork(self) -> None:
@@ -165,11 +164,10 @@ class SharedControl:
         confirmed it, attach computes the dev_t instead of asking statx."""
         if self._devnum_layout is not None:
             return
-        try:
-            with open(_MAX_PART_PATH, "rb") as f:
-                shift = int(f.read()).bit_length()
-        except (OSError, ValueError):
+        max_part = _sysfs.loop_max_part()
+        if max_part is None:
             return  # no loop module parameters to read: keep asking statx
+        shift = max_part.bit_length()
         if number << shift == os.minor(devnum):
             self._devnum_layout = (os.major(devnum), shift)
             self.read_devnum_option = 0

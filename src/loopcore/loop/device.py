@@ -15,7 +15,7 @@ from .._validate import check_timeout
 from ..errors import LoopError, ValueError, converted, error_from_errno, translate
 from . import _calls, discovery, diskseq, teardown
 from .backing import Backing, BackingFile, expected_size, partial_file_name
-from .diskseq import check_diskseq, read_diskseq
+from .diskseq import read_diskseq
 from .info import (
     FLAG_MASK,
     FROM_DEVICE,
@@ -26,7 +26,7 @@ from .info import (
     check_block_size,
     device_path,
 )
-from .locks import LOCK_EXCLUSIVE, LOCK_SHARED, DeviceLock, DeviceLocks
+from .locks import DeviceLock, DeviceLocks
 from .partition_table import PartitionTable
 from .partitions import AddedPartitions, read_device_table
 
@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 # LOCK_*, the block size and diskseq checks: imported from here by policy
 # and burst, which may import them from their homes instead.
-__all__ = ["LoopDevice", "LOCK_EXCLUSIVE", "LOCK_SHARED", "check_block_size",
-           "block_size_refused", "read_diskseq", "check_diskseq"]
+__all__ = ["LoopDevice"]
 
 
 class LoopDevice:
@@ -344,13 +343,6 @@ class LoopDevice:
             if new is e:
                 raise
             raise new.with_traceback(e.__traceback__) from None
-
-    # used by policy and burst, which may call teardown directly
-    def _detach_failed(self, rc: int, step: CData) -> None:
-        teardown.detach_failed(self, rc, step)
-
-    def _unbind(self) -> None:
-        teardown.unbind_fresh(self)
 
     def close(self) -> None:
         """Close loopcore's fd (and drop its lock) without detaching;

@@ -15,10 +15,9 @@ import os
 import time
 from typing import Iterator, List, Optional, Tuple, Union
 
-from .. import _c, _sysfs
+from .. import _c, _retry, _sysfs
 from .._validate import check_int, check_number, check_timeout
 from ..errors import TimeoutError, ValueError, error_from_errno, translate
-from . import _calls
 from .info import FLAG_MASK, SCAN_DETAIL_BITS, Flags, LoopInfo, device_path, partition_path
 
 __all__ = [
@@ -220,13 +219,13 @@ def wait_for_partitions(number: int, count: int, timeout: float = 5.0) -> List[s
     check_number(number)
     check_int("count", count)
     check_timeout(timeout)
-    deadline_ns = _calls.deadline_after(timeout)
+    deadline_ns = _retry.deadline_after(timeout)
     while True:
         paths = partitions(number)
         ready = [p for p in paths if os.path.exists(p)]
         if len(paths) >= count and len(ready) == len(paths):
             return paths
-        if _calls.seconds_left(deadline_ns) == 0:  # None: no deadline
+        if _retry.seconds_left(deadline_ns) == 0:  # None: no deadline
             raise TimeoutError(errno.ETIMEDOUT,
                                f"{len(ready)} of {count} partitions appeared in {timeout} s",
                                device_path(number))

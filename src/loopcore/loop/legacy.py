@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, List, Tuple
 
 from .. import _c
 from ..errors import error_from_errno
-from . import _calls, binding
+from . import _calls, binding, teardown
 from .backing import BackingFile
-from .device import LoopDevice, block_size_refused
-from .info import PAGE_SIZE
+from .device import LoopDevice
+from .info import PAGE_SIZE, block_size_refused
 from .request import AUTOCLEAR, DIRECT_IO, PARTSCAN, READ_ONLY, AttachRequest
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def bind_legacy(bf: BackingFile, request: AttachRequest,
         _, state = device._state()
         device.diskseq = int(state.diskseq) or None
     except BaseException:
-        device._unbind()  # nothing stays bound
+        teardown.unbind_fresh(device)  # nothing stays bound
         raise
     return device, state
 

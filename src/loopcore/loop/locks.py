@@ -14,6 +14,7 @@ import fcntl
 import os
 from typing import TYPE_CHECKING, Optional
 
+from .. import _retry
 from .._log import get_logger
 from ..errors import TimeoutError, translate
 from . import _calls
@@ -50,7 +51,7 @@ class DeviceLocks:
         """LoopDevice.lock(): lock (or convert the lock held) and return the
         handle that puts the previous state back."""
         mode = LOCK_EXCLUSIVE if exclusive else LOCK_SHARED
-        deadline_ns = _calls.deadline_after(timeout)
+        deadline_ns = _retry.deadline_after(timeout)
         previous = self.mode
         if self.fd < 0:
             fd = device._reopen(os.O_RDONLY)

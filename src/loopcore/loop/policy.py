@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Optional
 from .. import _c
 from .._log import get_logger
 from ..errors import converted
-from . import _calls, binding
+from . import _calls, binding, teardown
 from .backing import Backing, BackingFile
 from .control import control
-from .device import LOCK_SHARED, LoopDevice
+from .device import LoopDevice
 from .legacy import bind_legacy
+from .locks import LOCK_SHARED
 from .request import DIRECT_IO, AttachRequest, LockArg, check_backing
 from .reuse import find_reusable
 
@@ -142,7 +143,7 @@ def attach_request(backing: Backing, request: AttachRequest,
             try:
                 device._adopt_lock(device._lock_fd, LOCK_SHARED)
             except BaseException:
-                device._unbind()
+                teardown.unbind_fresh(device)
                 raise
         return device
 
@@ -183,7 +184,7 @@ def _check_or_unbind(device: LoopDevice, bf: BackingFile, request: AttachRequest
     try:
         binding.check_bound(device, bf, request, state)
     except BaseException:
-        device._unbind()
+        teardown.unbind_fresh(device)
         raise
 
 

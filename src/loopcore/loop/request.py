@@ -12,15 +12,15 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Optional, Union
 
-from .. import _c
+from .. import _c, _retry
 from .._log import get_logger
 from .._validate import S64_MAX, check_int, check_number, check_timeout
 from ..errors import PermissionError, TypeError, ValueError
 from . import _calls
 from .backing import BackingFile
 from .control import control
-from .device import LOCK_EXCLUSIVE, LOCK_SHARED, check_block_size
-from .info import Flags
+from .info import Flags, check_block_size
+from .locks import LOCK_EXCLUSIVE, LOCK_SHARED
 
 if TYPE_CHECKING:
     from .._native import CData
@@ -95,7 +95,7 @@ class AttachRequest:
         self.number = -1 if number is None else check_number(number)
         self.lock_mode = None if lock is False or lock is None else _lock_mode(lock)
         self.legacy = legacy
-        self.deadline_ns = 0 if timeout is None else _calls.deadline_after(timeout)
+        self.deadline_ns = 0 if timeout is None else _retry.deadline_after(timeout)
         # What lc_attach reads back: the settings only when an option's
         # outcome has to be checked (PARTSCAN and a block size, which Linux
         # 5.8 could ignore; the size with an offset or a size limit, as

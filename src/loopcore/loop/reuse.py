@@ -8,13 +8,15 @@ import errno
 import os
 from typing import List, Optional
 
-from .. import _c
+from .. import _c, _retry
 from .._log import get_logger
 from ..errors import LoopBusyError, LoopOverlapError, PermissionError, error_from_errno
 from . import _calls, discovery
 from .backing import BackingFile
-from .device import LOCK_EXCLUSIVE, LoopDevice, check_diskseq, read_diskseq
+from .device import LoopDevice
+from .diskseq import check_diskseq, read_diskseq
 from .info import LoopInfo
+from .locks import LOCK_EXCLUSIVE
 from .request import AttachRequest
 
 __all__: List[str] = []  # attach()'s own: nothing public
@@ -41,7 +43,7 @@ def find_reusable(bf: BackingFile, request: AttachRequest) -> Optional[LoopDevic
             if request.lock_mode is not None:
                 # held until unlock(), detach() or close()
                 device.lock(exclusive=request.lock_mode == LOCK_EXCLUSIVE,
-                            timeout=_calls.seconds_left(request.deadline_ns))
+                            timeout=_retry.seconds_left(request.deadline_ns))
         except BaseException:
             device.close()
             raise
