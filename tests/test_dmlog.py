@@ -195,8 +195,9 @@ class Harness:
     def kill(self) -> None:
         """The server's death without a clean stop: no final write."""
         srv, a = self.servers.pop()
-        srv._stopping = True  # what kill -9 would leave: nothing persisted at exit
-        assert srv._thread is not None
+        # what kill -9 would leave: nothing persisted at exit
+        assert srv._transport is not None and srv._thread is not None
+        srv._transport.wake()
         srv._thread.join()
         for log in srv._logs.values():
             log.close()
@@ -790,7 +791,8 @@ def test_netlink_subscription_joins_group_7(tmp_path):
     if os.geteuid() != 0 or not _connector_available():
         pytest.skip("needs root and the netlink connector")
     with DirtyLogServer(lock_file=str(tmp_path / "lock"), state_dir=None) as srv:
-        sock = srv._sock
+        assert srv._transport is not None
+        sock = srv._transport.sock
         assert sock is not None
         # bind(0,0) + ADD_MEMBERSHIP 7: the group mask is bit 6 (group 7),
         # not 7 (which would be groups 1 to 3)

@@ -32,7 +32,8 @@ import stat
 import struct
 from typing import Iterable, NamedTuple, Optional, Tuple
 
-from .. import errors
+from .. import _c, errors
+from .bitmap import nbytes as bitmap_bytes
 
 __all__ = ["MAGIC", "VERSION", "BITMAP_OFFSET", "HEADER", "Header", "bitmap_bytes",
            "io_size", "encode_header", "parse_header", "LogStore"]
@@ -41,8 +42,6 @@ MAGIC = 0x4D695272
 VERSION = 2
 BITMAP_OFFSET = 1024
 HEADER = struct.Struct("<IIQ")
-_BLKSSZGET = 0x1268
-_BLKGETSIZE64 = 0x80081272
 
 
 class Header(NamedTuple):
@@ -56,11 +55,6 @@ class Header(NamedTuple):
     def valid(self) -> bool:
         """A log the kernel would accept (version 1 is read as 2)."""
         return self.magic == MAGIC and self.version in (1, VERSION)
-
-
-def bitmap_bytes(region_count: int) -> int:
-    """Bytes of the clean bitmap: the region count rounded up to 64 bits."""
-    return (region_count + 63) // 64 * 8
 
 
 def io_size(region_count: int, block_size: int = 512) -> int:
@@ -100,12 +94,12 @@ class LogStore:
             if not self.is_block and not stat.S_ISREG(st.st_mode):
                 raise errors.ValueError(f"{path} is neither a block device nor a file")
             self.devnum: Optional[int] = st.st_rdev if self.is_block else None
-            self.block_size = self._ioctl_int(_BLKSSZGET, "i") if self.is_block else 512
+            self.block_size = self._sector_size() if self.is_block else 512
             self.size = io_size(region_count, self.block_size)
             #: writes go in pieces of this many bytes (aligned for O_DIRECT)
             self.page = max(4096, self.block_size)
             if self.is_block:
-                have = self._ioctl_int(_BLKGETSIZE64, "Q")
+                have = self._device_size()
                 if have < self.size:
                     raise errors.ValueError(f"log device {path} too small: {have} bytes, "
                                             f"the log needs {self.size}")
@@ -120,10 +114,15 @@ class LogStore:
             os.close(self.fd)
             raise
 
-    def _ioctl_int(self, request: int, fmt: str) -> int:
-        raw = fcntl.ioctl(self.fd, request, bytes(struct.calcsize(fmt)))
-        value: int = struct.unpack(fmt, raw)[0]
-        return value
+    def _sector_size(self) -> int:
+        out = _c.ffi.new("uint32_t *")
+        _check(_c.lib.lc_get_sector_size(self.fd, out), self.path)
+        return int(out[0])
+
+    def _device_size(self) -> int:
+        out = _c.ffi.new("uint64_t *")
+        _check(_c.lib.lc_get_size64(self.fd, out), self.path)
+        return int(out[0])
 
     def read(self) -> bytes:
         """The whole log area (header and bitmap); short for a short file
@@ -192,3 +191,9 @@ class LogStore:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+
+def _check(rc: int, path: str) -> None:
+    """A shim call's ``-errno`` as the OSError the server answers with."""
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc), path)
