@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import mmap
 import os
 import stat
@@ -33,10 +34,16 @@ import struct
 from typing import Iterable, NamedTuple, Optional, Tuple
 
 from .. import _c, errors
+from .._log import get_logger
+from .bitmap import full
 from .bitmap import nbytes as bitmap_bytes
+from .ctr import LogArgs, resolve_device
 
 __all__ = ["MAGIC", "VERSION", "BITMAP_OFFSET", "HEADER", "Header", "bitmap_bytes",
-           "io_size", "encode_header", "parse_header", "LogStore"]
+           "io_size", "encode_header", "parse_header", "encode_image", "decode_bitmap",
+           "LogStore", "open_store", "remove_state_file"]
+
+_log = get_logger("dmlog")
 
 MAGIC = 0x4D695272
 VERSION = 2
@@ -71,6 +78,37 @@ def encode_header(nr_regions: int) -> bytes:
 def parse_header(buf: bytes) -> Header:
     """The header at the start of ``buf`` (at least 16 bytes)."""
     return Header(*HEADER.unpack_from(buf, 0))
+
+
+def encode_image(clean: bytearray, region_count: int, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the on-disk log of the ``clean`` bitmap: the
+    header area, then the bitmap."""
+    out = bytearray()
+    if start < BITMAP_OFFSET:
+        out += encode_header(region_count)[start:min(end, BITMAP_OFFSET)]
+    b0, b1 = max(start, BITMAP_OFFSET) - BITMAP_OFFSET, end - BITMAP_OFFSET
+    if b1 > b0:
+        out += clean[b0:b1].ljust(b1 - b0, b"\0")
+    return bytes(out)
+
+
+def decode_bitmap(raw: bytes, covered: int, region_count: int, *,
+                  uncovered_clean: bool) -> bytearray:
+    """The clean bitmap of ``region_count`` regions from the on-disk log
+    ``raw``, of which its first ``covered`` regions count; the regions the
+    log did not cover (a new log, or the mirror grew) are set with
+    ``uncovered_clean`` (nosync), cleared otherwise, as dm-log.c does."""
+    nr = covered
+    clean = bytearray(raw[BITMAP_OFFSET:BITMAP_OFFSET + (nr >> 3)])
+    if nr & 7:
+        clean.append(raw[BITMAP_OFFSET + (nr >> 3)] & ((1 << (nr & 7)) - 1))
+    clean = clean.ljust(bitmap_bytes(region_count), b"\0")
+    if nr < region_count and uncovered_clean:
+        every = full(region_count)
+        i = nr >> 3
+        clean[i] |= every[i] & (0xFF << (nr & 7)) & 0xFF  # the byte shared with the log
+        clean[i + 1:] = every[i + 1:]
+    return clean
 
 
 class LogStore:
@@ -197,3 +235,39 @@ def _check(rc: int, path: str) -> None:
     """A shim call's ``-errno`` as the OSError the server answers with."""
     if rc < 0:
         raise OSError(-rc, os.strerror(-rc), path)
+
+
+def open_store(args: LogArgs, key: Tuple[bytes, int], state_dir: Optional[str],
+               reconnect: bool) -> Optional[LogStore]:
+    """Where the log made by a CTR keeps its bitmap: its log device, else a
+    state file in ``state_dir`` named after ``key`` (uuid, luid), else
+    nowhere (None).  The log device's errors are raised (the CTR fails); a
+    state file that cannot be made is only logged (a restart of the server
+    then resyncs the log fully)."""
+    if args.device is not None:
+        return LogStore(resolve_device(args.device), args.region_count, durable=True)
+    if state_dir is None:
+        return None
+    digest = hashlib.sha256(key[0]).hexdigest()[:24]
+    path = os.path.join(state_dir, f"core-{digest}-{key[1]:016x}.log")
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        if not reconnect:
+            # a new table: whatever a luid of the same value left is stale
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        return LogStore(path, args.region_count, durable=False, create=True)
+    except (OSError, ValueError) as exc:
+        _log.warning("no state file for core log %s/%#x (%s): a restart of the server "
+                     "will resync it fully", key[0].decode("ascii", "replace"), key[1], exc)
+        return None
+
+
+def remove_state_file(store: LogStore) -> None:
+    """Remove a core log's state file (its table is gone)."""
+    try:
+        os.unlink(store.path)
+    except OSError:
+        pass

@@ -42,9 +42,9 @@ from typing import Iterable, NamedTuple, Optional, Set, Tuple
 
 from .._log import get_logger
 from . import legs as _legs
-from .bitmap import clear_bit, full, next_zero, popcount, set_bit, test
+from .bitmap import clear_bit, full, nbytes, next_zero, popcount, set_bit, test
 from .ctr import MAX_REGIONS, LogArgs, parse_ctr
-from .disklog import BITMAP_OFFSET, LogStore, bitmap_bytes, encode_header, parse_header
+from .disklog import BITMAP_OFFSET, LogStore, decode_bitmap, encode_image, parse_header
 
 __all__ = ["LogArgs", "parse_ctr", "DirtyLog", "LogView", "MAX_REGIONS", "RequestFailed"]
 
@@ -95,13 +95,13 @@ class DirtyLog:
         self.flush_failed = False  # a leg flush failed: no clean bits until resume
         self.halted = False        # PRESUSPEND seen
         fresh = full(self.region_count) if args.sync == "nosync" \
-            else bytearray(bitmap_bytes(self.region_count))
+            else bytearray(nbytes(self.region_count))
         self.clean = fresh
         self.sync = bytearray(fresh)
         self.sync_count = self.region_count if args.sync == "nosync" else 0
         #: bytes per page of the on-disk log (0: no store, nothing pending)
         self.page = store.page if store is not None else 0
-        self.pending = bytearray(bitmap_bytes(-(-store.size // store.page))
+        self.pending = bytearray(nbytes(-(-store.size // store.page))
                                  if store is not None else 0)
         self.recovering = -1       # the region handed out for recovery (-1: none)
         self.search = 0            # where GET_RESYNC_WORK looks next
@@ -136,17 +136,6 @@ class DirtyLog:
 
     # --- persistence -----------------------------------------------------------------
 
-    def _image(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) of the on-disk image: the header, then the clean
-        bitmap."""
-        out = bytearray()
-        if start < BITMAP_OFFSET:
-            out += encode_header(self.region_count)[start:min(end, BITMAP_OFFSET)]
-        b0, b1 = max(start, BITMAP_OFFSET) - BITMAP_OFFSET, end - BITMAP_OFFSET
-        if b1 > b0:
-            out += self.clean[b0:b1].ljust(b1 - b0, b"\0")
-        return bytes(out)
-
     def _write(self, pages: Optional[Set[int]], with_pending: bool = False) -> None:
         """Write ``pages`` of the on-disk log (None: all of it; with
         ``with_pending``: and every pending page) and, for a disk log,
@@ -180,7 +169,8 @@ class DirtyLog:
         if not starts:
             return
         try:
-            store.write((s, self._image(s, min(s + step, store.size))) for s in starts)
+            store.write((s, encode_image(self.clean, self.region_count, s,
+                                         min(s + step, store.size))) for s in starts)
         except OSError as exc:
             self.failed = True
             raise RequestFailed(5, f"{self.name}: writing the log to {store.path} failed: "
@@ -256,18 +246,7 @@ class DirtyLog:
         elif header is not None and raw and not header.valid and self.store.durable:
             _log.info("%s: no valid log on %s: %s", self.name, self.store.path,
                       "full resync" if self.args.sync != "nosync" else "all in sync (nosync)")
-        clean = bytearray(raw[BITMAP_OFFSET:BITMAP_OFFSET + (nr >> 3)])
-        if nr & 7:
-            clean.append(raw[BITMAP_OFFSET + (nr >> 3)] & ((1 << (nr & 7)) - 1))
-        clean = clean.ljust(bitmap_bytes(count), b"\0")
-        # regions the log did not cover (a new log, or the mirror grew):
-        # set for nosync, cleared otherwise, as dm-log.c does
-        if nr < count and self.args.sync == "nosync":
-            every = full(count)
-            i = nr >> 3
-            clean[i] |= every[i] & (0xFF << (nr & 7)) & 0xFF  # the byte shared with the log
-            clean[i + 1:] = every[i + 1:]
-        self.clean = clean
+        self.clean = decode_bitmap(raw, nr, count, uncovered_clean=self.args.sync == "nosync")
 
     def mark(self, regions: Iterable[int]) -> None:
         """MARK_REGION (or a FLUSH's marks): dirty on disk before the answer."""

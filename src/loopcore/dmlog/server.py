@@ -36,7 +36,6 @@ holds the logs, makes and unmakes them (CTR, DTR) and answers errors.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import socket
@@ -47,8 +46,8 @@ from .. import errors
 from .._log import get_logger
 from .._validate import check_int
 from . import protocol as P
-from .ctr import LogArgs, parse_ctr, resolve_device
-from .disklog import LogStore
+from .ctr import parse_ctr
+from .disklog import open_store, remove_state_file
 from .log import DirtyLog, LogView, RequestFailed
 from .requests import REQUESTS, error_padding
 from .transport import RCVBUF, Transport
@@ -204,7 +203,7 @@ class DirtyLogServer:
                          "when the kernel reconnects after a restart of the server",
                          name, len(req.data))
         try:
-            store = self._open_store(req, args, reconnect)
+            store = open_store(args, req.key, self.state_dir, reconnect)
         except (OSError, ValueError) as exc:
             err = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
             _log.error("CTR for %s: log device %s: %s: answered -%s", name, args.device,
@@ -232,32 +231,6 @@ class DirtyLogServer:
                 payload = dev
         return P.build_reply(req, 0, payload)
 
-    def _open_store(self, req: P.Request, args: LogArgs, reconnect: bool) -> Optional[LogStore]:
-        if args.device is not None:
-            return LogStore(resolve_device(args.device), args.region_count, durable=True)
-        if self.state_dir is None:
-            return None
-        path = self._state_path(req.key)
-        try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            if not reconnect:
-                # a new table: whatever a luid of the same value left is stale
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-            return LogStore(path, args.region_count, durable=False, create=True)
-        except (OSError, ValueError) as exc:
-            _log.warning("no state file for core log %s/%#x (%s): a restart of the server "
-                         "will resync it fully", req.uuid.decode("ascii", "replace"),
-                         req.luid, exc)
-            return None
-
-    def _state_path(self, key: Key) -> str:
-        assert self.state_dir is not None
-        digest = hashlib.sha256(key[0]).hexdigest()[:24]
-        return os.path.join(self.state_dir, f"core-{digest}-{key[1]:016x}.log")
-
     def _dtr(self, req: P.Request) -> bytes:
         log = self._logs.pop(req.key, None)
         self._unknown_reported.discard(req.key)
@@ -268,10 +241,7 @@ class DirtyLogServer:
             # the log device.
             log.close()
             if log.store is not None and not log.store.durable:
-                try:
-                    os.unlink(log.store.path)
-                except OSError:
-                    pass
+                remove_state_file(log.store)
             _log.info("log removed: %s", log.name)
         return P.build_reply(req)
 
