@@ -228,17 +228,24 @@ def sync_state(mapper: dm.DeviceMapper, name: str) -> Tuple[int, int, str, str]:
 
 
 def wait_synced(mapper: dm.DeviceMapper, name: str, timeout: float = 180) -> Tuple[int, str]:
+    """Wait for the mirror's resync to complete: it raises a dm event then
+    (dm-raid1's do_recovery), so this sleeps in poll() on the control fd,
+    armed for the next event of any device, and looks again at each."""
     deadline = time.monotonic() + timeout
     while True:
+        mapper.arm_poll()   # before the look: an event after it wakes the poll
         done, total, health, log = sync_state(mapper, name)
         if done == total:
             return total, log
-        assert time.monotonic() < deadline, f"{name}: resync stuck at {done}/{total}"
-        time.sleep(0.2)
+        left = deadline - time.monotonic()
+        assert left > 0, f"{name}: resync stuck at {done}/{total}"
+        select.select([mapper.fileno()], [], [], left)
 
 
 def wait_progress(mapper: dm.DeviceMapper, name: str, at_least: int,
                   timeout: float = 120) -> int:
+    """Wait until ``at_least`` regions are in sync.  Resync progress raises
+    no event (only its end does): this looks at the status in a loop."""
     deadline = time.monotonic() + timeout
     while True:
         done = sync_state(mapper, name)[0]
