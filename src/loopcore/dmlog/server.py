@@ -62,6 +62,9 @@ DEFAULT_LOCK_FILE = "/run/loopcore-dmlog.lock"
 DEFAULT_STATE_DIR = "/run/loopcore-dmlog"
 
 Key = Tuple[bytes, int]
+# CTR and DTR make and unmake logs: not rows of the request table (plain
+# ints: an enum member's lookup costs more than the comparison, per request)
+_CTR, _DTR = int(P.RT.CTR), int(P.RT.DTR)
 
 
 def _error(req: P.Request, errno_value: int) -> bytes:
@@ -145,9 +148,9 @@ class DirtyLogServer:
                          P.REQUEST_VERSION)
             return _error(req, errno.EINVAL)
         rtype = req.request_type
-        if rtype == P.RT.CTR:
+        if rtype == _CTR:
             return self._ctr(req)
-        if rtype == P.RT.DTR:
+        if rtype == _DTR:
             return self._dtr(req)
         row = REQUESTS.get(rtype)
         if row is None:
@@ -163,8 +166,9 @@ class DirtyLogServer:
                 _log.info("%s for unknown log %s/%#x: -ESRCH (the kernel reconnects)",
                           req.type_name, req.uuid.decode("ascii", "replace"), req.luid)
             return _error(req, errno.ESRCH)
+        decode, operate, encode, _ = row
         try:
-            payload = row.encode(row.operate(log, *row.decode(req.data)))
+            payload = encode(operate(log, *decode(req.data)))
         except RequestFailed as exc:
             _log.error("%s (seq %d): %s: answered -%s", req.type_name, req.seq, exc,
                        _errname(exc.errno))
