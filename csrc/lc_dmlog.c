@@ -1,9 +1,14 @@
 /*
  * loopcore C shim: lc_dmlog.h's structs checked against the uapi headers,
- * so that a layout written once there is the kernel's.
+ * so that a layout written once there is the kernel's; the serving loop's
+ * receive.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <linux/connector.h>
 #include <linux/dm-log-userspace.h>
 #include <linux/netlink.h>
@@ -44,3 +49,28 @@ SAME_FIELD(lc_ulog_request, dm_ulog_request, request_type, request_type);
 SAME_FIELD(lc_ulog_request, dm_ulog_request, data_size, data_size);
 _Static_assert(offsetof(struct dm_ulog_request, data) == sizeof(struct lc_ulog_request),
                "dm_ulog_request's data follows the struct");
+
+int lc_dmlog_recv(int sock_fd, int wake_fd, int wait, void *buf, uint32_t size,
+                  uint32_t *sender)
+{
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof(from);
+    ssize_t n;
+
+    if (wait) {
+        struct pollfd fds[2] = {
+            { .fd = sock_fd, .events = POLLIN },
+            { .fd = wake_fd, .events = POLLIN },
+        };
+        if (poll(fds, 2, -1) < 0)
+            return -errno;
+        if (fds[1].revents)
+            return -ECANCELED;
+    }
+    memset(&from, 0, sizeof(from));
+    n = recvfrom(sock_fd, buf, size, MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    *sender = from.ss_family == AF_NETLINK ? ((struct sockaddr_nl *)&from)->nl_pid : 0;
+    return (int)n;
+}

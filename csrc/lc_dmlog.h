@@ -6,7 +6,12 @@
  * then the request's data.  They are declared here once, mirroring the
  * uapi headers field for field (lc_dmlog.c checks every size and offset
  * against them); Python derives its packing from these declarations
- * (loopcore._c.struct_view).  Only structs: no function is called.
+ * (loopcore._c.struct_view).
+ *
+ * lc_dmlog_recv is the serving loop's one call per datagram: it sleeps in
+ * poll() on the socket and a wake-up fd (a pipe stop() writes to) and
+ * reads one datagram, so that waiting for a request costs no more than a
+ * plain blocking receive would, and stop() is seen at once.
  */
 
 /* <linux/netlink.h> struct nlmsghdr */
@@ -38,3 +43,16 @@ struct lc_ulog_request {
     uint32_t request_type;        /* DM_ULOG_*: the low 8 bits */
     uint32_t data_size;           /* the bytes after this struct */
 };
+
+/*
+ * Receive one datagram from sock_fd into buf (size bytes; a longer one is
+ * cut), never blocking in recvfrom.  With wait != 0 first sleep in poll()
+ * until sock_fd or wake_fd is readable (no timeout).  Returns the
+ * datagram's length (at most size); -ECANCELED when wake_fd is readable;
+ * -EAGAIN when nothing is there (yet); -EINTR when a signal came; or
+ * -errno from recvfrom (-ENOBUFS: the receive buffer overran).
+ * *sender is the netlink port the datagram came from (0: the kernel), 0
+ * when sock_fd is not a netlink socket.
+ */
+int lc_dmlog_recv(int sock_fd, int wake_fd, int wait, void *buf, uint32_t size,
+                  uint32_t *sender);
