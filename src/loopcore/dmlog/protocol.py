@@ -5,7 +5,6 @@ dm-mirror to userspace over the netlink connector (``NETLINK_CONNECTOR``,
 connector id ``CN_IDX_DM = 7`` / ``CN_VAL_DM_USERSPACE_LOG = 1``).  One
 datagram holds one message, laid out as::
 
-    offset size
     struct nlmsghdr         type NLMSG_DONE
     struct cn_msg           id CN_IDX_DM:CN_VAL_DM_USERSPACE_LOG
     struct dm_ulog_request  the request header (160 bytes)
@@ -22,9 +21,9 @@ Replies follow the rules the kernel's ``fill_pkg`` enforces:
 - the header is echoed with ``error`` set and ``data_size`` exactly the
   length of the reply payload.  Each request type has a reply *capacity*
   (the kernel's buffer for the reply: the fixed reply size of the request
-  table, :mod:`.requests`; :data:`CTR_REPLY_CAPACITY` for CTR; the rest
-  of the dm status buffer for STATUS_*): a ``data_size`` above it makes the kernel fail
-  the request with -ENOSPC ("Insufficient space to receive package"), so a
+  table, :mod:`.requests`; :data:`CTR_REPLY_CAPACITY` for CTR; the rest of
+  the dm status buffer for STATUS_*): a ``data_size`` above it makes the
+  kernel fail the request with -ENOSPC ("Insufficient space to receive package"), so a
   request that returns nothing must be answered with ``data_size = 0`` and
   never echoed with its own payload;
 - the kernel matches a reply on ``dm_ulog_request.seq`` only; ``cn_msg.len``
