@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 __all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_backing_file",
            "loop_partition_numbers", "loop_partition", "read_ahead_sectors"]
@@ -153,3 +153,28 @@ def uevent_seqnum() -> int:
 
 
 # --- the dirty-log server's reads (dmlog/) ---
+
+def dm_slaves() -> Dict[str, List[Tuple[str, int]]]:
+    """For every dm device (``dm-N``): the (kernel name, devnum) of each
+    device its table holds (``/sys/block/dm-N/slaves``)."""
+    out: Dict[str, List[Tuple[str, int]]] = {}
+    try:
+        names = [n for n in os.listdir(SYS_BLOCK) if n.startswith("dm-")]
+    except OSError:
+        return out
+    for dm_name in sorted(names):
+        held: List[Tuple[str, int]] = []
+        base = f"{SYS_BLOCK}/{dm_name}/slaves"
+        try:
+            slaves = os.listdir(base)
+        except OSError:
+            slaves = []  # gone meanwhile
+        for name in slaves:
+            try:
+                with open(f"{base}/{name}/dev") as f:
+                    major, minor = f.read().strip().split(":")
+                held.append((name, os.makedev(int(major), int(minor))))
+            except (OSError, ValueError):
+                continue
+        out[dm_name] = held
+    return out

@@ -17,9 +17,12 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -47,21 +50,26 @@ def random_fill() -> bytes:
 # --- the server as a process ------------------------------------------------------------
 
 class Daemon:
-    """``python -m loopcore.dmlog serve`` subprocesses, one at a time."""
+    """``python -m loopcore.dmlog serve`` subprocesses, one at a time.  Its
+    stderr comes through a pipe, copied line by line to a log file, so a
+    test can wait for what the server says (:meth:`wait_for`)."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.logs: List[Path] = []
         self.state = tmp / "dmlog-state"
+        self._said = threading.Condition()
+        self._reader: Optional[threading.Thread] = None
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, verbose: bool = False, timeout: float = 120) -> None:
-        """Start a server and wait until its pidfile says it has joined the
-        connector group (Python under TCG takes seconds to start)."""
+        """Start a server and wait for its READY=1 on $NOTIFY_SOCKET (sent
+        once it has joined the connector group and written its pidfile;
+        Python under TCG takes seconds to start)."""
         assert not self.running
         n = len(self.logs)
         pidfile = self.tmp / f"dmlog{n}.pid"
@@ -69,23 +77,55 @@ class Daemon:
         self.logs.append(log)
         argv = [sys.executable, "-m", "loopcore.dmlog", "serve", "--pidfile", str(pidfile),
                 "--lock-file", LOCK, "--state-dir", str(self.state)] + (["-v"] if verbose else [])
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pidfile.exists() and pidfile.read_text().strip() == str(self.proc.pid):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        address = f"\0lct-dmlog-notify-{os.getpid()}-{n}"   # abstract: no path length limit
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(address)
+            env = dict(os.environ, NOTIFY_SOCKET="@" + address[1:])
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         env=env)
+            self._reader = threading.Thread(target=self._copy, args=(self.proc, log))
+            self._reader.start()
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                notify.settimeout(1)   # the longest a dead server goes unnoticed
+                try:
+                    if notify.recv(4096).startswith(b"READY=1"):
+                        assert pidfile.read_text().strip() == str(self.proc.pid)
+                        return
+                except socket.timeout:
+                    continue
         self.kill9()
         pytest.fail(f"the server did not come up: {log.read_text()}")
+
+    def _copy(self, proc: "subprocess.Popen[bytes]", log: Path) -> None:
+        assert proc.stderr is not None
+        with open(log, "wb") as out:
+            for line in proc.stderr:
+                out.write(line)
+                out.flush()
+                with self._said:
+                    self._said.notify_all()
+        with self._said:
+            self._said.notify_all()
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 60) -> None:
+        """Wait until ``condition()`` holds, checking it each time the
+        server says something."""
+        with self._said:
+            assert self._said.wait_for(condition, timeout), self.text()[-3000:]
+
+    def _reaped(self) -> None:
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
+        self.proc = None
 
     def kill9(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.proc = None
+            self._reaped()
 
     def stop(self) -> int:
         """SIGTERM; the exit status."""
@@ -97,11 +137,36 @@ class Daemon:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            self.proc = None
+            self._reaped()
         return rc
 
     def text(self, which: int = -1) -> str:
         return self.logs[which].read_text(errors="replace")
+
+
+class KernelLog:
+    """The kernel's messages from now on (``/dev/kmsg``, read as they come)."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                assert left > 0, f"the kernel did not say {text!r}"
+                if not select.select([self.fd], [], [], left)[0]:
+                    continue
+                try:
+                    record = os.read(self.fd, 8192)
+                except (BlockingIOError, BrokenPipeError):  # EPIPE: records overwritten
+                    continue
+                if text.encode() in record:
+                    return
+        finally:
+            os.close(self.fd)
 
 
 class Mirrors:
@@ -163,17 +228,24 @@ def sync_state(mapper: dm.DeviceMapper, name: str) -> Tuple[int, int, str, str]:
 
 
 def wait_synced(mapper: dm.DeviceMapper, name: str, timeout: float = 180) -> Tuple[int, str]:
+    """Wait for the mirror's resync to complete: it raises a dm event then
+    (dm-raid1's do_recovery), so this sleeps in poll() on the control fd,
+    armed for the next event of any device, and looks again at each."""
     deadline = time.monotonic() + timeout
     while True:
+        mapper.arm_poll()   # before the look: an event after it wakes the poll
         done, total, health, log = sync_state(mapper, name)
         if done == total:
             return total, log
-        assert time.monotonic() < deadline, f"{name}: resync stuck at {done}/{total}"
-        time.sleep(0.2)
+        left = deadline - time.monotonic()
+        assert left > 0, f"{name}: resync stuck at {done}/{total}"
+        select.select([mapper.fileno()], [], [], left)
 
 
 def wait_progress(mapper: dm.DeviceMapper, name: str, at_least: int,
                   timeout: float = 120) -> int:
+    """Wait until ``at_least`` regions are in sync.  Resync progress raises
+    no event (only its end does): this looks at the status in a loop."""
     deadline = time.monotonic() + timeout
     while True:
         done = sync_state(mapper, name)[0]
@@ -289,9 +361,9 @@ def test_kill9_mid_resync_restart_finishes(mapper, daemon, mirrors, loops):
     a server started later gets its reconnect (CTR with NUL, RESUME) and the
     retried request, and the resync finishes from the persisted bits."""
     mark = dmesg_mark()
+    kernel = KernelLog()
     name, a, b, log, done = _kill_mid_resync(mapper, daemon, mirrors, loops)
-    time.sleep(18)
-    assert "Userspace log server not found" in dmesg_since(mark)
+    kernel.wait_for("Userspace log server not found", timeout=120)  # after its 15 s timeout
     daemon.start()
     _check_recovered(mapper, daemon, name, a, b, mark)
 
@@ -404,9 +476,10 @@ def test_integrated_flush_marks_arrive_in_flush(mapper, daemon, mirrors, loops):
     # FLUSH requests carried the marks (a non-empty payload), no MARK_REGION
     assert re.search(r"FLUSH seq \d+ data [0-9a-f]{16}", text), text[-3000:]
     assert "MARK_REGION" not in text
-    time.sleep(4)   # the kernel sends the bare FLUSH of the clears ~3 s later
-    raw = log.backing.read_bytes()
-    assert raw[1024:1024 + NREG // 8] == b"\xff" * (NREG // 8)
+    # the kernel sends the bare FLUSH of the clears some seconds later:
+    # the clean bits are on disk once the server has answered it
+    daemon.wait_for(lambda: log.backing.read_bytes()[1024:1024 + NREG // 8]
+                    == b"\xff" * (NREG // 8))
 
 
 def test_bad_ctr_fails_the_table_load(mapper, daemon, mirrors, loops):

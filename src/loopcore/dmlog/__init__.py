@@ -16,10 +16,14 @@ path on which the kernel reconnects by itself.
 ...                                  uuid="m1-log", log_device=logdev)])
 ...     print(server.logs)
 
-Modules: :mod:`.protocol` (the wire format and reply rules), :mod:`.disklog`
-(the on-disk format), :mod:`.log` (one log's state and requests),
-:mod:`.legs` (finding and flushing the mirror legs), :mod:`.server`
-(sockets, dispatch, lifetime), :mod:`.cli` (``loopcore dmlog serve``).
+Modules: :mod:`.protocol` (the wire format and reply rules), :mod:`.requests`
+(the request table: decoder, log operation, encoder, reply size per type),
+:mod:`.ctr` (the CTR string), :mod:`.bitmap` (bit operations),
+:mod:`.disklog` (the on-disk format), :mod:`.log` (one log's state and
+operations), :mod:`.legs` (finding and flushing the mirror legs),
+:mod:`.transport` (lock file, netlink socket, serving loop and its
+wake-up), :mod:`.server` (the logs, CTR/DTR, dispatch, lifetime),
+:mod:`.cli` (``loopcore dmlog serve``).
 The ``mirror`` target itself is built with :func:`loopcore.dm.mirror`.
 """
 from .log import LogView

@@ -26,23 +26,29 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import mmap
 import os
 import stat
 import struct
 from typing import Iterable, NamedTuple, Optional, Tuple
 
-from .. import errors
+from .. import _c, errors
+from .._log import get_logger
+from .bitmap import full
+from .bitmap import nbytes as bitmap_bytes
+from .ctr import LogArgs, resolve_device
 
 __all__ = ["MAGIC", "VERSION", "BITMAP_OFFSET", "HEADER", "Header", "bitmap_bytes",
-           "io_size", "encode_header", "parse_header", "LogStore"]
+           "io_size", "encode_header", "parse_header", "encode_image", "decode_bitmap",
+           "LogStore", "open_store", "remove_state_file"]
+
+_log = get_logger("dmlog")
 
 MAGIC = 0x4D695272
 VERSION = 2
 BITMAP_OFFSET = 1024
 HEADER = struct.Struct("<IIQ")
-_BLKSSZGET = 0x1268
-_BLKGETSIZE64 = 0x80081272
 
 
 class Header(NamedTuple):
@@ -56,11 +62,6 @@ class Header(NamedTuple):
     def valid(self) -> bool:
         """A log the kernel would accept (version 1 is read as 2)."""
         return self.magic == MAGIC and self.version in (1, VERSION)
-
-
-def bitmap_bytes(region_count: int) -> int:
-    """Bytes of the clean bitmap: the region count rounded up to 64 bits."""
-    return (region_count + 63) // 64 * 8
 
 
 def io_size(region_count: int, block_size: int = 512) -> int:
@@ -77,6 +78,37 @@ def encode_header(nr_regions: int) -> bytes:
 def parse_header(buf: bytes) -> Header:
     """The header at the start of ``buf`` (at least 16 bytes)."""
     return Header(*HEADER.unpack_from(buf, 0))
+
+
+def encode_image(clean: bytearray, region_count: int, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the on-disk log of the ``clean`` bitmap: the
+    header area, then the bitmap."""
+    out = bytearray()
+    if start < BITMAP_OFFSET:
+        out += encode_header(region_count)[start:min(end, BITMAP_OFFSET)]
+    b0, b1 = max(start, BITMAP_OFFSET) - BITMAP_OFFSET, end - BITMAP_OFFSET
+    if b1 > b0:
+        out += clean[b0:b1].ljust(b1 - b0, b"\0")
+    return bytes(out)
+
+
+def decode_bitmap(raw: bytes, covered: int, region_count: int, *,
+                  uncovered_clean: bool) -> bytearray:
+    """The clean bitmap of ``region_count`` regions from the on-disk log
+    ``raw``, of which its first ``covered`` regions count; the regions the
+    log did not cover (a new log, or the mirror grew) are set with
+    ``uncovered_clean`` (nosync), cleared otherwise, as dm-log.c does."""
+    nr = covered
+    clean = bytearray(raw[BITMAP_OFFSET:BITMAP_OFFSET + (nr >> 3)])
+    if nr & 7:
+        clean.append(raw[BITMAP_OFFSET + (nr >> 3)] & ((1 << (nr & 7)) - 1))
+    clean = clean.ljust(bitmap_bytes(region_count), b"\0")
+    if nr < region_count and uncovered_clean:
+        every = full(region_count)
+        i = nr >> 3
+        clean[i] |= every[i] & (0xFF << (nr & 7)) & 0xFF  # the byte shared with the log
+        clean[i + 1:] = every[i + 1:]
+    return clean
 
 
 class LogStore:
@@ -100,12 +132,12 @@ class LogStore:
             if not self.is_block and not stat.S_ISREG(st.st_mode):
                 raise errors.ValueError(f"{path} is neither a block device nor a file")
             self.devnum: Optional[int] = st.st_rdev if self.is_block else None
-            self.block_size = self._ioctl_int(_BLKSSZGET, "i") if self.is_block else 512
+            self.block_size = self._sector_size() if self.is_block else 512
             self.size = io_size(region_count, self.block_size)
             #: writes go in pieces of this many bytes (aligned for O_DIRECT)
             self.page = max(4096, self.block_size)
             if self.is_block:
-                have = self._ioctl_int(_BLKGETSIZE64, "Q")
+                have = self._device_size()
                 if have < self.size:
                     raise errors.ValueError(f"log device {path} too small: {have} bytes, "
                                             f"the log needs {self.size}")
@@ -120,10 +152,15 @@ class LogStore:
             os.close(self.fd)
             raise
 
-    def _ioctl_int(self, request: int, fmt: str) -> int:
-        raw = fcntl.ioctl(self.fd, request, bytes(struct.calcsize(fmt)))
-        value: int = struct.unpack(fmt, raw)[0]
-        return value
+    def _sector_size(self) -> int:
+        out = _c.ffi.new("uint32_t *")
+        _check(_c.lib.lc_get_sector_size(self.fd, out), self.path)
+        return int(out[0])
+
+    def _device_size(self) -> int:
+        out = _c.ffi.new("uint64_t *")
+        _check(_c.lib.lc_get_size64(self.fd, out), self.path)
+        return int(out[0])
 
     def read(self) -> bytes:
         """The whole log area (header and bitmap); short for a short file
@@ -192,3 +229,45 @@ class LogStore:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+
+def _check(rc: int, path: str) -> None:
+    """A shim call's ``-errno`` as the OSError the server answers with."""
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc), path)
+
+
+def open_store(args: LogArgs, key: Tuple[bytes, int], state_dir: Optional[str],
+               reconnect: bool) -> Optional[LogStore]:
+    """Where the log made by a CTR keeps its bitmap: its log device, else a
+    state file in ``state_dir`` named after ``key`` (uuid, luid), else
+    nowhere (None).  The log device's errors are raised (the CTR fails); a
+    state file that cannot be made is only logged (a restart of the server
+    then resyncs the log fully)."""
+    if args.device is not None:
+        return LogStore(resolve_device(args.device), args.region_count, durable=True)
+    if state_dir is None:
+        return None
+    digest = hashlib.sha256(key[0]).hexdigest()[:24]
+    path = os.path.join(state_dir, f"core-{digest}-{key[1]:016x}.log")
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        if not reconnect:
+            # a new table: whatever a luid of the same value left is stale
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        return LogStore(path, args.region_count, durable=False, create=True)
+    except (OSError, ValueError) as exc:
+        _log.warning("no state file for core log %s/%#x (%s): a restart of the server "
+                     "will resync it fully", key[0].decode("ascii", "replace"), key[1], exc)
+        return None
+
+
+def remove_state_file(store: LogStore) -> None:
+    """Remove a core log's state file (its table is gone)."""
+    try:
+        os.unlink(store.path)
+    except OSError:
+        pass

@@ -12,38 +12,15 @@ cache flush down to the leg.
 """
 from __future__ import annotations
 
-import glob
 import os
 from typing import List, Optional, Tuple
 
+from .. import _sysfs
 from .._log import get_logger
 
-__all__ = ["slaves", "mirror_legs", "LegFlusher"]
+__all__ = ["mirror_legs", "LegFlusher"]
 
 _log = get_logger("dmlog")
-
-
-def _read_devnum(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            major, minor = f.read().strip().split(":")
-        return os.makedev(int(major), int(minor))
-    except (OSError, ValueError):
-        return None
-
-
-def slaves(dm_dir: str) -> List[Tuple[str, int]]:
-    """(kernel name, devnum) of every device a dm device holds."""
-    out = []
-    try:
-        names = os.listdir(os.path.join(dm_dir, "slaves"))
-    except OSError:
-        return []
-    for name in names:
-        devnum = _read_devnum(os.path.join(dm_dir, "slaves", name, "dev"))
-        if devnum is not None:
-            out.append((name, devnum))
-    return out
 
 
 def mirror_legs(log_devnum: Optional[int]) -> Tuple[List[Tuple[str, int]], bool]:
@@ -53,8 +30,7 @@ def mirror_legs(log_devnum: Optional[int]) -> Tuple[List[Tuple[str, int]], bool]
     flushes more than needed but never less, and False."""
     found: List[Tuple[str, int]] = []
     every: List[Tuple[str, int]] = []
-    for dm_dir in glob.glob("/sys/block/dm-*"):
-        held = slaves(dm_dir)
+    for held in _sysfs.dm_slaves().values():
         every += held
         if log_devnum is not None and any(d == log_devnum for _, d in held):
             found += [(n, d) for n, d in held if d != log_devnum]

@@ -5,23 +5,25 @@ dm-mirror to userspace over the netlink connector (``NETLINK_CONNECTOR``,
 connector id ``CN_IDX_DM = 7`` / ``CN_VAL_DM_USERSPACE_LOG = 1``).  One
 datagram holds one message, laid out as::
 
-    offset size
-    0      16   struct nlmsghdr  {u32 len; u16 type = NLMSG_DONE; u16 flags; u32 seq; u32 pid}
-    16     20   struct cn_msg    {u32 idx = 7; u32 val = 1; u32 seq; u32 ack; u16 len; u16 flags}
-    36     160  struct dm_ulog_request {u64 luid; char uuid[129]; char pad[3]; u32 version;
-                                        s32 error; u32 seq; u32 request_type; u32 data_size}
-    196    n    data[data_size]
+    struct nlmsghdr         type NLMSG_DONE
+    struct cn_msg           id CN_IDX_DM:CN_VAL_DM_USERSPACE_LOG
+    struct dm_ulog_request  the request header (160 bytes)
+    data[data_size]
 
-(``struct dm_ulog_request`` is ``=Q129s3xIiIII``, 160 bytes, from the uapi
-header ``linux/dm-log-userspace.h``.)  The request starts at byte 36, so its
-u64 is not 8-byte aligned: everything is unpacked with ``unpack_from``.
+The three structs are declared once, in the C shim's ``lc_dmlog.h`` (checked
+there against the uapi headers); their packing here is derived from that
+declaration.  They follow each other without padding, so the request
+starts at byte 36 and its u64 is not 8-byte aligned: everything is
+unpacked with ``unpack_from``.
 
 Replies follow the rules the kernel's ``fill_pkg`` enforces:
 
 - the header is echoed with ``error`` set and ``data_size`` exactly the
   length of the reply payload.  Each request type has a reply *capacity*
-  (:data:`REPLY_CAPACITY`): a ``data_size`` above it makes the kernel fail
-  the request with -ENOSPC ("Insufficient space to receive package"), so a
+  (the kernel's buffer for the reply: the fixed reply size of the request
+  table, :mod:`.requests`; :data:`CTR_REPLY_CAPACITY` for CTR; the rest of
+  the dm status buffer for STATUS_*): a ``data_size`` above it makes the
+  kernel fail the request with -ENOSPC ("Insufficient space to receive package"), so a
   request that returns nothing must be answered with ``data_size = 0`` and
   never echoed with its own payload;
 - the kernel matches a reply on ``dm_ulog_request.seq`` only; ``cn_msg.len``
@@ -30,7 +32,7 @@ Replies follow the rules the kernel's ``fill_pkg`` enforces:
 - a reply goes to the kernel: netlink address (pid 0, groups 0).
 
 Error replies are padded to the request type's *fixed* reply size
-(:data:`FIXED_REPLY_SIZE`).  The kernel's reply capacity is a
+(the request table's ``reply_size``).  The kernel's reply capacity is a
 value-result variable that it does not reset when it retries a request
 after reconnecting to a restarted server: an unpadded -ESRCH reply leaves
 it at 0, and the retried GET_RESYNC_WORK/IN_SYNC ... then fails with
@@ -41,15 +43,17 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Dict, NamedTuple, Optional
+from operator import itemgetter
+from typing import NamedTuple, Optional
+
+from .._c import ffi, struct_view
 
 __all__ = [
     "NETLINK_CONNECTOR", "SOL_NETLINK", "NETLINK_ADD_MEMBERSHIP", "CN_IDX_DM",
     "CN_VAL_DM_USERSPACE_LOG", "NLMSG_DONE", "REQUEST_VERSION", "MAX_PAYLOAD",
-    "NLMSGHDR", "CN_MSG", "ULOG_REQUEST", "HEADERS", "HEADER_SIZE", "REQUEST_OFFSET", "UUID_LEN",
-    "RequestType", "REPLY_CAPACITY", "FIXED_REPLY_SIZE", "Request", "ProtocolError",
-    "parse_datagram", "build_request", "build_reply", "build_ack", "parse_reply",
-    "Reply",
+    "CTR_REPLY_CAPACITY", "NLMSGHDR", "CN_MSG", "ULOG_REQUEST", "HEADERS", "HEADER_FIELDS",
+    "HEADER_SIZE", "REQUEST_OFFSET", "UUID_LEN", "RequestType", "Request", "ProtocolError",
+    "parse_datagram", "build_request", "build_reply", "build_ack", "parse_reply", "Reply",
 ]
 
 # linux/connector.h, linux/netlink.h
@@ -67,15 +71,29 @@ REQUEST_VERSION = 3
 #: (request) is the largest payload it can send (it refuses larger ones).
 MAX_PAYLOAD = 332
 
-NLMSGHDR = struct.Struct("=IHHII")          # 16 bytes
-CN_MSG = struct.Struct("=IIIIHH")           # 20 bytes
-ULOG_REQUEST = struct.Struct("=Q129s3xIiIII")  # 160 bytes
-REQUEST_OFFSET = NLMSGHDR.size + CN_MSG.size   # 36
-HEADER_SIZE = REQUEST_OFFSET + ULOG_REQUEST.size  # 196
-UUID_LEN = 128  # DM_UUID_LEN; the field has one more byte for the NUL
+#: The reply room of a CTR on a table load (DM_NAME_LEN; 0 on the kernel's
+#: reconnect path).
+CTR_REPLY_CAPACITY = 128
 
-_U64 = struct.Struct("=Q")
-_S64 = struct.Struct("=q")
+_VIEWS = (("nl", struct_view("struct lc_nlmsghdr")), ("cn", struct_view("struct lc_cn_msg")),
+          ("req", struct_view("struct lc_ulog_request")))
+NLMSGHDR, CN_MSG, ULOG_REQUEST = (view.struct for _, view in _VIEWS)
+REQUEST_OFFSET = NLMSGHDR.size + CN_MSG.size      # 36
+HEADER_SIZE = REQUEST_OFFSET + ULOG_REQUEST.size  # 196
+#: DM_UUID_LEN without the NUL the field has room for
+UUID_LEN = dict(ffi.typeof("struct lc_ulog_request").fields)["uuid"].type.length - 1
+
+#: The three headers back to back in one struct: one unpack per datagram,
+#: one pack per reply (the server's hot path).  HEADER_FIELDS names what
+#: it yields, ``nl.nlmsg_len`` ... ``req.data_size``.
+HEADERS = struct.Struct("=" + "".join(view.struct.format[1:] for _, view in _VIEWS))
+HEADER_FIELDS = tuple(f"{prefix}.{name}" for prefix, view in _VIEWS for name in view.names)
+_REQUEST_FIELDS = itemgetter(*map(HEADER_FIELDS.index, (
+    "nl.nlmsg_len", "cn.idx", "cn.val", "cn.len", "req.luid", "req.uuid", "req.version",
+    "req.seq", "req.request_type", "req.data_size")))
+_REPLY_FIELDS = itemgetter(*map(HEADER_FIELDS.index, (
+    "nl.nlmsg_len", "nl.nlmsg_type", "cn.idx", "cn.val", "cn.seq", "cn.ack", "cn.len",
+    "req.error", "req.seq", "req.request_type", "req.data_size")))
 
 
 class RequestType(enum.IntEnum):
@@ -101,29 +119,6 @@ class RequestType(enum.IntEnum):
 
 
 RT = RequestType
-
-#: How many reply bytes the kernel reserves per request type (None: what is
-#: left of the dm status buffer, unknown here).  CTR: DM_NAME_LEN on a table
-#: load, but 0 on the kernel's reconnect path.  Every type not listed: 0.
-REPLY_CAPACITY: Dict[int, Optional[int]] = {
-    RT.CTR: 128,
-    RT.GET_REGION_SIZE: 8,
-    RT.IS_CLEAN: 8,
-    RT.IN_SYNC: 8,
-    RT.GET_SYNC_COUNT: 8,
-    RT.GET_RESYNC_WORK: 16,
-    RT.IS_REMOTE_RECOVERING: 16,
-    RT.STATUS_INFO: None,
-    RT.STATUS_TABLE: None,
-}
-
-#: The size of a successful reply that has a fixed size, used to pad error
-#: replies (see the module docstring).  Everything else: 0.
-FIXED_REPLY_SIZE: Dict[int, int] = {
-    rtype: size for rtype, size in REPLY_CAPACITY.items()
-    # CTR's capacity holds an optional device string, not a fixed reply.
-    if size is not None and rtype != RT.CTR
-}
 
 
 class ProtocolError(Exception):
@@ -162,11 +157,6 @@ class Request(NamedTuple):
             return f"type {self.request_type}"
 
 
-#: The three headers in one struct: one unpack per datagram, one pack per
-#: reply (the server's hot path).
-HEADERS = struct.Struct("=IHHII" "IIIIHH" "Q129s3xIiIII")
-
-
 def parse_datagram(buf: bytes) -> Request:
     """The request in one datagram from the kernel.
 
@@ -178,8 +168,8 @@ def parse_datagram(buf: bytes) -> Request:
     size = len(buf)
     if size < HEADER_SIZE:
         raise ProtocolError(f"short datagram ({size} bytes, need {HEADER_SIZE})")
-    (nl_len, _nl_type, _nl_flags, _nl_seq, _nl_pid, idx, val, _cn_seq, _ack, cn_len, _cn_flags,
-     luid, uuid, version, _error, seq, rtype, dsize) = HEADERS.unpack_from(buf, 0)
+    nl_len, idx, val, cn_len, luid, uuid, version, seq, rtype, dsize = \
+        _REQUEST_FIELDS(HEADERS.unpack_from(buf, 0))
     if idx != CN_IDX_DM or val != CN_VAL_DM_USERSPACE_LOG:
         raise ProtocolError(f"connector id {idx}:{val} is not dm-log-userspace's")
     uuid = uuid.split(b"\0", 1)[0]
@@ -204,6 +194,7 @@ def _message(seq: int, luid: int, uuid: bytes, version: int, error: int, rtype: 
              payload: bytes, cn_seq: int) -> bytes:
     dsize = len(payload)
     clen = ULOG_REQUEST.size + dsize
+    # in HEADER_FIELDS order: struct nlmsghdr, struct cn_msg, struct dm_ulog_request
     return HEADERS.pack(REQUEST_OFFSET + clen, NLMSG_DONE, 0, cn_seq, 0,
                         CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, cn_seq, 0, clen, 0,
                         luid, uuid, version, error, seq, rtype, dsize) + payload
@@ -218,10 +209,8 @@ def build_request(request_type: int, seq: int, uuid: bytes, luid: int, data: byt
 
 def build_reply(req: Request, error: int = 0, payload: bytes = b"") -> bytes:
     """The reply to ``req``: ``error`` is 0 or a negative errno, ``payload``
-    the reply data (its length becomes ``data_size``).  An error reply
-    without payload is padded with zeros to the type's fixed reply size."""
-    if error and not payload:
-        payload = bytes(FIXED_REPLY_SIZE.get(req.request_type, 0))
+    the reply data (its length becomes ``data_size``; for an error reply,
+    the zeros that pad it to the type's fixed reply size)."""
     return _message(req.seq, req.luid, req.uuid, req.version, error, req.request_type,
                     payload, req.seq)
 
@@ -249,8 +238,10 @@ class Reply(NamedTuple):
 def parse_reply(buf: bytes) -> Reply:
     """Parse a reply datagram, checking the framing rules the kernel
     applies (ValueError if a rule is broken)."""
-    nl_len, nl_type, _f, _s, _p = NLMSGHDR.unpack_from(buf, 0)
-    idx, val, cn_seq, ack, cn_len, _cf = CN_MSG.unpack_from(buf, NLMSGHDR.size)
+    if len(buf) < REQUEST_OFFSET:
+        raise ValueError(f"short reply ({len(buf)} bytes)")
+    nl_len, nl_type, idx, val, cn_seq, ack, cn_len, error, seq, rtype, dsize = \
+        _REPLY_FIELDS(HEADERS.unpack_from(buf.ljust(HEADER_SIZE, b"\0"), 0))
     if (idx, val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG) or nl_type != NLMSG_DONE:
         raise ValueError(f"bad reply header: id {idx}:{val}, nlmsg type {nl_type}")
     if nl_len != len(buf) or nl_len < REQUEST_OFFSET + cn_len:
@@ -259,18 +250,8 @@ def parse_reply(buf: bytes) -> Reply:
         return Reply(cn_seq, -ack, 0, b"", nl_len, 0, ack)
     if cn_len < ULOG_REQUEST.size:
         raise ValueError(f"incomplete reply: cn_msg.len {cn_len}")
-    _luid, _uuid, _ver, error, seq, rtype, dsize = ULOG_REQUEST.unpack_from(buf, REQUEST_OFFSET)
     if cn_len != ULOG_REQUEST.size + dsize:
-        raise ValueError(f"cn_msg.len {cn_len} != 160 + data_size {dsize}")
+        raise ValueError(f"cn_msg.len {cn_len} != {ULOG_REQUEST.size} + data_size {dsize}")
     return Reply(seq, error, rtype, bytes(buf[HEADER_SIZE:HEADER_SIZE + dsize]), nl_len,
                  cn_len, ack)
 
-
-def u64(value: int) -> bytes:
-    """A u64 payload."""
-    return _U64.pack(value)
-
-
-def s64(value: int) -> bytes:
-    """An s64 payload."""
-    return _S64.pack(value)

@@ -28,25 +28,29 @@ matches the reply on the request's seq.  The server:
 
 Only one server may run per machine (two would both answer, and the
 kernel takes whichever reply comes first): a lock file enforces it.
+
+What each request does is the request table's (:mod:`.requests`); the
+lock, the socket and the serving loop are :mod:`.transport`'s; this module
+holds the logs, makes and unmakes them (CTR, DTR) and answers errors.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
-import hashlib
 import logging
 import os
 import socket
-import struct
 import threading
-import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .. import errors
 from .._log import get_logger
+from .._validate import check_int
 from . import protocol as P
-from .disklog import LogStore
-from .log import DirtyLog, LogArgs, LogView, RequestFailed, parse_ctr, resolve_device
+from .ctr import parse_ctr
+from .disklog import open_store, remove_state_file
+from .log import DirtyLog, LogView, RequestFailed
+from .requests import REQUESTS, error_padding
+from .transport import RCVBUF, Transport
 
 __all__ = ["DirtyLogServer", "DEFAULT_LOCK_FILE", "DEFAULT_STATE_DIR", "RCVBUF"]
 
@@ -56,33 +60,20 @@ DEFAULT_LOCK_FILE = "/run/loopcore-dmlog.lock"
 #: State files of clustered-core logs (tmpfs: they need to outlive the
 #: server, not a reboot, as a core log does not either).
 DEFAULT_STATE_DIR = "/run/loopcore-dmlog"
-#: Receive buffer asked for (SO_RCVBUFFORCE as root, else SO_RCVBUF).
-RCVBUF = 8 << 20
-_SO_RCVBUFFORCE = 33
-_U64 = struct.Struct("=Q")
-_PAIR = struct.Struct("=qQ")
-_SYNC = struct.Struct("=Qq")
-_TIMEVAL = struct.Struct("@ll")  # struct timeval: native longs
-#: How often (microseconds) the serving loop wakes to see whether stop()
-#: was called.
-_WAKE_US = 200_000
 
 Key = Tuple[bytes, int]
+# CTR and DTR make and unmake logs: not rows of the request table (plain
+# ints: an enum member's lookup costs more than the comparison, per request)
+_CTR, _DTR = int(P.RT.CTR), int(P.RT.DTR)
 
 
-def _u64s(data: bytes, what: str) -> Tuple[int, ...]:
-    if len(data) % 8:
-        raise RequestFailed(errno.EINVAL, f"{what}: payload of {len(data)} bytes is not "
-                                          f"a list of u64")
-    return struct.unpack(f"={len(data) // 8}Q", data)
+def _error(req: P.Request, errno_value: int) -> bytes:
+    """An error reply, padded to the type's fixed reply size (see protocol)."""
+    return P.build_reply(req, -errno_value, error_padding(req.request_type))
 
 
-def _one_u64(data: bytes, what: str) -> int:
-    if len(data) != 8:
-        raise RequestFailed(errno.EINVAL, f"{what}: payload of {len(data)} bytes, "
-                                          f"expected a u64")
-    value: int = _U64.unpack(data)[0]
-    return value
+def _errname(errno_value: int) -> str:
+    return errno.errorcode.get(errno_value, str(errno_value))
 
 
 class DirtyLogServer:
@@ -109,41 +100,17 @@ class DirtyLogServer:
                  state_dir: Optional[str] = DEFAULT_STATE_DIR,
                  sock: Optional[socket.socket] = None, rcvbuf: int = RCVBUF,
                  busy_poll_us: int = 0) -> None:
-        if not isinstance(busy_poll_us, int) or isinstance(busy_poll_us, bool) \
-                or busy_poll_us < 0:
-            raise errors.ValueError(f"busy_poll_us must be a non-negative int, "
-                                    f"got {busy_poll_us!r}")
+        self.busy_poll_us = check_int("busy_poll_us", busy_poll_us)
         self.lock_file = lock_file
-        self.busy_poll_us = busy_poll_us
         self.state_dir = state_dir
         self.rcvbuf = rcvbuf
         self._given_sock = sock
-        self._sock: Optional[socket.socket] = None
-        self._lock_fd = -1
+        self._transport: Optional[Transport] = None
         self._logs: Dict[Key, DirtyLog] = {}
         self._mutex = threading.RLock()
         self._thread: Optional[threading.Thread] = None
-        self._stopping = False
         self._unknown_reported: set[Key] = set()
         self.subscribed = threading.Event()
-        self._handlers: Dict[int, Callable[[DirtyLog, P.Request], bytes]] = {
-            P.RT.PRESUSPEND: self._presuspend,
-            P.RT.POSTSUSPEND: self._postsuspend,
-            P.RT.RESUME: self._resume,
-            P.RT.GET_REGION_SIZE: lambda log, req: _U64.pack(log.args.region_size),
-            P.RT.IS_CLEAN: lambda log, req: P.s64(log.is_clean(_one_u64(req.data, "IS_CLEAN"))),
-            P.RT.IN_SYNC: lambda log, req: P.s64(log.in_sync(_one_u64(req.data, "IN_SYNC"))),
-            P.RT.FLUSH: self._flush,
-            P.RT.MARK_REGION: self._mark,
-            P.RT.CLEAR_REGION: self._clear,
-            P.RT.GET_RESYNC_WORK: lambda log, req: _PAIR.pack(*log.get_resync_work()),
-            P.RT.SET_REGION_SYNC: self._set_region_sync,
-            P.RT.GET_SYNC_COUNT: lambda log, req: _U64.pack(log.sync_count),
-            P.RT.STATUS_INFO: lambda log, req: log.status_info().encode() + b"\0",
-            P.RT.STATUS_TABLE: lambda log, req: log.status_table().encode() + b"\0",
-            P.RT.IS_REMOTE_RECOVERING: lambda log, req: _PAIR.pack(
-                *log.is_remote_recovering(_one_u64(req.data, "IS_REMOTE_RECOVERING"))),
-        }
 
     # --- the view ----------------------------------------------------------------------
 
@@ -170,7 +137,7 @@ class DirtyLogServer:
                 return None
             _log.warning("malformed %s request (seq %d): %s: answered -EINVAL",
                          exc.request.type_name, exc.request.seq, exc)
-            return P.build_reply(exc.request, -errno.EINVAL)
+            return _error(exc.request, errno.EINVAL)
         with self._mutex:
             return self._dispatch(req)
 
@@ -179,16 +146,16 @@ class DirtyLogServer:
             _log.warning("%s request (seq %d) with protocol version %d (this server speaks "
                          "1 to %d): answered -EINVAL", req.type_name, req.seq, req.version,
                          P.REQUEST_VERSION)
-            return P.build_reply(req, -errno.EINVAL)
+            return _error(req, errno.EINVAL)
         rtype = req.request_type
-        if rtype == P.RT.CTR:
+        if rtype == _CTR:
             return self._ctr(req)
-        if rtype == P.RT.DTR:
+        if rtype == _DTR:
             return self._dtr(req)
-        handler = self._handlers.get(rtype)
-        if handler is None:
+        row = REQUESTS.get(rtype)
+        if row is None:
             _log.warning("unknown request type %d (seq %d): answered -EINVAL", rtype, req.seq)
-            return P.build_reply(req, -errno.EINVAL)
+            return _error(req, errno.EINVAL)
         log = self._logs.get(req.key)
         if log is None:
             # The kernel reconnects on -ESRCH (re-sends CTR and RESUME, then
@@ -198,13 +165,14 @@ class DirtyLogServer:
                 self._unknown_reported.add(req.key)
                 _log.info("%s for unknown log %s/%#x: -ESRCH (the kernel reconnects)",
                           req.type_name, req.uuid.decode("ascii", "replace"), req.luid)
-            return P.build_reply(req, -errno.ESRCH)
+            return _error(req, errno.ESRCH)
+        decode, operate, encode, _ = row
         try:
-            payload = handler(log, req)
+            payload = encode(operate(log, *decode(req.data)))
         except RequestFailed as exc:
             _log.error("%s (seq %d): %s: answered -%s", req.type_name, req.seq, exc,
-                       errno.errorcode.get(exc.errno, str(exc.errno)))
-            return P.build_reply(req, -exc.errno)
+                       _errname(exc.errno))
+            return _error(req, exc.errno)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("%s %s seq %d data %s -> %s", log.name, req.type_name, req.seq,
                        req.data.hex(), payload.hex())
@@ -218,7 +186,7 @@ class DirtyLogServer:
             args = parse_ctr(req.data)
         except ValueError as exc:
             _log.error("bad CTR for %s: %s: answered -EINVAL", name, exc)
-            return P.build_reply(req, -errno.EINVAL)
+            return _error(req, errno.EINVAL)
         existing = self._logs.get(req.key)
         if existing is not None:
             if existing.args.text == args.text:
@@ -229,7 +197,7 @@ class DirtyLogServer:
                 return P.build_reply(req)
             _log.error("CTR for existing log %s with other arguments (%r, held: %r): "
                        "answered -EINVAL", name, args.text, existing.args.text)
-            return P.build_reply(req, -errno.EINVAL)
+            return _error(req, errno.EINVAL)
         # The CTR of a table load carries the string without its NUL; the
         # one the kernel sends when it reconnects to a (restarted) server
         # carries the NUL and accepts no reply data.
@@ -239,12 +207,12 @@ class DirtyLogServer:
                          "when the kernel reconnects after a restart of the server",
                          name, len(req.data))
         try:
-            store = self._open_store(req, args, reconnect)
+            store = open_store(args, req.key, self.state_dir, reconnect)
         except (OSError, ValueError) as exc:
             err = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
             _log.error("CTR for %s: log device %s: %s: answered -%s", name, args.device,
-                       exc, errno.errorcode.get(err, str(err)))
-            return P.build_reply(req, -err)
+                       exc, _errname(err))
+            return _error(req, err)
         log = DirtyLog(req.uuid, req.luid, args, store=store, reconnected=reconnect)
         self._logs[req.key] = log
         self._unknown_reported.discard(req.key)
@@ -261,37 +229,11 @@ class DirtyLogServer:
         if args.device is not None and req.version >= 2 and not reconnect:
             # the kernel then opens the log device itself (dm_get_device):
             # it shows in the mirror's deps and stays open while the table
-            # lives; the reply must end in NUL and fit DM_NAME_LEN (128)
+            # lives; the reply must end in NUL and fit DM_NAME_LEN
             dev = args.device.encode() + b"\0"
-            if len(dev) <= 128:
+            if len(dev) <= P.CTR_REPLY_CAPACITY:
                 payload = dev
         return P.build_reply(req, 0, payload)
-
-    def _open_store(self, req: P.Request, args: LogArgs, reconnect: bool) -> Optional[LogStore]:
-        if args.device is not None:
-            return LogStore(resolve_device(args.device), args.region_count, durable=True)
-        if self.state_dir is None:
-            return None
-        path = self._state_path(req.key)
-        try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            if not reconnect:
-                # a new table: whatever a luid of the same value left is stale
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-            return LogStore(path, args.region_count, durable=False, create=True)
-        except (OSError, ValueError) as exc:
-            _log.warning("no state file for core log %s/%#x (%s): a restart of the server "
-                         "will resync it fully", req.uuid.decode("ascii", "replace"),
-                         req.luid, exc)
-            return None
-
-    def _state_path(self, key: Key) -> str:
-        assert self.state_dir is not None
-        digest = hashlib.sha256(key[0]).hexdigest()[:24]
-        return os.path.join(self.state_dir, f"core-{digest}-{key[1]:016x}.log")
 
     def _dtr(self, req: P.Request) -> bytes:
         log = self._logs.pop(req.key, None)
@@ -303,127 +245,48 @@ class DirtyLogServer:
             # the log device.
             log.close()
             if log.store is not None and not log.store.durable:
-                try:
-                    os.unlink(log.store.path)
-                except OSError:
-                    pass
+                remove_state_file(log.store)
             _log.info("log removed: %s", log.name)
         return P.build_reply(req)
 
-    # --- the other requests ----------------------------------------------------------------
-
-    def _presuspend(self, log: DirtyLog, req: P.Request) -> bytes:
-        log.presuspend()
-        return b""
-
-    def _postsuspend(self, log: DirtyLog, req: P.Request) -> bytes:
-        log.postsuspend()
-        return b""
-
-    def _resume(self, log: DirtyLog, req: P.Request) -> bytes:
-        log.resume()
-        return b""
-
-    def _flush(self, log: DirtyLog, req: P.Request) -> bytes:
-        log.flush(_u64s(req.data, "FLUSH"))
-        return b""
-
-    def _mark(self, log: DirtyLog, req: P.Request) -> bytes:
-        log.mark(_u64s(req.data, "MARK_REGION"))
-        return b""
-
-    def _clear(self, log: DirtyLog, req: P.Request) -> bytes:
-        log.clear(_u64s(req.data, "CLEAR_REGION"))
-        return b""
-
-    def _set_region_sync(self, log: DirtyLog, req: P.Request) -> bytes:
-        if len(req.data) != _SYNC.size:
-            raise RequestFailed(errno.EINVAL, f"SET_REGION_SYNC: payload of {len(req.data)} "
-                                              f"bytes, expected 16")
-        region, in_sync = _SYNC.unpack(req.data)
-        log.set_region_sync(region, in_sync)
-        return b""
-
     # --- lifetime ------------------------------------------------------------------------
 
-    def _take_lock(self) -> None:
-        if self.lock_file is None or self._lock_fd >= 0:
-            return
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise errors.error_from_errno(
-                errno.EBUSY, self.lock_file,
-                f"another dm-log-userspace server is running (pid {holder or '?'})",
-                dm=True) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-
-    def _open_socket(self) -> socket.socket:
-        if self._given_sock is not None:
-            return self._given_sock
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                                 P.NETLINK_CONNECTOR)
-        except OSError as exc:
-            raise errors.converted(exc, dm=True) from None
-        try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.rcvbuf)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-            sock.bind((0, 0))
-            sock.setsockopt(P.SOL_NETLINK, P.NETLINK_ADD_MEMBERSHIP, P.CN_IDX_DM)
-        except OSError as exc:
-            sock.close()
-            new = errors.converted(exc, dm=True)
-            if isinstance(new, OSError) and exc.errno == errno.EPERM:
-                new.strerror = "joining the dm-log-userspace group needs root (CAP_NET_ADMIN)"
-            raise new from None
-        return sock
-
-    def _setup(self) -> None:
-        if self._sock is not None:
+    def _setup(self) -> Transport:
+        if self._transport is not None:
             raise errors.ValueError("the server is already running")
-        self._take_lock()
-        try:
-            self._sock = self._open_socket()
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                                  _TIMEVAL.pack(0, _WAKE_US))
-        except BaseException:
-            self._release()
-            raise
-        self._stopping = False
+        self._transport = Transport(lock_file=self.lock_file, rcvbuf=self.rcvbuf,
+                                    sock=self._given_sock)
         self.subscribed.set()
-        where = "the netlink connector (group 7)" if self._given_sock is None \
-            else "the given socket"
+        where = "the given socket" if self._given_sock is not None \
+            else "the netlink connector (group 7)"
         _log.info("listening on %s, pid %d", where, os.getpid())
+        return self._transport
 
     def start(self) -> "DirtyLogServer":
         """Serve from a background thread; returns once subscribed (requests
         sent from now on are received)."""
-        self._setup()
-        self._thread = threading.Thread(target=self._loop, name="loopcore-dmlog", daemon=True)
+        transport = self._setup()
+        self._thread = threading.Thread(target=transport.serve, name="loopcore-dmlog",
+                                        args=(self.handle_datagram, self.busy_poll_us),
+                                        daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until :meth:`stop` (from another thread or a
         signal handler)."""
-        self._setup()
+        transport = self._setup()
         try:
-            self._loop()
+            transport.serve(self.handle_datagram, self.busy_poll_us)
         finally:
             self._shutdown()
 
     def stop(self) -> None:
         """Stop serving, write every disk log (and core state file), close
         everything and release the lock.  Idempotent."""
-        self._stopping = True   # the loop sees it within its receive timeout
+        transport = self._transport
+        if transport is not None:
+            transport.wake()   # the serving loop returns at once
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -435,68 +298,6 @@ class DirtyLogServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def _loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        netlink = self._given_sock is None
-        # One blocking recvfrom and one sendto per request, nothing else (a
-        # request's round trip holds up the mirror's I/O).  SO_RCVTIMEO (set
-        # in _setup) bounds how long stop() waits for the loop to notice.
-        recvfrom = sock.recvfrom
-        handle = self.handle_datagram
-        spin_ns = self.busy_poll_us * 1000
-        monotonic_ns = time.monotonic_ns
-        dontwait = socket.MSG_DONTWAIT
-        busy_until = 0
-        while not self._stopping:
-            try:
-                if busy_until:
-                    # busy-poll for the next request for a while after an
-                    # answer: requests come in bursts (one kmirrord pass
-                    # sends several), and a thread that never sleeps needs
-                    # no wake-up (costly between virtual CPUs)
-                    try:
-                        data, addr = recvfrom(65536, dontwait)
-                    except BlockingIOError:
-                        if monotonic_ns() > busy_until:
-                            busy_until = 0
-                        continue
-                else:
-                    data, addr = recvfrom(65536)
-            except BlockingIOError:   # the receive timeout: look at _stopping
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    _log.warning("receive buffer overrun: requests were lost (the "
-                                 "kernel resends them after 15 s)")
-                    continue
-                if exc.errno == errno.EINTR:
-                    continue
-                if self._stopping:
-                    break
-                _log.error("receive failed: %s", exc)
-                time.sleep(0.1)  # do not spin on a persistent error
-                continue
-            sender = addr[0] if netlink and isinstance(addr, tuple) else 0
-            try:
-                reply = handle(data, sender)
-            except Exception:  # a bug must not stop the other logs' service
-                _log.exception("internal error on a datagram; dropped")
-                continue
-            if reply is not None:
-                self._send(sock, reply, netlink)
-            if spin_ns:
-                busy_until = monotonic_ns() + spin_ns
-
-    def _send(self, sock: socket.socket, reply: bytes, netlink: bool) -> None:
-        try:
-            if netlink:
-                sock.sendto(reply, (0, 0))  # unicast to the kernel
-            else:
-                sock.send(reply)
-        except OSError as exc:
-            _log.error("sending a reply failed: %s (the kernel resends after 15 s)", exc)
 
     def persist_all(self) -> None:
         """Write every live log now (what :meth:`stop` does before closing)."""
@@ -520,9 +321,6 @@ class DirtyLogServer:
 
     def _release(self) -> None:
         self.subscribed.clear()
-        if self._sock is not None and self._sock is not self._given_sock:
-            self._sock.close()
-        self._sock = None
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()

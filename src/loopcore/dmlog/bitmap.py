@@ -1,0 +1,60 @@
+"""Bitmaps of one bit per region, as the kernel's disk log lays them out:
+a ``bytearray``, bit ``r`` is bit ``r & 7`` of byte ``r >> 3``, padded to
+64 bits.  Plain bytes, so that C can later own the same buffers."""
+from __future__ import annotations
+
+import re
+
+__all__ = ["nbytes", "full", "test", "set_bit", "clear_bit", "next_zero", "popcount"]
+
+_NOT_FF = re.compile(rb"[^\xff]")
+_POPCOUNT = bytes(bin(i).count("1") for i in range(256))
+
+
+def nbytes(bit_count: int) -> int:
+    """Bytes of a bitmap of ``bit_count`` bits: rounded up to 64 bits."""
+    return (bit_count + 63) // 64 * 8
+
+
+def full(bit_count: int) -> bytearray:
+    """A bitmap with its first ``bit_count`` bits set and the padding clear."""
+    bits = bytearray(b"\xff") * (bit_count >> 3)
+    if bit_count & 7:
+        bits.append((1 << (bit_count & 7)) - 1)
+    return bits.ljust(nbytes(bit_count), b"\0")
+
+
+def test(bits: bytearray, r: int) -> bool:
+    """Bit ``r``."""
+    return bool(bits[r >> 3] >> (r & 7) & 1)
+
+
+def set_bit(bits: bytearray, r: int) -> None:
+    """Set bit ``r``."""
+    bits[r >> 3] |= 1 << (r & 7)
+
+
+def clear_bit(bits: bytearray, r: int) -> None:
+    """Clear bit ``r``."""
+    bits[r >> 3] &= ~(1 << (r & 7)) & 0xFF
+
+
+def next_zero(bits: bytearray, start: int, limit: int) -> int:
+    """The first zero bit at or after ``start``; ``limit`` if none before it."""
+    i = start >> 3
+    if i >= len(bits):
+        return limit
+    byte = bits[i] | ((1 << (start & 7)) - 1)
+    if byte == 0xFF:
+        m = _NOT_FF.search(bits, i + 1)  # the scan runs in C
+        if m is None:
+            return limit
+        i = m.start()
+        byte = bits[i]
+    return min(i * 8 + ((~byte & (byte + 1)).bit_length() - 1), limit)
+
+
+def popcount(bits: bytearray) -> int:
+    """The number of bits set."""
+    # a byte-wise table: no transient copy larger than the bitmap itself
+    return sum(bits.translate(_POPCOUNT))
