@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <linux/dm-ioctl.h>
 
+#include "layout_check.h"
 #include "lc_dm.h"
 
 /*
@@ -20,12 +21,6 @@
  * through views derived from lc_dm.h, so the compiler checks that header
  * against <linux/dm-ioctl.h> here.
  */
-#define LC_SAME_SIZE(lc, k) \
-    _Static_assert(sizeof(struct lc) == sizeof(struct k), #lc " is the size of " #k)
-#define LC_SAME_FIELD(lc, k, field) \
-    _Static_assert(offsetof(struct lc, field) == offsetof(struct k, field) \
-                   && sizeof(((struct lc *)0)->field) == sizeof(((struct k *)0)->field), \
-                   #lc "." #field " is where and as large as in " #k)
 
 LC_SAME_SIZE(lc_dm_ioctl, dm_ioctl);
 LC_SAME_FIELD(lc_dm_ioctl, dm_ioctl, version);
@@ -52,29 +47,24 @@ LC_SAME_FIELD(lc_dm_target_spec, dm_target_spec, target_type);
 _Static_assert(sizeof(((struct lc_dm_target_spec *)0)->target_type) == DM_MAX_TYPE_NAME,
                "target_type is DM_MAX_TYPE_NAME");
 
-/* A flexible array member has no size: only its offset is compared. */
 LC_SAME_SIZE(lc_dm_target_deps, dm_target_deps);
 LC_SAME_FIELD(lc_dm_target_deps, dm_target_deps, count);
 LC_SAME_FIELD(lc_dm_target_deps, dm_target_deps, padding);
-_Static_assert(offsetof(struct lc_dm_target_deps, dev) == offsetof(struct dm_target_deps, dev),
-               "deps dev[]");
+LC_SAME_FLEX(lc_dm_target_deps, dm_target_deps, dev);
 
 LC_SAME_SIZE(lc_dm_name_list, dm_name_list);
 LC_SAME_FIELD(lc_dm_name_list, dm_name_list, dev);
 LC_SAME_FIELD(lc_dm_name_list, dm_name_list, next);
-_Static_assert(offsetof(struct lc_dm_name_list, name) == offsetof(struct dm_name_list, name),
-               "name_list name[]");
+LC_SAME_FLEX(lc_dm_name_list, dm_name_list, name);
 
 LC_SAME_SIZE(lc_dm_target_versions, dm_target_versions);
 LC_SAME_FIELD(lc_dm_target_versions, dm_target_versions, next);
 LC_SAME_FIELD(lc_dm_target_versions, dm_target_versions, version);
-_Static_assert(offsetof(struct lc_dm_target_versions, name)
-               == offsetof(struct dm_target_versions, name), "target_versions name[]");
+LC_SAME_FLEX(lc_dm_target_versions, dm_target_versions, name);
 
 LC_SAME_SIZE(lc_dm_target_msg, dm_target_msg);
 LC_SAME_FIELD(lc_dm_target_msg, dm_target_msg, sector);
-_Static_assert(offsetof(struct lc_dm_target_msg, message) == offsetof(struct dm_target_msg, message),
-               "target_msg message[]");
+LC_SAME_FLEX(lc_dm_target_msg, dm_target_msg, message);
 
 LC_SAME_SIZE(lc_ucred, ucred);
 LC_SAME_FIELD(lc_ucred, ucred, pid);

@@ -13,40 +13,36 @@
 #include <linux/dm-log-userspace.h>
 #include <linux/netlink.h>
 
+#include "layout_check.h"
 #include "lc_dmlog.h"
 
-#define SAME_FIELD(lc, k, lf, kf) \
-    _Static_assert(offsetof(struct lc, lf) == offsetof(struct k, kf) && \
-                   sizeof(((struct lc *)0)->lf) == sizeof(((struct k *)0)->kf), \
-                   #lc "." #lf " is not " #k "." #kf)
-#define SAME_SIZE(lc, k) \
-    _Static_assert(sizeof(struct lc) == sizeof(struct k), #lc " is not " #k)
+/* lc_dmlog.h's structs are the kernel's, field for field (Python packs them
+ * through views derived from that header). */
+LC_SAME_SIZE(lc_nlmsghdr, nlmsghdr);
+LC_SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_len);
+LC_SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_type);
+LC_SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_flags);
+LC_SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_seq);
+LC_SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_pid);
 
-SAME_SIZE(lc_nlmsghdr, nlmsghdr);
-SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_len, nlmsg_len);
-SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_type, nlmsg_type);
-SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_flags, nlmsg_flags);
-SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_seq, nlmsg_seq);
-SAME_FIELD(lc_nlmsghdr, nlmsghdr, nlmsg_pid, nlmsg_pid);
-
-SAME_SIZE(lc_cn_msg, cn_msg);
-SAME_FIELD(lc_cn_msg, cn_msg, idx, id.idx);
-SAME_FIELD(lc_cn_msg, cn_msg, val, id.val);
-SAME_FIELD(lc_cn_msg, cn_msg, seq, seq);
-SAME_FIELD(lc_cn_msg, cn_msg, ack, ack);
-SAME_FIELD(lc_cn_msg, cn_msg, len, len);
-SAME_FIELD(lc_cn_msg, cn_msg, flags, flags);
+LC_SAME_SIZE(lc_cn_msg, cn_msg);
+LC_SAME_FIELD_AS(lc_cn_msg, cn_msg, idx, id.idx);
+LC_SAME_FIELD_AS(lc_cn_msg, cn_msg, val, id.val);
+LC_SAME_FIELD(lc_cn_msg, cn_msg, seq);
+LC_SAME_FIELD(lc_cn_msg, cn_msg, ack);
+LC_SAME_FIELD(lc_cn_msg, cn_msg, len);
+LC_SAME_FIELD(lc_cn_msg, cn_msg, flags);
 _Static_assert(offsetof(struct cn_msg, data) == sizeof(struct lc_cn_msg),
                "cn_msg's data follows the struct");
 
-SAME_SIZE(lc_ulog_request, dm_ulog_request);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, luid, luid);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, uuid, uuid);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, version, version);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, error, error);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, seq, seq);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, request_type, request_type);
-SAME_FIELD(lc_ulog_request, dm_ulog_request, data_size, data_size);
+LC_SAME_SIZE(lc_ulog_request, dm_ulog_request);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, luid);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, uuid);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, version);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, error);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, seq);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, request_type);
+LC_SAME_FIELD(lc_ulog_request, dm_ulog_request, data_size);
 _Static_assert(offsetof(struct dm_ulog_request, data) == sizeof(struct lc_ulog_request),
                "dm_ulog_request's data follows the struct");
 

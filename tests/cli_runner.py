@@ -4,7 +4,6 @@ with its standard streams broken (closed, full, a pipe nobody reads)."""
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 from typing import List
@@ -36,15 +35,6 @@ def one_line(stderr: bytes) -> str:
     assert text.endswith("\n") and text.count("\n") == 1, text
     assert text.startswith("loopcore"), text
     return text.rstrip("\n")
-
-
-def free_high_number() -> int:
-    """A loop device number far above what other processes use, not in use."""
-    for _ in range(100):
-        n = random.randrange(30000, 40000)
-        if not os.path.exists(f"/sys/block/loop{n}"):
-            return n
-    raise AssertionError("no free loop number")
 
 
 # --- output that cannot be written ---------------------------------------------------------

@@ -191,6 +191,15 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def connector_available() -> bool:
+    """Whether the kernel has the netlink connector dm-log-userspace talks over."""
+    try:
+        with open("/proc/net/connector") as f:
+            return "Name" in f.read()
+    except OSError:
+        return False
+
+
 def fresh_number() -> int:
     """A loop device number nobody has: tests that make /dev/loopN never
     touch a device they did not create."""

@@ -24,8 +24,8 @@ import loopcore
 from loopcore import cli
 from loopcore.cli import arguments, columns
 
-from cli_runner import free_high_number, loopcore_cmd, loopcore_redirected, one_line, run_main
-from conftest import VARIANTS, attached, kernel_size, sysfs
+from cli_runner import loopcore_cmd, loopcore_redirected, one_line, run_main
+from conftest import VARIANTS, attached, fresh_number, kernel_size, sysfs
 from uevents import Uevents
 
 MiB = 1 << 20
@@ -245,7 +245,7 @@ def test_set_capacity(make_image):
 @pytest.mark.root
 @pytest.mark.usefixtures("no_leaks")
 def test_control_add_remove_get_free():
-    n = free_high_number()
+    n = fresh_number()
     out = loopcore_cmd("control", "add", str(n), check=True)
     try:
         assert out.stdout == f"/dev/loop{n}\n".encode()
@@ -362,7 +362,7 @@ def test_attach_dev_file_find_show_and_nooverlap(make_image):
     (and does not detach it when its output is lost) and refuses an
     overlapping range."""
     img = make_image(size=4 * MiB)
-    n = free_high_number()
+    n = fresh_number()
     r = loopcore_cmd("attach", f"/dev/loop{n}", str(img), check=True)
     try:
         assert r.stdout == f"/dev/loop{n}\n".encode()

@@ -20,12 +20,11 @@ from loopcore import cli
 from cli_runner import (
     STDOUT_REASONS,
     assert_clean_stderr,
-    free_high_number,
     loopcore_cmd,
     loopcore_redirected,
     one_line,
 )
-from conftest import attached, bound_under
+from conftest import attached, bound_under, fresh_number
 
 MiB = 1 << 20
 
@@ -171,7 +170,7 @@ def test_attach_that_cannot_print_detaches(make_image, tmp_path, stdout, stderr)
 @pytest.mark.usefixtures("no_leaks")
 @pytest.mark.parametrize("stdout", ["full", "closed", "broken-pipe"])
 def test_control_add_that_cannot_print_removes(stdout):
-    n = free_high_number()
+    n = fresh_number()
     try:
         r = loopcore_redirected(["control", "add", str(n)], stdout=stdout)
         assert not os.path.exists(f"/sys/block/loop{n}"), "the device it could not print stayed"

@@ -16,15 +16,9 @@ import pytest
 from loopcore import cli
 from loopcore.cli import dmlog as dmlog_cli
 
+from conftest import connector_available
+
 DMLOG = [sys.executable, "-m", "loopcore.dmlog"]
-
-
-def _connector_available() -> bool:
-    try:
-        with open("/proc/net/connector") as f:
-            return "Name" in f.read()
-    except OSError:
-        return False
 
 
 def test_registered_with_the_loopcore_command():
@@ -63,7 +57,7 @@ def test_failed_start_restores_the_signal_mask(tmp_path, capsys):
 
 @pytest.mark.root
 def test_serve_pidfile_notify_and_sigterm(tmp_path):
-    if os.geteuid() != 0 or not _connector_available():
+    if os.geteuid() != 0 or not connector_available():
         pytest.skip("needs root and the netlink connector")
     pidfile = tmp_path / "dmlog.pid"
     notify_path = str(tmp_path / "notify")

@@ -27,6 +27,7 @@ from conftest import (
     attached,
     blkpg_partition,
     force_detach,
+    fresh_number,
     kernel_parses_gpt,
     kernel_size,
     kernel_status,
@@ -109,7 +110,7 @@ def test_list_devices_sorted_bound_and_unbound(image):
                 assert info.flags & ~Flags.READ_ONLY == Flags(0)
                 assert (info.offset, info.size_limit, info.backing_inode) == (0, 0, 0)
         # a fresh device we made ourselves is certainly unbound
-        number = _free_high_number()
+        number = fresh_number()
         ctl.add(number)
         try:
             info = {i.number: i for i in loopcore.list_devices(include_unbound=True)}[number]
@@ -118,15 +119,6 @@ def test_list_devices_sorted_bound_and_unbound(image):
             assert number not in {i.number for i in loopcore.list_devices()}
         finally:
             ctl.remove(number)
-
-
-def _free_high_number() -> int:
-    import random
-    for _ in range(100):
-        n = random.randrange(20000, 30000)
-        if not os.path.exists(f"/sys/block/loop{n}"):
-            return n
-    raise AssertionError("no free loop number")
 
 
 def test_small_buffer_grows(make_image, monkeypatch):
@@ -260,7 +252,7 @@ def test_partitions_without_partscan_and_timeouts(image):
         assert exc.value.errno == errno.ETIMEDOUT and exc.value.filename == dev.path
         with pytest.raises(ValueError):
             dev.wait_for_partitions(-1)
-    number = _free_high_number()
+    number = fresh_number()
     with pytest.raises(OSError) as exc2:
         discovery.partitions(number)
     assert exc2.value.errno == errno.ENODEV and exc2.value.filename == f"/dev/loop{number}"

@@ -26,6 +26,8 @@ from loopcore.dmlog import DirtyLogServer
 from loopcore.dmlog import log as logmod
 from loopcore.dmlog import protocol as P
 
+from conftest import connector_available
+
 # request types, numbered as in linux/dm-log-userspace.h (typed out here,
 # not taken from loopcore)
 CTR, DTR, PRESUSPEND, POSTSUSPEND, RESUME, GET_REGION_SIZE, IS_CLEAN, IN_SYNC, FLUSH, \
@@ -794,17 +796,9 @@ def test_large_log_resync_search_finds_the_one_region_out_of_sync(h):
 
 # --- the real socket and the command -----------------------------------------------------------
 
-def _connector_available() -> bool:
-    try:
-        with open("/proc/net/connector") as f:
-            return "Name" in f.read()
-    except OSError:
-        return False
-
-
 @pytest.mark.root
 def test_netlink_subscription_joins_group_7(tmp_path):
-    if os.geteuid() != 0 or not _connector_available():
+    if os.geteuid() != 0 or not connector_available():
         pytest.skip("needs root and the netlink connector")
     with DirtyLogServer(lock_file=str(tmp_path / "lock"), state_dir=None) as srv:
         assert srv._transport is not None

@@ -2,7 +2,10 @@
 
 The bulk scan of all loop devices is one C call (``lc_scan_loops``); what
 is read here is the per-device remainder: a loop device's backing path,
-its partitions, the kernel name behind a device number, read-ahead.
+its partitions, the kernel name behind a device number (the one resolver
+of a dev_t), read-ahead, the loop module's max_part, an fd's path; for
+device-mapper the misc minor and the uevent sequence number; for the
+dirty-log server a dm device's slaves.
 """
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ import errno
 import os
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_backing_file",
-           "loop_partition_numbers", "loop_partition", "read_ahead_sectors"]
+__all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_number", "loop_backing_file",
+           "loop_partition_numbers", "loop_partition", "read_ahead_sectors", "loop_max_part",
+           "fd_path", "misc_minor", "uevent_seqnum", "dm_slaves"]
 
 SYS_BLOCK = "/sys/block"
 
