@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import select
 import time
 from typing import Callable, Iterator, List, Tuple
 
@@ -57,12 +58,12 @@ def same_as_dmsetup(mapper: dm.DeviceMapper, name: str) -> Tuple[List[dm.TargetP
         assert str(typed) == target.params          # our format is the kernel's
         assert type(typed).parse(str(typed)) == typed
         params.append(typed)
-    # a status can move between two reads (a commit, a resync): retry
+    # a status can move between our read and dmsetup's (a commit, a
+    # resync): compare again, a bounded number of times
     for _ in range(10):
         status = mapper.status(name)
         if str(status) == dmsetup("status", name).stdout.rstrip("\n"):
             break
-        time.sleep(0.1)
     else:
         raise AssertionError(f"status of {name}: {status} != dmsetup's")
     return params, [line.parsed() for line in status]
@@ -84,12 +85,19 @@ def read_uncached(name: str, offset: int, length: int) -> bytes:
 
 def wait_status(mapper: dm.DeviceMapper, name: str,
                 done: Callable[[dm.TargetStatus], bool], timeout: float = 120) -> dm.TargetStatus:
+    """The device's status once ``done`` holds for it.  What these tests wait
+    for (a resync's end, a pool running out of space, a snapshot filling)
+    raises a dm event: sleep in poll() on the control fd, armed for the
+    next event of any device, and look again at each (``timeout`` bounds a
+    hang, it is no guess at how long it takes)."""
     deadline = time.monotonic() + timeout
     while True:
+        mapper.arm_poll()  # before the look: an event after it wakes the poll
         status = mapper.status(name)[0].parsed()
-        if done(status) or time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if done(status) or left <= 0:
             return status
-        time.sleep(0.2)
+        select.select([mapper.fileno()], [], [], left)
 
 
 # --- linear, striped, zero, error -------------------------------------------------------

@@ -5,7 +5,6 @@ import argparse
 import errno
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -48,16 +47,13 @@ def write_dm(name: str, offset: int, data: bytes) -> None:
 def read_dm(name: str, offset: int, length: int) -> bytes:
     # The guest runs udev: on the change event of a resume its dm rules may
     # replace the /dev/mapper node loopcore made, which leaves it missing
-    # for a moment.
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY)
-            break
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    # for a moment: wait for udev's queue to drain, then open it again.
+    path = os.path.join(dm.DEV_DIR, name)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        subprocess.run(["udevadm", "settle", "--timeout=60"], check=False)
+        fd = os.open(path, os.O_RDONLY)
     try:
         return os.pread(fd, length, offset)
     finally:
