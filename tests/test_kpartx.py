@@ -164,3 +164,49 @@ def test_mapper_nodes_are_0660_group_disk_whatever_the_umask(tmp_path):
         disk = 0
     assert (st.st_uid, st.st_gid) == (0, disk)
     assert nodes.node_gid() == disk
+
+
+# --- all or nothing, without device-mapper: a client that fails on cue -------------------
+
+class FailingMapper:
+    """Enough of a DeviceMapper for add(): no device exists, the
+    ``fail_at``-th create fails with EIO, removes are recorded."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.fail_at, self.created, self.removed = fail_at, [], []
+
+    def exists(self, name):
+        return False
+
+    def create(self, name, *, uuid, table, read_only):
+        if len(self.created) + 1 == self.fail_at:
+            raise errors.error_from_errno(5, f"/dev/mapper/{name}", dm=True)
+        self.created.append((name, uuid, str(table[0])))
+
+    def remove(self, name):
+        self.removed.append(name)
+
+
+@needs_sfdisk
+def test_a_failure_part_way_removes_the_maps_made_and_detaches_the_image(make_image):
+    img, _ = make_table(make_image, "dos-extended-logical")
+    mapper = FailingMapper(fail_at=4)
+    with pytest.raises(loopcore.DmError) as info:
+        kpartx.add(img, mapper=mapper)
+    assert info.value.errno == 5
+    made = [name for name, _, _ in mapper.created]
+    assert len(made) == 3 and mapper.removed == made[::-1]
+    assert loopcore.find(img) == []          # the loop device add attached is gone
+
+
+@needs_sfdisk
+def test_add_plans_kpartx_maps_for_an_attached_disk(make_image):
+    img, _ = make_table(make_image, "gpt")
+    mapper = FailingMapper(fail_at=0)
+    with loopcore.attach(img) as dev:
+        maps = kpartx.add(dev.path, mapper=mapper, delimiter="-part")
+        assert [m.name for m in maps] == [f"loop{dev.number}-part{n}" for n in (1, 2, 3)]
+        assert mapper.created == [(m.name, m.uuid, str(m.target)) for m in maps]
+        assert mapper.created[0] == (f"loop{dev.number}-part1",
+                                     f"part1-devnode_7:{dev.number}_Wh5pYvM",
+                                     f"0 4096 linear 7:{dev.number} 2048")
