@@ -17,8 +17,8 @@ import loopcore
 from loopcore import errors
 from loopcore.dm import kpartx, nodes, partmaps
 
-from cli_runner import loopcore_cmd
-from loop_helpers import LAYOUTS, make_table, needs_sfdisk
+from cli_runner import loopcore_cmd, one_line
+from loop_helpers import LAYOUTS, leak_checked, make_table, needs_sfdisk, root
 
 KPARTX = shutil.which("kpartx") or "/usr/sbin/kpartx"
 needs_kpartx = pytest.mark.skipif(not os.path.exists(KPARTX),
@@ -75,6 +75,8 @@ def test_plan_checks_names_before_anything(tmp_path):
 
 # --- -l against kpartx -l -------------------------------------------------------------
 
+@root
+@leak_checked
 @needs_kpartx
 @needs_sfdisk
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -87,6 +89,8 @@ def test_listing_is_kpartx_byte_for_byte(make_image, layout):
             assert our_listing(dev.path, delimiter) == expected, delimiter
 
 
+@root
+@leak_checked
 @needs_kpartx
 @needs_sfdisk
 def test_logical_partitions_and_the_two_sector_extended(make_image):
@@ -103,6 +107,8 @@ def test_logical_partitions_and_the_two_sector_extended(make_image):
         assert str(m.target) == (f"0 {m.sectors} linear 7:{dev.number} {m.start}")
 
 
+@root
+@leak_checked
 @needs_kpartx
 @needs_sfdisk
 def test_listing_an_image_attaches_and_detaches_as_kpartx(make_image):
@@ -118,12 +124,16 @@ def test_listing_an_image_attaches_and_detaches_as_kpartx(make_image):
     assert loopcore.find(img) == []
 
 
+@root
+@leak_checked
 def test_no_table_lists_nothing(make_image):
     img = make_image()
     assert kpartx.list(img) == []
     assert loopcore.find(img) == []
 
 
+@root
+@leak_checked
 @needs_sfdisk
 def test_cli_listing_needs_no_device_mapper(make_image):
     img, _ = make_table(make_image, "gpt")
@@ -147,8 +157,18 @@ def test_bad_sources_are_typed_errors(tmp_path, verb):
         verb("")
 
 
+@pytest.mark.parametrize("action", ["-a", "-d", "-u", "-l"])
+def test_cli_names_a_bad_source_before_device_mapper(tmp_path, action):
+    proc = loopcore_cmd("dm", "kpartx", action, str(tmp_path))
+    assert proc.returncode != 0
+    assert one_line(proc.stderr) == (f"loopcore: {tmp_path}: not a block device or an "
+                                     "image file")
+
+
 # --- item 7: the nodes loopcore makes ----------------------------------------------------
 
+@root
+@leak_checked
 def test_mapper_nodes_are_0660_group_disk_whatever_the_umask(tmp_path):
     old = os.umask(0o077)
     try:
@@ -187,6 +207,8 @@ class FailingMapper:
         self.removed.append(name)
 
 
+@root
+@leak_checked
 @needs_sfdisk
 def test_a_failure_part_way_removes_the_maps_made_and_detaches_the_image(make_image):
     img, _ = make_table(make_image, "dos-extended-logical")
@@ -199,6 +221,8 @@ def test_a_failure_part_way_removes_the_maps_made_and_detaches_the_image(make_im
     assert loopcore.find(img) == []          # the loop device add attached is gone
 
 
+@root
+@leak_checked
 @needs_sfdisk
 def test_add_plans_kpartx_maps_for_an_attached_disk(make_image):
     img, _ = make_table(make_image, "gpt")

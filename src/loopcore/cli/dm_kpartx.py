@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             write_text("".join(line + "\n" for line in listing(maps)))
         return 0
+    kpartx.check_source(args.device)  # before device-mapper is opened
     udev = "off" if args.nosync or getattr(args, "noudevsync", False) else "auto"
     with DeviceMapper(udev=udev) as m:
         if args.action == "delete":

@@ -29,7 +29,7 @@ from .partmaps import PartMap, is_part_of, parent_uuid, plan
 from .records import DeviceEntry
 from .targets import LinearParams, device_arg
 
-__all__ = ["add", "delete", "list", "update", "PartMap"]
+__all__ = ["add", "check_source", "delete", "list", "update", "PartMap"]
 
 log = get_logger("dm")
 
@@ -52,9 +52,10 @@ def _mapper(mapper: Optional[DeviceMapper], sync: bool) -> Tuple[DeviceMapper, b
     return DeviceMapper(udev="auto" if sync else "off"), True
 
 
-def _checked(source: PathArg) -> Tuple[str, os.stat_result]:
-    """(path, stat) of a block device or an image file; checked before
-    anything is opened (ValueError, FileNotFoundError, ENODEV)."""
+def check_source(source: PathArg) -> Tuple[str, os.stat_result]:
+    """(path, stat) of ``source`` if it is a block device or an image file:
+    what every verb checks before it opens anything (ValueError,
+    FileNotFoundError, DmError(ENODEV) for anything else)."""
     path = os.fspath(source)
     if not isinstance(path, str) or not path:
         raise errors.ValueError(f"no device or image given: {source!r}")
@@ -76,7 +77,7 @@ def _parent(mapper: Optional[DeviceMapper], source: PathArg, *, bind: bool,
     for an image file the loop device bound to it (attached now when
     ``bind`` and there is none, as kpartx does).  None for an unbound image
     when not ``bind``."""
-    path, st = _checked(source)
+    path, st = check_source(source)
     attached, loop = None, None
     if stat.S_ISREG(st.st_mode):
         bound = sorted(find(os.path.realpath(path)), key=lambda info: info.number)
@@ -186,7 +187,7 @@ def _make(mapper: DeviceMapper, maps: List[PartMap], parent_uuid: str,
 
 def _run(source: PathArg, delimiter: Optional[str], read_only: bool, sync: bool,
          mapper: Optional[DeviceMapper], prune: bool) -> List[PartMap]:
-    _checked(source)
+    check_source(source)
     _check_delimiter(delimiter)
     client, own = _mapper(mapper, sync)
     try:
@@ -245,7 +246,7 @@ def delete(source: PathArg, *, sync: bool = True,
     For an image file, the loop device bound to it is detached after, as
     kpartx does; an image with none has nothing to delete.  A map that is
     open stops the call before anything is removed (DmBusyError)."""
-    _checked(source)
+    check_source(source)
     client, own = _mapper(mapper, sync)
     try:
         parent = _parent(client, source, bind=False, read_only=True)
