@@ -195,8 +195,8 @@ class FailingMapper:
     def __init__(self, fail_at: int) -> None:
         self.fail_at, self.created, self.removed = fail_at, [], []
 
-    def exists(self, name):
-        return False
+    def info(self, name):
+        raise errors.error_from_errno(6, str(name), dm=True)  # ENXIO: no such device
 
     def create(self, name, *, uuid, table, read_only):
         if len(self.created) + 1 == self.fail_at:

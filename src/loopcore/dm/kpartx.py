@@ -24,9 +24,10 @@ from .. import _sysfs, errors
 from .._log import get_logger
 from ..loop import LoopDevice, attach, detach, find, read_partition_table
 from .client import DeviceMapper
-from .names import DevId, KernelName
+from .names import DevId, DevIdArg, KernelName
+from .nodes import node_path
 from .partmaps import PartMap, is_part_of, parent_uuid, plan
-from .records import DeviceEntry
+from .records import DeviceEntry, DeviceInfo
 from .targets import LinearParams, device_arg
 
 __all__ = ["add", "check_source", "delete", "list", "update", "PartMap"]
@@ -145,24 +146,34 @@ def _partmaps(mapper: DeviceMapper, parent: _Parent) -> Iterator[Tuple[KernelNam
         yield KernelName.stored(entry.kernel_name), number
 
 
+def _info(mapper: DeviceMapper, dev: DevIdArg) -> Optional[DeviceInfo]:
+    """The device's state, None if there is no such device (one ioctl)."""
+    try:
+        return mapper.info(dev)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return None
+        raise
+
+
 def _make(mapper: DeviceMapper, maps: List[PartMap], parent_uuid: str,
           read_only: bool) -> None:
     """Create (or reload, or rename and reload, as kpartx does) every map;
     all or nothing: the maps made here are removed again on a failure."""
     ops = []
     for m in maps:  # every question asked before the first change
-        by_name = mapper.info(m.name) if mapper.exists(m.name) else None
+        by_name = _info(mapper, m.name)
         if by_name is not None:
             owner = by_name.uuid or ""
             if is_part_of(owner, parent_uuid) is None:  # kpartx's check_uuid()
                 why = ("a partition of a different device" if owner.startswith("part")
                        and "-" in owner else "not a kpartx partition")
-                raise errors.error_from_errno(errno.EEXIST, f"/dev/mapper/{m.name}",
+                raise errors.error_from_errno(errno.EEXIST, node_path(m.name),
                                               f"already in use, and {why}", dm=True)
             ops.append((m, "reload", ""))
             continue
-        by_uuid = DevId.uuid(m.uuid)
-        old = mapper.info(by_uuid).name if mapper.exists(by_uuid) else ""
+        by_uuid = _info(mapper, DevId.uuid(m.uuid))
+        old = by_uuid.name if by_uuid is not None else ""
         ops.append((m, "rename" if old else "create", old))
     made: List[str] = []
     try:
@@ -255,7 +266,7 @@ def delete(source: PathArg, *, sync: bool = True,
         found = sorted(_partmaps(client, parent), key=lambda item: -item[1])
         busy = [str(name) for name, _ in found if client.info(name).open_count]
         if busy:
-            raise errors.error_from_errno(errno.EBUSY, f"/dev/mapper/{busy[0]}",
+            raise errors.error_from_errno(errno.EBUSY, node_path(busy[0]),
                                           f"in use (open): {', '.join(busy)}", dm=True)
         for name, _ in found:
             client.remove(name)
