@@ -279,3 +279,29 @@ def test_nodes_loopcore_makes_are_0660_group_disk(tmp_path, names):
     assert stat.S_ISBLK(st.st_mode) and st.st_rdev == info.devnum
     assert stat.S_IMODE(st.st_mode) == 0o660
     assert st.st_gid == grp.getgrnam("disk").gr_gid and st.st_uid == 0
+
+
+@pytest.mark.parametrize("disk", ["dos-logical"], indirect=True)
+def test_a_dm_disk_names_the_maps_after_its_name_and_uuid(disk, names, mapper):
+    """kpartx on a dm device (a linear map of the whole loop device, as
+    multipath's): maps named after the dm name, uuids after its uuid."""
+    name = names("disk")
+    size = disk.info().size_bytes // 512
+    info = mapper.create(name, uuid=f"LCT-{name}", table=[dm.linear(0, size, disk.devnum)])
+    node = os.path.join(dm.DEV_DIR, name)
+    try:
+        listed = kpartx_cmd("-l", node)
+        kpartx_cmd("-a", node)
+        theirs = maps_on(info.devnum)
+        kpartx_cmd("-d", node)
+        made = kpartx.add(node)
+        ours = maps_on(info.devnum)
+        assert "".join(line + "\n" for line in partmaps.listing(made)) == listed
+        kpartx.delete(node)
+        assert maps_on(info.devnum) == {}
+    finally:
+        for leftover in maps_on(info.devnum):
+            mapper.remove(leftover)
+    assert ours == theirs
+    assert sorted(ours) == sorted(f"{name}p{n}" for n in (1, 2, 3, 5, 6, 7))
+    assert all(uuid == f"part{n[len(name) + 1:]}-LCT-{name}" for n, (uuid, _) in ours.items())
