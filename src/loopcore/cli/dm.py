@@ -4,7 +4,8 @@
 handler, its help and its arguments; :func:`add_parser` turns the rows
 into argparse parsers.  Adding a dmsetup command is one row here and one
 handler in :mod:`.dm_show` (commands that print) or :mod:`.dm_change`
-(commands that change devices).  Every command takes ``--noudevsync``;
+(commands that change devices); ``kpartx`` is :mod:`.dm_kpartx`'s.
+Every command takes ``--noudevsync``;
 :attr:`Command.names` adds ``--manglename``, :attr:`Command.json`
 ``--json``.  Handlers follow :mod:`._rules` (the loop commands' rules
 too), and check names and argument combinations before
@@ -21,7 +22,7 @@ import argparse
 from typing import Any, Callable, Dict, NamedTuple, Tuple, TypeVar
 
 from .. import dm
-from . import dm_change, dm_show
+from . import dm_change, dm_kpartx, dm_show
 from .dm_arguments import uint_arg
 from .dm_tree import TREE_OPTIONS
 
@@ -158,6 +159,25 @@ COMMANDS: Dict[str, Command] = {
                        names=False),
     "mknodes": Command(dm_change.mknodes, "make /dev/mapper match the kernel's devices",
                        (NAME, *SELECTORS)),
+    "kpartx": Command(dm_kpartx.run, "map a disk's or image's partitions (like kpartx)", (
+        arg("-a", dest="action", action="store_const", const="add", default="list",
+            help="add a map per partition"),
+        arg("-d", dest="action", action="store_const", const="delete",
+            help="delete the maps (and detach an image's loop device)"),
+        arg("-u", dest="action", action="store_const", const="update",
+            help="add, and delete maps of partitions that are gone"),
+        arg("-l", dest="action", action="store_const", const="list",
+            help="list the maps -a would make (the default)"),
+        arg("-r", action="store_true", dest="readonly", help="read-only maps"),
+        arg("-p", dest="delimiter", metavar="SEP",
+            help="between the disk's name and the number (default: 'p' after a digit)"),
+        arg("-s", action="store_true", dest="sync",
+            help="wait for udev to make the nodes (the default)"),
+        arg("-n", action="store_true", dest="nosync", help="do not wait for udev"),
+        arg("-v", action="store_true", dest="verbose",
+            help="print each map made or deleted, as kpartx -v"),
+        arg("device", metavar="DEVICE|IMAGE"),
+    ), json=True, names=False),
 }
 
 

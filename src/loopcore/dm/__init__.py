@@ -27,7 +27,10 @@ One module per job; this one only gathers their public names:
   commands, flags, and the one ioctl call (valid flags and minimum
   interface version per command, buffer growth and reuse);
 - :mod:`.nodes`: ``/dev/mapper`` nodes and the control node;
-- :mod:`.udev`: waiting for udev to process a device's events.
+- :mod:`.udev`: waiting for udev to process a device's events;
+- :mod:`.kpartx`: kpartx's verbs (add, list, update, delete partition
+  maps), planned by :mod:`.partmaps` (names, uuids, tables); imported on
+  its own (``from loopcore.dm import kpartx``), as it needs the loop side.
 
 dmsetup's output formats are the command line's (``loopcore.cli.dm_report``).
 """

@@ -2,12 +2,15 @@
 
 Without udev nobody makes ``/dev/mapper/<name>``, so loopcore creates and
 removes the block nodes itself, as libdevmapper does, named after the
-stored (mangled) name as udev names them.  Where udev made a symlink to
-the right device, it is left alone.
+stored (mangled) name as udev names them, with the mode and group udev's
+rules (and Debian's libdevmapper) give them: 0660, group ``disk``.  Where
+udev made a symlink to the right device, it is left alone.
 """
 from __future__ import annotations
 
 import errno
+import functools
+import grp
 import logging
 import os
 import stat
@@ -19,12 +22,15 @@ from .. import _sysfs, errors
 from .._log import get_logger
 
 __all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control",
-           "node_path", "remove_node", "sync_nodes"]
+           "node_gid", "node_path", "remove_node", "sync_nodes", "NODE_MODE", "NODE_GROUP"]
 
 CONTROL_PATH = "/dev/mapper/control"
 DEV_DIR = "/dev/mapper"
 MISC_MAJOR = 10  # the control node is a misc character device ...
 MISC_NAME = "device-mapper"  # ... listed under this name in /proc/misc
+#: mode and group of the block nodes loopcore makes (udev's and libdm's)
+NODE_MODE = 0o660
+NODE_GROUP = "disk"
 
 log = get_logger("dm")
 
@@ -74,6 +80,22 @@ def _ensure_control(path: str) -> None:
         pass  # created by udev or another process meanwhile
 
 
+@functools.lru_cache(maxsize=None)
+def node_gid() -> int:
+    """The gid of group ``disk``, looked up once; root's where there is none."""
+    try:
+        return grp.getgrnam(NODE_GROUP).gr_gid
+    except KeyError:
+        return 0
+
+
+def _mknod(path: str, devnum: int) -> None:
+    """mknod with :data:`NODE_MODE` whatever the umask, owned by root:disk."""
+    os.mknod(path, NODE_MODE | stat.S_IFBLK, devnum)
+    os.chown(path, 0, node_gid())
+    os.chmod(path, NODE_MODE)
+
+
 def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     """Make ``dev_dir/<kernel_name>`` a block node for ``devnum``, replacing
     a wrong node or a dangling symlink."""
@@ -95,10 +117,10 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     if debug:
         log.debug("mknod %s b %d:%d", path, os.major(devnum), os.minor(devnum))
     try:
-        os.mknod(path, 0o600 | stat.S_IFBLK, devnum)
+        _mknod(path, devnum)
     except FileNotFoundError:
         os.makedirs(dev_dir, mode=0o755, exist_ok=True)
-        os.mknod(path, 0o600 | stat.S_IFBLK, devnum)
+        _mknod(path, devnum)
     except FileExistsError:
         st = os.stat(path)
         if not (stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum):
