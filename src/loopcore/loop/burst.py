@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence
 from .. import _c, _retry
 from .._log import get_logger
 from ..errors import TypeError, translate
-from . import teardown
+from . import nodes, teardown
 from .backing import Backing, BackingFile
 from .binding import attach_timeout, bind_error, check_bound, device_from_result, refuses_direct_io
 from .control import control
 from .device import LoopDevice
 from .info import LO_NAME_SIZE
-from .policy import attach_request
+from .policy import attach_making_nodes, attach_request
 from .request import DIRECT_IO, AttachRequest, check_backing
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ CHUNK = 256
 def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
                 autoclear: bool = False, partscan: bool = False, direct_io: bool = True,
                 block_size: int = 0, offset: int = 0, size_limit: int = 0,
-                timeout: Optional[float] = None) -> List[LoopDevice]:
+                timeout: Optional[float] = None, make_nodes: bool = False) -> List[LoopDevice]:
     """Bind each of ``backings`` (paths, fds or file objects) to a free
     loop device and return the devices, open, in the same order.
 
@@ -57,7 +57,8 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
     are detached again before the error propagates, and no fd stays open.
     ``timeout`` bounds the waits for the lock and for busy devices, for
     the whole burst.  The pre-5.8 path (no LOOP_CONFIGURE, or
-    LOOPCORE_FORCE_LEGACY=1) binds one by one, with the same guarantee.
+    LOOPCORE_FORCE_LEGACY=1) binds one by one, with the same guarantee,
+    and so does ``make_nodes`` (see :func:`attach`).
     """
     request = AttachRequest(read_only=read_only, autoclear=autoclear, partscan=partscan,
                             direct_io=direct_io, block_size=block_size, offset=offset,
@@ -69,7 +70,11 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
         return []
     devices: List[LoopDevice] = []
     try:
-        if request.use_legacy():
+        if make_nodes or nodes.wanted(False):
+            for backing in items:  # one by one, each device's nodes made
+                devices.append(attach_making_nodes(
+                    lambda: attach_request(backing, request), request))  # noqa: B023
+        elif request.use_legacy():
             for backing in items:  # one by one
                 devices.append(attach_request(backing, request))
         else:
