@@ -88,10 +88,13 @@ def make_node(name: str) -> bool:
 def prepare(number: Optional[int]) -> bool:
     """Before an attach: make the node of the device it will take (the
     chosen ``number``, made with LOOP_CTL_ADD if the kernel lacks it, or
-    GET_FREE's); True if this call made the device itself."""
+    GET_FREE's); True if this call made the device itself.  Before the
+    process's first attach, GET_FREE's too: the LOOP_CONFIGURE probe opens it."""
+    if number is None or control.configure_supported is None:
+        make_node(f"loop{get_free(control.fd())}")
     if number is None:
-        number = get_free(control.fd())
-    elif _sysfs.block_dev(f"loop{number}") is None:
+        return False
+    if _sysfs.block_dev(f"loop{number}") is None:
         with LoopControl() as ctl:
             ctl.add(number)
             try:

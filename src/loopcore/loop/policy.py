@@ -137,7 +137,8 @@ def attach_making_nodes(attach_one: Callable[[], LoopDevice],
     first (the device's) and after (its partitions'); a device another
     attach took meanwhile, its node missing, is tried again."""
     for attempt in range(_calls.ATTACH_ATTEMPTS):
-        request.created = nodes.prepare(request.number) or request.created
+        chosen = request.number if request.number >= 0 else None  # -1: GET_FREE's
+        request.created = nodes.prepare(chosen) or request.created
         try:
             device = attach_one()
         except builtins.FileNotFoundError as e:
