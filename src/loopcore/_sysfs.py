@@ -122,14 +122,15 @@ def fd_path(fd: int) -> Optional[str]:
         return None
     return target if target.startswith("/") else None
 
+# Where /sys/block/loopN points: read directly, without the symlink, by
+# the check after every detach (part of the attach+detach hot path).
+LOOP_SYSFS_DIR = "/sys/devices/virtual/block/loop"
+
+
 def loop_bound(number: int) -> bool:
-    """Whether ``loopN`` has a backing file: the kernel shows
-    ``/sys/block/loopN/loop/`` from bind to unbind (one stat, no read)."""
-    try:
-        os.stat(f"{SYS_BLOCK}/loop{number}/loop")
-    except OSError:
-        return False
-    return True
+    """Whether ``loopN`` has a backing file: the kernel shows its
+    ``loop/`` directory from bind to unbind (one access(), no read)."""
+    return os.access(f"{LOOP_SYSFS_DIR}{number}/loop", os.F_OK)
 
 
 def block_dev(name: str) -> Optional[int]:
