@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,26 @@ def test_cli_detach_wait_bad_value_is_a_usage_error(image: Path, value: str) -> 
         assert bound_backing(device.number) == str(image)
     finally:
         device.detach()
+
+
+def test_ctrl_c_ends_the_wait_and_closes_its_socket(image: Path) -> None:
+    """A handler that raises (Ctrl-C's) ends the wait at once; the uevent
+    socket is closed (no_leaks checks the fds).  The alarm only delivers
+    the signal while the wait is on; nothing here measures time."""
+    device = loopcore.attach(image)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with held(device.path) as holder:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(KeyboardInterrupt):
+                device.detach(wait=3600)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            assert device.closed  # the detach itself was done
+            assert unbound_after(device.number, holder.release)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
