@@ -243,3 +243,20 @@ def test_ctrl_c_ends_the_wait_and_closes_its_socket(image: Path) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_timeout_names_the_mount_point(image: Path, tmp_path: Path) -> None:
+    subprocess.run(["mkfs.ext2", "-q", "-F", str(image)], check=True)
+    point = tmp_path / "mnt with space"
+    point.mkdir()
+    device = loopcore.attach(image)
+    subprocess.run(["mount", device.path, str(point)], check=True)
+    try:
+        with pytest.raises(loopcore.errors.TimeoutError) as caught:
+            device.detach(wait=0)
+        assert f"{device.path} is mounted on {point}" in str(caught.value)
+        assert holders.holders(device.number).mounts == [(device.path, str(point))]
+    finally:
+        with Uevents() as events:
+            subprocess.run(["umount", str(point)], check=True)
+            assert events.wait_until(lambda: bound_backing(device.number) is None)

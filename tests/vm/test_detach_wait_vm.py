@@ -112,3 +112,22 @@ def test_make_nodes_with_the_kernels_partition_scan(tmp_path: Path) -> None:
     assert out["released"] is True
     assert out["after"] == [f"loop{n}"]
 
+
+
+def test_timeout_names_a_dm_holder(tmp_path: Path, mapper, names) -> None:
+    from loopcore import dm
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * (8 * MiB))
+    device = loopcore.attach(image)
+    number = device.number
+    name = names("holder")
+    info = mapper.create(name, table=[dm.linear(0, 64, device.path, 0)])
+    kname = f"dm-{info.minor}"
+    try:
+        with pytest.raises(loopcore.errors.TimeoutError) as caught:
+            device.detach(wait=0)
+        assert f"{kname} holds it" in str(caught.value)
+    finally:
+        with Uevents() as events:
+            mapper.remove(name)
+            assert events.wait_until(lambda: not bound(number))
