@@ -112,7 +112,10 @@ def released(number: int, diskseq: Optional[int]) -> bool:
     unbound, or bound again since (a new disk sequence number)."""
     if not _sysfs.loop_bound(number):
         return True
-    return diskseq is not None and _sysfs.block_diskseq(f"loop{number}") != diskseq
+    if diskseq is None:
+        return False
+    now = _sysfs.block_diskseq(f"loop{number}")
+    return now is not None and now != diskseq
 
 
 def after_unbind(number: int, diskseq: Optional[int], wait: Optional[float]) -> bool:
