@@ -44,7 +44,7 @@ def probe_loop() -> Iterator[None]:
 
 
 def test_detach_reports_deferral_truthfully_under_probes(tmp_path: Path, probe_loop: None,
-                                                         record_property) -> None:
+                                                         record_testsuite_property) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"\0" * (8 * MiB))
     deferred = 0
@@ -59,11 +59,11 @@ def test_detach_reports_deferral_truthfully_under_probes(tmp_path: Path, probe_l
                 deferred += 1  # the prober's close unbinds it
                 number = device.number
                 assert events.wait_until(lambda: not bound(number))  # noqa: B023
-    record_property("detach_deferred", f"{deferred}/{ITERATIONS}")
+    record_testsuite_property("detach_deferred", f"{deferred}/{ITERATIONS}")
 
 
 def test_detach_wait_returns_unbound_under_probes(tmp_path: Path, probe_loop: None,
-                                                  record_property) -> None:
+                                                  record_testsuite_property) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"\0" * (8 * MiB))
     still_bound = 0
@@ -71,7 +71,7 @@ def test_detach_wait_returns_unbound_under_probes(tmp_path: Path, probe_loop: No
         device = loopcore.attach(image)
         assert device.detach(wait=30) is True
         still_bound += bound(device.number)
-    record_property("bound_after_detach_wait", f"{still_bound}/{ITERATIONS}")
+    record_testsuite_property("bound_after_detach_wait", f"{still_bound}/{ITERATIONS}")
     assert still_bound == 0
 
 
