@@ -260,3 +260,23 @@ def test_timeout_names_the_mount_point(image: Path, tmp_path: Path) -> None:
         with Uevents() as events:
             subprocess.run(["umount", str(point)], check=True)
             assert events.wait_until(lambda: bound_backing(device.number) is None)
+
+
+def test_detach_many_waits_and_names_the_holder(make_image) -> None:
+    devices = loopcore.attach_many([make_image() for _ in range(3)])
+    with held(devices[1].path) as holder:
+        with pytest.raises(loopcore.errors.TimeoutError) as caught:
+            loopcore.detach_many(devices, wait=0)
+        assert caught.value.filename == devices[1].path
+        assert f"pid {holder.pid} (" in str(caught.value)
+        assert all(device.closed for device in devices)
+        assert bound_backing(devices[0].number) is None
+        assert unbound_after(devices[1].number, holder.release)
+
+
+def test_detach_many_wait_returns_with_all_released(make_image) -> None:
+    devices = loopcore.attach_many([make_image() for _ in range(3)])
+    loopcore.detach_many(devices, wait=30)
+    assert [bound_backing(d.number) for d in devices] == [None] * 3
+    with pytest.raises(ValueError):
+        loopcore.detach_many([], wait=-1)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence
 
 from .. import _c, _retry
 from .._log import get_logger
+from .._validate import check_timeout
 from ..errors import TypeError, translate
 from . import nodes, teardown
 from .backing import Backing, BackingFile
@@ -175,14 +176,21 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
 
 
 @translate
-def detach_many(devices: Iterable[LoopDevice]) -> None:
+def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) -> None:
     """Detach each of ``devices`` as :meth:`LoopDevice.detach` does, in
     one C loop (write back, LOOP_CLR_FD, close, for each).
 
     It goes on past a device that fails (which stays bound and open, as
     with detach()) and raises the first failure once all were tried.
     Devices with partitions added or a lock held take detach() itself.
+    It does not say which detaches the kernel deferred (another opener);
+    ``wait`` (seconds, for the whole burst) waits until every backing file
+    is released, or raises TimeoutError naming who holds the first device
+    still bound.
     """
+    check_timeout(wait, "wait")
+    deadline_ns = _retry.deadline_after(wait)
+    done: List[LoopDevice] = []
     simple: List[LoopDevice] = []
     first_error: Optional[BaseException] = None
     for device in devices:
@@ -191,6 +199,7 @@ def detach_many(devices: Iterable[LoopDevice]) -> None:
         if device.added_partitions or device.locked:
             try:
                 device.detach()
+                done.append(device)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
         else:
@@ -204,10 +213,15 @@ def detach_many(devices: Iterable[LoopDevice]) -> None:
         for i, device in enumerate(simple):
             if rcs[i] == 0:
                 device._fd = -1
+                done.append(device)
                 continue
             try:
                 teardown.detach_failed(device, rcs[i], steps + i)
+                done.append(device)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
     if first_error is not None:
         raise first_error
+    if wait is not None:
+        for device in done:
+            teardown.after_unbind(device.number, device.diskseq, wait, deadline_ns)

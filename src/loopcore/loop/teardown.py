@@ -118,18 +118,19 @@ def released(number: int, diskseq: Optional[int]) -> bool:
     return now is not None and now != diskseq
 
 
-def after_unbind(number: int, diskseq: Optional[int], wait: Optional[float]) -> bool:
+def after_unbind(number: int, diskseq: Optional[int], wait: Optional[float],
+                 deadline_ns: int = 0) -> bool:
     """After a successful LOOP_CLR_FD: True if the backing file is
     released, False if the kernel deferred it (without ``wait``);
-    with ``wait`` seconds, wait for it or raise TimeoutError naming who
-    still holds the device."""
+    with ``wait`` seconds, wait for it (until ``deadline_ns`` if given:
+    a burst's) or raise TimeoutError naming who still holds the device."""
     if released(number, diskseq):
         return True
     if wait is None:
         log.debug("%s: still open elsewhere; the kernel detaches it at the last close",
                   device_path(number))
         return False
-    deadline_ns = _retry.deadline_after(wait)
+    deadline_ns = deadline_ns or _retry.deadline_after(wait)
     with KernelUevents() as events:  # before the next check: no event missed
         if events.wait_until(lambda: released(number, diskseq), deadline_ns):
             return True
