@@ -369,7 +369,8 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     p.add_argument("--wait", nargs="?", const=str(DETACH_WAIT_S), metavar="SECONDS",
                    help="return once the kernel released each backing file (another "
                         f"opener defers that), at most SECONDS (default {DETACH_WAIT_S:g}); "
-                        "then fail naming who holds the device")
+                        "then fail naming who holds the device (write --wait=SECONDS: "
+                        "--wait DEV waits the default)")
     p.set_defaults(func=cmd_detach)
 
     p = sub.add_parser("list", help="list bound loop devices (as losetup -l)")
