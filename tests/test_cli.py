@@ -309,7 +309,8 @@ def test_backing_path_longer_than_a_page(tmp_path, monkeypatch):
             f"{dev.path}: [{st.st_dev:04d}]:{st.st_ino} ({want})\n"
         # detach --all picks it: recorded, not done (other devices are not ours)
         picked: List[str] = []
-        monkeypatch.setattr(loopcore.loop, "detach", picked.append)
+        monkeypatch.setattr(loopcore.loop, "detach",
+                            lambda dev, wait=None: picked.append(dev) or True)
         assert cli.main(["detach", "--all"]) == 0
         assert dev.path in picked
         monkeypatch.undo()

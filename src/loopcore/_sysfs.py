@@ -126,6 +126,102 @@ def fd_path(fd: int) -> Optional[str]:
         return None
     return target if target.startswith("/") else None
 
+# Where /sys/block/loopN points: read directly, without the symlink, by
+# the check after every detach (part of the attach+detach hot path).
+LOOP_SYSFS_DIR = "/sys/devices/virtual/block/loop"
+
+
+def loop_bound(number: int) -> bool:
+    """Whether ``loopN`` has a backing file: the kernel shows its
+    ``loop/`` directory from bind to unbind (one access(), no read)."""
+    return os.access(f"{LOOP_SYSFS_DIR}{number}/loop", os.F_OK)
+
+
+def block_dev(name: str) -> Optional[int]:
+    """The dev_t of block device ``name`` (``loop3``, ``loop3p1``) from
+    ``/sys/class/block/NAME/dev``; None if there is no such device."""
+    try:
+        with open(f"/sys/class/block/{name}/dev") as f:
+            major, _, minor = f.read().strip().partition(":")
+        return os.makedev(int(major), int(minor))
+    except (OSError, ValueError):
+        return None
+
+
+def block_diskseq(name: str) -> Optional[int]:
+    """``/sys/class/block/NAME/diskseq`` (Linux 5.15+), None without it."""
+    try:
+        with open(f"/sys/class/block/{name}/diskseq") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def block_holders(name: str) -> List[str]:
+    """The kernel names in ``/sys/class/block/NAME/holders`` (``dm-0``:
+    device-mapper maps, md arrays built on the device), sorted."""
+    try:
+        return sorted(os.listdir(f"/sys/class/block/{name}/holders"))
+    except OSError:
+        return []
+
+
+def open_block_paths() -> List[Tuple[int, str, str]]:
+    """(pid, command name, path) for each fd of each process that names a
+    path under ``/dev`` (``/proc/PID/fd``, as fuser and lsof read it);
+    processes that end or hide meanwhile are left out."""
+    found: List[Tuple[int, str, str]] = []
+    try:
+        pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return found
+    for pid in sorted(pids):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        paths = set()
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/dev/"):
+                paths.add(target)
+        if not paths:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            comm = "?"
+        found.extend((pid, comm, path) for path in sorted(paths))
+    return found
+
+
+def mounts_by_devnum() -> List[Tuple[int, str]]:
+    """(dev_t, mount point) of each mount in ``/proc/self/mountinfo``, the
+    octal escapes of the mount point undone."""
+    found: List[Tuple[int, str]] = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) < 5:
+            continue
+        major, _, minor = fields[2].partition(b":")
+        try:
+            devnum = os.makedev(int(major), int(minor))
+        except ValueError:
+            continue
+        point = fields[4].decode("unicode_escape").encode("latin-1")
+        found.append((devnum, os.fsdecode(point)))
+    return found
+
+
 # --- device-mapper's reads (dm/) ---
 # (a dm device's kernel name by number is block_name above: one resolver)
 

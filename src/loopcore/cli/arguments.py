@@ -7,6 +7,7 @@ error, exit status 2).
 from __future__ import annotations
 
 import argparse
+import builtins
 import os
 import re
 from fractions import Fraction
@@ -16,7 +17,7 @@ from .. import loop
 from .._validate import check_number
 from ..errors import Error, ValueError
 
-__all__ = ["parse_size", "size_arg", "LoopRef", "loop_ref", "loop_number_arg"]
+__all__ = ["parse_size", "size_arg", "seconds_arg", "LoopRef", "loop_ref", "loop_number_arg"]
 
 
 # --- sizes ------------------------------------------------------------------------
@@ -58,6 +59,17 @@ def size_arg(text: str) -> int:
         return parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def seconds_arg(text: str) -> float:
+    """A number of seconds >= 0 (``--wait=2.5``) as an argparse type."""
+    try:
+        value = float(text)
+    except builtins.ValueError:  # float()'s, not loopcore's
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
 
 
 # --- loop device references ------------------------------------------------------

@@ -10,16 +10,25 @@ formats are in :mod:`.columns`.
 from __future__ import annotations
 
 import argparse
+import builtins
 import errno
 import json
 import os
-from typing import Dict, List, TypeVar, cast
+from typing import Dict, List, Optional, TypeVar, cast
 
 from .. import loop
 from ..errors import Error, error_from_errno
 from ..loop import Flags, LoopInfo
-from ._rules import EXIT_FAILURE, UsageError, describe, error, print_made, write, write_text
-from .arguments import loop_number_arg, loop_ref, size_arg
+from ._rules import (
+    EXIT_FAILURE,
+    UsageError,
+    describe,
+    error,
+    print_made,
+    write,
+    write_text,
+)
+from .arguments import loop_number_arg, loop_ref, seconds_arg, size_arg
 from .columns import (
     ALL_COLUMNS,
     COLUMNS,
@@ -32,6 +41,10 @@ from .columns import (
 )
 
 __all__ = ["add_parser", "columns_help"]
+
+#: ``detach --wait`` without SECONDS (udevadm settle's default is 120 s;
+#: a probe holds a device for well under a second)
+DETACH_WAIT_S = 60.0
 
 #: ``info``'s names of the flags, in lo_flags order
 _FLAG_NAMES = ((Flags.READ_ONLY, "read-only"), (Flags.AUTOCLEAR, "autoclear"),
@@ -91,13 +104,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
         block_size=args.sector_size or 0,
         offset=args.offset,
         size_limit=args.sizelimit,
+        make_nodes=args.make_nodes,
     )
     try:
         if device.reused:  # someone else's binding: print it, never undo it
             write_text(device.path + "\n")
         else:
-            print_made(device.path, device.detach, "detached it again",
-                       "detaching it again failed")
+            def undo() -> None:
+                device.detach()
+
+            print_made(device.path, undo, "detached it again", "detaching it again failed")
     finally:
         device.close()  # closes our fd (if detach did not); does not detach
     return 0
@@ -126,7 +142,30 @@ def cmd_partitions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detach_wait(args: argparse.Namespace) -> Optional[float]:
+    """``--wait[=SECONDS]``'s seconds; a value that is no number is the
+    first device (``--wait /dev/loop3``: argparse took it for SECONDS)."""
+    if args.wait is None:
+        return None
+    try:
+        return seconds_arg(args.wait)
+    except argparse.ArgumentTypeError as e:
+        if _is_number(args.wait):
+            raise UsageError(f"detach: --wait: {e}") from None
+    args.devices.insert(0, args.wait)
+    return DETACH_WAIT_S
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except builtins.ValueError:
+        return False
+    return True
+
+
 def cmd_detach(args: argparse.Namespace) -> int:
+    wait = _detach_wait(args)
     if args.all == bool(args.devices):
         raise UsageError("detach: give DEV... or --all, not both" if args.all
                          else "detach: give DEV... or --all")
@@ -137,7 +176,11 @@ def cmd_detach(args: argparse.Namespace) -> int:
     status = 0
     for dev in targets:
         try:
-            loop.detach(loop_ref(dev).node)
+            if not loop.detach(loop_ref(dev).node, wait=wait):
+                # losetup says nothing; a builder about to delete the image
+                # should know (stderr: stdout stays clean)
+                error(f"{dev}: still open elsewhere: the kernel detaches it at the last "
+                       "close (--wait waits for that)")
         except (Error, OSError, ValueError) as e:
             if args.all and isinstance(e, OSError) and e.errno in (errno.ENXIO, errno.ENOENT):
                 continue  # detached by someone else meanwhile
@@ -307,6 +350,9 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     p.add_argument("--autoclear", action="store_true",
                    help="detach when the last user closes the device (this command closes "
                         "its own fd on exit: without another user that is at once)")
+    p.add_argument("--make-nodes", action="store_true",
+                   help="make the /dev nodes of the device and its partitions where no "
+                        "devtmpfs does (a container's /dev); also LOOPCORE_MAKE_NODES=1")
     p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("partitions",
@@ -320,6 +366,11 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     p = sub.add_parser("detach", help="detach loop devices")
     p.add_argument("devices", nargs="*", metavar="DEV")
     p.add_argument("-a", "--all", action="store_true", help="detach every bound device")
+    p.add_argument("--wait", nargs="?", const=str(DETACH_WAIT_S), metavar="SECONDS",
+                   help="return once the kernel released each backing file (another "
+                        f"opener defers that), at most SECONDS (default {DETACH_WAIT_S:g}); "
+                        "then fail naming who holds the device (write --wait=SECONDS: "
+                        "--wait DEV waits the default)")
     p.set_defaults(func=cmd_detach)
 
     p = sub.add_parser("list", help="list bound loop devices (as losetup -l)")

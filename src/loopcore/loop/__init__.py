@@ -12,8 +12,9 @@ One file per job:
 - ``locks``: the flock a device holds (:class:`DeviceLock`);
 - ``partitions``: partitions registered with BLKPG (``add_partitions``);
 - ``diskseq``: is it still the same disk (dev_t, diskseq);
-- ``teardown``: ``LoopDevice.detach()``'s work, and the quiet unbind of a
-  device a failed attach bound;
+- ``teardown``: ``LoopDevice.detach()``'s work (and whether the kernel
+  deferred it, and the wait for it), and the quiet unbind of a device a
+  failed attach bound;
 - ``existing``: :func:`open`, :func:`detach` of devices that exist already;
 - ``request``: :class:`AttachRequest`, an attach's arguments checked
   once (attach and attach_many share it);
@@ -23,6 +24,10 @@ One file per job:
   --nooverlap);
 - ``burst``: :func:`attach_many`, :func:`detach_many`;
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
+- ``holders``: who holds a device open (processes, sysfs holders,
+  mounts), named when ``detach(wait=)`` runs out;
+- ``nodes``: ``/dev`` nodes where no devtmpfs makes them
+  (``make_nodes=True``, LOOPCORE_MAKE_NODES=1);
 - ``partition_table``: partition tables read in the library (GPT, MBR),
   for kernels and devices that do not scan them;
 - ``_calls``: -errno checking, EAGAIN retries, the EBUSY backoff, deadlines,

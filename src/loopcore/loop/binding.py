@@ -19,7 +19,13 @@ from ..errors import (
 )
 from . import _calls
 from .backing import BackingFile, expected_size
-from .control import CONTROL_PATH, control, control_timeout, no_free_device
+from .control import (
+    CONTROL_PATH,
+    control,
+    control_timeout,
+    missing_node_error,
+    no_free_device,
+)
 from .device import LoopDevice
 from .info import PAGE_SIZE, block_size_refused, device_path
 from .locks import LOCK_EXCLUSIVE
@@ -132,6 +138,10 @@ def bind_error(rc: int, result: CData, request: AttachRequest, name: str) -> Bas
         return block_size_refused(request.block_size, error_from_errno(errno.EINVAL))
     if step in (_c.lib.LC_STEP_ADD, _c.lib.LC_STEP_DEVICE_LOCK) and result.number >= 0:
         return error_from_errno(-rc, device_path(result.number))
+    if step == _c.lib.LC_STEP_OPEN and rc == -errno.ENOENT and result.number >= 0:
+        missing = missing_node_error(result.number)  # a /dev without devtmpfs
+        if missing is not None:
+            return missing
     if step == _c.lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
         return LoopBusyError(-rc, f"free loop devices kept vanishing "
                              f"({result.attempts} attempts)", device_path(result.number))

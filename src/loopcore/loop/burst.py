@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence
 
 from .. import _c, _retry
 from .._log import get_logger
+from .._validate import check_timeout
 from ..errors import TypeError, translate
-from . import teardown
+from . import nodes, teardown
 from .backing import Backing, BackingFile
 from .binding import attach_timeout, bind_error, check_bound, device_from_result, refuses_direct_io
 from .control import control
 from .device import LoopDevice
 from .info import LO_NAME_SIZE
-from .policy import attach_request
+from .policy import attach_making_nodes, attach_request
 from .request import DIRECT_IO, AttachRequest, check_backing
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ CHUNK = 256
 def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
                 autoclear: bool = False, partscan: bool = False, direct_io: bool = True,
                 block_size: int = 0, offset: int = 0, size_limit: int = 0,
-                timeout: Optional[float] = None) -> List[LoopDevice]:
+                timeout: Optional[float] = None, make_nodes: bool = False) -> List[LoopDevice]:
     """Bind each of ``backings`` (paths, fds or file objects) to a free
     loop device and return the devices, open, in the same order.
 
@@ -57,7 +58,8 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
     are detached again before the error propagates, and no fd stays open.
     ``timeout`` bounds the waits for the lock and for busy devices, for
     the whole burst.  The pre-5.8 path (no LOOP_CONFIGURE, or
-    LOOPCORE_FORCE_LEGACY=1) binds one by one, with the same guarantee.
+    LOOPCORE_FORCE_LEGACY=1) binds one by one, with the same guarantee,
+    and so does ``make_nodes`` (see :func:`attach`).
     """
     request = AttachRequest(read_only=read_only, autoclear=autoclear, partscan=partscan,
                             direct_io=direct_io, block_size=block_size, offset=offset,
@@ -69,7 +71,11 @@ def attach_many(backings: Iterable[Backing], *, read_only: bool = False,
         return []
     devices: List[LoopDevice] = []
     try:
-        if request.use_legacy():
+        if make_nodes or nodes.wanted(False):
+            for backing in items:  # one by one, each device's nodes made
+                devices.append(attach_making_nodes(
+                    lambda: attach_request(backing, request), request))  # noqa: B023
+        elif request.use_legacy():
             for backing in items:  # one by one
                 devices.append(attach_request(backing, request))
         else:
@@ -170,14 +176,21 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
 
 
 @translate
-def detach_many(devices: Iterable[LoopDevice]) -> None:
+def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) -> None:
     """Detach each of ``devices`` as :meth:`LoopDevice.detach` does, in
     one C loop (write back, LOOP_CLR_FD, close, for each).
 
     It goes on past a device that fails (which stays bound and open, as
     with detach()) and raises the first failure once all were tried.
     Devices with partitions added or a lock held take detach() itself.
+    It does not say which detaches the kernel deferred (another opener);
+    ``wait`` (seconds, for the whole burst) waits until every backing file
+    is released, or raises TimeoutError naming who holds the first device
+    still bound.
     """
+    check_timeout(wait, "wait")
+    deadline_ns = _retry.deadline_after(wait)
+    done: List[LoopDevice] = []
     simple: List[LoopDevice] = []
     first_error: Optional[BaseException] = None
     for device in devices:
@@ -186,6 +199,7 @@ def detach_many(devices: Iterable[LoopDevice]) -> None:
         if device.added_partitions or device.locked:
             try:
                 device.detach()
+                done.append(device)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
         else:
@@ -199,10 +213,15 @@ def detach_many(devices: Iterable[LoopDevice]) -> None:
         for i, device in enumerate(simple):
             if rcs[i] == 0:
                 device._fd = -1
+                done.append(device)
                 continue
             try:
                 teardown.detach_failed(device, rcs[i], steps + i)
+                done.append(device)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
     if first_error is not None:
         raise first_error
+    if wait is not None:
+        for device in done:
+            teardown.after_unbind(device.number, device.diskseq, wait, deadline_ns)

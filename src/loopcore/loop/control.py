@@ -14,6 +14,7 @@ from .. import _c, _retry, _sysfs
 from .._log import get_logger
 from .._validate import check_number
 from ..errors import (
+    FileNotFoundError,
     LoopBusyError,
     NoFreeDeviceError,
     TimeoutError,
@@ -28,6 +29,7 @@ __all__ = ["FORCE_LEGACY_ENV", "LoopControl", "kernel_supports_configure"]
 
 CONTROL_PATH = "/dev/loop-control"
 FORCE_LEGACY_ENV = "LOOPCORE_FORCE_LEGACY"
+MAKE_NODES_ENV = "LOOPCORE_MAKE_NODES"  # nodes.py
 
 log = get_logger("loop")
 
@@ -39,6 +41,18 @@ def no_free_device(err: int) -> NoFreeDeviceError:
 def control_timeout() -> TimeoutError:
     return TimeoutError(errno.ETIMEDOUT, "timed out waiting for another attach to release "
                         "/dev/loop-control, or for a free loop device", CONTROL_PATH)
+
+
+def missing_node_error(number: int) -> Optional[FileNotFoundError]:
+    """The error for a ``/dev/loopN`` that does not exist though the
+    kernel has ``loopN``; None if the node is there or the device is not
+    (gone meanwhile: an ordinary race, retried)."""
+    path = device_path(number)
+    if os.path.exists(path) or _sysfs.block_dev(f"loop{number}") is None:
+        return None
+    return FileNotFoundError(errno.ENOENT, "does not exist though the kernel made "
+                             f"loop{number} (a /dev without devtmpfs?): pass make_nodes=True, "
+                             f"--make-nodes, or {MAKE_NODES_ENV}=1", path)
 
 
 def get_free(ctl_fd: int) -> int:
@@ -146,7 +160,10 @@ class SharedControl:
             number = get_free(ctl)
             dev_fd = _c.lib.lc_dev_open(number, 1)
             if dev_fd in (-errno.ENXIO, -errno.ENOENT):
-                continue  # being torn down or not created yet
+                missing = dev_fd == -errno.ENOENT and missing_node_error(number)
+                if missing:
+                    raise missing
+                continue  # being torn down or removed meanwhile
             _calls.check(dev_fd, device_path(number))
             try:
                 return bool(_calls.check(_c.lib.lc_probe_configure(dev_fd),

@@ -47,7 +47,7 @@ class LoopDevice:
     """
 
     __slots__ = ("_fd", "number", "devnum", "diskseq", "reused", "_locks", "_partitions",
-                 "__weakref__")
+                 "_made_nodes", "__weakref__")
 
     def __init__(self, number: int, fd: int, devnum: int, diskseq: Optional[int]) -> None:
         self._fd = fd
@@ -64,6 +64,8 @@ class LoopDevice:
         # of a device that never locks or adds partitions pay nothing
         self._locks: Optional[DeviceLocks] = None
         self._partitions: Optional[AddedPartitions] = None
+        # partition nodes make_nodes=True created (nodes.py), removed at detach
+        self._made_nodes: Tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
@@ -315,9 +317,19 @@ class LoopDevice:
         # a new medium: the kernel may count it as a new disk
         self.diskseq = read_diskseq(self._fd) or self.diskseq
 
-    def detach(self) -> None:
+    def detach(self, *, wait: Optional[float] = None) -> bool:
         """Write back the device's page cache, unbind the backing file
         (LOOP_CLR_FD) and close loopcore's fd.
+
+        Returns True if the kernel released the backing file now, False if
+        it deferred that: while another process (a udev or blkid probe, a
+        mount, a dm map) holds the device open, LOOP_CLR_FD only marks it
+        autoclear and the kernel unbinds at the last close; the image is
+        still in use until then.  ``wait`` (seconds) waits for that
+        release, woken by the kernel's uevents, and returns True; when it
+        runs out, TimeoutError (ETIMEDOUT) names who still holds the device
+        (processes with it or a partition open, holders such as ``dm-0``,
+        mounts).  Ctrl-C ends the wait at once; the detach stays done.
 
         If the cached writes cannot reach the backing file (its file system
         is full, an I/O error), this raises and the device stays bound and
@@ -337,7 +349,9 @@ class LoopDevice:
         # The translate decorator's work, inline: a wrapper frame costs a
         # measurable share of a 50 us cycle.
         try:
-            teardown.detach(self)
+            if wait is not None:
+                check_timeout(wait, "wait")
+            return teardown.detach(self, wait)
         except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:
             new = converted(e)
             if new is e:

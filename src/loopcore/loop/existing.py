@@ -2,14 +2,17 @@
 path or number, and :func:`loop_number_of` (is this node a loop device?)."""
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import stat
 from typing import Optional, Union
 
 from .. import _sysfs
-from .._validate import U64_MAX, check_int, check_number
+from .._validate import U64_MAX, check_int, check_number, check_timeout
 from ..errors import NotALoopDeviceError, TypeError, translate
+from . import nodes
+from .control import missing_node_error
 from .device import LoopDevice
 from .diskseq import check_diskseq, read_diskseq
 from .info import device_path
@@ -39,7 +42,8 @@ def _device_from_ref(ref: DeviceRef) -> str:
 
 
 @translate
-def open(path: DeviceRef, *, diskseq: Optional[int] = None) -> LoopDevice:  # noqa: A001
+def open(path: DeviceRef, *, diskseq: Optional[int] = None,  # noqa: A001
+         make_nodes: bool = False) -> LoopDevice:
     """Open an existing loop device by path (or number).
 
     Opens read-write, falling back to read-only where the node or the
@@ -50,11 +54,25 @@ def open(path: DeviceRef, *, diskseq: Optional[int] = None) -> LoopDevice:  # no
     that is no longer that disk: detached, and maybe bound to something
     else, since.  The check is made on the open fd, which pins the
     binding, so it cannot go stale between check and use.
+
+    ``make_nodes`` (or LOOPCORE_MAKE_NODES=1): make ``/dev/loopN`` and
+    its partitions' nodes where no devtmpfs did (see :func:`attach`);
+    detach() removes the partition nodes made.
     """
     if diskseq is not None:
         check_int("diskseq", diskseq, minimum=1, maximum=U64_MAX)
     name = _device_from_ref(path)
-    st = os.stat(name)
+    by_number = nodes.loop_number_of_path(name)
+    make = nodes.wanted(make_nodes)
+    if make and by_number is not None:
+        nodes.make_node(f"loop{by_number}")
+    try:
+        st = os.stat(name)
+    except builtins.FileNotFoundError:
+        missing = None if by_number is None else missing_node_error(by_number)
+        if missing is not None:
+            raise missing from None
+        raise
     number = loop_number_of(name, st)
     try:
         fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
@@ -67,15 +85,29 @@ def open(path: DeviceRef, *, diskseq: Optional[int] = None) -> LoopDevice:  # no
     except BaseException:
         os.close(fd)
         raise
-    return LoopDevice(number, fd, st.st_rdev, read_diskseq(fd))
+    device = LoopDevice(number, fd, st.st_rdev, read_diskseq(fd))
+    if make:
+        try:
+            device._made_nodes = nodes.make_partition_nodes(number)
+        except BaseException:
+            device.close()
+            raise
+    return device
 
 
 @translate
-def detach(path_or_number: DeviceRef, *, diskseq: Optional[int] = None) -> None:
+def detach(path_or_number: DeviceRef, *, diskseq: Optional[int] = None,
+           wait: Optional[float] = None) -> bool:
     """Detach a loop device by path or number (``losetup -d``); with
-    ``diskseq``, only if it is still that disk (see :func:`open`)."""
+    ``diskseq``, only if it is still that disk (see :func:`open`).
+
+    True if the kernel released the backing file now, False if it
+    deferred that because others hold the device open; ``wait`` seconds
+    wait for the release (TimeoutError naming the holders): see
+    :meth:`LoopDevice.detach`."""
+    check_timeout(wait, "wait")
     device = open(path_or_number, diskseq=diskseq)
     try:
-        device.detach()
+        return device.detach(wait=wait)
     finally:
         device.close()  # still open if detach failed

@@ -23,14 +23,14 @@ and shared with attach_many(); the bind and the post-bind check are
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import _c
 from .._log import get_logger
 from ..errors import converted
-from . import _calls, binding, teardown
+from . import _calls, binding, nodes, teardown
 from .backing import Backing, BackingFile
-from .control import control
+from .control import control, missing_node_error
 from .device import LoopDevice
 from .legacy import bind_legacy
 from .locks import LOCK_SHARED
@@ -40,7 +40,7 @@ from .reuse import find_reusable
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["attach"]  # attach_request: attach_many's, not public
+__all__ = ["attach"]  # attach_request, attach_making_nodes: attach_many's, not public
 
 log = get_logger("loop")
 
@@ -60,6 +60,7 @@ def attach(
     lock: LockArg = False,
     legacy: Optional[bool] = None,
     timeout: Optional[float] = None,
+    make_nodes: bool = False,
 ) -> LoopDevice:
     """Bind ``backing`` to a free loop device and return it, open.
 
@@ -101,6 +102,13 @@ def attach(
     returns does not interrupt the wait; one that raises (Ctrl-C) does,
     at once.
 
+    ``make_nodes`` (or LOOPCORE_MAKE_NODES=1 in the environment), for a
+    ``/dev`` without devtmpfs (a container's static tmpfs): make the
+    device's node and, after a partition scan, its partitions' nodes from
+    the numbers in sysfs (mode 0660, group disk); detach() removes the
+    partition nodes made.  Without it a missing node is FileNotFoundError
+    (ENOENT) saying so.
+
     Raises ValueError/TypeError for bad arguments before any syscall, an
     OSError (PermissionError for a read-write attach of a backing that
     cannot be written) otherwise; on failure nothing stays bound.  A
@@ -113,12 +121,39 @@ def attach(
         # positional: keywords cost a measurable share here too
         request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size, offset,
                                 size_limit, number, lock, legacy, timeout)
+        if make_nodes or nodes.wanted(False):
+            return attach_making_nodes(lambda: attach_request(backing, request, reuse), request)
         return attach_request(backing, request, reuse)
     except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:
         new = converted(e)
         if new is e:
             raise
         raise new.with_traceback(e.__traceback__) from None
+
+
+def attach_making_nodes(attach_one: Callable[[], LoopDevice],
+                        request: AttachRequest) -> LoopDevice:
+    """``attach_one()`` with the nodes a /dev without devtmpfs lacks made
+    first (the device's) and after (its partitions'); a device another
+    attach took meanwhile, its node missing, is tried again."""
+    for attempt in range(_calls.ATTACH_ATTEMPTS):
+        chosen = request.number if request.number >= 0 else None  # -1: GET_FREE's
+        request.created = nodes.prepare(chosen) or request.created
+        try:
+            device = attach_one()
+        except builtins.FileNotFoundError as e:
+            number = nodes.loop_number_of_path(e.filename)
+            if number is None or attempt == _calls.ATTACH_ATTEMPTS - 1 \
+                    or missing_node_error(number) is None:
+                raise
+            continue
+        try:
+            device._made_nodes = nodes.make_partition_nodes(device.number)
+        except BaseException:
+            teardown.unbind_fresh(device)
+            raise
+        return device
+    raise AssertionError("unreachable")
 
 
 def attach_request(backing: Backing, request: AttachRequest,

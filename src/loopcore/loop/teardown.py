@@ -6,21 +6,28 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
-from .. import _c
-from ..errors import error_from_errno
-from . import _calls
+from .. import _c, _retry, _sysfs
+from .._log import get_logger
+from .._uevents import KernelUevents
+from ..errors import TimeoutError, error_from_errno
+from . import _calls, nodes
+from .holders import holders
+from .info import device_path
 
 if TYPE_CHECKING:
     from .._native import CData
     from .device import LoopDevice
 
-__all__ = ["detach", "detach_failed", "unbind_fresh"]
+__all__ = ["detach", "detach_failed", "unbind_fresh", "after_unbind"]
+
+log = get_logger("loop")
 
 
-def detach(device: LoopDevice) -> None:
-    """LoopDevice.detach() (see there), errors untranslated."""
+def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
+    """LoopDevice.detach() (see there), errors untranslated: True if the
+    backing file was released now, False if the kernel deferred it."""
     device._check_open()
     if device._partitions is not None or device._locks is not None:
         _before_detach(device)
@@ -28,8 +35,12 @@ def detach(device: LoopDevice) -> None:
     rc = _c.lib.lc_detach_fd(device._fd, step)
     if rc == 0:  # the common case, without the retries
         device._fd = -1
-        return
-    detach_failed(device, rc, step)
+    else:
+        detach_failed(device, rc, step)
+    if device._made_nodes:
+        nodes.remove_nodes(device._made_nodes)
+        device._made_nodes = ()
+    return after_unbind(device.number, device.diskseq, wait)
 
 
 def _before_detach(device: LoopDevice) -> None:
@@ -86,6 +97,42 @@ def unbind_fresh(device: LoopDevice) -> None:
     handing out: nobody wrote to it, so there is nothing to write back,
     and a failure to unbind could not be acted on."""
     device._drop_lock()  # first: another opener defers LOOP_CLR_FD
+    nodes.remove_nodes(device._made_nodes)
+    device._made_nodes = ()
     fd, device._fd = device._fd, -1
     _calls.retry_eagain(lambda: _c.lib.lc_clr_fd(fd))
     os.close(fd)
+
+
+# --- a deferred detach: LOOP_CLR_FD while others hold the device open
+# only marks it autoclear; the kernel unbinds at the last close ---------------------
+
+def released(number: int, diskseq: Optional[int]) -> bool:
+    """Whether the binding that had ``diskseq`` is gone from ``loopN``:
+    unbound, or bound again since (a new disk sequence number)."""
+    if not _sysfs.loop_bound(number):
+        return True
+    if diskseq is None:
+        return False
+    now = _sysfs.block_diskseq(f"loop{number}")
+    return now is not None and now != diskseq
+
+
+def after_unbind(number: int, diskseq: Optional[int], wait: Optional[float],
+                 deadline_ns: int = 0) -> bool:
+    """After a successful LOOP_CLR_FD: True if the backing file is
+    released, False if the kernel deferred it (without ``wait``);
+    with ``wait`` seconds, wait for it (until ``deadline_ns`` if given:
+    a burst's) or raise TimeoutError naming who still holds the device."""
+    if released(number, diskseq):
+        return True
+    if wait is None:
+        log.debug("%s: still open elsewhere; the kernel detaches it at the last close",
+                  device_path(number))
+        return False
+    deadline_ns = deadline_ns or _retry.deadline_after(wait)
+    with KernelUevents() as events:  # before the next check: no event missed
+        if events.wait_until(lambda: released(number, diskseq), deadline_ns):
+            return True
+    raise TimeoutError(errno.ETIMEDOUT, f"still bound {wait:g} s after the detach: "
+                       f"{holders(number)}", device_path(number))
