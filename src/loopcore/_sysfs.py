@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 __all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_number", "loop_backing_file",
            "loop_partition_numbers", "loop_partition", "read_ahead_sectors", "loop_max_part",
-           "fd_path", "misc_minor", "uevent_seqnum", "dm_slaves"]
+           "fd_path", "loop_bound", "block_dev", "block_diskseq", "block_holders",
+           "open_block_paths", "mounts_by_devnum", "misc_minor", "uevent_seqnum", "dm_slaves"]
 
 SYS_BLOCK = "/sys/block"
 

@@ -19,17 +19,40 @@ from typing import Callable, Optional
 from . import _retry
 from ._log import get_logger
 
-__all__ = ["KernelUevents"]
+__all__ = ["KernelUevents", "uevent_socket", "KERNEL_GROUP", "UDEV_GROUP"]
 
 log = get_logger("uevents")
 
 NETLINK_KOBJECT_UEVENT = 15
-KERNEL_GROUP = 1
+KERNEL_GROUP = 1  # the kernel's own uevents
+UDEV_GROUP = 2    # udevd's, sent once its rules ran (libudev's monitor format)
 # A lost event must not stall a wait: check this often regardless.
 RECHECK_S = 1.0
 # Without a socket: poll from 1 ms, doubling up to 100 ms.
 POLL_FIRST_S = 0.001
 POLL_MAX_S = 0.1
+
+
+def uevent_socket(group: int, *, nonblocking: bool = False,
+                  passcred: bool = False) -> Optional[socket.socket]:
+    """A NETLINK_KOBJECT_UEVENT socket joined to ``group``; None (and a
+    debug line) where none can be had: the caller then polls or does not
+    wait.  ``passcred``: receive the sender's credentials (SO_PASSCRED)."""
+    kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | (socket.SOCK_NONBLOCK if nonblocking else 0)
+    try:
+        sock = socket.socket(socket.AF_NETLINK, kind, NETLINK_KOBJECT_UEVENT)
+    except OSError as e:
+        log.debug("no uevent socket (%s)", e)
+        return None
+    try:
+        if passcred:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sock.bind((0, group))
+    except OSError as e:
+        sock.close()
+        log.debug("uevent socket, group %d: %s", group, e)
+        return None
+    return sock
 
 
 class KernelUevents:
@@ -38,20 +61,7 @@ class KernelUevents:
     between the check and the wait is not missed."""
 
     def __init__(self) -> None:
-        self._sock: Optional[socket.socket] = None
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
-                                 | socket.SOCK_NONBLOCK, NETLINK_KOBJECT_UEVENT)
-        except OSError as e:
-            log.debug("no uevent socket (%s): polling", e)
-            return
-        try:
-            sock.bind((0, KERNEL_GROUP))
-        except OSError as e:
-            sock.close()
-            log.debug("uevent socket: %s: polling", e)
-            return
-        self._sock = sock
+        self._sock = uevent_socket(KERNEL_GROUP, nonblocking=True)
 
     def close(self) -> None:
         if self._sock is not None:

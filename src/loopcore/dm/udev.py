@@ -34,6 +34,7 @@ from typing import Dict, Optional
 
 from .. import _c, _sysfs
 from .._log import get_logger
+from .._uevents import UDEV_GROUP, uevent_socket
 
 __all__ = ["DM_DISABLE_UDEV", "UDEV_COOKIE", "UDEV_MODES", "UDEV_TIMEOUT", "UeventWaiter",
            "parse_udev_message", "udev_running", "use_udev"]
@@ -45,8 +46,6 @@ UDEV_TIMEOUT = 20.0  # seconds; udev in a software-emulated guest takes ~0.5 s
 DM_DISABLE_UDEV = "DM_DISABLE_UDEV"
 UDEV_CONTROL = "/run/udev/control"  # exists while systemd-udevd runs (libudev's test)
 
-NETLINK_KOBJECT_UEVENT = 15
-UDEV_GROUP = 2  # udevd's processed events (group 1 is the kernel's raw ones)
 
 # libdevmapper's udev flags (libdevmapper.h), sent in the upper 16 bits of
 # the ioctl's event_nr and read back by `dmsetup udevflags` in 55-dm.rules.
@@ -105,21 +104,9 @@ class UeventWaiter:
     here, not root) :meth:`wait` returns False at once."""
 
     def __init__(self) -> None:
-        self._sock: Optional[socket.socket] = None
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                 NETLINK_KOBJECT_UEVENT)
-        except OSError as exc:
-            log.debug("no uevent socket (%s): not waiting for udev", exc)
-            return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            sock.bind((0, UDEV_GROUP))
-        except OSError as exc:
-            sock.close()
-            log.debug("uevent socket: %s: not waiting for udev", exc)
-            return
-        self._sock = sock
+        self._sock = uevent_socket(UDEV_GROUP, passcred=True)
+        if self._sock is None:
+            return  # no netlink here, or not root: not waiting for udev
         # Events up to this one were sent before our ioctl: not ours.
         self.seqnum = _sysfs.uevent_seqnum()
 
