@@ -125,7 +125,8 @@ enum lc_attach_step {
     LC_STEP_WRITE_BACK = 7,      /* detach: writing back the page cache */
     LC_STEP_UNBIND = 8,          /* detach: LOOP_CLR_FD */
     LC_STEP_ADD = 9,             /* LOOP_CTL_ADD of a chosen device */
-    LC_STEP_DEVICE_LOCK = 10     /* flock on the device (LC_ATTACH_LOCK_DEVICE) */
+    LC_STEP_DEVICE_LOCK = 10,    /* flock on the device (LC_ATTACH_LOCK_DEVICE, PARTSCAN) */
+    LC_STEP_PARTSCAN = 11        /* LOOP_SET_STATUS64 turning PARTSCAN on after the bind */
 };
 
 /* lc_blkpg's op argument (BLKPG_ADD_PARTITION, BLKPG_DEL_PARTITION). */
@@ -187,6 +188,13 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * once with -EBUSY (failed_step LC_STEP_BIND), and EBUSY/EAGAIN from the
  * bind (a device still being torn down) or ENXIO/ENOENT from the open are
  * retried on the same device as above.
+ *
+ * LO_FLAGS_PARTSCAN in the flags (LOOP_CONFIGURE only): the bind goes
+ * without it, and LOOP_SET_STATUS64 turns it on afterwards -- the one
+ * partition scan, so udev sees each partition added once -- all under an
+ * exclusive flock on the device (taken as LC_ATTACH_LOCK_DEVICE takes it,
+ * and dropped once the partitions exist unless that option asks to keep
+ * it).
  *
  * req->options (enum lc_attach_option): LC_ATTACH_READ_SETTINGS and
  * LC_ATTACH_READ_DEVNUM choose what is read back; LC_ATTACH_LOCK_DEVICE
@@ -275,8 +283,10 @@ int lc_direct_io_refused(int backing_fd);
 int lc_flush(int fd);
 
 /*
- * The detach, one call: write back (lc_flush), LOOP_CLR_FD, close.  If the
- * write-back or LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK or
+ * The detach, one call: write back (lc_flush), flock(LOCK_EX | LOCK_NB)
+ * on dev_fd (no udev probe during the teardown), LOOP_CLR_FD, close.  If
+ * the write-back, the lock (-EWOULDBLOCK: someone holds one) or
+ * LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK, DEVICE_LOCK or
  * UNBIND), -errno is returned and the fd stays open and the device bound,
  * so the caller can retry; on success the fd is closed and 0 returned.
  */

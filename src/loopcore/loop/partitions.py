@@ -13,9 +13,10 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from .. import _c, _sysfs
+from .. import _c, _retry, _sysfs
 from .._log import get_logger
 from ..errors import LoopBusyError, error_from_errno
 from . import _calls
@@ -25,7 +26,8 @@ from .partition_table import PartitionTable, read_table
 if TYPE_CHECKING:
     from .device import LoopDevice
 
-__all__ = ["AddedPartitions", "read_device_table", "register", "unregister", "current"]
+__all__ = ["AddedPartitions", "read_device_table", "register", "unregister", "current",
+           "wait_for_nodes"]
 
 log = get_logger("loop")
 
@@ -135,6 +137,23 @@ def current(number: int) -> Dict[int, Tuple[int, int, int]]:
         if geometry is not None:
             found[pno] = geometry
     return found
+
+
+def wait_for_nodes(number: int) -> List[str]:
+    """After the kernel's partition scan of ``/dev/loopN``: wait, within
+    the PARTITION_NODE_ATTEMPTS backoff, until each partition it found
+    has its ``/dev`` node; returns the paths still missing.  devtmpfs makes
+    them before the scan returns, so this normally looks once; a ``/dev``
+    without it (a container) may never get them."""
+    missing: List[str] = []
+    for pause in _retry.pauses(_calls.PARTITION_NODE_ATTEMPTS, _calls.REMOVE_FIRST_SLEEP_S):
+        missing = [path for path in (partition_path(number, pno) for pno in
+                                     _sysfs.loop_partition_numbers(number) or ())
+                   if not os.path.exists(path)]
+        if not missing:
+            break
+        time.sleep(pause)
+    return missing
 
 
 def _blkpg(fd: int, op: int, number: int, pno: int, start: int = 0, length: int = 0) -> None:

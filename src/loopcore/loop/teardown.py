@@ -5,10 +5,12 @@ attach() bound moments ago and is not handing out."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from typing import TYPE_CHECKING
 
-from .. import _c
+from .. import _c, _retry
+from .._log import get_logger
 from ..errors import error_from_errno
 from . import _calls
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from .device import LoopDevice
 
 __all__ = ["detach", "detach_failed", "unbind_fresh"]
+
+log = get_logger("loop")
 
 
 def detach(device: LoopDevice) -> None:
@@ -47,6 +51,8 @@ def _before_detach(device: LoopDevice) -> None:
 def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
     """After a failed lc_detach_fd (``step`` says where): retry, or raise
     with the device still bound and open (closed if it was not bound)."""
+    if step[0] == _c.lib.LC_STEP_DEVICE_LOCK and rc == -errno.EWOULDBLOCK:
+        rc = _unbind_after_lock(device, step)
     if rc in (-errno.EAGAIN, -errno.EINTR):
         # the kernel is busy, or a signal (its handler ran): the EAGAIN policy
         rc = _calls.retry_eagain(lambda: _c.lib.lc_detach_fd(device._fd, step))
@@ -58,6 +64,22 @@ def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
     if rc == -errno.ENXIO and _unbound(device._fd):
         device.close()  # nothing bound to keep open for
     raise error_from_errno(-rc, device.path)
+
+
+def _unbind_after_lock(device: LoopDevice, step: CData) -> int:
+    """Someone (a udev probe, mostly) holds a flock on the device: wait
+    for it within _calls.DETACH_LOCK_WAIT_S, then detach under the lock;
+    a lock held past that (not a probe) does not stop the detach."""
+    deadline_ns = _retry.deadline_after(_calls.DETACH_LOCK_WAIT_S)
+    if _calls.flock_wait(device._fd, fcntl.LOCK_EX, deadline_ns):
+        return int(_c.lib.lc_detach_fd(device._fd, step))  # the lock is ours: no wait
+    log.warning("%s: still locked by another process after %s s; detaching anyway",
+                device.path, _calls.DETACH_LOCK_WAIT_S)
+    step[0] = _c.lib.LC_STEP_UNBIND
+    rc = _calls.retry_eagain(lambda: _c.lib.lc_clr_fd(device._fd))
+    if rc == 0:
+        os.close(device._fd)
+    return rc
 
 
 def _write_back(device: LoopDevice) -> None:
