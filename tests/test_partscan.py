@@ -29,7 +29,7 @@ from conftest import bound_backing, kernel_parses_gpt
 from loop_helpers import flock_from_child, needs_sfdisk, sfdisk
 from uevents import HANG_GUARD_S, Uevents
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
 
 def test_partscan_attach_sets_the_flag_and_leaves_no_lock(image: Path):
