@@ -163,3 +163,4 @@ def test_detach_goes_on_past_a_lock_held_too_long(image: Path, monkeypatch, capl
         # the holder had the device open: the unbind waited for its close
         assert events.wait_until(lambda: bound_backing(dev.number) is None)
     assert "still locked" in caplog.text
+

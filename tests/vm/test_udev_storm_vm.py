@@ -118,11 +118,15 @@ def count(listener: Listener, windows: List[Window]) -> Dict[str, int]:
     """Per window: how often each partition was added and removed between
     attach and detach; a window where any partition was not added exactly
     once, or was removed, flickered."""
-    flickered = missing = adds = removes = 0
+    flickered = missing = adds = removes = stray_adds = 0
     by_name = collections.defaultdict(list)
     for seqnum, action, name in listener.events:
         by_name[name].append((seqnum, action))
-    for w in windows:
+    for i, w in enumerate(windows):
+        # from detach to the next attach: only the detach's removes
+        after = windows[i + 1].start if i + 1 < len(windows) else 1 << 62
+        stray_adds += sum(1 for pno in PARTITIONS for s, a in by_name[f"loop{w.number}p{pno}"]
+                          if w.end < s <= after and a == "add")
         bad = False
         for pno in PARTITIONS:
             seen = [a for s, a in by_name[f"loop{w.number}p{pno}"] if w.start < s <= w.end]
@@ -133,7 +137,8 @@ def count(listener: Listener, windows: List[Window]) -> Dict[str, int]:
         flickered += bad
         missing += not w.nodes_on_return
     return {"attaches": len(windows), "flickered": flickered, "nodes_missing": missing,
-            "partition_adds": adds, "partition_removes": removes, "lost": listener.lost}
+            "partition_adds": adds, "partition_removes": removes,
+            "adds_after_detach": stray_adds, "lost": listener.lost}
 
 
 def gpt_image(path: Path, size: int = 16 * MiB) -> Path:
