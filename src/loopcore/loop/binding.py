@@ -182,6 +182,8 @@ def check_bound(device: LoopDevice, bf: BackingFile, request: AttachRequest,
         missing = partitions.wait_for_nodes(device.number)
         if missing:
             log.info("%s: no /dev node for %s", device.path, ", ".join(missing))
+        if request.lock_mode is None:
+            device._drop_lock()  # taken for the scan only: udev may probe now
     if state.disk_read_only and not request.read_only:
         # Read-only: either the kernel made the device so, or a BLKROSET
         # policy (blockdev --setro) outlived the detach of the last user of
