@@ -25,7 +25,7 @@ import loopcore
 from loopcore import _sysfs
 from loopcore.loop import _calls
 
-from conftest import bound_backing, kernel_parses_gpt
+from conftest import BLKPG_ADD_PARTITION, blkpg_partition, bound_backing, kernel_parses_gpt
 from loop_helpers import flock_from_child, needs_sfdisk, sfdisk
 from uevents import HANG_GUARD_S, Uevents
 
@@ -164,3 +164,44 @@ def test_detach_goes_on_past_a_lock_held_too_long(image: Path, monkeypatch, capl
         assert events.wait_until(lambda: bound_backing(dev.number) is None)
     assert "still locked" in caplog.text
 
+
+
+def test_detach_deletes_a_scanned_devices_partitions_retrying_a_probes_hold(
+        image: Path, monkeypatch):
+    """A probe (blkid -p) holding a partition open makes LOOP_CLR_FD's own
+    deletion fail and leave it behind; detach deletes them first, under
+    the lock, retrying BLKPG's EBUSY until the probe is gone."""
+    dev = loopcore.attach(image, partscan=True)
+    blkpg_partition(dev.path, BLKPG_ADD_PARTITION, 1, 1 << 20, 1 << 20)
+    part = f"{dev.path}p1"
+    code = ("import os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "print('open', flush=True)\n"
+            "sys.stdin.readline()\n")
+    probe = subprocess.Popen([sys.executable, "-c", code, part], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    tries: List[int] = []
+    real_retry = _calls.retry_ebusy
+
+    def retry(call: Callable[[], int], attempts: int, what: str = "") -> int:
+        def once() -> int:
+            rc = call()
+            tries.append(rc)
+            if rc < 0 and probe.poll() is None:  # the probe ends
+                assert probe.stdin is not None
+                probe.stdin.write("\n")
+                probe.stdin.flush()
+                probe.wait(timeout=30)
+            return rc
+        return real_retry(once, attempts, what)
+
+    try:
+        assert probe.stdout is not None and probe.stdout.readline().strip() == "open"
+        monkeypatch.setattr(_calls, "retry_ebusy", retry)
+        dev.detach()
+    finally:
+        probe.kill()
+        probe.wait(timeout=30)
+    assert tries[0] < 0 and tries[-1] == 0, tries  # EBUSY, then deleted
+    assert bound_backing(dev.number) is None  # unbound at once, not deferred
+    assert not os.path.exists(f"/sys/block/loop{dev.number}/loop{dev.number}p1")

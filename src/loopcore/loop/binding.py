@@ -179,6 +179,7 @@ def check_bound(device: LoopDevice, bf: BackingFile, request: AttachRequest,
     if ignored:
         raise SettingsIgnored(errno.EINVAL, f"the kernel ignored {ignored}", bf.name)
     if request.flags & PARTSCAN:
+        device._added().scanned = True  # detach deletes them, probes retried
         missing = partitions.wait_for_nodes(device.number)
         if missing:
             log.info("%s: no /dev node for %s", device.path, ", ".join(missing))

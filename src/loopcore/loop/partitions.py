@@ -69,11 +69,14 @@ class AddedPartitions:
     ``/dev`` nodes it made.  Made at a device's first add_partitions() or
     remove_partitions(): a device that never uses them pays nothing."""
 
-    __slots__ = ("numbers", "nodes")
+    __slots__ = ("numbers", "nodes", "scanned")
 
     def __init__(self) -> None:
         self.numbers: Set[int] = set()
         self.nodes: Set[str] = set()
+        # attach(partscan=True) made the device: detach deletes the
+        # kernel's partitions first (see remove_added)
+        self.scanned = False
 
     def add(self, device: LoopDevice) -> List[str]:
         """LoopDevice.add_partitions() (see there)."""
@@ -114,9 +117,23 @@ class AddedPartitions:
         return [partition_path(device.number, pno) for pno in removed]
 
     def remove_added(self, device: LoopDevice) -> None:
-        """Before a detach: delete the partitions add() registered."""
-        if self.numbers:
-            self._unregister(device, self.numbers)
+        """Before a detach: delete the partitions add() registered, and on
+        a device attach() scanned, the kernel's own too -- under the lock,
+        a probe's brief open retried (BLKPG's EBUSY) -- since LOOP_CLR_FD's
+        own deletion gives up at once on a partition a probe holds open,
+        leaving it behind on the unbound device.  One still busy after
+        the retries (mounted) stays: LOOP_CLR_FD then defers the detach."""
+        pnos = set(self.numbers)
+        if self.scanned:
+            pnos |= set(current(device.number))
+        if not pnos:
+            return
+        try:
+            self._unregister(device, pnos)
+        except LoopBusyError as e:
+            if not self.scanned:
+                raise
+            log.info("%s: %s; detaching anyway", device.path, e)
 
     def _unregister(self, device: LoopDevice, pnos: Iterable[int]) -> List[int]:
         try:

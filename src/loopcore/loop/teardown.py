@@ -37,11 +37,12 @@ def detach(device: LoopDevice) -> None:
 
 
 def _before_detach(device: LoopDevice) -> None:
-    """Delete the partitions add_partitions() registered and drop the
-    lock (a second open fd would make LOOP_CLR_FD a deferred detach),
+    """Delete the partitions add_partitions() registered (a partscan
+    attach's: all) and drop the lock (a second open fd would make LOOP_CLR_FD a deferred detach),
     after writing back the page cache, which could fail."""
     partitions = device._partitions
-    if (partitions is not None and partitions.numbers) or device._lock_fd >= 0:
+    if (partitions is not None and (partitions.numbers or partitions.scanned)) \
+            or device._lock_fd >= 0:
         _write_back(device)
         if partitions is not None:
             partitions.remove_added(device)
