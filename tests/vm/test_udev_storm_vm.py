@@ -44,8 +44,10 @@ UDEV_GROUP = 2
 FLICKER_ITERATIONS = int(os.environ.get("LOOPCORE_FLICKER_ITERATIONS", "30"))
 STORM_ITERATIONS = int(os.environ.get("LOOPCORE_STORM_ITERATIONS", "8"))
 # loopcore-locked: attach(partscan=True, lock=True), the lock kept until
-# detach (what a builder writing to the partitions does); loopcore: the
-# lock only for the attach.  Both are asserted; losetup -P only reported.
+# detach (what a builder writing to the partitions does): nothing may
+# touch the partitions until detach.  loopcore: the lock only for the
+# attach: partitions announced once and present when attach() returns.
+# losetup -P: only reported.
 TOOLS = ["loopcore-locked", "loopcore"] + (
     ["losetup"] if os.environ.get("LOOPCORE_UDEV_COMPARE") else [])
 PARTITIONS = (1, 2)
@@ -221,7 +223,12 @@ def test_partitions_announced_once_back_to_back(tmp_path: Path, tool: str) -> No
             assert c["lost"] == 0, group
             assert c["flickered"] == 0 and c["nodes_missing"] == 0, (group, c)
             assert c["partition_adds"] == 2 * FLICKER_ITERATIONS, (group, c)
-            assert c["partition_removes"] == 0 and c["adds_after_detach"] == 0, (group, c)
+            assert c["partition_removes"] == 0, (group, c)
+            if tool == "loopcore-locked":
+                # without the kept lock, udevd may still re-read the table
+                # once attach() returned (its reaction to an earlier
+                # writer's close): what lock=True is for
+                assert c["adds_after_detach"] == 0, (group, c)
 
 
 class Storm:
