@@ -308,14 +308,6 @@ int lc_detach_fd(int dev_fd, uint32_t *failed_step)
         *failed_step = LC_STEP_WRITE_BACK;
         return r;
     }
-    /* udev probes under a shared flock: holding it exclusively keeps a
-     * probe out of the teardown (the partitions' removal inside
-     * LOOP_CLR_FD fails with EBUSY under one, leaving them behind).  On
-     * this fd: a second open would defer LOOP_CLR_FD; close releases it. */
-    if (flock(dev_fd, LOCK_EX | LOCK_NB) < 0) {
-        *failed_step = LC_STEP_DEVICE_LOCK;
-        return -errno;
-    }
     if (ioctl(dev_fd, LOOP_CLR_FD, 0) < 0) {
         *failed_step = LC_STEP_UNBIND;
         return -errno;

@@ -283,10 +283,8 @@ int lc_direct_io_refused(int backing_fd);
 int lc_flush(int fd);
 
 /*
- * The detach, one call: write back (lc_flush), flock(LOCK_EX | LOCK_NB)
- * on dev_fd (no udev probe during the teardown), LOOP_CLR_FD, close.  If
- * the write-back, the lock (-EWOULDBLOCK: someone holds one) or
- * LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK, DEVICE_LOCK or
+ * The detach, one call: write back (lc_flush), LOOP_CLR_FD, close.  If the
+ * write-back or LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK or
  * UNBIND), -errno is returned and the fd stays open and the device bound,
  * so the caller can retry; on success the fd is closed and 0 returned.
  */

@@ -4,7 +4,8 @@
 The bind goes without LO_FLAGS_PARTSCAN and LOOP_SET_STATUS64 turns it on
 afterwards, under the device's exclusive flock (udev skips a device locked
 so): the kernel scans the table once.  detach() takes the device's lock
-exclusively before LOOP_CLR_FD, waiting (bounded) for a probe's shared one.
+exclusively before LOOP_CLR_FD on a device with partitions, waiting
+(bounded) for a probe's shared one.
 The VM tests (tests/vm/test_udev_storm_vm.py) count the events where udevd
 runs.
 """
@@ -133,7 +134,7 @@ def probe_lock(path: str) -> Iterator[Callable[[], None]]:
 
 
 def test_detach_waits_for_a_probes_shared_lock(image: Path, monkeypatch, caplog):
-    dev = loopcore.attach(image)
+    dev = loopcore.attach(image, partscan=True)
     waited = []
     real_wait = _calls.flock_wait
 
@@ -154,7 +155,7 @@ def test_detach_waits_for_a_probes_shared_lock(image: Path, monkeypatch, caplog)
 
 def test_detach_goes_on_past_a_lock_held_too_long(image: Path, monkeypatch, caplog):
     monkeypatch.setattr(_calls, "DETACH_LOCK_WAIT_S", 0.01)
-    dev = loopcore.attach(image)
+    dev = loopcore.attach(image, partscan=True)
     with Uevents() as events:
         with probe_lock(dev.path):
             with caplog.at_level(logging.WARNING, logger="loopcore"):

@@ -33,13 +33,19 @@ def detach(device: LoopDevice) -> None:
     if rc == 0:  # the common case, without the retries
         device._fd = -1
         return
-    detach_failed(device, rc, step)
+    try:
+        detach_failed(device, rc, step)
+    finally:
+        if device._fd >= 0 and device._partitions is not None:
+            fcntl.flock(device._fd, fcntl.LOCK_UN)  # still bound: _lock_for_unbind's
 
 
 def _before_detach(device: LoopDevice) -> None:
     """Delete the partitions add_partitions() registered (a partscan
-    attach's: all) and drop the lock (a second open fd would make LOOP_CLR_FD a deferred detach),
-    after writing back the page cache, which could fail."""
+    attach's: all) and drop the lock (a second open fd would make
+    LOOP_CLR_FD a deferred detach), after writing back the page cache,
+    which could fail; then, on a device with partitions, lock the fd
+    LOOP_CLR_FD goes through."""
     partitions = device._partitions
     if (partitions is not None and (partitions.numbers or partitions.scanned)) \
             or device._lock_fd >= 0:
@@ -47,13 +53,25 @@ def _before_detach(device: LoopDevice) -> None:
         if partitions is not None:
             partitions.remove_added(device)
         device._drop_lock()
+    if partitions is not None:
+        _lock_for_unbind(device)
+
+
+def _lock_for_unbind(device: LoopDevice) -> None:
+    """A device with partitions: flock LOCK_EX on the fd LOOP_CLR_FD goes
+    through (a second open would defer it; its close releases the lock),
+    so no udev probe, which holds a shared one, interleaves with the
+    teardown.  A lock held past _calls.DETACH_LOCK_WAIT_S (not a probe)
+    does not stop the detach."""
+    deadline_ns = _retry.deadline_after(_calls.DETACH_LOCK_WAIT_S)
+    if not _calls.flock_wait(device._fd, fcntl.LOCK_EX, deadline_ns):
+        log.warning("%s: still locked by another process after %s s; detaching anyway",
+                    device.path, _calls.DETACH_LOCK_WAIT_S)
 
 
 def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
     """After a failed lc_detach_fd (``step`` says where): retry, or raise
     with the device still bound and open (closed if it was not bound)."""
-    if step[0] == _c.lib.LC_STEP_DEVICE_LOCK and rc == -errno.EWOULDBLOCK:
-        rc = _unbind_after_lock(device, step)
     if rc in (-errno.EAGAIN, -errno.EINTR):
         # the kernel is busy, or a signal (its handler ran): the EAGAIN policy
         rc = _calls.retry_eagain(lambda: _c.lib.lc_detach_fd(device._fd, step))
@@ -65,22 +83,6 @@ def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
     if rc == -errno.ENXIO and _unbound(device._fd):
         device.close()  # nothing bound to keep open for
     raise error_from_errno(-rc, device.path)
-
-
-def _unbind_after_lock(device: LoopDevice, step: CData) -> int:
-    """Someone (a udev probe, mostly) holds a flock on the device: wait
-    for it within _calls.DETACH_LOCK_WAIT_S, then detach under the lock;
-    a lock held past that (not a probe) does not stop the detach."""
-    deadline_ns = _retry.deadline_after(_calls.DETACH_LOCK_WAIT_S)
-    if _calls.flock_wait(device._fd, fcntl.LOCK_EX, deadline_ns):
-        return int(_c.lib.lc_detach_fd(device._fd, step))  # the lock is ours: no wait
-    log.warning("%s: still locked by another process after %s s; detaching anyway",
-                device.path, _calls.DETACH_LOCK_WAIT_S)
-    step[0] = _c.lib.LC_STEP_UNBIND
-    rc = _calls.retry_eagain(lambda: _c.lib.lc_clr_fd(device._fd))
-    if rc == 0:
-        os.close(device._fd)
-    return rc
 
 
 def _write_back(device: LoopDevice) -> None:
