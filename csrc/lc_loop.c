@@ -475,6 +475,31 @@ static int lock_device(int number, int64_t deadline_ns)
     return fd;
 }
 
+/*
+ * After a bind without LO_FLAGS_PARTSCAN, with the device lock held (udev
+ * skips probing a device locked exclusively): turn the flag on with
+ * LOOP_SET_STATUS64, whose one partition scan announces each partition
+ * once, with its /dev node made (devtmpfs) before the ioctl returns.
+ * LOOP_CONFIGURE with the flag instead announces the disk first, and a
+ * probe opening it then can rescan it: partitions added, removed, added.
+ * A fresh open first: a bind can leave the disk marked for a rescan at
+ * its next open (which drops the partitions); that open is this one,
+ * before there are any.  Returns 0 or -errno; the caller unbinds.
+ */
+static int scan_partitions(int dev_fd, int number)
+{
+    struct lc_loop_info64 info;
+    int fd = lc_dev_open(number, 1);
+
+    if (fd < 0)
+        return fd;
+    close(fd);
+    if ((fd = lc_get_status64(dev_fd, &info)) < 0)
+        return fd;
+    info.lo_flags |= LO_FLAGS_PARTSCAN;
+    return lc_set_status64(dev_fd, &info);
+}
+
 static void unlock_control(int ctl_fd, uint32_t options)
 {
     if (!(options & LC_ATTACH_CONTROL_HELD))
@@ -495,6 +520,9 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
     int64_t deadline_ns = req->deadline_ns;
     int read_only = (flags & LO_FLAGS_READ_ONLY) != 0;
     int chosen = number >= 0;
+    /* LOOP_CONFIGURE with PARTSCAN announces the disk before it reads the
+     * table: bind without it, then scan (scan_partitions) */
+    int partscan_after = !(options & LC_ATTACH_SET_FD) && (flags & LO_FLAGS_PARTSCAN);
     struct lc_loop_config config;
     uint32_t attempt;
     int last_error = -EBUSY;
@@ -504,7 +532,7 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
     config.block_size = req->block_size;
     config.info.lo_offset = req->offset;
     config.info.lo_sizelimit = req->size_limit;
-    config.info.lo_flags = flags;
+    config.info.lo_flags = partscan_after ? flags & ~(uint32_t)LO_FLAGS_PARTSCAN : flags;
     /* up to the NUL: a reused request may hold a longer name after it */
     strncpy((char *)config.info.lo_file_name, file_name, sizeof(config.info.lo_file_name) - 1);
     memset(result, 0, sizeof(*result));
@@ -564,7 +592,7 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
             result->failed_step = LC_STEP_BIND;
             return -EBUSY;
         } else {
-            if ((options & LC_ATTACH_LOCK_DEVICE)
+            if ((options & LC_ATTACH_LOCK_DEVICE || partscan_after)
                 && (lock_fd = lock_device(number, deadline_ns)) < 0) {
                 close(dev_fd);
                 unlock_control(ctl_fd, options);
@@ -576,6 +604,18 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
             else
                 r = lc_configure(dev_fd, &config);
             unlock_control(ctl_fd, options);
+            if (r == 0 && partscan_after) {
+                if ((r = scan_partitions(dev_fd, number)) < 0) {
+                    close(lock_fd);
+                    unbind_and_close(dev_fd);
+                    result->failed_step = LC_STEP_PARTSCAN;
+                    return interrupted(result, attempt, r);
+                }
+                if (!(options & LC_ATTACH_LOCK_DEVICE)) {
+                    close(lock_fd);  /* the partitions exist: udev may look */
+                    lock_fd = -1;
+                }
+            }
             if (r == 0) {
                 if ((r = read_state(dev_fd, options, NULL, result)) < 0) {
                     /* The lock fd first: a second opener would turn

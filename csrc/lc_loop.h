@@ -125,7 +125,8 @@ enum lc_attach_step {
     LC_STEP_WRITE_BACK = 7,      /* detach: writing back the page cache */
     LC_STEP_UNBIND = 8,          /* detach: LOOP_CLR_FD */
     LC_STEP_ADD = 9,             /* LOOP_CTL_ADD of a chosen device */
-    LC_STEP_DEVICE_LOCK = 10     /* flock on the device (LC_ATTACH_LOCK_DEVICE) */
+    LC_STEP_DEVICE_LOCK = 10,    /* flock on the device (LC_ATTACH_LOCK_DEVICE, PARTSCAN) */
+    LC_STEP_PARTSCAN = 11        /* LOOP_SET_STATUS64 turning PARTSCAN on after the bind */
 };
 
 /* lc_blkpg's op argument (BLKPG_ADD_PARTITION, BLKPG_DEL_PARTITION). */
@@ -187,6 +188,13 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * once with -EBUSY (failed_step LC_STEP_BIND), and EBUSY/EAGAIN from the
  * bind (a device still being torn down) or ENXIO/ENOENT from the open are
  * retried on the same device as above.
+ *
+ * LO_FLAGS_PARTSCAN in the flags (LOOP_CONFIGURE only): the bind goes
+ * without it, and LOOP_SET_STATUS64 turns it on afterwards -- the one
+ * partition scan, so udev sees each partition added once -- all under an
+ * exclusive flock on the device (taken as LC_ATTACH_LOCK_DEVICE takes it,
+ * and dropped once the partitions exist unless that option asks to keep
+ * it).
  *
  * req->options (enum lc_attach_option): LC_ATTACH_READ_SETTINGS and
  * LC_ATTACH_READ_DEVNUM choose what is read back; LC_ATTACH_LOCK_DEVICE

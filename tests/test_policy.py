@@ -321,3 +321,18 @@ def test_blkpg_wrapper_refuses_unknown_operations():
         assert _c.lib.lc_blkpg(fd, _c.lib.LC_BLKPG_ADD, 1, 0, 512) == -errno.ENOTTY
     finally:
         os.close(fd)
+
+
+def test_a_failed_partition_scan_names_the_device(fake_lib, backing):
+    """lc_attach failing at the scan (LC_STEP_PARTSCAN, after its own unbind):
+    the error names the device, and nothing is left to undo."""
+    def lc_attach(ctl_fd, req, result):
+        result.number, result.fd, result.lock_fd = 12, -1, -1
+        result.failed_step = _c.lib.LC_STEP_PARTSCAN
+        return -errno.EIO
+
+    fake_lib(lc_attach=lc_attach)
+    with pytest.raises(loopcore.LoopError) as e:
+        loopcore.attach(backing.fd, read_only=True, partscan=True, legacy=False,
+                        direct_io=False)
+    assert e.value.errno == errno.EIO and e.value.filename == "/dev/loop12"

@@ -52,6 +52,7 @@ class _Lib:
     LC_STEP_WRITE_BACK: int
     LC_STEP_UNBIND: int
     LC_STEP_ADD: int
+    LC_STEP_PARTSCAN: int
     LC_STEP_DEVICE_LOCK: int
 
     # lc_loop.h: enum lc_attach_option (lc_attach's options bits)

@@ -38,6 +38,12 @@ LOCK_POLL_MAX_S = 0.05
 # BLKPG_DEL_PARTITION of a partition someone has open for a moment (a
 # udev or blkid probe): retried with the LOOP_CTL_REMOVE backoff above.
 PARTITION_DEL_ATTEMPTS = 8
+# attach(partscan=True): looks for the partitions' /dev nodes after the
+# scan, with the same backoff (devtmpfs has them at the first look).
+PARTITION_NODE_ATTEMPTS = 8
+# detach(): how long to wait for a flock someone holds on the device (a
+# udev or blkid probe holds one for milliseconds) before unbinding anyway.
+DETACH_LOCK_WAIT_S = 10.0
 # attach(reuse=True): how often a device picked for reuse may turn out
 # unbound or rebound when opened (autoclear racing us) before giving up.
 REUSE_ATTEMPTS = 8

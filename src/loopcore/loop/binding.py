@@ -17,7 +17,7 @@ from ..errors import (
     TimeoutError,
     error_from_errno,
 )
-from . import _calls
+from . import _calls, partitions
 from .backing import BackingFile, expected_size
 from .control import (
     CONTROL_PATH,
@@ -145,7 +145,8 @@ def bind_error(rc: int, result: CData, request: AttachRequest, name: str) -> Bas
     if step == _c.lib.LC_STEP_OPEN and rc in (-errno.ENXIO, -errno.ENOENT):
         return LoopBusyError(-rc, f"free loop devices kept vanishing "
                              f"({result.attempts} attempts)", device_path(result.number))
-    if step in (_c.lib.LC_STEP_OPEN, _c.lib.LC_STEP_READ_BACK) and result.number >= 0:
+    if step in (_c.lib.LC_STEP_OPEN, _c.lib.LC_STEP_READ_BACK,
+                _c.lib.LC_STEP_PARTSCAN) and result.number >= 0:
         return error_from_errno(-rc, device_path(result.number))
     if step == _c.lib.LC_STEP_LOCK:
         return error_from_errno(-rc, CONTROL_PATH)
@@ -187,6 +188,13 @@ def check_bound(device: LoopDevice, bf: BackingFile, request: AttachRequest,
         state, request)
     if ignored:
         raise SettingsIgnored(errno.EINVAL, f"the kernel ignored {ignored}", bf.name)
+    if request.flags & PARTSCAN:
+        device._added().scanned = True  # detach deletes them, probes retried
+        missing = partitions.wait_for_nodes(device.number)
+        if missing:
+            log.info("%s: no /dev node for %s", device.path, ", ".join(missing))
+        if request.lock_mode is None:
+            device._drop_lock()  # taken for the scan only: udev may probe now
     if state.disk_read_only and not request.read_only:
         # Read-only: either the kernel made the device so, or a BLKROSET
         # policy (blockdev --setro) outlived the detach of the last user of

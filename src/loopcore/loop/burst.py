@@ -168,6 +168,9 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
         # signal handler interrupted the bookkeeping of).
         for i in range(count):
             if results[i].fd >= 0:
+                if results[i].lock_fd >= 0:  # first: a second opener defers LOOP_CLR_FD
+                    os.close(results[i].lock_fd)
+                    results[i].lock_fd = -1
                 _c.lib.lc_clr_fd(results[i].fd)
                 os.close(results[i].fd)
                 results[i].fd = -1

@@ -13,9 +13,10 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from .. import _c, _sysfs
+from .. import _c, _retry, _sysfs
 from .._log import get_logger
 from ..errors import LoopBusyError, error_from_errno
 from . import _calls
@@ -25,7 +26,8 @@ from .partition_table import PartitionTable, read_table
 if TYPE_CHECKING:
     from .device import LoopDevice
 
-__all__ = ["AddedPartitions", "read_device_table", "register", "unregister", "current"]
+__all__ = ["AddedPartitions", "read_device_table", "register", "unregister", "current",
+           "wait_for_nodes"]
 
 log = get_logger("loop")
 
@@ -67,11 +69,14 @@ class AddedPartitions:
     ``/dev`` nodes it made.  Made at a device's first add_partitions() or
     remove_partitions(): a device that never uses them pays nothing."""
 
-    __slots__ = ("numbers", "nodes")
+    __slots__ = ("numbers", "nodes", "scanned")
 
     def __init__(self) -> None:
         self.numbers: Set[int] = set()
         self.nodes: Set[str] = set()
+        # attach(partscan=True) made the device: detach deletes the
+        # kernel's partitions first (see remove_added)
+        self.scanned = False
 
     def add(self, device: LoopDevice) -> List[str]:
         """LoopDevice.add_partitions() (see there)."""
@@ -112,9 +117,23 @@ class AddedPartitions:
         return [partition_path(device.number, pno) for pno in removed]
 
     def remove_added(self, device: LoopDevice) -> None:
-        """Before a detach: delete the partitions add() registered."""
-        if self.numbers:
-            self._unregister(device, self.numbers)
+        """Before a detach: delete the partitions add() registered, and on
+        a device attach() scanned, the kernel's own too -- under the lock,
+        a probe's brief open retried (BLKPG's EBUSY) -- since LOOP_CLR_FD's
+        own deletion gives up at once on a partition a probe holds open,
+        leaving it behind on the unbound device.  One still busy after
+        the retries (mounted) stays: LOOP_CLR_FD then defers the detach."""
+        pnos = set(self.numbers)
+        if self.scanned:
+            pnos |= set(current(device.number))
+        if not pnos:
+            return
+        try:
+            self._unregister(device, pnos)
+        except LoopBusyError as e:
+            if not self.scanned:
+                raise
+            log.info("%s: %s; detaching anyway", device.path, e)
 
     def _unregister(self, device: LoopDevice, pnos: Iterable[int]) -> List[int]:
         try:
@@ -135,6 +154,23 @@ def current(number: int) -> Dict[int, Tuple[int, int, int]]:
         if geometry is not None:
             found[pno] = geometry
     return found
+
+
+def wait_for_nodes(number: int) -> List[str]:
+    """After the kernel's partition scan of ``/dev/loopN``: wait, within
+    the PARTITION_NODE_ATTEMPTS backoff, until each partition it found
+    has its ``/dev`` node; returns the paths still missing.  devtmpfs makes
+    them before the scan returns, so this normally looks once; a ``/dev``
+    without it (a container) may never get them."""
+    missing: List[str] = []
+    for pause in _retry.pauses(_calls.PARTITION_NODE_ATTEMPTS, _calls.REMOVE_FIRST_SLEEP_S):
+        missing = [path for path in (partition_path(number, pno) for pno in
+                                     _sysfs.loop_partition_numbers(number) or ())
+                   if not os.path.exists(path)]
+        if not missing:
+            break
+        time.sleep(pause)
+    return missing
 
 
 def _blkpg(fd: int, op: int, number: int, pno: int, start: int = 0, length: int = 0) -> None:

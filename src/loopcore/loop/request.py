@@ -101,7 +101,9 @@ class AttachRequest:
         # 5.8 could ignore; the size with an offset or a size limit, as
         # util-linux).
         options = _READ_SETTINGS if partscan or block_size or offset or size_limit else 0
-        self.options = (options | _LOCK_DEVICE) if self.lock_mode else options
+        # partscan: the device lock from before the bind until the
+        # partitions' nodes are checked (check_bound drops it unless asked)
+        self.options = (options | _LOCK_DEVICE) if self.lock_mode or partscan else options
         self.created = False
 
     def use_legacy(self) -> bool:

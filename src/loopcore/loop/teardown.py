@@ -5,6 +5,7 @@ attach() bound moments ago and is not handing out."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from typing import TYPE_CHECKING, Optional
 
@@ -36,7 +37,11 @@ def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
     if rc == 0:  # the common case, without the retries
         device._fd = -1
     else:
-        detach_failed(device, rc, step)
+        try:
+            detach_failed(device, rc, step)
+        finally:
+            if device._fd >= 0 and device._partitions is not None:
+                fcntl.flock(device._fd, fcntl.LOCK_UN)  # still bound: _lock_for_unbind's
     if device._made_nodes:
         nodes.remove_nodes(device._made_nodes)
         device._made_nodes = ()
@@ -44,15 +49,32 @@ def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
 
 
 def _before_detach(device: LoopDevice) -> None:
-    """Delete the partitions add_partitions() registered and drop the
-    lock (a second open fd would make LOOP_CLR_FD a deferred detach),
-    after writing back the page cache, which could fail."""
+    """Delete the partitions add_partitions() registered (a partscan
+    attach's: all) and drop the lock (a second open fd would make
+    LOOP_CLR_FD a deferred detach), after writing back the page cache,
+    which could fail; then, on a device with partitions, lock the fd
+    LOOP_CLR_FD goes through."""
     partitions = device._partitions
-    if (partitions is not None and partitions.numbers) or device._lock_fd >= 0:
+    if (partitions is not None and (partitions.numbers or partitions.scanned)) \
+            or device._lock_fd >= 0:
         _write_back(device)
         if partitions is not None:
             partitions.remove_added(device)
         device._drop_lock()
+    if partitions is not None:
+        _lock_for_unbind(device)
+
+
+def _lock_for_unbind(device: LoopDevice) -> None:
+    """A device with partitions: flock LOCK_EX on the fd LOOP_CLR_FD goes
+    through (a second open would defer it; its close releases the lock),
+    so no udev probe, which holds a shared one, interleaves with the
+    teardown.  A lock held past _calls.DETACH_LOCK_WAIT_S (not a probe)
+    does not stop the detach."""
+    deadline_ns = _retry.deadline_after(_calls.DETACH_LOCK_WAIT_S)
+    if not _calls.flock_wait(device._fd, fcntl.LOCK_EX, deadline_ns):
+        log.warning("%s: still locked by another process after %s s; detaching anyway",
+                    device.path, _calls.DETACH_LOCK_WAIT_S)
 
 
 def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
