@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import loopcore
-from loopcore import errors
+from loopcore import _devnodes, errors
 from loopcore.dm import kpartx, nodes, partmaps
 
 from cli_runner import loopcore_cmd, one_line
@@ -183,7 +183,7 @@ def test_mapper_nodes_are_0660_group_disk_whatever_the_umask(tmp_path):
     except KeyError:
         disk = 0
     assert (st.st_uid, st.st_gid) == (0, disk)
-    assert nodes.node_gid() == disk
+    assert _devnodes.node_gid() == disk
 
 
 # --- all or nothing, without device-mapper: a client that fails on cue -------------------

@@ -9,8 +9,6 @@ udev made a symlink to the right device, it is left alone.
 from __future__ import annotations
 
 import errno
-import functools
-import grp
 import logging
 import os
 import stat
@@ -19,18 +17,16 @@ import warnings
 from typing import Dict
 
 from .. import _sysfs, errors
+from .._devnodes import make_block_node
 from .._log import get_logger
 
 __all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control",
-           "node_gid", "node_path", "remove_node", "sync_nodes", "NODE_MODE", "NODE_GROUP"]
+           "node_path", "remove_node", "sync_nodes"]
 
 CONTROL_PATH = "/dev/mapper/control"
 DEV_DIR = "/dev/mapper"
 MISC_MAJOR = 10  # the control node is a misc character device ...
 MISC_NAME = "device-mapper"  # ... listed under this name in /proc/misc
-#: mode and group of the block nodes loopcore makes (udev's and libdm's)
-NODE_MODE = 0o660
-NODE_GROUP = "disk"
 
 log = get_logger("dm")
 
@@ -80,22 +76,6 @@ def _ensure_control(path: str) -> None:
         pass  # created by udev or another process meanwhile
 
 
-@functools.lru_cache(maxsize=None)
-def node_gid() -> int:
-    """The gid of group ``disk``, looked up once; root's where there is none."""
-    try:
-        return grp.getgrnam(NODE_GROUP).gr_gid
-    except KeyError:
-        return 0
-
-
-def _mknod(path: str, devnum: int) -> None:
-    """mknod with :data:`NODE_MODE` whatever the umask, owned by root:disk."""
-    os.mknod(path, NODE_MODE | stat.S_IFBLK, devnum)
-    os.chown(path, 0, node_gid())
-    os.chmod(path, NODE_MODE)
-
-
 def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     """Make ``dev_dir/<kernel_name>`` a block node for ``devnum``, replacing
     a wrong node or a dangling symlink."""
@@ -117,10 +97,10 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     if debug:
         log.debug("mknod %s b %d:%d", path, os.major(devnum), os.minor(devnum))
     try:
-        _mknod(path, devnum)
+        make_block_node(path, devnum)
     except FileNotFoundError:
         os.makedirs(dev_dir, mode=0o755, exist_ok=True)
-        _mknod(path, devnum)
+        make_block_node(path, devnum)
     except FileExistsError:
         st = os.stat(path)
         if not (stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum):

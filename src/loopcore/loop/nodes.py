@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import builtins
 import errno
-import grp
 import os
 import stat
 from typing import Iterable, List, Optional, Tuple
 
 from .. import _sysfs
+from .._devnodes import make_block_node
 from .._log import get_logger
 from ..errors import error_from_errno
 from .control import MAKE_NODES_ENV, LoopControl, control, get_free
 from .info import partition_path
 
 __all__ = ["MAKE_NODES_ENV"]
-
-NODE_MODE = 0o660
-NODE_GROUP = "disk"
 
 log = get_logger("loop")
 
@@ -51,13 +48,6 @@ def loop_number_of_path(path: object) -> Optional[int]:
     return None
 
 
-def _disk_gid() -> int:
-    try:
-        return grp.getgrnam(NODE_GROUP).gr_gid
-    except KeyError:
-        return -1
-
-
 def make_node(name: str) -> bool:
     """Make ``/dev/NAME`` for block device ``name`` from its number in
     sysfs if there is none; True if it was made.  A file of that name that
@@ -74,13 +64,7 @@ def make_node(name: str) -> bool:
         if stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum:
             return False
         raise error_from_errno(errno.EEXIST, path, f"exists and is not {name}")
-    os.mknod(path, stat.S_IFBLK | NODE_MODE, devnum)
-    try:
-        os.chown(path, -1, _disk_gid())
-        os.chmod(path, NODE_MODE)  # mknod's mode went through the umask
-    except BaseException:
-        os.unlink(path)
-        raise
+    make_block_node(path, devnum)
     log.debug("%s: made the node (%d:%d)", path, os.major(devnum), os.minor(devnum))
     return True
 

@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from .. import _c, _retry, _sysfs
+from .._devnodes import make_block_node
 from .._log import get_logger
 from ..errors import LoopBusyError, error_from_errno
 from . import _calls
@@ -203,7 +204,7 @@ def _ensure_node(number: int, pno: int, devnum: int, made: Set[str]) -> None:
         log.info("%s: stale node (%d:%d), replaced", path, os.major(st.st_rdev),
                  os.minor(st.st_rdev))
         os.unlink(path)
-    os.mknod(path, stat.S_IFBLK | 0o600, devnum)
+    make_block_node(path, devnum)
     made.add(path)
     log.debug("%s: created the node (%d:%d)", path, os.major(devnum), os.minor(devnum))
 
