@@ -93,6 +93,11 @@ def maps_on(devnum: int) -> Dict[str, Tuple[str, str]]:
 
 
 def kpartx_cmd(*args: str) -> str:
+    if "-d" in args:
+        # kpartx -d gives up on a map a udev probe holds open for a moment
+        # (its own race, which loopcore's delete retries): let udev's
+        # queue drain first, so the reference run is deterministic
+        subprocess.run(["udevadm", "settle", "--timeout=60"], check=False)
     return run(KPARTX, *args)
 
 

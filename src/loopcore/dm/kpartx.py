@@ -18,12 +18,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+from itertools import chain
 from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from .. import _sysfs, errors
 from .._log import get_logger
+from .._retry import pauses
 from ..loop import LoopDevice, attach, detach, find, read_partition_table
-from .client import DeviceMapper
+from .client import REMOVE_RETRIES, REMOVE_RETRY_DELAY, DeviceMapper
 from .names import DevId, DevIdArg, KernelName
 from .nodes import node_path
 from .partmaps import PartMap, is_part_of, parent_uuid, plan
@@ -255,8 +258,9 @@ def delete(source: PathArg, *, sync: bool = True,
     """``kpartx -d``: remove the maps of ``source``'s partitions (found by
     their table and uuid, whatever their names) and return their names.
     For an image file, the loop device bound to it is detached after, as
-    kpartx does; an image with none has nothing to delete.  A map that is
-    open stops the call before anything is removed (DmBusyError)."""
+    kpartx does; an image with none has nothing to delete.  A map that
+    stays open (past a probe's moment, remove()'s retry budget) stops the
+    call before anything is removed (DmBusyError)."""
     check_source(source)
     client, own = _mapper(mapper, sync)
     try:
@@ -264,10 +268,17 @@ def delete(source: PathArg, *, sync: bool = True,
         if parent is None:
             return []
         found = sorted(_partmaps(client, parent), key=lambda item: -item[1])
-        busy = [str(name) for name, _ in found if client.info(name).open_count]
-        if busy:
-            raise errors.error_from_errno(errno.EBUSY, node_path(busy[0]),
-                                          f"in use (open): {', '.join(busy)}", dm=True)
+        # A udev or blkid probe holds a fresh map open for a moment: look
+        # again with remove()'s budget before calling a map in use
+        # (kpartx -d gives up on the first EBUSY and leaves the rest).
+        for pause in chain(pauses(REMOVE_RETRIES, REMOVE_RETRY_DELAY, 1.0), [None]):
+            busy = [str(name) for name, _ in found if client.info(name).open_count]
+            if not busy:
+                break
+            if pause is None:
+                raise errors.error_from_errno(errno.EBUSY, node_path(busy[0]),
+                                              f"in use (open): {', '.join(busy)}", dm=True)
+            time.sleep(pause)
         for name, _ in found:
             client.remove(name)
         if parent.loop is not None:
