@@ -62,10 +62,19 @@ def leg_pairs(name: str, devices: Sequence[object]) -> Tuple[Tuple[str, int], ..
                  else (device_arg(entry), 0) for entry in devices)
 
 
+# The most digits a kernel number has (%llu of 2**64-1), leading zeros aside:
+# a longer word is out of range without the int() that Python limits.
+_MAX_DIGITS = len(str(U64_MAX))
+
+
 def decimal(name: str, word: str) -> int:
-    """The number a word of decimal digits writes (the kernel's %u, %llu)."""
+    """The number a word of ASCII decimal digits writes (the kernel's %u,
+    %llu); ValueError for anything else (other scripts' digits too) and
+    for more digits than a 64-bit number has."""
     if not word.isascii() or not word.isdigit():
-        raise errors.ValueError(f"{name} must be a decimal number, got {word!r}")
+        raise errors.ValueError(f"{name} must be a decimal number, got {word[:40]!r}")
+    if len(word.lstrip("0")) > _MAX_DIGITS:
+        raise errors.ValueError(f"{name} has {len(word)} digits: out of range")
     return int(word)
 
 
