@@ -75,7 +75,7 @@ def decimal(name: str, word: str) -> int:
         raise errors.ValueError(f"{name} must be a decimal number, got {word[:40]!r}")
     if len(word.lstrip("0")) > _MAX_DIGITS:
         raise errors.ValueError(f"{name} has {len(word)} digits: out of range")
-    return int(word)
+    return int(word.lstrip("0") or "0")
 
 
 class Words:

@@ -1,0 +1,145 @@
+"""Regression tests for the 12 defects a first round of property tests
+found (issue 19): secrets, partition tables the kernel would not register,
+dm text, the command line.  Each test fails on the code before its fix."""
+from __future__ import annotations
+
+import pytest
+
+from loopcore import PartitionTableError, _c, cli, dm, errors
+from loopcore.dm.table import has_keys
+from loopcore.dm.targets import parse_params, parse_status
+
+from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
+from partition_images import ebr_chain_image, gpt_image, read_image
+
+MiB = 1 << 20
+
+# --- secrets ----------------------------------------------------------------------------
+
+CRYPT_SPACED = [f"aes-xts-plain64  {KEY} 0 7:0 0", f"aes-xts-plain64\t{KEY} 0 7:0 0",
+                f" aes-xts-plain64 \t {KEY}\t0 7:0 0"]
+
+
+@pytest.mark.parametrize("params", CRYPT_SPACED)
+def test_crypt_key_after_two_spaces_or_a_tab_is_masked(params):
+    target = dm.Target(0, 8, "crypt", params)
+    assert KEY not in str(dm.mask_keys([target])) and "0" * 64 in str(dm.mask_keys([target]))
+    assert has_keys([target])
+    assert KEY not in repr(dm.CryptParams.parse(params))
+
+
+@pytest.mark.parametrize("params", CRYPT_SPACED)
+def test_crypt_key_after_two_spaces_or_a_tab_loads_secure_and_wiped(fake_mapper, params):
+    kernel = FakeKernel()
+    m = fake_mapper(kernel)
+    m.load("c", [dm.Target(0, 8, "crypt", params)])
+    (index, flags), = [(i, f) for i, (c, f, *_) in enumerate(kernel.requests)
+                       if c == dm.Cmd.TABLE_LOAD]
+    assert flags & dm.Flag.SECURE_DATA
+    assert not any(bytes(_c.ffi.buffer(kernel.buffers[index])))
+
+
+# --- partition tables the kernel would not register -------------------------------------
+
+def test_gpt_entry_256_is_not_a_partition():
+    # 256 entries: the kernel reads entries 1 to 255 only (BLKPG refuses 256)
+    image = gpt_image(4 * MiB, [(0, 2048, 2049), (254, 2050, 2051), (255, 2052, 2053)],
+                      count=256)
+    table = read_image(image)
+    assert table is not None and [p.number for p in table.partitions] == [1, 255]
+
+
+def test_msdos_logicals_stop_at_255():
+    table = read_image(ebr_chain_image(260))
+    assert table is not None
+    numbers = [p.number for p in table.partitions]
+    assert numbers[0] == 1 and numbers[1:] == list(range(5, 256))
+
+
+@pytest.mark.parametrize("entry_size", [136, 256, 512])
+def test_gpt_entry_size_other_than_128_is_refused(entry_size):
+    image = gpt_image(4 * MiB, [(0, 2048, 4095)], entry_size=entry_size)
+    with pytest.raises(PartitionTableError, match="no valid GPT header"):
+        read_image(image)
+    assert read_image(gpt_image(4 * MiB, [(0, 2048, 4095)])) is not None
+
+
+@pytest.mark.parametrize("start", [0, 2, 2048])
+def test_protective_mbr_entry_not_at_lba_1_is_refused(start):
+    with pytest.raises(PartitionTableError, match="LBA"):
+        read_image(gpt_image(4 * MiB, [(0, 2048, 4095)], pmbr_start=start))
+
+
+# --- dm text ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("digits", ["\u0661\u0662", "\u00b2", "\uff11", "\u09e7"])
+def test_dm_numbers_are_ascii_digits_only(digits):
+    with pytest.raises(errors.DmParseError):
+        parse_params("linear", f"7:0 {digits}")
+    with pytest.raises(errors.DmParseError):
+        parse_status("thin", f"{digits} -")
+    with pytest.raises(errors.ValueError, match="decimal"):
+        dm.Table.parse(f"0 {digits} zero")
+
+
+def test_dm_numbers_of_5000_digits_are_a_parse_error():
+    huge = "1" * 5000
+    with pytest.raises(errors.DmParseError, match="out of range"):
+        parse_params("linear", f"7:0 {huge}")
+    with pytest.raises(errors.DmParseError, match="out of range"):
+        parse_status("snapshot", f"{huge}/8 1")
+    with pytest.raises(errors.ValueError):
+        dm.Table.parse(f"0 {huge} zero")
+    # leading zeros are not digits of the value (the kernel reads them)
+    assert parse_params("linear", "7:0 " + "0" * 5000 + "8") == dm.LinearParams("7:0", 8)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: parse_params("crypt", "aes \ud800 0 7:0 0"),
+    lambda: parse_params("integrity", "7:0 0 32 J 1 internal_hash:a:\udfff"),
+    lambda: dm.Target(0, 8, "crypt", "aes \ud800 0 7:0 0"),
+    lambda: dm.Target(0, 8, "lin\ud800ear", ""),
+    lambda: dm.Table.parse("0 8 crypt aes \ud800 0 7:0 0"),
+    lambda: dm.mask_keys("0 8 crypt aes \ud800 0 7:0 0"),
+])
+def test_a_lone_surrogate_is_a_loopcore_error(call):
+    with pytest.raises(errors.ValueError):
+        call()
+
+
+@pytest.mark.parametrize("brk", ["\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028",
+                                 "\u2029", "\r\n"])
+def test_every_line_break_is_refused_in_params(brk):
+    with pytest.raises(errors.ValueError, match="line break"):
+        dm.Target(0, 8, "linear", f"7:0{brk}0")
+    # so what Target takes reads back from its table text
+    ok = dm.Table([dm.Target(0, 8, "linear", "7:0 0"), dm.Target(8, 8, "zero")])
+    assert dm.Table.parse(str(ok)) == ok
+
+
+def test_merge_failed_is_snapshot_merges_state():
+    assert parse_status("snapshot-merge", "Merge failed") == dm.UnavailableStatus(
+        "snapshot-merge", "Merge failed")
+    assert parse_status("snapshot-merge", "Merge failed").failed
+    # a snapshot (not merging) cannot report it
+    with pytest.raises(errors.DmParseError):
+        parse_status("snapshot", "Merge failed")
+    assert parse_status("snapshot", "Invalid") == dm.UnavailableStatus("snapshot", "Invalid")
+
+
+# --- the command line -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["list", "--nosuch"], ["nosuchcommand"], []])
+def test_cli_main_returns_2_for_usage_errors(argv, capsys):
+    assert cli.main(argv) == 2  # returned, not raised as SystemExit
+    err = capsys.readouterr().err
+    assert err.startswith("loopcore") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["list", "--bo\ngus"], ["find", "a\nb", "c\rd"],
+                                  ["attach", "--offset", "1\n2", "f"], ["x\u2028y"]])
+def test_cli_usage_error_with_a_line_break_is_one_line(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    assert "\\n" in err or "\\r" in err or "\\u2028" in err
