@@ -8,6 +8,7 @@ target_type, params)``; what the parameters mean is
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, List, Tuple, Union
 
 from .. import errors
@@ -19,6 +20,9 @@ from .targets.kinds import decimal
 
 __all__ = ["Target", "Table", "TableArg", "as_table", "has_keys", "mask_keys", "mask_params",
            "pack_targets", "unpack_specs"]
+
+# '#' at the start of a word (of the line, or after whitespace)
+_COMMENT = re.compile(r"(?:^|\s)#")
 
 
 class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic base
@@ -40,11 +44,13 @@ class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic 
         """Read dmsetup's table syntax: ``start length type params`` per line.
 
         Blank lines and '#' comments are skipped; surrounding whitespace is
-        trimmed, as dmsetup does.  Raises ValueError on a malformed line.
+        trimmed, as dmsetup does.  A comment starts with a word that starts
+        with '#' (a '#' inside a word, as in a path or a keyring
+        description, is text).  Raises ValueError on a malformed line.
         """
         targets = []
         for lineno, raw in enumerate(text.splitlines(), 1):
-            line = raw.split("#", 1)[0].strip()
+            line = _COMMENT.split(raw, 1)[0].strip()
             if not line:
                 continue
             parts = line.split(None, 3)
