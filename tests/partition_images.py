@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 from loopcore.loop.partition_table import PartitionTable, read_table
 
-__all__ = ["gpt_image", "mbr_sector", "ebr_chain_image", "read_image", "MBR_ENTRY"]
+__all__ = ["gpt_image", "mbr_sector", "ebr_chain_image", "read_image", "MBR_ENTRY", "Image"]
 
 MBR_ENTRY = struct.Struct("<B3sB3sII")
 _HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")
@@ -89,3 +89,10 @@ def read_image(image: bytes, sector: int = 512, size: Optional[int] = None
         return read_table(fd, len(image) if size is None else size, sector)
     finally:
         os.close(fd)
+
+
+class Image(bytearray):
+    """A disk image whose repr is short (hypothesis prints failing cases)."""
+
+    def __repr__(self) -> str:
+        return f"Image({len(self)} bytes, crc32 {zlib.crc32(self):#010x})"

@@ -10,7 +10,7 @@ from loopcore.dm.table import has_keys
 from loopcore.dm.targets import parse_params, parse_status
 
 from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
-from partition_images import ebr_chain_image, gpt_image, read_image
+from partition_images import ebr_chain_image, gpt_image, mbr_sector, read_image
 
 MiB = 1 << 20
 
@@ -143,3 +143,28 @@ def test_cli_usage_error_with_a_line_break_is_one_line(argv, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.endswith("\n"), err
     assert "\\n" in err or "\\r" in err or "\\u2028" in err
+
+
+# --- found by the property tests (tests/test_properties_*) ----------------------------------
+
+def test_a_hash_inside_a_word_is_not_a_comment():
+    line = dm.Target(0, 8, "crypt", "aes-xts-plain64 :32:logon:disk#1 0 7:0 0")
+    assert dm.Table.parse(str(dm.Table([line]))) == dm.Table([line])
+    # a word starting with '#' still starts one, as before
+    assert dm.Table.parse("0 8 linear 7:0 0 #x") == dm.Table([dm.Target(0, 8, "linear",
+                                                                        "7:0 0")])
+    # and typed parameters cannot hold such a word: their text would lose it
+    with pytest.raises(errors.ValueError, match="'#'"):
+        dm.CryptParams("#aes", "00", 0, "7:0", 0)
+    with pytest.raises(errors.ValueError, match="'#'"):
+        dm.linear(0, 8, "#dev")
+
+
+def test_a_partition_cut_at_an_odd_sized_end_is_whole_sectors():
+    # a 1 MiB + 100 byte image: its loop device has 2048 sectors, and a
+    # partition running over the end is cut there, not at byte 1 MiB + 100
+    image = bytearray(mbr_sector([(0, 0x83, 2000, 100)])) + bytes((1 << 20) + 100 - 512)
+    table = read_image(image)
+    assert table is not None
+    part, = table.partitions
+    assert (part.start, part.size) == (2000 * 512, 48 * 512)

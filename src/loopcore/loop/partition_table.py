@@ -142,7 +142,10 @@ def read_table(fd: int, size: int, sector_size: int) -> Optional[PartitionTable]
 
 def _fit(table: PartitionTable, size: int) -> PartitionTable:
     """Drop partitions that start past the end of the disk and cut the
-    ones that run over it, as the kernel does when it registers them."""
+    ones that run over it, as the kernel does when it registers them: to
+    its capacity, whole 512-byte sectors (an image's odd tail is not part
+    of its loop device)."""
+    size -= size % 512
     kept = []
     for part in table.partitions:
         if part.start >= size:
