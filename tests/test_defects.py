@@ -8,6 +8,7 @@ import pytest
 from loopcore import PartitionTableError, _c, cli, dm, errors
 from loopcore.dm.table import has_keys
 from loopcore.dm.targets import parse_params, parse_status
+from loopcore.dmlog.ctr import parse_ctr
 
 from dmfake import KEY, FakeKernel, fake_mapper_fixture  # noqa: F401 - the fixture
 from partition_images import ebr_chain_image, gpt_image, mbr_sector, read_image
@@ -168,3 +169,11 @@ def test_a_partition_cut_at_an_odd_sized_end_is_whole_sectors():
     assert table is not None
     part, = table.partitions
     assert (part.start, part.size) == (2000 * 512, 48 * 512)
+
+
+@pytest.mark.parametrize("ctr", [b"+1024 clustered-core 64", b"1_024 clustered-core 64",
+                                 b"1024 clustered-core +64", b"1024 clustered-core 6_4"])
+def test_a_dmlog_ctr_number_is_decimal_digits_only(ctr):
+    with pytest.raises(errors.ValueError, match="not a number"):
+        parse_ctr(ctr)
+    assert parse_ctr(b"1024 clustered-core 64").region_size == 64
