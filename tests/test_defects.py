@@ -177,3 +177,11 @@ def test_a_dmlog_ctr_number_is_decimal_digits_only(ctr):
     with pytest.raises(errors.ValueError, match="not a number"):
         parse_ctr(ctr)
     assert parse_ctr(b"1024 clustered-core 64").region_size == 64
+
+
+def test_a_cli_error_naming_an_undecodable_argument_is_written(capsys):
+    # argv bytes that are not UTF-8 arrive as lone surrogates; a stderr with
+    # strict errors (pytest's, a wrapper's) must still get the line
+    assert cli.main(["dm", "ls", "\udc80"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loopcore") and "\\udc80" in err and err.count("\n") == 1

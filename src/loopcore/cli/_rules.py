@@ -201,8 +201,11 @@ _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u
 
 
 def one_line(message: str) -> str:
-    """``message`` with its line breaks escaped (``\\n`` ...)."""
-    return str(message).translate(_LINE_BREAKS)
+    """``message`` with its line breaks escaped (``\\n`` ...), and the lone
+    surrogates of undecodable argv bytes as Python's stderr writes them
+    (``\\udc80``), so that a stream with strict errors takes it too."""
+    text = str(message).translate(_LINE_BREAKS)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error(message: str) -> None:
