@@ -3,9 +3,13 @@ found (issue 19): secrets, partition tables the kernel would not register,
 dm text, the command line.  Each test fails on the code before its fix."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from loopcore import PartitionTableError, _c, cli, dm, errors
+from loopcore.cli import dm_arguments
+from loopcore.cli import dmlog as cli_dmlog
 from loopcore.dm.table import has_keys
 from loopcore.dm.targets import parse_params, parse_status
 from loopcore.dmlog.ctr import parse_ctr
@@ -185,3 +189,15 @@ def test_a_cli_error_naming_an_undecodable_argument_is_written(capsys):
     assert cli.main(["dm", "ls", "\udc80"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("loopcore") and "\\udc80" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("word", ["\u0661\u0662", "1_0", "\uff11"])
+def test_cli_numbers_are_ascii_without_separators(word):
+    # dm's numbers (dm message, wait, setgeometry) and dmlog serve's
+    # --busy-poll-us (not run here: it would serve)
+    with pytest.raises(argparse.ArgumentTypeError):
+        dm_arguments.uint_arg(word)
+    assert dm_arguments.uint_arg("0x10") == 16
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli_dmlog._microseconds(word)
+    assert cli_dmlog._microseconds("50") == 50
