@@ -10,7 +10,7 @@ import pytest
 from loopcore import PartitionTableError, _c, cli, dm, errors
 from loopcore.cli import dm_arguments
 from loopcore.cli import dmlog as cli_dmlog
-from loopcore.dm.table import has_keys
+from loopcore.dm.table import has_keys, mask_params
 from loopcore.dm.targets import parse_params, parse_status
 from loopcore.dmlog.ctr import parse_ctr
 
@@ -201,3 +201,11 @@ def test_cli_numbers_are_ascii_without_separators(word):
     with pytest.raises(argparse.ArgumentTypeError):
         cli_dmlog._microseconds(word)
     assert cli_dmlog._microseconds("50") == 50
+
+
+def test_a_crypt_key_after_a_non_ascii_cipher_is_masked():
+    # U+20000's UTF-8 holds the byte 0xA0, a space to the kernel's isspace():
+    # the key as the typed parameters read it is zeroed too
+    params = f"\U00020000 {KEY} 0 7:0 0"
+    assert KEY not in mask_params("crypt", params)
+    assert KEY not in mask_params("crypt", f"aes\u00a0{KEY} 0 7:0 0")

@@ -12,12 +12,15 @@ the kernel returned, so that text loopcore cannot parse is masked too.
 Words are split as the kernel's dm_split_args() splits them: on any run
 of the bytes its isspace() takes (tab to carriage return, space, and
 Latin-1's no-break space 0xA0), so that two spaces or a tab before a key
-hide it too.
+hide it too.  Where text is not ASCII, Python's split (which the typed
+parameters read with) can differ: the crypt key is then zeroed as either
+reads it.
 
 A new target type whose parameters hold a key gets its rule here.
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Iterable
 
 from ... import errors
@@ -32,6 +35,7 @@ KEYED_TYPES = ("crypt", "integrity")
 _INTEGRITY_KEYED = (b"internal_hash:", b"journal_crypt:", b"journal_mac:")
 # the kernel's isspace(): \t \n \v \f \r, space and 0xA0 (lib/ctype.c)
 _SPACE = frozenset(b"\t\n\v\f\r \xa0")
+_WORD = re.compile(r"\S+")   # a word as str.split() reads it
 
 
 def _skip_space(raw: bytearray, pos: int) -> int:
@@ -63,6 +67,13 @@ def mask_params(target_type: str, params: str) -> str:
         key = _skip_space(raw, key)
         if key < len(raw) and raw[key] != 0x3A:  # ':' starts a keyring reference
             _zero_word(raw, key)
+        if not params.isascii():
+            words = _WORD.finditer(params)
+            second = next(words, None) and next(words, None)
+            if second is not None and not second.group().startswith(":"):
+                start = len(encode(params[:second.start()]))
+                raw[start:start + len(encode(second.group()))] = \
+                    b"0" * len(encode(second.group()))
     else:
         for option in _INTEGRITY_KEYED:
             at = raw.find(option)
