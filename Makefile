@@ -29,7 +29,8 @@ test-vm:
 	scripts/vm-tests
 
 # The property tests (tests/test_properties_*.py) with 50 times the examples
-# `make test` runs (hypothesis's long profile; about half an hour).
+# `make test` runs (hypothesis's long profile: some 20 minutes on an idle
+# 2-CPU machine, about an hour on a busy one).
 props-long:
 	scripts/bootstrap
 	LOOPCORE_PROPERTIES=long $(PY) -m pytest tests/test_properties_*.py -p no:cacheprovider -q
