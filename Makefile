@@ -4,7 +4,7 @@
 # calls tools by their path in .venv (nothing beyond Debian's default PATH).
 PY := .venv/bin/python
 
-.PHONY: demo test lint test-host test-vm wheel bench clean
+.PHONY: demo test lint test-host test-vm props-long wheel bench clean
 
 demo:
 	scripts/bootstrap
@@ -27,6 +27,13 @@ test-host:
 
 test-vm:
 	scripts/vm-tests
+
+# The property tests (tests/test_properties_*.py) with 50 times the examples
+# `make test` runs (hypothesis's long profile: some 20 minutes on an idle
+# 2-CPU machine, about an hour on a busy one).
+props-long:
+	scripts/bootstrap
+	LOOPCORE_PROPERTIES=long $(PY) -m pytest tests/test_properties_*.py -p no:cacheprovider -q
 
 wheel:
 	scripts/build-wheel

@@ -293,6 +293,7 @@ def test_wheel_test_command_passes_unprivileged_without_loop_control(built: Buil
         python = _fresh_venv(work / "venv")
         _pip_install(python, built.wheel)
         _pip_install(python, Path("pytest"))
+        _pip_install(python, Path("hypothesis"))  # test-requires: the property tests
         subprocess.run(["chown", "-R", "nobody:", str(work)], check=True)
         work.chmod(0o755)
         tests = work / "project" / "tests"

@@ -606,6 +606,22 @@ def test_crypt_key_masked_like_dmsetup(mapper, names, loops, capsys):
     assert backing_bytes(a, 0, 64 * S) != data  # encrypted on the loop device
 
 
+@pytest.mark.parametrize("gap", ["  ", "\t"])
+def test_crypt_key_after_two_spaces_or_a_tab(mapper, names, loops, gap):
+    """The kernel splits on any whitespace run: the key after two spaces or
+    a tab is the key, and loopcore's own text hides it too."""
+    a = loops(1 << 20)
+    name = names("crypt-gap")
+    params = f"aes-xts-plain64{gap}{KEY} 0 {dm.device_arg(a)} 0"
+    assert KEY not in str(dm.mask_keys([dm.Target(0, 2048, "crypt", params)]))
+    mapper.create(name, table=[dm.Target(0, 2048, "crypt", params)])
+    assert KEY not in str(mapper.table(name))
+    assert KEY in str(mapper.table(name, showkeys=True))  # the key loaded is that one
+    data = pattern(4, 8 * S)
+    write_dm(name, 0, data)
+    assert read_direct(name, 0, 8 * S) == data and backing_bytes(a, 0, 8 * S) != data
+
+
 def test_crypt_reload_from_showkeys_table(mapper, names, loops):
     """A table read with showkeys loads again; a masked one is a different key."""
     a = loops(1 << 20)

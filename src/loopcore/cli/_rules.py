@@ -33,6 +33,7 @@ from ..errors import Error
 __all__ = [
     "PROG", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
     "StreamError", "Parser", "write", "write_text", "write_json", "write_stderr", "error",
+    "one_line",
     "describe", "print_made", "standard_streams", "run",
 ]
 
@@ -193,10 +194,23 @@ def write_stderr(text: str) -> None:
         _silence(err)
 
 
+# Every character str.splitlines() breaks a line at (a terminal or a log
+# reader may too), as its escape: a file name or an argument holding one
+# stays visible and the message stays one line.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(message: str) -> str:
+    """``message`` with its line breaks escaped (``\\n`` ...), and the lone
+    surrogates of undecodable argv bytes as Python's stderr writes them
+    (``\\udc80``), so that a stream with strict errors takes it too."""
+    text = str(message).translate(_LINE_BREAKS)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error(message: str) -> None:
     """``loopcore: MESSAGE`` on stderr, on one line whatever MESSAGE holds."""
-    message = " ".join(str(message).split("\n"))
-    write_stderr(f"{PROG}: {message}\n")
+    write_stderr(f"{PROG}: {one_line(message)}\n")
 
 
 def describe(e: BaseException, *, action: str = "", default: str = "") -> str:
@@ -253,7 +267,7 @@ class Parser(argparse.ArgumentParser):
         self.set_defaults(usage_prog=self.prog)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
 
     def _print_message(self, message: str, file: object = None) -> None:
         # argparse's one funnel for help, version and usage text (3.9 to 3.13).

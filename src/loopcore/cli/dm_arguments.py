@@ -149,7 +149,10 @@ def read_table(args: argparse.Namespace) -> dm.Table:
 
 def uint_arg(text: str) -> int:
     """A number dmsetup takes (C's base 0: ``0x10``, ``010``), not negative,
-    as an argparse type."""
+    as an argparse type.  ASCII only, no '_': int()'s other digits and
+    separators are not C's."""
+    if not text.isascii() or "_" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
     value = int(text, 0)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative")

@@ -64,7 +64,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[_P]") -> None:
 
 def _microseconds(text: str) -> int:
     try:
-        value = int(text, 10)
+        value = int(text, 10) if text.isascii() and text.isdigit() else -1
     except ValueError:
         value = -1
     if value < 0:

@@ -8,7 +8,7 @@ target_type, params)``; what the parameters mean is
 """
 from __future__ import annotations
 
-import builtins
+import re
 from typing import Iterable, List, Tuple, Union
 
 from .. import errors
@@ -16,9 +16,13 @@ from .ioctl import ALIGN, SPEC
 from .names import decode, encode
 from .targets.base import Target
 from .targets.keys import has_keys, mask_params
+from .targets.kinds import decimal
 
 __all__ = ["Target", "Table", "TableArg", "as_table", "has_keys", "mask_keys", "mask_params",
            "pack_targets", "unpack_specs"]
+
+# '#' at the start of a word (of the line, or after whitespace)
+_COMMENT = re.compile(r"(?:^|\s)#")
 
 
 class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic base
@@ -40,11 +44,13 @@ class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic 
         """Read dmsetup's table syntax: ``start length type params`` per line.
 
         Blank lines and '#' comments are skipped; surrounding whitespace is
-        trimmed, as dmsetup does.  Raises ValueError on a malformed line.
+        trimmed, as dmsetup does.  A comment starts with a word that starts
+        with '#' (a '#' inside a word, as in a path or a keyring
+        description, is text).  Raises ValueError on a malformed line.
         """
         targets = []
         for lineno, raw in enumerate(text.splitlines(), 1):
-            line = raw.split("#", 1)[0].strip()
+            line = _COMMENT.split(raw, 1)[0].strip()
             if not line:
                 continue
             parts = line.split(None, 3)
@@ -52,11 +58,12 @@ class Table(tuple[Target, ...]):  # not typing.Tuple, which would add a Generic 
                 raise errors.ValueError(f"table line {lineno}: expected 'start length type "
                                         f"[params]', got {raw!r}")
             try:
-                start, length = int(parts[0], 10), int(parts[1], 10)
-            except builtins.ValueError:
+                start, length = decimal("start", parts[0]), decimal("length", parts[1])
+            except errors.ValueError:
                 # only the two fields: the rest of the line may hold a key
                 raise errors.ValueError(f"table line {lineno}: start and length must be "
-                                        f"integers, got {parts[0]!r} {parts[1]!r}") from None
+                                        f"decimal numbers, got {parts[0][:40]!r} "
+                                        f"{parts[1][:40]!r}") from None
             targets.append(Target(start, length, parts[2], parts[3].strip() if len(parts) > 3
                                   else ""))
         return cls(targets)

@@ -36,6 +36,15 @@ class LogArgs(NamedTuple):
         return -(-self.length // self.region_size)
 
 
+def _decimal(what: str, word: str) -> int:
+    """The number ``word`` writes in decimal digits, as the kernel's %llu
+    does (the text is ASCII by now): not int()'s "+8" or "1_024", which
+    would make a duplicate CTR look like other arguments."""
+    if not word.isdigit() or len(word) > 20:
+        raise errors.ValueError(f"{what} {word[:40]!r} is not a number")
+    return int(word)
+
+
 def parse_ctr(data: bytes) -> LogArgs:
     """The CTR payload, checked (errors.ValueError saying what is wrong).
 
@@ -55,10 +64,7 @@ def parse_ctr(data: bytes) -> LogArgs:
     words = text.split()
     if len(words) < 3:
         raise errors.ValueError(f"CTR needs '<len> <type> <args>', got {text!r}")
-    try:
-        length = int(words[0], 10)
-    except ValueError:
-        raise errors.ValueError(f"CTR length {words[0]!r} is not a number") from None
+    length = _decimal("CTR length", words[0])
     kind = words[1]
     if kind == "clustered-core":
         device, rest = None, words[2:]
@@ -68,10 +74,7 @@ def parse_ctr(data: bytes) -> LogArgs:
         device, rest = words[2], words[3:]
     else:
         raise errors.ValueError(f"unknown log type {kind!r} (clustered-core or clustered-disk)")
-    try:
-        region_size = int(rest[0], 10)
-    except ValueError:
-        raise errors.ValueError(f"region size {rest[0]!r} is not a number") from None
+    region_size = _decimal("region size", rest[0])
     sync, block_on_error = "default", False
     for word in rest[1:]:
         if word in _SYNC_WORDS and sync == "default":

@@ -30,7 +30,8 @@ __all__ = ["Partition", "PartitionTable", "read_table", "read_partition_table",
 
 log = get_logger("loop")
 
-#: the most partitions a disk can have (DISK_MAX_PARTS); BLKPG refuses more
+#: DISK_MAX_PARTS: BLKPG takes partition numbers below it, and the kernel's
+#: parsers (GPT entries, msdos logicals) number theirs 1 to MAX_PARTITIONS - 1
 MAX_PARTITIONS = 256
 # A GPT entry array larger than this is damage, not a table (the usual one
 # is 128 entries x 128 bytes = 16 KiB).
@@ -46,6 +47,7 @@ _MBR_ENTRY = struct.Struct("<B3sB3sII")              # 16 bytes
 _MBR_TABLE = 446
 _MBR_MAGIC = b"\x55\xaa"
 _PMBR_TYPE = 0xEE
+_GPT_HEADER_LBA = 1   # where a protective MBR entry must start (pmbr_part_valid())
 _EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
 _ZERO_GUID = bytes(16)
 # Links followed without finding a logical partition before giving up on
@@ -127,14 +129,23 @@ def read_table(fd: int, size: int, sector_size: int) -> Optional[PartitionTable]
     entries = [_MBR_ENTRY.unpack_from(first, _MBR_TABLE + 16 * i) for i in range(4)]
     if any(boot not in (0, 0x80) for boot, *_ in entries):
         return None  # a boot sector (FAT, say) with the 55AA mark, not a table
-    if any(ptype == _PMBR_TYPE for _, _, ptype, *_ in entries):
+    protective = [start for _, _, ptype, _, start, _ in entries if ptype == _PMBR_TYPE]
+    if protective:
+        if _GPT_HEADER_LBA not in protective:
+            # the kernel's GPT parser takes no such MBR and its msdos one
+            # ignores a disk with a GPT entry: nothing would be registered
+            raise PartitionTableError(errno.EINVAL, f"protective MBR entry starts at LBA "
+                                      f"{protective[0]}, not {_GPT_HEADER_LBA}")
         return _gpt(read, size, sector_size)
     return _fit(_mbr(read, first, entries, sector_size), size)
 
 
 def _fit(table: PartitionTable, size: int) -> PartitionTable:
     """Drop partitions that start past the end of the disk and cut the
-    ones that run over it, as the kernel does when it registers them."""
+    ones that run over it, as the kernel does when it registers them: to
+    its capacity, whole 512-byte sectors (an image's odd tail is not part
+    of its loop device)."""
+    size -= size % 512
     kept = []
     for part in table.partitions:
         if part.start >= size:
@@ -155,7 +166,7 @@ def _gpt(read: Reader, size: int, sector_size: int) -> PartitionTable:
     last_lba = size // sector_size - 1
     if last_lba < 2:
         raise PartitionTableError(errno.EINVAL, "protective MBR on a disk too small for a GPT")
-    header = _gpt_header(read, 1, sector_size, last_lba)
+    header = _gpt_header(read, _GPT_HEADER_LBA, sector_size, last_lba)
     backup = False
     if header is None:
         # The kernel reads the backup only through the primary's pointer
@@ -173,11 +184,12 @@ def _gpt(read: Reader, size: int, sector_size: int) -> PartitionTable:
                     f"device has {sector_size}-byte sectors (attach with block_size={other})")
         raise PartitionTableError(errno.EINVAL, "protective MBR but no valid GPT header "
                                   "(neither the primary nor the backup)")
-    disk_guid, entries, count, entry_size = header
+    disk_guid, entries, count = header
     parts = []
-    for index in range(count):
+    # the kernel reads entries 1 to MAX_PARTITIONS - 1 only
+    for index in range(min(count, MAX_PARTITIONS - 1)):
         (type_guid, part_guid, first, last, attributes,
-         name) = _GPT_ENTRY.unpack_from(entries, index * entry_size)
+         name) = _GPT_ENTRY.unpack_from(entries, index * _GPT_ENTRY.size)
         if type_guid == _ZERO_GUID:
             continue
         number = index + 1
@@ -185,10 +197,6 @@ def _gpt(read: Reader, size: int, sector_size: int) -> PartitionTable:
             # the kernel's is_pte_valid(): such entries are not registered
             log.warning("GPT entry %d (LBA %d-%d) is outside the disk: skipped",
                         number, first, last)
-            continue
-        if number > MAX_PARTITIONS:
-            log.warning("GPT entry %d: the kernel takes at most %d partitions: skipped",
-                        number, MAX_PARTITIONS)
             continue
         parts.append(Partition(
             number=number, start=first * sector_size, size=(last - first + 1) * sector_size,
@@ -200,11 +208,11 @@ def _gpt(read: Reader, size: int, sector_size: int) -> PartitionTable:
 
 
 def _gpt_header(read: Reader, lba: int, sector_size: int,
-                last_lba: int) -> Optional[Tuple[bytes, bytes, int, int]]:
-    """(disk GUID, entry array, entry count, entry size) of a valid GPT
+                last_lba: int) -> Optional[Tuple[bytes, bytes, int]]:
+    """(disk GUID, entry array, entry count) of a valid GPT
     header at ``lba``, else None: the checks of the kernel's
     is_gpt_valid() -- signature, header size and CRC, its own LBA, usable
-    range, entry size, entry array CRC."""
+    range, entry size (exactly 128 bytes), entry array CRC."""
     raw = read(lba * sector_size, sector_size)
     if len(raw) < _GPT_HEADER.size or raw[:8] != _GPT_SIGNATURE:
         return None
@@ -217,13 +225,13 @@ def _gpt_header(read: Reader, lba: int, sector_size: int,
         return None
     if my_lba != lba or not first_usable <= last_usable <= last_lba:
         return None
-    if entry_size < _GPT_ENTRY.size or entry_size % 8 or not 0 < count * entry_size \
+    if entry_size != _GPT_ENTRY.size or not 0 < count * entry_size \
             <= _MAX_GPT_ARRAY or entries_lba > last_lba:
         return None
     entries = read(entries_lba * sector_size, count * entry_size)
     if len(entries) != count * entry_size or zlib.crc32(entries) != entries_crc:
         return None
-    return disk_guid, entries, count, entry_size
+    return disk_guid, entries, count
 
 
 # --- MBR ---------------------------------------------------------------------------
@@ -277,7 +285,7 @@ def _logicals(read: Reader, first: int, first_size: int, sector_size: int, disks
                            or at + size > first + first_size):
                 continue
             number = 5 + len(out)
-            if number > MAX_PARTITIONS:
+            if number >= MAX_PARTITIONS:
                 return
             out.append(Partition(number=number, start=at, size=size, type=f"{ptype:02x}",
                                  uuid=f"{disksig:08x}-{number:02x}", attributes=boot,

@@ -54,17 +54,21 @@ class Target:
         if not isinstance(self.target_type, str):
             raise errors.TypeError(f"target type must be a str, not "
                                    f"{type(self.target_type).__name__}")
-        if not self.target_type or len(encode(self.target_type)) >= DM_MAX_TYPE_NAME \
+        if not self.target_type or not _encodable(self.target_type) \
+                or len(encode(self.target_type)) >= DM_MAX_TYPE_NAME \
                 or any(c.isspace() for c in self.target_type) or "\0" in self.target_type:
             raise errors.ValueError(f"bad target type {self.target_type!r} (1 to "
                                     f"{DM_MAX_TYPE_NAME - 1} bytes, no whitespace)")
         if not isinstance(self.params, str):
             raise errors.TypeError(f"target params must be a str, not "
                                    f"{type(self.params).__name__}")
-        if "\0" in self.params or "\n" in self.params:
-            # the params are not echoed: they may hold a key
-            raise errors.ValueError(f"{self.target_type} target params contain NUL or a "
-                                    f"newline")
+        if "\0" in self.params or len(f"{self.params}.".splitlines()) > 1 \
+                or not _encodable(self.params):
+            # Every line break Table.parse splits on (str.splitlines()), or
+            # the table's text would not read back.  The params are not
+            # echoed: they may hold a key.
+            raise errors.ValueError(f"{self.target_type} target params contain NUL, a line "
+                                    f"break or a lone surrogate")
 
     @property
     def type(self) -> str:
@@ -91,6 +95,15 @@ class Target:
         # dmsetup prints "%llu %llu %s %s", a space after the type even
         # when the parameters are empty.
         return f"{self.start} {self.length} {self.target_type} {self.params}"
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` has bytes for the kernel (no lone surrogate)."""
+    try:
+        encode(text)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 P = TypeVar("P", bound="TargetParams")
@@ -175,8 +188,12 @@ class TargetParams:
         """Read a parameter string (the kernel's ``table`` output, or one
         written by :func:`str`); :class:`~loopcore.errors.DmParseError` if
         it is not in the kernel's form or its values are out of range."""
+        what = f"{cls.target_type} parameters"
+        if isinstance(params, str) and not _encodable(params):
+            raise errors.DmParseError(f"{what}: not text the kernel can take (a lone "
+                                      f"surrogate)")
         shown = mask_params(cls.target_type, params) if isinstance(params, str) else ""
-        words = Words(params, f"{cls.target_type} parameters", shown)
+        words = Words(params, what, shown)
         try:
             values = cls.read_head(words)
             values.update(cls._read_options(words))

@@ -38,9 +38,10 @@ def device_arg(device: DeviceArg) -> str:
     if isinstance(device, (str, os.PathLike)):
         path = os.fspath(device)
         if not isinstance(path, str) or not path or any(c.isspace() for c in path) \
-                or "\0" in path:
-            raise errors.ValueError(f"device path {path!r} is empty or contains whitespace; "
-                                    "pass the device number instead")
+                or "\0" in path or path.startswith("#"):
+            # '#' would start a comment in the table's text
+            raise errors.ValueError(f"device path {path!r} is empty, contains whitespace or "
+                                    "starts with '#'; pass the device number instead")
         return path
     raise errors.TypeError(f"device must be a path, a devnum or an object with .devnum, "
                            f"not {type(device).__name__}")
@@ -62,11 +63,20 @@ def leg_pairs(name: str, devices: Sequence[object]) -> Tuple[Tuple[str, int], ..
                  else (device_arg(entry), 0) for entry in devices)
 
 
+# The most digits a kernel number has (%llu of 2**64-1), leading zeros aside:
+# a longer word is out of range without the int() that Python limits.
+_MAX_DIGITS = len(str(U64_MAX))
+
+
 def decimal(name: str, word: str) -> int:
-    """The number a word of decimal digits writes (the kernel's %u, %llu)."""
+    """The number a word of ASCII decimal digits writes (the kernel's %u,
+    %llu); ValueError for anything else (other scripts' digits too) and
+    for more digits than a 64-bit number has."""
     if not word.isascii() or not word.isdigit():
-        raise errors.ValueError(f"{name} must be a decimal number, got {word!r}")
-    return int(word)
+        raise errors.ValueError(f"{name} must be a decimal number, got {word[:40]!r}")
+    if len(word.lstrip("0")) > _MAX_DIGITS:
+        raise errors.ValueError(f"{name} has {len(word)} digits: out of range")
+    return int(word.lstrip("0") or "0")
 
 
 class Words:
@@ -159,9 +169,11 @@ class Word(Kind):
     def check(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise errors.TypeError(f"{name} must be a str, not {type(value).__name__}")
-        if not value or any(c.isspace() or not c.isprintable() for c in value):
+        if not value or any(c.isspace() or not c.isprintable() for c in value) \
+                or value.startswith("#"):
+            # a word starting with '#' would start a comment in the table's text
             raise errors.ValueError(f"{name} must be one word of printable characters, "
-                                    f"got {value!r}")
+                                    f"not starting with '#', got {value!r}")
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise errors.ValueError(f"{name} must be {self.form}")
         return value

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Dict, List
+from typing import Annotated, Any, Dict, List, Tuple
 
 from ... import errors
 from .base import TargetParams
@@ -20,14 +20,24 @@ class SnapshotOriginParams(TargetParams, target_type="snapshot-origin", status=E
     device: Annotated[str, DEVICE]
 
 
+_MERGE_FAILED = "Merge failed"
+
+
 @dataclasses.dataclass(frozen=True)
-class SnapshotStatus(TargetStatus, states=("Invalid", "Overflow", "Merge failed", "Unknown")):
+class SnapshotStatus(TargetStatus, states=("Invalid", "Overflow", _MERGE_FAILED, "Unknown")):
     """``<allocated>/<total sectors> <metadata sectors>`` of the COW store
-    (allocated includes the metadata)."""
+    (allocated includes the metadata).  ``Merge failed`` is a state only a
+    snapshot-merge target reports (only a merge can fail)."""
 
     allocated_sectors: Annotated[int, Fraction("total_sectors")]
     total_sectors: Annotated[int, CARRIED]
     metadata_sectors: Annotated[int, SECTORS]
+
+    @classmethod
+    def states_of(cls, target_type: str) -> Tuple[str, ...]:
+        if target_type == "snapshot-merge":
+            return cls.states
+        return tuple(state for state in cls.states if state != _MERGE_FAILED)
 
 
 _STORES = {"P": (True, False), "PO": (True, True), "N": (False, False)}

@@ -121,7 +121,7 @@ class TargetStatus:
     def read(cls, target_type: str, text: str) -> "TargetStatus":
         """The status of a ``target_type`` target from its status text."""
         words = Words(text, f"{target_type} status", text)
-        if text.strip() in cls.states:
+        if text.strip() in cls.states_of(target_type):
             return UnavailableStatus(target_type, text.strip())
         try:
             values = cls.read_fields(target_type, words)
@@ -131,6 +131,12 @@ class TargetStatus:
         except errors.ValueError as exc:
             raise words.fail(str(exc)) from None
         return cls(**values)
+
+    @classmethod
+    def states_of(cls, target_type: str) -> Tuple[str, ...]:
+        """The state words a ``target_type`` target reports (a class
+        serving several types overrides this when they differ)."""
+        return cls.states
 
     @classmethod
     def read_fields(cls, target_type: str, words: Words) -> Dict[str, Any]:
@@ -159,7 +165,8 @@ class EmptyStatus(TargetStatus):
 class UnavailableStatus(TargetStatus):
     """A state word in place of the numbers: ``Fail`` or ``Error`` (thin
     pool, thin), ``-`` (a thin volume without its device yet), ``Invalid``,
-    ``Overflow``, ``Merge failed`` or ``Unknown`` (snapshot)."""
+    ``Overflow`` or ``Unknown`` (snapshot, snapshot-merge), ``Merge failed``
+    (snapshot-merge only)."""
 
     target_type: str
     state: str
