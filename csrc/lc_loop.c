@@ -313,8 +313,14 @@ int lc_detach_fd(int dev_fd, uint32_t *failed_step)
         return -errno;
     }
     *failed_step = LC_STEP_NONE;
+    /* Another opener makes LOOP_CLR_FD only mark the device autoclear: it
+     * stays bound, its status still reads, until the last of them closes.
+     * Alone, the kernel unbinds it now (or at this close, 6.11+), and the
+     * status reads ENXIO.  One ioctl tells the two apart. */
+    struct lc_loop_info64 status;
+    int deferred = lc_get_status64(dev_fd, &status) == 0;
     close(dev_fd);
-    return 0;
+    return deferred;
 }
 
 static uint32_t random_below(uint32_t bound)

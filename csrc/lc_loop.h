@@ -286,6 +286,7 @@ int lc_flush(int fd);
  * The detach, one call: write back (lc_flush), LOOP_CLR_FD, close.  If the
  * write-back or LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK or
  * UNBIND), -errno is returned and the fd stays open and the device bound,
- * so the caller can retry; on success the fd is closed and 0 returned.
+ * so the caller can retry; on success the fd is closed and 0 returned, or
+ * 1 when another opener deferred the unbind to its last close.
  */
 int lc_detach_fd(int dev_fd, uint32_t *failed_step);

@@ -214,7 +214,7 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
         steps = _c.ffi.new("uint32_t[]", count)
         _c.lib.lc_detach_many(fds, count, rcs, steps)
         for i, device in enumerate(simple):
-            if rcs[i] == 0:
+            if rcs[i] >= 0:  # 1: unbound at another opener's last close
                 device._fd = -1
                 done.append(device)
                 continue

@@ -34,7 +34,7 @@ def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
         _before_detach(device)
     step = _c.ffi.new("uint32_t *")
     rc = _c.lib.lc_detach_fd(device._fd, step)
-    if rc == 0:  # the common case, without the retries
+    if rc >= 0:  # the common case, without the retries
         device._fd = -1
     else:
         try:
@@ -45,7 +45,7 @@ def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
     if device._made_nodes:
         nodes.remove_nodes(device._made_nodes)
         device._made_nodes = ()
-    return after_unbind(device.number, device.diskseq, wait)
+    return after_unbind(device.number, device.diskseq, wait, deferred=rc != 0)
 
 
 def _before_detach(device: LoopDevice) -> None:
@@ -83,7 +83,7 @@ def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
     if rc in (-errno.EAGAIN, -errno.EINTR):
         # the kernel is busy, or a signal (its handler ran): the EAGAIN policy
         rc = _calls.retry_eagain(lambda: _c.lib.lc_detach_fd(device._fd, step))
-    if rc == 0:
+    if rc >= 0:
         device._fd = -1
         return
     if step[0] == _c.lib.LC_STEP_WRITE_BACK:
@@ -141,12 +141,14 @@ def released(number: int, diskseq: Optional[int]) -> bool:
 
 
 def after_unbind(number: int, diskseq: Optional[int], wait: Optional[float],
-                 deadline_ns: int = 0) -> bool:
+                 deadline_ns: int = 0, *, deferred: bool = True) -> bool:
     """After a successful LOOP_CLR_FD: True if the backing file is
     released, False if the kernel deferred it (without ``wait``);
     with ``wait`` seconds, wait for it (until ``deadline_ns`` if given:
-    a burst's) or raise TimeoutError naming who still holds the device."""
-    if released(number, diskseq):
+    a burst's) or raise TimeoutError naming who still holds the device.
+    ``deferred=False``: lc_detach_fd saw the kernel unbind it (no look in
+    sysfs, the plain detach's fast path)."""
+    if not deferred or released(number, diskseq):
         return True
     if wait is None:
         log.debug("%s: still open elsewhere; the kernel detaches it at the last close",
