@@ -15,7 +15,7 @@ from typing import Optional
 
 from .. import errors
 from .._validate import U64_MAX, check_int
-from .ioctl import TARGET_MSG, Cmd, Flag
+from .ioctl import F_DATA_OUT, TARGET_MSG, Cmd
 from .lifecycle import REMOVE_RETRIES, REMOVE_RETRY_DELAY, Lifecycle
 from .names import DevIdArg, decode, encode
 from .records import DeviceInfo
@@ -23,7 +23,6 @@ from .session import api
 
 __all__ = ["DeviceMapper", "REMOVE_RETRIES", "REMOVE_RETRY_DELAY"]
 
-_DATA_OUT = int(Flag.DATA_OUT)
 _U32_MAX = (1 << 32) - 1  # event_nr is a __u32 of struct dm_ioctl
 
 
@@ -98,7 +97,7 @@ class DeviceMapper(Lifecycle):
         payload = TARGET_MSG.pack(sector) + encode(text) + b"\0"
         reply = self._channel.call(Cmd.TARGET_MSG, name=raw, uuid=uuid, filename=filename,
                                    payload=payload, out=True)
-        if reply.flags & _DATA_OUT:
+        if reply.flags & F_DATA_OUT:
             return decode(reply.payload)
         return None
 

@@ -166,10 +166,21 @@ COMMANDS: Dict[Cmd, CmdSpec] = {cmd: CmdSpec(int(flags), version) for cmd, flags
 # whose major differs or whose minor is newer than its own).
 SUPPORTED_MAJOR = 4
 
-# The call path tests flags as plain ints: any operation on an IntFlag
-# builds a new enum member (~0.5 us each), so Flag is for display and records.
-_SECURE_DATA = int(Flag.SECURE_DATA)
-_BUFFER_FULL = int(Flag.BUFFER_FULL)
+# The flags the call path sets and tests, as plain ints, for every dm
+# module: any operation on an IntFlag builds a new enum member (~0.5 us
+# each), so Flag is for display and records.
+F_BUFFER_FULL = int(Flag.BUFFER_FULL)
+F_DATA_OUT = int(Flag.DATA_OUT)
+F_DEFERRED_REMOVE = int(Flag.DEFERRED_REMOVE)
+F_NOFLUSH = int(Flag.NOFLUSH)
+F_QUERY_INACTIVE_TABLE = int(Flag.QUERY_INACTIVE_TABLE)
+F_READONLY = int(Flag.READONLY)
+F_SECURE_DATA = int(Flag.SECURE_DATA)
+F_SKIP_LOCKFS = int(Flag.SKIP_LOCKFS)
+F_STATUS_TABLE = int(Flag.STATUS_TABLE)
+F_SUSPEND = int(Flag.SUSPEND)
+F_UEVENT_GENERATED = int(Flag.UEVENT_GENERATED)
+F_UUID = int(Flag.UUID)
 
 
 class Reply(NamedTuple):
@@ -299,7 +310,7 @@ class Channel:
         if self.fd < 0:
             raise errors.ValueError("DeviceMapper is closed")
         spec = COMMANDS[cmd]
-        flags = int(flags) | (_SECURE_DATA if secure else 0)
+        flags = int(flags) | (F_SECURE_DATA if secure else 0)
         stray = flags & ~spec.valid_flags
         if stray:
             raise errors.ValueError(f"DM_{cmd.name} does not take {flag_names(stray)}")
@@ -342,7 +353,7 @@ class Channel:
                     raise errors.error_from_errno(err, filename, message, dm=True)
                 (v0, v1, v2, data_size, data_start, tcount, open_count, rflags, revent, _pad,
                  dev, rname, ruuid, _data) = HEADER.unpack_from(data, 0)
-                if rflags & _BUFFER_FULL and grow and out:
+                if rflags & F_BUFFER_FULL and grow and out:
                     if size * 2 > MAX_SIZE:
                         raise errors.error_from_errno(
                             errno.ENOBUFS, filename, "device-mapper reply too large", dm=True)

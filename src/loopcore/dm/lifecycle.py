@@ -18,7 +18,16 @@ from .. import errors
 from .._log import get_logger
 from .._retry import pauses
 from .._validate import check_int, check_timeout
-from .ioctl import Cmd, Flag, wipe
+from .ioctl import (
+    F_DEFERRED_REMOVE,
+    F_NOFLUSH,
+    F_READONLY,
+    F_SKIP_LOCKFS,
+    F_SUSPEND,
+    F_UUID,
+    Cmd,
+    wipe,
+)
 from .names import DevIdArg, KernelName, as_name, as_uuid, decode
 from .nodes import node_path, sync_nodes
 from .queries import Queries
@@ -37,12 +46,6 @@ log = get_logger("dm")
 REMOVE_RETRIES = 25
 REMOVE_RETRY_DELAY = 0.2
 
-_READONLY = int(Flag.READONLY)
-_SUSPEND = int(Flag.SUSPEND)
-_NOFLUSH = int(Flag.NOFLUSH)
-_SKIP_LOCKFS = int(Flag.SKIP_LOCKFS)
-_UUID = int(Flag.UUID)
-_DEFERRED_REMOVE = int(Flag.DEFERRED_REMOVE)
 
 
 class Lifecycle(Queries):
@@ -68,7 +71,7 @@ class Lifecycle(Queries):
             targets = as_table(table)
             payload, count = pack_targets(targets)
             secure = has_keys(targets)
-        ro = _READONLY if read_only else 0
+        ro = F_READONLY if read_only else 0
         kernel_name = decode(dm_name.raw)
         filename = node_path(kernel_name, self.dev_dir)
         # udev makes the node on the resume's change event; a device
@@ -116,7 +119,7 @@ class Lifecycle(Queries):
         try:
             return self._info(self._channel.call(
                 Cmd.TABLE_LOAD, name=raw, uuid=uuid, filename=filename,
-                flags=_READONLY if read_only else 0, payload=payload, target_count=count,
+                flags=F_READONLY if read_only else 0, payload=payload, target_count=count,
                 secure=secure))
         finally:
             if secure:
@@ -144,7 +147,7 @@ class Lifecycle(Queries):
                 skip_lockfs: bool = False) -> DeviceInfo:
         """Suspend the device (``noflush`` keeps queued I/O; ``skip_lockfs``
         does not freeze a file system on it)."""
-        flags = _SUSPEND | (_NOFLUSH if noflush else 0) | (_SKIP_LOCKFS if skip_lockfs else 0)
+        flags = F_SUSPEND | (F_NOFLUSH if noflush else 0) | (F_SKIP_LOCKFS if skip_lockfs else 0)
         return self._info(self._call(Cmd.DEV_SUSPEND, name, flags=flags))
 
     @api
@@ -162,7 +165,7 @@ class Lifecycle(Queries):
     def _remove(self, dev: DevIdArg, *, deferred: bool, retries: int,
                 retry_delay: float) -> bool:
         name, uuid, filename = self._address(dev)
-        flags = _DEFERRED_REMOVE if deferred else 0
+        flags = F_DEFERRED_REMOVE if deferred else 0
         # The remove reply carries no device number: udev's event is
         # matched by the one asked for first.
         devnum = self._channel.call(Cmd.DEV_STATUS, name=name, uuid=uuid,
@@ -183,7 +186,7 @@ class Lifecycle(Queries):
                 log.debug("DM_DEV_REMOVE %s: EBUSY, retry %d of %d in %g s", filename,
                           attempt, retries, pause)
                 time.sleep(pause)
-            if deferred and reply.flags & _DEFERRED_REMOVE:
+            if deferred and reply.flags & F_DEFERRED_REMOVE:
                 log.debug("%s still open: removed on last close", filename)
                 return False
             # By uuid, the kernel's reply names the device (it fills in both).
@@ -221,7 +224,7 @@ class Lifecycle(Queries):
         """Remove every device that is not open (REMOVE_ALL); with
         ``deferred`` open ones go on last close.  Returns the removed names."""
         before = {d.kernel_name: d.name for d in self.list_devices()}
-        self._channel.call(Cmd.REMOVE_ALL, flags=_DEFERRED_REMOVE if deferred else 0)
+        self._channel.call(Cmd.REMOVE_ALL, flags=F_DEFERRED_REMOVE if deferred else 0)
         after = {d.kernel_name for d in self.list_devices()}
         gone = [k for k in before if k not in after]
         for k in gone:
@@ -255,7 +258,7 @@ class Lifecycle(Queries):
         """Give a device without a uuid one (the kernel refuses to change a set uuid)."""
         new_uuid = as_uuid(uuid, self.name_mangling)
         raw = self._stored_name(name)
-        reply = self._channel.call(Cmd.DEV_RENAME, name=raw, flags=_UUID,
+        reply = self._channel.call(Cmd.DEV_RENAME, name=raw, flags=F_UUID,
                                    payload=new_uuid.raw + b"\0",
                                    filename=node_path(decode(raw), self.dev_dir))
         return dataclasses.replace(self._info(reply), uuid=self._unmangle(decode(new_uuid.raw)))

@@ -8,7 +8,14 @@ import errno
 from typing import List, Tuple
 
 from .. import errors
-from .ioctl import DM_MAX_TYPE_NAME, Cmd, Flag
+from .ioctl import (
+    DM_MAX_TYPE_NAME,
+    F_NOFLUSH,
+    F_QUERY_INACTIVE_TABLE,
+    F_STATUS_TABLE,
+    F_UUID,
+    Cmd,
+)
 from .names import DevIdArg, encode
 from .records import (
     DeviceEntry,
@@ -25,10 +32,6 @@ from .table import Table, Target, mask_keys, unpack_specs
 
 __all__ = ["Queries"]
 
-_UUID = int(Flag.UUID)
-_STATUS_TABLE = int(Flag.STATUS_TABLE)
-_QUERY_INACTIVE_TABLE = int(Flag.QUERY_INACTIVE_TABLE)
-_NOFLUSH = int(Flag.NOFLUSH)
 
 
 class Queries(Session):
@@ -44,7 +47,7 @@ class Queries(Session):
         """Every device: name, uuid, devnum, event_nr (kernel order); names
         and uuids unmangled, ``kernel_name`` as stored."""
         # UUID asks kernels >= 4.46 to add each uuid (and say when there is none)
-        reply = self._channel.call(Cmd.LIST_DEVICES, flags=_UUID, out=True)
+        reply = self._channel.call(Cmd.LIST_DEVICES, flags=F_UUID, out=True)
         return parse_name_list(reply.payload, self._unmangle)
 
     @api
@@ -71,7 +74,7 @@ class Queries(Session):
 
         The read is a SECURE_DATA ioctl (the kernel wipes its copy; a table
         may hold keys) and loopcore's ioctl buffer is wiped after it."""
-        flags = _STATUS_TABLE | (_QUERY_INACTIVE_TABLE if inactive else 0)
+        flags = F_STATUS_TABLE | (F_QUERY_INACTIVE_TABLE if inactive else 0)
         reply = self._call(Cmd.TABLE_STATUS, name, flags=flags, out=True, secure=True)
         table = Table(Target(*spec) for spec in unpack_specs(reply.payload,
                                                              reply.target_count))
@@ -82,7 +85,7 @@ class Queries(Session):
                noflush: bool = False) -> Status:
         """Each target's status line (``str()`` reads like ``dmsetup status``).
         Status lines, not a table: they cannot be loaded."""
-        flags = (_QUERY_INACTIVE_TABLE if inactive else 0) | (_NOFLUSH if noflush else 0)
+        flags = (F_QUERY_INACTIVE_TABLE if inactive else 0) | (F_NOFLUSH if noflush else 0)
         reply = self._call(Cmd.TABLE_STATUS, name, flags=flags, out=True)
         return Status(StatusLine(*spec) for spec in unpack_specs(reply.payload,
                                                                  reply.target_count))
@@ -90,7 +93,7 @@ class Queries(Session):
     @api
     def deps(self, name: DevIdArg, *, inactive: bool = False) -> List[int]:
         """Devnums of the devices the table uses."""
-        flags = _QUERY_INACTIVE_TABLE if inactive else 0
+        flags = F_QUERY_INACTIVE_TABLE if inactive else 0
         return parse_deps(self._call(Cmd.TABLE_DEPS, name, flags=flags, out=True).payload)
 
     @api

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Tuple, TypeVar
 from .. import errors
 from .._log import get_logger
 from .._validate import check_timeout
-from .ioctl import Channel, Cmd, Flag, Reply
+from .ioctl import F_UEVENT_GENERATED, Channel, Cmd, Flag, Reply
 from .names import DevIdArg, DmUuid, KernelName, as_name, check_mode, decode, encode, unmangle
 from .nodes import CONTROL_PATH, DEV_DIR, add_node, node_path, remove_node
 from .records import DeviceInfo
@@ -26,7 +26,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 S = TypeVar("S", bound="Session")
 
-_UEVENT_GENERATED = int(Flag.UEVENT_GENERATED)
 
 
 def api(func: F) -> F:
@@ -150,7 +149,7 @@ class Session:
         client's life: a udevd whose events cannot reach us (a container
         with its own network namespace but the host's /run/udev) would
         otherwise cost the full timeout on every call."""
-        if not reply.flags & _UEVENT_GENERATED:
+        if not reply.flags & F_UEVENT_GENERATED:
             return
         if not waiter.wait(devnum, action, self.udev_timeout) and self._udev_mode == "auto":
             log.warning("no event from udev within %g s: this client makes /dev/mapper "
