@@ -14,14 +14,16 @@ import errno
 import select
 import socket
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from . import _retry
 from ._log import get_logger
 
-__all__ = ["KernelUevents", "uevent_socket", "KERNEL_GROUP", "UDEV_GROUP"]
+__all__ = ["KernelUevents", "UeventSocket", "uevent_socket", "KERNEL_GROUP", "UDEV_GROUP"]
 
 log = get_logger("uevents")
+
+_S = TypeVar("_S", bound="UeventSocket")
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1  # the kernel's own uevents
@@ -55,24 +57,33 @@ def uevent_socket(group: int, *, nonblocking: bool = False,
     return sock
 
 
-class KernelUevents:
-    """The kernel's uevents from when this was made (a context manager):
-    make it before checking the condition the first time, so an event
-    between the check and the wait is not missed."""
+class UeventSocket:
+    """A uevent group's socket from when this was made (None where none
+    can be had), closed by :meth:`close` or leaving a ``with`` block."""
 
-    def __init__(self) -> None:
-        self._sock = uevent_socket(KERNEL_GROUP, nonblocking=True)
+    def __init__(self, group: int, *, nonblocking: bool = False,
+                 passcred: bool = False) -> None:
+        self._sock = uevent_socket(group, nonblocking=nonblocking, passcred=passcred)
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> "KernelUevents":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class KernelUevents(UeventSocket):
+    """The kernel's uevents from when this was made (a context manager):
+    make it before checking the condition the first time, so an event
+    between the check and the wait is not missed."""
+
+    def __init__(self) -> None:
+        super().__init__(KERNEL_GROUP, nonblocking=True)
 
     def wait_until(self, condition: Callable[[], bool], deadline_ns: int) -> bool:
         """True once ``condition()`` holds (checked now, then after each

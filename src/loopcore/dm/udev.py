@@ -34,7 +34,7 @@ from typing import Dict, Optional
 
 from .. import _c, _sysfs
 from .._log import get_logger
-from .._uevents import UDEV_GROUP, uevent_socket
+from .._uevents import UDEV_GROUP, UeventSocket
 
 __all__ = ["DM_DISABLE_UDEV", "UDEV_COOKIE", "UDEV_MODES", "UDEV_TIMEOUT", "UeventWaiter",
            "parse_udev_message", "udev_running", "use_udev"]
@@ -97,29 +97,18 @@ def parse_udev_message(data: bytes) -> Optional[Dict[str, str]]:
     return props
 
 
-class UeventWaiter:
+class UeventWaiter(UeventSocket):
     """Listens for udev's processed events from now on; :meth:`wait` finds
     the one for a device and action.  Make it before the ioctl, close it
     after (a context manager).  If the socket cannot be opened (no netlink
     here, not root) :meth:`wait` returns False at once."""
 
     def __init__(self) -> None:
-        self._sock = uevent_socket(UDEV_GROUP, passcred=True)
+        super().__init__(UDEV_GROUP, passcred=True)
         if self._sock is None:
             return  # no netlink here, or not root: not waiting for udev
         # Events up to this one were sent before our ioctl: not ours.
         self.seqnum = _sysfs.uevent_seqnum()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def __enter__(self) -> "UeventWaiter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def wait(self, devnum: int, action: str, timeout: float = UDEV_TIMEOUT) -> bool:
         """Block until udev has processed an ``action`` ("add", "change",
