@@ -4,7 +4,7 @@
 # calls tools by their path in .venv (nothing beyond Debian's default PATH).
 PY := .venv/bin/python
 
-.PHONY: demo test lint test-host test-vm props-long wheel bench clean
+.PHONY: demo test lint test-host test-vm props-long fuzz wheel bench clean
 
 demo:
 	scripts/bootstrap
@@ -34,6 +34,11 @@ test-vm:
 props-long:
 	scripts/bootstrap
 	LOOPCORE_PROPERTIES=long $(PY) -m pytest tests/test_properties_*.py -p no:cacheprovider -q
+
+# The coverage-guided fuzzer over the three byte parsers, FUZZ_MINUTES each.
+FUZZ_MINUTES ?= 10
+fuzz:
+	scripts/fuzz -m $(FUZZ_MINUTES)
 
 wheel:
 	scripts/build-wheel

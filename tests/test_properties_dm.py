@@ -25,6 +25,7 @@ from loopcore.dm.targets import kinds as K
 from loopcore.dm.targets.declaration import declared
 from loopcore.dm.targets.kinds import U64_MAX
 
+from fuzz_targets import parses_or_refuses
 from properties import examples
 
 # --- strategies from the declarations -----------------------------------------------------
@@ -170,30 +171,23 @@ def _words_like_the_kernels() -> st.SearchStrategy[str]:
 ANY_TEXT = st.one_of(st.text(max_size=80), _words_like_the_kernels())
 
 
-def _parses_or_refuses(call: Any) -> None:
-    try:
-        call()
-    except errors.ValueError:
-        pass   # DmParseError is one
-
-
 @examples(400)
 @given(st.sampled_from(TYPES), ANY_TEXT)
 def test_any_params_text_parses_or_is_refused(target_type, text):
-    _parses_or_refuses(lambda: dm.parse_params(target_type, text))
-    _parses_or_refuses(lambda: dm.mask_keys([dm.Target(0, 8, target_type, text)]))
+    parses_or_refuses(lambda: dm.parse_params(target_type, text))
+    parses_or_refuses(lambda: dm.mask_keys([dm.Target(0, 8, target_type, text)]))
 
 
 @examples(400)
 @given(st.sampled_from(sorted(STATUS_TYPES)), ANY_TEXT)
 def test_any_status_text_parses_or_is_refused(target_type, text):
-    _parses_or_refuses(lambda: dm.parse_status(target_type, text))
+    parses_or_refuses(lambda: dm.parse_status(target_type, text))
 
 
 @examples(300)
 @given(ANY_TEXT)
 def test_any_table_text_parses_or_is_refused(text):
-    _parses_or_refuses(lambda: dm.Table.parse(text))
+    parses_or_refuses(lambda: dm.Table.parse(text))
 
 
 KERNEL_STATUS = [
@@ -222,7 +216,7 @@ def test_mutated_kernel_status_parses_or_is_refused(line, data):
             new = data.draw(st.one_of(st.from_regex(r"[0-9]{1,22}(/[0-9]{0,22})?",
                                                     fullmatch=True), st.text(max_size=6)))
             words[at:at + (action == "replace")] = [new]
-    _parses_or_refuses(lambda: dm.parse_status(target_type, " ".join(words)))
+    parses_or_refuses(lambda: dm.parse_status(target_type, " ".join(words)))
 
 
 # --- keys -----------------------------------------------------------------------------------

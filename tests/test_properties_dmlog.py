@@ -16,6 +16,7 @@ from loopcore.dmlog import DirtyLogServer, disklog
 from loopcore.dmlog import protocol as P
 from loopcore.dmlog.ctr import parse_ctr
 
+from fuzz_targets import answer_checked, check_still_serving
 from properties import examples
 
 UUIDS = st.sampled_from([b"LVM-p1", b"LVM-p2", b"", b"x" * 128])
@@ -62,32 +63,15 @@ def server(tmp_path, monkeypatch):
         log.close()
 
 
-def _answer_checked(srv: DirtyLogServer, datagram: bytes) -> None:
-    answer = srv.handle_datagram(datagram)
-    if answer is None:
-        return
-    reply = P.parse_reply(answer)       # the kernel's framing rules
-    assert reply.error <= 0
-    request = P.parse_datagram(datagram) if len(datagram) >= P.HEADER_SIZE else None
-    if request is not None:
-        assert reply.seq == request.seq
-
-
 @examples(400)
 @given(st.lists(DATAGRAMS, min_size=1, max_size=8))
 def test_any_datagrams_are_answered_or_dropped(server, datagrams):
     for datagram in datagrams:
         try:
-            _answer_checked(server, datagram)
+            answer_checked(server, datagram)
         except P.ProtocolError:
             pass  # the parse_datagram in the check, for a datagram the server dropped
-    # and it keeps serving: a fresh log comes up and answers
-    ctr = b"1024 clustered-core 64"
-    for rtype, data in ((P.RT.CTR, ctr), (P.RT.RESUME, b""), (P.RT.GET_REGION_SIZE, b"")):
-        reply = P.parse_reply(server.handle_datagram(
-            P.build_request(rtype, 7, b"LVM-fresh", 9, data)))
-        assert reply.error == 0 and reply.seq == 7
-    server.handle_datagram(P.build_request(P.RT.DTR, 8, b"LVM-fresh", 9))
+    check_still_serving(server)
 
 
 @examples(500)

@@ -6,65 +6,17 @@ else; every partition it returns lies inside the device and has a number
 the kernel's parsers would give (1 to 255); it reads a bounded amount."""
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from loopcore import PartitionTableError
-from loopcore.loop import partition_table as PT
-
+from fuzz_targets import check_reading
 from partition_images import MBR_ENTRY, Image, ebr_chain_image, gpt_image, mbr_sector
 from properties import examples
 
 SECTORS = st.sampled_from([512, 4096])
-# every read the reader makes, at most this many bytes in all (its entry
-# array limit, a header and a few sectors per EBR link)
-READ_BUDGET = PT._MAX_GPT_ARRAY * 2 + 64 * 65536 + PT._MAX_EMPTY_LINKS * 512 * 300
-
-
-class CountingDisk:
-    """A disk image in memory that counts what is read from it."""
-
-    def __init__(self, image: bytes, size: int) -> None:
-        self.image, self.size, self.read_bytes = bytes(image), size, 0
-
-    def read(self, offset: int, length: int) -> bytes:
-        assert offset >= 0 and length >= 0
-        self.read_bytes += length
-        assert self.read_bytes <= READ_BUDGET, "unbounded reading"
-        return self.image[offset:offset + length] if offset < self.size else b""
-
-
-def check_reading(image: bytes, sector: int, size: int) -> str:
-    """The reader's contract on ``image`` as a ``size``-byte disk; what it
-    found (for hypothesis's statistics)."""
-    disk = CountingDisk(image, size)
-    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    original = PT._reader
-    PT._reader = lambda _fd: disk.read
-    try:
-        table = PT.read_table(fd, size, sector)
-    except PartitionTableError:
-        return "PartitionTableError"
-    finally:
-        PT._reader = original
-        os.close(fd)
-    if table is None:
-        return "no table"
-    assert table.sector_size == sector
-    numbers = [p.number for p in table.partitions]
-    assert len(set(numbers)) == len(numbers)
-    for part in table.partitions:
-        assert 1 <= part.number < PT.MAX_PARTITIONS
-        assert part.start >= 0 and part.size > 0
-        assert part.start + part.size <= size, part
-        # whole sectors: the start in the table's, the size in the kernel's
-        # (a partition cut at the end of the disk ends at its capacity)
-        assert part.start % sector == 0 and part.size % 512 == 0
-    return f"{table.label} with {'some' if table.partitions else 'no'} partitions"
 
 
 @examples(300)
