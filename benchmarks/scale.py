@@ -28,11 +28,13 @@ is not, it stops there and says so.  Prints a table and writes JSON
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import fcntl
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,24 +70,63 @@ def timed(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     return statistics.median(samples)
 
 
-def run_measured(argv: List[str], limit_fds: Optional[int] = None) -> Tuple[float, int, str]:
-    """(seconds, max RSS in KiB, stdout) of one run of ``argv``, reaped
-    with wait4 for its own rusage."""
-    def preexec() -> None:
-        if limit_fds is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+# The child's max RSS must not count its parent's pages: a child forked
+# from this (large) Python process reports them until it execs, so a
+# tiny C program forks the command and reports wait4's ru_maxrss.
+MAXRSS_C = r"""
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int status;
+    struct rusage ru;
+    FILE *out;
+    pid_t pid;
+    if (argc < 3)
+        return 125;
+    pid = fork();
+    if (pid == 0) {
+        execvp(argv[2], argv + 2);
+        _exit(127);
+    }
+    if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || !(out = fopen(argv[1], "w")))
+        return 126;
+    fprintf(out, "%ld\n", ru.ru_maxrss);
+    fclose(out);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+"""
+_maxrss_helper: Optional[str] = None
+
+
+def maxrss_helper() -> str:
+    """The C helper, compiled once per run with the system compiler."""
+    global _maxrss_helper
+    if _maxrss_helper is None:
+        out = Path(tempfile.mkdtemp(prefix="loopcore-maxrss-"))
+        atexit.register(shutil.rmtree, out, True)
+        (out / "maxrss.c").write_text(MAXRSS_C)
+        subprocess.run(["cc", "-O2", "-o", str(out / "maxrss"), str(out / "maxrss.c")],
+                       check=True)
+        _maxrss_helper = str(out / "maxrss")
+    return _maxrss_helper
+
+
+def run_measured(argv: List[str], limit_fds: Optional[int] = None,
+                 check: bool = True) -> Tuple[float, int, str]:
+    """(seconds, max RSS in KiB, stdout) of one run of ``argv`` (with the
+    fd limit at ``limit_fds``); with ``check``, RuntimeError if it failed."""
+    if limit_fds is not None:
+        argv = ["prlimit", f"--nofile={limit_fds}:{limit_fds}", *argv]
+    with tempfile.NamedTemporaryFile() as rss:
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, preexec_fn=preexec)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([maxrss_helper(), rss.name, *argv], capture_output=True)
         seconds = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:4])}: exit {proc.returncode}: "
-                               f"{err.read().decode()[-300:]}")
-        return seconds, usage.ru_maxrss, out.read().decode()
+                               f"{proc.stderr.decode()[-300:]}")
+        return seconds, int(Path(rss.name).read_text() or 0), proc.stdout.decode()
 
 
 LOOPCORE = [sys.executable, "-m", "loopcore"]
@@ -125,8 +166,11 @@ def listing_without_fds(directory: str) -> Dict[str, object]:
 def checkpoint(count: int, directory: str, probe: str) -> Dict[str, object]:
     """The listing and finding figures with ``count`` of our devices bound."""
     peak, listed = list_peak_bytes()
+    cpu = time.process_time()
+    wall = timed(loopcore.list_devices)
     row: Dict[str, object] = {"ours_bound": count, "listed": listed,
-                              "list_devices_s": timed(loopcore.list_devices),
+                              "list_devices_s": wall,
+                              "list_devices_cpu_s": (time.process_time() - cpu) / REPEATS,
                               "list_devices_peak_bytes": peak,
                               "list_devices_peak_bytes_per_device": peak / listed,
                               "find_s": timed(lambda: loopcore.find(probe))}
@@ -214,6 +258,7 @@ def run(n: int, *, losetup_attach: bool = True) -> Dict[str, object]:
                 devices += loopcore.attach_many(paths[len(devices):target], direct_io=False)
                 bursts.append((target, time.perf_counter() - t))
                 per_device_kernel = max(avail - mem_available(), 0) / max(target, 1) * 2
+                result.setdefault("kernel_bytes_per_device_first_burst", per_device_kernel / 2)
                 made = sorted({d.number for d in devices} - before)
                 print(f"bound {target}: {bursts[-1][1]:.2f} s", file=sys.stderr, flush=True)
                 row = checkpoint(target, directory, paths[target // 2])
@@ -235,13 +280,29 @@ def run(n: int, *, losetup_attach: bool = True) -> Dict[str, object]:
             if losetup_attach:
                 nodes, rss = [], 0
                 t = time.perf_counter()
+                failed = 0
                 for path in paths[:count]:
-                    _, maxrss, out = run_measured(["losetup", "-f", "--show", path])
+                    while True:
+                        # losetup takes no lock: another process's LOOP_CTL_REMOVE
+                        # between its GET_FREE and its bind fails it (ENXIO)
+                        seconds, maxrss, out = run_measured(["losetup", "-f", "--show", path],
+                                                            check=False)
+                        if out.strip():
+                            break
+                        failed += 1
+                        if failed > 100:
+                            raise RuntimeError(f"losetup -f --show {path} keeps failing")
                     nodes.append(out.strip())
                     rss = max(rss, maxrss)
+                result["losetup_f_show_failed_and_retried"] = failed
                 result["losetup_f_show_s"] = time.perf_counter() - t
                 result["losetup_f_show_maxrss_kib"] = rss
-                seconds, rss, _ = run_measured(["losetup", "-d", *nodes])
+                # A device someone else detached meanwhile (tests of others on this
+                # machine) fails in losetup -d: counted here, not hidden.
+                still = {i.path for i in loopcore.list_devices()
+                         if (i.backing_file or "").startswith(directory)}
+                result["losetup_lost_before_detach"] = len(set(nodes) - still)
+                seconds, rss, _ = run_measured(["losetup", "-d", *nodes], check=False)
                 result["losetup_d_all_s"] = seconds
                 result["losetup_d_all_maxrss_kib"] = rss
             result["devices_bound"] = count
@@ -278,11 +339,14 @@ def report(result: Dict[str, object]) -> str:
             f"{row['losetup_l_s'] * 1e3:8.1f} ms {row['losetup_l_maxrss_kib']:8} "
             f"{row['find_s'] * 1e3:6.1f} ms {row['loopcore_find_s'] * 1e3:11.1f} ms "
             f"{row['losetup_j_s'] * 1e3:8.1f} ms {'yes' if ok else 'NO':>6}")
-    for key in ("attach_many_cold_bursts_s", "detach_many_s", "attach_many_warm_s",
-                "detach_many_warm_s", "losetup_f_show_s", "losetup_f_show_maxrss_kib",
-                "losetup_d_all_s", "losetup_d_all_maxrss_kib", "left_bound",
+    for key in ("kernel_bytes_per_device_first_burst", "attach_many_cold_bursts_s",
+                "detach_many_s", "attach_many_warm_s", "detach_many_warm_s", "losetup_f_show_s",
+                "losetup_f_show_maxrss_kib",
+                "losetup_d_all_s", "losetup_d_all_maxrss_kib", "losetup_lost_before_detach",
+                "losetup_f_show_failed_and_retried",
+                "left_bound",
                 "devices_made", "devices_removed"):
-        if key in result:
+        if key in result and key != "checkpoints":
             lines.append(f"{key}: {result[key]}")
     return "\n".join(lines)
 

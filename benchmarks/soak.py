@@ -377,6 +377,7 @@ class Soak:
         self.kill_probability = kill_probability
         self.rng = random.Random(seed)
         self.seed = seed
+        self.release_wait = RELEASE_WAIT_S
         self.totals = Totals()
         self.workers: Dict[int, Live] = {}
         self.dead: List[int] = []                 # worker ids whose files are checked
@@ -518,7 +519,7 @@ class Soak:
         def gone() -> bool:
             return self.ours().get(number) != path
         with KernelUevents() as events:
-            return events.wait_until(gone, _retry.deadline_after(RELEASE_WAIT_S))
+            return events.wait_until(gone, _retry.deadline_after(self.release_wait))
 
     def clean_up_after(self, wid: int) -> None:
         """A killed worker's devices: autoclear ones must be gone; the rest
