@@ -4,7 +4,7 @@
 # calls tools by their path in .venv (nothing beyond Debian's default PATH).
 PY := .venv/bin/python
 
-.PHONY: demo test lint test-host test-vm props-long wheel bench clean
+.PHONY: demo test lint test-host test-vm props-long soak wheel bench clean
 
 demo:
 	scripts/bootstrap
@@ -34,6 +34,12 @@ test-vm:
 props-long:
 	scripts/bootstrap
 	LOOPCORE_PROPERTIES=long $(PY) -m pytest tests/test_properties_*.py -p no:cacheprovider -q
+
+# The soak's long form (tests/test_soak.py is its 60-second form): 4 worker
+# processes for 10 minutes, kill -9 of random ones, invariants between rounds.
+soak:
+	scripts/bootstrap
+	benchmarks/soak --procs 4 --minutes 10
 
 wheel:
 	scripts/build-wheel

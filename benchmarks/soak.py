@@ -547,8 +547,11 @@ class Soak:
                     self.violation(f"loopcore detach {node}: {gone.returncode} {gone.stderr}")
                     continue
                 self.totals.leftovers_cleaned += 1
-                left = [p for p in os.listdir(f"/sys/block/loop{number}")
-                        if p.startswith(f"loop{number}p")]
+                try:
+                    left = [p for p in os.listdir(f"/sys/block/loop{number}")
+                            if p.startswith(f"loop{number}p")]
+                except FileNotFoundError:
+                    left = []  # the device itself is gone (someone removed it)
                 if left and self.ours().get(number) is None:
                     self.violation(f"{node}: partitions {left} left after loopcore detach")
             again = cli("find", path)
