@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -364,6 +365,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if os.geteuid() != 0:
         print("benchmarks.scale: needs root", file=sys.stderr)
         return 1
+    # `kill PID` ends it through run()'s clean-up too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.devices, losetup_attach=not args.no_losetup_attach)
     print(report(result))
     if args.json:

@@ -685,6 +685,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.worker is not None:
         worker_main(Path(args.dir), args.worker, args.seed)
         return 0
+    # `kill PID` (a background job ignores SIGINT) ends it through run()'s
+    # clean-up too: workers killed, our devices detached
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     totals = run(args.procs, args.minutes * 60, seed=args.seed,
                  ops_per_round=args.ops_per_round, kill_probability=args.kill_probability,

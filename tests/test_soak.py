@@ -7,6 +7,7 @@ violation it is there to find."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,3 +89,48 @@ def test_the_checker_reports_each_violation(tmp_path):
         for number in bound_under(tmp_path):
             loopcore.detach(number)
     assert not bound_under(tmp_path)
+
+
+KILLED_BUILDER = """
+import sys, loopcore
+dev = loopcore.attach(sys.argv[1])
+dev.add_partitions()
+print(dev.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _partitions(number: int) -> list:
+    return sorted(p for p in os.listdir(f"/sys/block/loop{number}")
+                  if p.startswith(f"loop{number}p"))
+
+
+def test_loopcore_detach_deletes_a_killed_builders_partitions(tmp_path):
+    """Found by the soak: a builder killed after add_partitions() leaves its
+    device bound with BLKPG partitions; ``loopcore detach DEV`` must leave
+    nothing (without partscan the kernel keeps such partitions past
+    LOOP_CLR_FD: they stayed on the unbound device)."""
+    image = tmp_path / "mbr.img"
+    with open(image, "wb") as f:
+        f.write(soak.mbr())
+        f.truncate(8 << 20)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILDER, str(image)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        node = child.stdout.readline().strip()
+    finally:
+        child.kill()
+        child.wait()
+    assert node.startswith("/dev/loop"), node
+    number = int(node[len("/dev/loop"):])
+    try:
+        assert _partitions(number) == [f"loop{number}p1", f"loop{number}p2"]
+        proc = subprocess.run([sys.executable, "-m", "loopcore", "detach", node],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert not loopcore.find(image)
+        assert _partitions(number) == []
+    finally:
+        for leftover in bound_under(tmp_path):
+            loopcore.detach(leftover)
