@@ -24,7 +24,7 @@ holds and its open fds.
 Invariants, checked after every round (each failure is a violation):
 
 - a killed worker's autoclear devices are gone; its other leftovers are
-  found by ``loopcore find FILE`` and removed by ``loopcore detach DEV``
+  found by ``loopcore list`` and removed by ``loopcore detach DEV...``
   (the command line, as a user would), and nothing is bound to its files
   afterwards (nor partitions left on those devices);
 - every device bound to a file under the directory is one a live worker
@@ -523,40 +523,44 @@ class Soak:
 
     def clean_up_after(self, wid: int) -> None:
         """A killed worker's devices: autoclear ones must be gone; the rest
-        are found and detached with the command line, as a user would."""
+        are found with ``loopcore list`` and removed with ``loopcore
+        detach`` (the command line, as a user would), partitions and all."""
         self.totals.invariant_checks += 1
-        infos = {info.number: info for info in self.lc.list_devices()}
-        for index in range(FILES_PER_WORKER):
-            path = str(backing_path(self.root, wid, index))
-            found = cli("find", path)
-            if found.returncode != 0:
-                self.violation(f"loopcore find {path}: {found.returncode} {found.stderr}")
+        prefix = str(worker_dir(self.root, wid)) + "/"
+        listed = cli("list", "--json", "-O", "NAME,AUTOCLEAR,BACK-FILE")
+        if listed.returncode != 0:
+            self.violation(f"loopcore list: {listed.returncode} {listed.stderr}")
+            return
+        leftovers = []
+        for row in json.loads(listed.stdout or '{"loopdevices": []}')["loopdevices"]:
+            path, node = row["back-file"], row["name"]
+            if not path or not path.startswith(prefix):
                 continue
-            for line in found.stdout.splitlines():
-                node = line.split(":", 1)[0]
-                number = int(node[len("/dev/loop"):])
-                info = infos.get(number)
-                if info is not None and info.autoclear:
-                    if self.released(number, path):
-                        self.totals.autoclear_released += 1
-                        continue
-                    self.violation(f"{node}: autoclear device of killed worker {wid} "
-                                   f"still bound to {path}")
-                gone = cli("detach", node)
-                if gone.returncode != 0 and self.ours().get(number) == path:
-                    self.violation(f"loopcore detach {node}: {gone.returncode} {gone.stderr}")
+            number = int(node[len("/dev/loop"):])
+            if row["autoclear"]:
+                if self.released(number, path):
+                    self.totals.autoclear_released += 1
                     continue
-                self.totals.leftovers_cleaned += 1
-                try:
-                    left = [p for p in os.listdir(f"/sys/block/loop{number}")
-                            if p.startswith(f"loop{number}p")]
-                except FileNotFoundError:
-                    left = []  # the device itself is gone (someone removed it)
-                if left and self.ours().get(number) is None:
-                    self.violation(f"{node}: partitions {left} left after loopcore detach")
-            again = cli("find", path)
-            if again.stdout.strip():
-                self.violation(f"still bound after loopcore detach: {again.stdout.strip()}")
+                self.violation(f"{node}: autoclear device of killed worker {wid} "
+                               f"still bound to {path}")
+            leftovers.append((node, number, path))
+        if leftovers:
+            gone = cli("detach", *(node for node, _, _ in leftovers))
+            if gone.returncode != 0:
+                self.violation(f"loopcore detach: {gone.returncode} {gone.stderr}")
+        bound = self.ours()
+        for node, number, path in leftovers:
+            if bound.get(number) == path:
+                self.violation(f"{node} still bound to {path} after loopcore detach")
+                continue
+            self.totals.leftovers_cleaned += 1
+            try:
+                left = [p for p in os.listdir(f"/sys/block/loop{number}")
+                        if p.startswith(f"loop{number}p")]
+            except FileNotFoundError:
+                left = []  # the device itself is gone (someone removed it)
+            if left and number not in bound:
+                self.violation(f"{node}: partitions {left} left after loopcore detach")
         self.check_journal(wid)
 
     def check(self) -> None:
