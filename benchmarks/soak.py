@@ -182,7 +182,7 @@ class Worker:
         if (block + 1) * BLOCK > FILE_BYTES:
             return False  # this file is full
         self.next_block[index] = block + 1
-        self.write_through(dev.path, index, block * BLOCK, block * BLOCK)  # type: ignore
+        self.write_through(dev.path, index, block * BLOCK, block * BLOCK)
         return True
 
     def run_round(self, ops: int) -> None:
@@ -195,8 +195,8 @@ class Worker:
             except Exception as e:  # a violation: report, carry on
                 self.say(f"error {kind}: {type(e).__name__}: {e}".replace("\n", " "))
         for dev in self.held.values():
-            dev.unlock()  # type: ignore
-        held = {i: dev.number for i, dev in self.held.items()}  # type: ignore
+            dev.unlock()
+        held = {i: dev.number for i, dev in self.held.items()}
         self.say("barrier " + json.dumps({"fds": fd_count(), "held": held,
                                           "counts": self.counts}))
         self.counts = Counter()  # reported: the next barrier reports the next round's
@@ -215,14 +215,14 @@ class Worker:
 
     def _pop_held(self, autoclear: Optional[bool] = None) -> Optional[object]:
         choices = [i for i, d in self.held.items()
-                   if autoclear is None or d.info().autoclear == autoclear]  # type: ignore
+                   if autoclear is None or d.info().autoclear == autoclear]
         return self.held.pop(self.rng.choice(choices)) if choices else None
 
     def op_detach(self) -> bool:
         dev = self._pop_held()
         if dev is None:
             return False
-        if not dev.detach():  # type: ignore
+        if not dev.detach():
             self.counts["deferred"] += 1  # another process had it open: not ours to judge
         return True
 
@@ -230,7 +230,7 @@ class Worker:
         dev = self._pop_held()
         if dev is None:
             return False
-        if not dev.detach(wait=RELEASE_WAIT_S):  # type: ignore
+        if not dev.detach(wait=RELEASE_WAIT_S):
             raise AssertionError("detach(wait=) returned False")
         return True
 
@@ -238,7 +238,7 @@ class Worker:
         dev = self._pop_held(autoclear=True)
         if dev is None:
             return False
-        dev.close()  # type: ignore  # the kernel detaches it: checked at the barrier
+        dev.close()  # the kernel detaches it: checked at the barrier
         return True
 
     def op_write(self) -> bool:
@@ -271,7 +271,7 @@ class Worker:
             if not again.reused or again.info().backing_file != self.paths[index]:
                 raise AssertionError(f"reuse gave {again.path} (reused={again.reused}, "
                                      f"bound to {again.info().backing_file})")
-            if again.number != dev.number:  # type: ignore
+            if again.number != dev.number:
                 # A device this worker let go of while another process (a
                 # listing elsewhere on the machine) had it open: the kernel
                 # deferred its unbind, and it still maps the same bytes.
@@ -284,7 +284,7 @@ class Worker:
         if not self.held:
             return False
         dev = self.held[self.rng.choice(list(self.held))]
-        with dev.lock(exclusive=self.rng.random() < 0.5, timeout=RELEASE_WAIT_S):  # type: ignore
+        with dev.lock(exclusive=self.rng.random() < 0.5, timeout=RELEASE_WAIT_S):
             pass
         return True
 
@@ -310,7 +310,7 @@ class Worker:
 
     def stop(self) -> None:
         for dev in self.held.values():
-            dev.detach()  # type: ignore
+            dev.detach()
         self.held.clear()
         self.say("stopped " + json.dumps({"fds": fd_count(), "counts": self.counts}))
 
@@ -333,28 +333,28 @@ def worker_main(root: Path, wid: int, seed: int) -> None:
 class Live:
     """A worker process as the checker sees it."""
     wid: int
-    proc: subprocess.Popen  # type: ignore[type-arg]
+    proc: subprocess.Popen
     baseline: int = 0
     buffer: bytes = b""
     kill_at: int = 0             # SIGKILL when it announces this operation (0: never)
     killed: bool = False
-    report: Optional[dict] = None  # type: ignore[type-arg]
+    report: Optional[dict] = None
 
 
 @dataclass
 class Totals:
     """What a soak did and found."""
-    operations: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    operations: Counter = field(default_factory=Counter)
     rounds: int = 0
     kills: int = 0
-    kills_during: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    kills_during: Counter = field(default_factory=Counter)
     leftovers_cleaned: int = 0
     autoclear_released: int = 0
     invariant_checks: int = 0
     acknowledged_writes: int = 0
     violations: List[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:  # type: ignore[type-arg]
+    def as_dict(self) -> dict:
         return {"rounds": self.rounds, "operations": dict(sorted(self.operations.items())),
                 "operations_total": sum(v for k, v in self.operations.items()
                                         if k in OPS),
@@ -366,7 +366,7 @@ class Totals:
                 "violations": len(self.violations), "violation_list": self.violations}
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loopcore", *args],
                           capture_output=True, text=True, timeout=120)
 
@@ -673,6 +673,7 @@ def run(procs: int, seconds: float, *, seed: Optional[int] = None, ops_per_round
     finally:
         if not clean:
             soak.emergency_cleanup()
+        soak.selector.close()
     if not soak.totals.violations:
         import shutil
         shutil.rmtree(root)
