@@ -4,7 +4,7 @@
 # calls tools by their path in .venv (nothing beyond Debian's default PATH).
 PY := .venv/bin/python
 
-.PHONY: demo test lint test-host test-vm props-long fuzz wheel bench clean
+.PHONY: demo test lint test-host test-vm props-long fuzz soak wheel bench clean
 
 demo:
 	scripts/bootstrap
@@ -39,6 +39,12 @@ props-long:
 FUZZ_MINUTES ?= 10
 fuzz:
 	scripts/fuzz -m $(FUZZ_MINUTES)
+
+# The soak's long form (tests/test_soak.py is its 60-second form): 4 worker
+# processes for 10 minutes, kill -9 of random ones, invariants between rounds.
+soak:
+	scripts/bootstrap
+	benchmarks/soak --procs 4 --minutes 10
 
 wheel:
 	scripts/build-wheel

@@ -16,6 +16,7 @@ from .control import missing_node_error
 from .device import LoopDevice
 from .diskseq import check_diskseq, read_diskseq
 from .info import device_path
+from .partitions import current as current_partitions
 
 __all__ = ["DeviceRef", "open", "detach", "loop_number_of"]
 
@@ -108,6 +109,11 @@ def detach(path_or_number: DeviceRef, *, diskseq: Optional[int] = None,
     check_timeout(wait, "wait")
     device = open(path_or_number, diskseq=diskseq)
     try:
+        if current_partitions(device.number):
+            # Whoever registered them (BLKPG partitions of a device without
+            # partscan outlive LOOP_CLR_FD; a killed builder's, say), they
+            # go first, as they would from the LoopDevice that added them.
+            device._added().scanned = True
         return device.detach(wait=wait)
     finally:
         device.close()  # still open if detach failed
