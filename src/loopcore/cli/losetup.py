@@ -17,9 +17,9 @@ import errno
 import os
 import stat
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
-from .. import loop
+from .. import _sysfs, loop
 from ..errors import Error, LoopOverlapError, NoFreeDeviceError
 from ..loop import LoopDevice, LoopInfo
 from . import _rules
@@ -45,6 +45,12 @@ from .losetup_command import (
 )
 
 __all__ = ["main"]
+
+
+def _losetup_order(records: Sequence[LoopInfo]) -> List[LoopInfo]:
+    """``records`` in the order losetup lists devices: /sys/block's."""
+    rank = {number: i for i, number in enumerate(_sysfs.loop_listing_order())}
+    return sorted(records, key=lambda r: rank.get(r.number, len(rank)))
 
 
 def _print_table(cmd: Command, records: Sequence[LoopInfo]) -> None:
@@ -183,9 +189,9 @@ def _find_free() -> int:
 
 def _show(cmd: Command) -> int:
     if cmd.file is not None:
-        records = loop.find(cmd.file, offset=cmd.offset)
+        records = _losetup_order(loop.find(cmd.file, offset=cmd.offset))
     else:
-        records = loop.list_devices()
+        records = _losetup_order(loop.list_devices())
     if cmd.list:
         _print_table(cmd, records)
     else:
