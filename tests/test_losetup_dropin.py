@@ -404,3 +404,19 @@ def test_entry_points(workdir: Path) -> None:
     settle(workdir)
     assert not bound_under(workdir)
     assert _run([*dropin_command(), "--bogus"], dropin_command()[0]) == system("--bogus")
+
+
+def test_nooverlap_reuse_keeps_an_autoclear_device(workdir: Path, tools: Dict[str, Tool]) -> None:
+    """losetup turns autoclear off on the device it reuses (a mount's stays
+    after the umount)."""
+    def case(tool: Tool) -> List[Result]:
+        img = image(workdir)
+        held = loop.attach(img, autoclear=True, direct_io=False)
+        try:
+            reused = tool("-f", "-L", "--show", img)
+            listed = tool("-l", "-O", "NAME,AUTOCLEAR", held.path)
+        finally:
+            held.close()  # the last opener: an autoclear device would go now
+        assert reused.out.strip() == held.path and bound_under(workdir)
+        return [reused, listed, tool("-d", held.path)]
+    side_by_side(tools, case, workdir)

@@ -108,6 +108,12 @@ def _create(cmd: Command) -> int:
         raise fail(f"{node if device_failed else file}: failed to set up loop device: "
                    f"{reason(e)}") from None
     try:
+        if device.reused:
+            # losetup keeps what it reuses: a mount's autoclear device stays after the umount
+            try:
+                device.set_autoclear(False)
+            except (Error, OSError, ValueError):
+                raise fail(f"{file}: failed to re-use loop device") from None
         if cmd.show:
             _print_device(device)
     finally:
