@@ -249,7 +249,11 @@ def test_reading_bound_devices_as_losetup(workdir: Path, dropin: Tool,
                  ["-l", dev], ["-l", "-J", dev], ["-lJ", "--output-all", dev],
                  ["-l", "-j", img], ["-l", "-n", "--raw", "-j", img], ["-J", "-l", "-j", img],
                  ["-l", "-O", "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN,MAJ:MIN", "-j", img],
-                 ["-O", "+PARTSCAN", "-j", img], ["--list", "--raw", "-n", "-O", "OFFSET", dev]):
+                 ["-O", "+PARTSCAN", "-j", img], ["--list", "--raw", "-n", "-O", "OFFSET", dev],
+                 ["-lO", "name,offset", "-j", img], ["--output-all", "-O", "+name", "-lj", img],
+                 ["-l", "-O", "NAME,", "-j", img], ["-l", "-O", ",NAME", "-j", img],
+                 ["-l", "-O", " NAME", "-j", img], ["-l", "-O", "", "-j", img],
+                 ["-l", "-O", "NAME,,OFFSET", "-j", img]):
         assert dropin(*argv) == system(*argv), argv
     # every device: only the lines of ours (others come and go meanwhile)
     for argv in (["-a"], ["--all"], ["-l", "--raw"], ["--raw"], ["-l", "-n", "--raw"]):

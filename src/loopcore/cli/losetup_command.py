@@ -11,9 +11,9 @@ from typing import Dict, List, Optional
 
 from .._version import __version__
 from ..errors import Error
-from ._rules import CLIError, one_line, write_stderr, write_text
+from ._rules import one_line, write_stderr, write_text
 from .arguments import LoopRef, loop_ref, parse_size
-from .columns import ALL_COLUMNS, COLUMNS, DEFAULT_COLUMNS, parse_columns
+from .columns import ALL_COLUMNS, COLUMNS, DEFAULT_COLUMNS
 from .getopt_long import (
     NO_ARGUMENT,
     OPTIONAL_ARGUMENT,
@@ -240,14 +240,29 @@ class Command:
             raise fail("the option --offset is not allowed in this context")
 
     def columns(self) -> List[str]:
-        if self.output:
-            try:
-                return parse_columns(self.output)
-            except CLIError:
-                items = self.output.lstrip("+").split(",")
-                bad = next(i for i, item in enumerate(items) if item.upper() not in COLUMNS)
-                raise fail("unknown column: " + ",".join(items[bad:])) from None
-        return list(ALL_COLUMNS if self.output_all else DEFAULT_COLUMNS)
+        """The ``-O`` columns as losetup splits them (names as typed, case
+        aside; ``+COLS`` adds to the defaults or to --output-all's)."""
+        columns = list(ALL_COLUMNS if self.output_all else DEFAULT_COLUMNS)
+        if self.output is None:
+            return columns
+        text = self.output[1:] if self.output.startswith("+") else self.output
+        names = columns if self.output.startswith("+") else []
+        begin: Optional[int] = None
+        for i, char in enumerate(text):
+            begin = i if begin is None else begin
+            end = i + 1 if i + 1 == len(text) else i if char == "," else None
+            if end is None:
+                continue
+            if end <= begin:  # an empty name: losetup fails without a word
+                raise Exit(1)
+            name = text[begin:end].upper()
+            if name not in COLUMNS:
+                raise fail(f"unknown column: {text[begin:]}")
+            names.append(name)
+            begin = None
+        if not text:
+            raise Exit(1)
+        return names
 
 
 def usage() -> str:
