@@ -20,7 +20,10 @@ One file per job:
 - ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`: its table of
   commands, their handlers (``dm_show``, ``dm_change``), what users type
   (``dm_arguments``) and dmsetup's formats (``dm_report``, ``dm_tree``);
-- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``).
+- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``);
+- ``losetup``: the drop-in, losetup's own command line (:data:`DROP_INS`:
+  ``loopcore losetup ARGS`` or a program named ``losetup``), whose exit
+  statuses and messages are losetup's, not these.
 
 Subcommands outside the core: :data:`SUBCOMMAND_MODULES` maps each to its
 module, which exposes ``add_parser(subparsers)`` adding a parser with

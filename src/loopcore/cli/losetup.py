@@ -142,6 +142,8 @@ def _each_device(cmd: Command, what: str, call: Callable[[str], object]) -> int:
     for text in cmd.devices:
         try:
             node = loop_ref(text).node
+            if cmd.act == DETACH and not os.path.exists(node):  # losetup stat()s it first
+                raise FileNotFoundError(errno.ENOENT, text)
         except (Error, OSError, ValueError):
             warn(f"{text}: failed to use device: {os.strerror(errno.ENODEV)}")
             status = 1

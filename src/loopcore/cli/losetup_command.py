@@ -107,15 +107,18 @@ class Exit(Exception):
 
 
 def warn(message: str) -> None:
+    """``losetup: MESSAGE`` on stderr, one line."""
     write_stderr(f"{PROG}: {one_line(message)}\n")
 
 
 def fail(message: str) -> Exit:
+    """:func:`warn`, and the :class:`Exit` (status 1) to raise."""
     warn(message)
     return Exit(1)
 
 
 def try_help(message: str) -> Exit:
+    """A bad option: glibc's line, then losetup's pointer to --help."""
     warn(message)
     write_stderr(f"Try '{PROG} --help' for more information.\n")
     return Exit(1)
@@ -165,6 +168,7 @@ class Command:
         self.seen: Dict[int, str] = {}  # exclusive row -> its first option
 
     def exclusive(self, key: str) -> None:
+        """losetup's check of each option against those before it."""
         for row_number, row in enumerate(_EXCLUSIVE):
             if key not in row:
                 continue
@@ -175,6 +179,7 @@ class Command:
                 raise fail(f"mutually exclusive arguments: {names}")
 
     def option(self, key: str, value: Optional[str]) -> None:
+        """One option, in command-line order."""
         self.exclusive(key)
         if key in ("a", "j"):
             self.act, self.file = SHOW, value
@@ -228,6 +233,8 @@ class Command:
             if not operands:
                 raise fail("no file specified")
             self.file = operands.pop(0)
+        if self.act == REMOVE and not operands:
+            raise fail("no loop device specified")
         if self.act in (DETACH, REMOVE):
             self.devices += operands
         setup_only = self.sizelimit or self.read_only or self.partscan or self.show \
