@@ -60,9 +60,21 @@ def dropin_command() -> List[str]:
     return [sys.executable, "-m", "loopcore", "losetup"]
 
 
+# losetup 2.38 -f retries EBUSY and EAGAIN only: a free device another
+# process removes between its GET_FREE and its open (tests on this machine
+# add and remove devices all the time) fails it so
+_FIND_RACE = "failed to set up loop device: No such device or address"
+
+
 def system(*args: str) -> Result:
-    # argv[0] "losetup": glibc's getopt names the program as invoked
-    return _run(["losetup", *args], SYSTEM_LOSETUP or "losetup")
+    """The system's losetup (the reference), tried again when it lost the
+    race above, which has nothing to do with the case."""
+    for _ in range(5):
+        # argv[0] "losetup": glibc's getopt names the program as invoked
+        result = _run(["losetup", *args], SYSTEM_LOSETUP or "losetup")
+        if _FIND_RACE not in result.err or "/dev/loop" in " ".join(args):
+            return result
+    return result
 
 
 Tool = Callable[..., Result]
