@@ -152,13 +152,20 @@ MISUSES = [
     ["nosuch"], ["-d", "nosuch"], ["-d", "loop99999"], ["-c", "/dev/null"],
     ["-O", "FOO", "-l"], ["-O", "NAME,FOO,OFFSET", "-l"], ["--list", "-O", "x", "/dev/loop0"],
     ["--output-all"], ["-v"], ["/dev/loop99999"], ["-l", "/dev/loop99999"],
-    ["--", "-a"], ["-d"], ["-j"], ["-h"], ["--help"], ["--he"],
+    ["--", "-a"], ["-d"], ["-j"], ["-h"], ["--help"], ["--he"], ["nosuch", "x"],
+    ["/dev/null", "x"], ["/dev/null", "/dev/null"], ["nosuch", "/dev/null"],
 ]
 
 
 @pytest.mark.parametrize("argv", MISUSES, ids=" ".join)
 def test_misuse_and_help_as_losetup(dropin: Tool, argv: List[str]) -> None:
     assert dropin(*argv) == system(*argv)
+
+
+def test_posixly_correct_stops_at_the_first_operand(dropin: Tool, monkeypatch) -> None:
+    monkeypatch.setenv("POSIXLY_CORRECT", "1")
+    for argv in (["-d", "/dev/loop99999", "x", "-a"], ["nosuch", "-a"], ["a", "b", "--bogus"]):
+        assert dropin(*argv) == system(*argv), argv
 
 
 def test_version_and_unknown_option_as_util_linux_tests_check(dropin: Tool) -> None:
@@ -182,6 +189,7 @@ SETUPS = [
     ["--direct-io", "-f", "--show"], ["--direct-io=off", "-f", "--show"], ["-f"],
     ["-o", "0x200", "--sizelimit", "1.5K", "-f", "--show"], ["-L", "-f", "--show"],
     ["-v", "-f", "--show"], ["-b", "1000", "-f", "--show"],
+    ["-o1MiB", "--sizel", "3MiB", "--fi", "--sh"], ["--show", "-fPo", "512"],
 ]
 
 

@@ -5,12 +5,14 @@ What glibc accepts, they accept: short options clustered (``-fP``), a
 short option's argument joined or next (``-o1M``, ``-o 1M``), long
 options abbreviated to a unique prefix (``--sh``), ``--opt=value`` and
 ``--opt value``, optional arguments only as ``--opt=value``, operands
-anywhere (permuted to the end), ``--`` ending the options.  A misuse is a
+anywhere (permuted to the end; with POSIXLY_CORRECT set, the first
+ends the options, as there), ``--`` ending the options.  A misuse is a
 :class:`GetoptError` carrying glibc's own message (without the program
 name), so a drop-in prints what the tool it stands in for prints.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["NO_ARGUMENT", "REQUIRED_ARGUMENT", "OPTIONAL_ARGUMENT", "LongOption",
@@ -64,6 +66,7 @@ def getopt_long(argv: Sequence[str], shortopts: str, longopts: Sequence[LongOpti
     Raises :class:`GetoptError` at the first misuse, after yielding the
     options before it (a tool checks each option as it comes).
     """
+    permute = "POSIXLY_CORRECT" not in os.environ
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -75,6 +78,9 @@ def getopt_long(argv: Sequence[str], shortopts: str, longopts: Sequence[LongOpti
             yield opt.key, value
             continue
         if not arg.startswith("-") or arg == "-":
+            if not permute:
+                operands.extend(argv[i:])
+                return
             operands.append(arg)
             i += 1
             continue

@@ -87,8 +87,7 @@ def _create(cmd: Command) -> int:
         try:
             ref = loop_ref(cmd.devices[0])
         except (Error, OSError, ValueError):
-            raise fail(f"{cmd.devices[0]}: failed to use device: "
-                       f"{os.strerror(errno.ENODEV)}") from None
+            raise _not_a_loop_device(cmd.devices[0], file) from None
         node, number = ref.node, ref.number
     try:
         device = loop.attach(file, number=number, reuse=cmd.nooverlap, read_only=cmd.read_only,
@@ -120,6 +119,21 @@ def _create(cmd: Command) -> int:
         device.close()  # our fd only: the device stays bound
     _warn_size(file, cmd.sizelimit, cmd.offset or 0)
     return 0
+
+
+def _not_a_loop_device(text: str, file: str) -> Exit:
+    """losetup's words for ``DEV FILE`` where DEV is no loop device: it
+    opens FILE, then DEV (``/dev/DEV`` for a bare name), and names DEV
+    where DEV could not be opened, else FILE."""
+    path = text if text.startswith("/") else "/dev/" + text
+    try:
+        os.stat(file)
+    except OSError as e:
+        return fail(f"{file if os.path.exists(path) else path}: failed to set up loop device: "
+                    f"{reason(e)}")
+    if not os.path.exists(path):
+        return fail(f"{path}: failed to set up loop device: {os.strerror(errno.ENOENT)}")
+    return fail(f"{file}: failed to set up loop device: {os.strerror(errno.ENOTTY)}")
 
 
 def _print_device(device: LoopDevice) -> None:
