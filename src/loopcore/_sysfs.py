@@ -78,6 +78,16 @@ def loop_partition_numbers(number: int) -> Optional[List[int]]:
                   if entry.startswith(prefix) and entry[len(prefix):].isdigit())
 
 
+def loop_listing_order() -> List[int]:
+    """The loop device numbers in ``/sys/block``'s own (readdir) order,
+    the order losetup lists devices in; empty without sysfs."""
+    try:
+        names = os.listdir(SYS_BLOCK)
+    except OSError:
+        return []
+    return [int(name[4:]) for name in names if name.startswith("loop") and name[4:].isdigit()]
+
+
 def loop_partition(number: int, pno: int) -> Optional[Tuple[int, int, int]]:
     """(start, size, dev_t) of ``loopNpM``, start and size in bytes (sysfs
     counts 512-byte sectors whatever the logical block size); None if the

@@ -20,7 +20,10 @@ One file per job:
 - ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`: its table of
   commands, their handlers (``dm_show``, ``dm_change``), what users type
   (``dm_arguments``) and dmsetup's formats (``dm_report``, ``dm_tree``);
-- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``).
+- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``);
+- ``losetup``: the drop-in, losetup's own command line (:data:`DROP_INS`:
+  ``loopcore losetup ARGS`` or a program named ``losetup``), whose exit
+  statuses and messages are losetup's, not these.
 
 Subcommands outside the core: :data:`SUBCOMMAND_MODULES` maps each to its
 module, which exposes ``add_parser(subparsers)`` adding a parser with
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Dict, Optional, Sequence
 
@@ -43,9 +47,13 @@ from .loop import add_parser as _add_loop_commands
 from .loop import columns_help as _columns_help
 
 __all__ = [
-    "main", "build_parser", "SUBCOMMAND_MODULES",
+    "main", "build_parser", "SUBCOMMAND_MODULES", "DROP_INS",
     "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
 ]
+
+#: Drop-ins: another tool's command line, as it is, by the tool's name:
+#: ``loopcore NAME ARGS``, or a program called NAME (a symlink).
+DROP_INS: Dict[str, str] = {"losetup": "loopcore.cli.losetup"}
 
 #: Subcommands added by modules imported on demand (see the docstring).
 SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.cli.dmlog"}
@@ -85,5 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     if argv is None:
         argv = sys.argv[1:]
+        if os.path.basename(sys.argv[0]) in DROP_INS:  # a symlink named losetup
+            argv = [os.path.basename(sys.argv[0])] + argv
+    if argv and argv[0] in DROP_INS:  # everything after the name is the tool's
+        drop_in: int = importlib.import_module(DROP_INS[argv[0]]).main(argv[1:])
+        return drop_in
     with _rules.standard_streams():
         return _rules.run(build_parser(argv), argv)
