@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import sys
 from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
@@ -176,9 +175,11 @@ def write_text(text: str) -> None:
     write(text.encode("utf-8", "surrogateescape"))
 
 
-def write_json(obj: object) -> None:
+def write_json(obj: object, *, ensure_ascii: bool = True) -> None:
     """:func:`write_text` of ``obj`` as indented JSON, one document per command."""
-    write_text(json.dumps(obj, indent=2) + "\n")
+    import json  # here: most commands print no JSON (start-up time)
+
+    write_text(json.dumps(obj, indent=2, ensure_ascii=ensure_ascii) + "\n")
 
 
 def write_stderr(text: str) -> None:
@@ -253,6 +254,21 @@ def print_made(path: str, undo: Callable[[], None], undone: str, undo_failed: st
 
 # --- parsing and running -----------------------------------------------------------
 
+def _terminal_columns() -> int:
+    """``$COLUMNS``, else the width of the terminal on stdout, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors, exit status 2, and help that is
     output like any other (a lost ``--help`` is a failure, not exit 0).
@@ -268,6 +284,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own makes a formatter for every add_argument, and each
+        # imports shutil for the terminal's width (shutil brings bz2, lzma,
+        # fnmatch: most of a ``loopcore list`` process's imports).  The
+        # width, as shutil.get_terminal_size() finds it:
+        formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
+        return formatter(prog=self.prog, width=_terminal_columns() - 2)
 
     def _print_message(self, message: str, file: object = None) -> None:
         # argparse's one funnel for help, version and usage text (3.9 to 3.13).

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import builtins
 import errno
-import json
 import os
 from typing import Dict, List, Optional, TypeVar, cast
 
 from .. import loop
 from ..errors import Error, error_from_errno
-from ..loop import Flags, LoopInfo
+from ..loop import Flags, LoopInfo, discovery
 from ._rules import (
     EXIT_FAILURE,
     UsageError,
@@ -26,6 +25,7 @@ from ._rules import (
     error,
     print_made,
     write,
+    write_json,
     write_text,
 )
 from .arguments import loop_number_arg, loop_ref, seconds_arg, size_arg
@@ -128,7 +128,7 @@ def cmd_partitions(args: argparse.Namespace) -> int:
                 doc = None if table is None else dict(
                     table._asdict(), partitions=[dict(p._asdict(), node=f"{device.path}p{p.number}")
                                                  for p in table.partitions])
-                write_text(json.dumps(doc, indent=2) + "\n")
+                write_json(doc)
             else:
                 write_text("".join(f"{device.path}p{p.number} start={p.start} size={p.size}"
                                    f" type={p.type}\n"
@@ -208,7 +208,7 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def _info_fields(rec: LoopInfo) -> Dict[str, object]:
-    parts = loop.partitions(rec.number) if rec.bound else []
+    parts = discovery.partitions(rec.number) if rec.bound else []
     bdev = rec.backing_devnum if rec.has_status else None
     return {
         "name": loop.device_path(rec.number),
@@ -239,7 +239,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     (rec,) = _named_records([args.device])
     fields = _info_fields(rec)
     if args.json:
-        write_text(json.dumps(fields, indent=2, ensure_ascii=False) + "\n")
+        write_json(fields, ensure_ascii=False)
         return 0
     flags = [name for flag, name in _FLAG_NAMES if rec.flags & flag]
     lines = [f"{fields['name']} ({fields['maj:min']})"
