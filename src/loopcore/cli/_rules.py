@@ -25,7 +25,7 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 from ..errors import Error
 
@@ -226,29 +226,34 @@ def describe(e: BaseException, *, action: str = "", default: str = "") -> str:
     return f"{default + ': ' if default and default not in str(e) else ''}{e}"
 
 
-def print_made(path: str, undo: Callable[[], None], undone: str, undo_failed: str) -> None:
-    """Print the path of the device a command just made; undo it if that fails.
+def print_made(paths: Union[str, Sequence[str]], undo: Callable[[], None], undone: str,
+               undo_failed: str) -> None:
+    """Print the path of the device a command just made (or of each, one
+    a line); undo it (all of them) if that fails.
 
     A device nobody learnt the name of stays behind unnoticed (``losetup
     --show`` into a full disk or a closed pipe leaves it bound), so a
     command that cannot report what it made takes it back, as a half-done
-    command should, and says so in one line naming the device.  The same
+    command should, and says so in one line naming the devices.  The same
     for anything else that stops it here (Ctrl-C).
     """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    named = ", ".join(paths)
     try:
-        write_text(path + "\n")  # flushed inside the try: see the failure while we can undo
+        # flushed inside the try: see the failure while we can undo
+        write_text("".join(path + "\n" for path in paths))
     except BaseException as e:
         try:
             undo()
         except (OSError, ValueError) as u:
             outcome = f"{undo_failed}: {u.strerror if isinstance(u, OSError) and u.strerror else u}"
             if not isinstance(e, StreamError):
-                error(f"{path}: {outcome}")
+                error(f"{named}: {outcome}")
         else:
             outcome = undone
         if isinstance(e, StreamError):
-            raise CLIError(f"{path}: cannot print the device's name ({e.reason}); "
-                           f"{outcome}") from e
+            what = "the device's name" if len(paths) == 1 else "the devices' names"
+            raise CLIError(f"{named}: cannot print {what} ({e.reason}); {outcome}") from e
         raise
 
 
