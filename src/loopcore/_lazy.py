@@ -34,14 +34,15 @@ def _absolute(package: str, source: str) -> str:
     """``source`` (``.module``, ``..module``) relative to ``package``, absolute."""
     module = source.lstrip(".")
     base = package.rsplit(".", len(source) - len(module) - 1)[0]
-    return f"{base}.{module}"
+    return f"{base}.{module}" if module else base
 
 
 def export(package: str, table: Mapping[str, Sequence[str]]) -> List[str]:
     """Make every name of ``table`` (``{".module": names}``, relative to
     ``package``) an attribute of ``package`` imported on first use, and
     return the names in order, for ``__all__``.  ``"alias=name"`` exports
-    the module's ``name`` as ``alias``."""
+    the module's ``name`` as ``alias``; the names under ``"."`` are the
+    package's own modules."""
     namespace = vars(sys.modules[package])
     where: Dict[str, Tuple[str, str]] = {}
     for source, names in table.items():
@@ -52,7 +53,8 @@ def export(package: str, table: Mapping[str, Sequence[str]]) -> List[str]:
     def __getattr__(name: str) -> object:
         if name in where:
             source, original = where[name]
-            value = getattr(_module(source), original)
+            value = _module(f"{package}.{name}") if source == package \
+                else getattr(_module(source), original)
             namespace[name] = value  # found at once next time
             return value
         if not name.startswith("__"):

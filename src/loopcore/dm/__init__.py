@@ -113,7 +113,8 @@ if TYPE_CHECKING:
 
     read_ahead = read_ahead_sectors
 
-__all__ = ["thin_messages"] + export(__name__, {
+__all__ = export(__name__, {
+    ".": ("thin_messages",),
     ".client": (
         "DeviceMapper", "REMOVE_RETRIES", "REMOVE_RETRY_DELAY",
     ),
