@@ -63,9 +63,13 @@ def _console_script() -> str:
 
 
 def _run(argv: Sequence[str]) -> str:
-    """Run a process to its end; its stdout.  A failure is the benchmark's."""
-    return subprocess.run(argv, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, text=True).stdout
+    """Run a process to its end; its stdout.  A failure is the benchmark's
+    (RuntimeError with the command's stderr)."""
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def _children_cpu_ns() -> int:

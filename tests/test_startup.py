@@ -180,3 +180,10 @@ def test_a_stand_in_logger_reads_the_level_anew():
     real.setLevel(logging.ERROR)
     assert log.level == logging.ERROR
     assert not log.isEnabledFor(logging.INFO)
+
+
+def test_the_debug_level_is_loggings():
+    import logging
+
+    from loopcore import _log
+    assert _log.DEBUG == logging.DEBUG

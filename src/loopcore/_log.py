@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-__all__ = ["DEBUG_ENV", "get_logger", "enable_if_requested"]
+__all__ = ["DEBUG", "DEBUG_ENV", "get_logger", "enable_if_requested"]
 
 DEBUG_ENV = "LOOPCORE_DEBUG"
+#: ``logging.DEBUG``, for ``log.isEnabledFor(DEBUG)`` on a hot path that
+#: should not import logging (with traceback, threading ...: ~3 ms of a
+#: process's start-up) to ask
+DEBUG = 10
 
 _ROOT = "loopcore"
 _root: "logging.Logger | None" = None
