@@ -85,6 +85,10 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help=f"devices one burst attaches (full: {full.burst_size})")
     add("--burst-rounds", type=_positive, metavar="N",
         help=f"interleaving rounds of the burst scenario (full: {full.burst_rounds})")
+    add("--cli-files", type=_positive, metavar="N",
+        help=f"files the cli scenario attaches and detaches (full: {full.cli_files})")
+    add("--cli-rounds", type=_positive, metavar="N",
+        help=f"interleaving rounds of the cli scenario (full: {full.cli_rounds})")
     add("--workdir", metavar="DIR",
         help="where backing files go (default: the temp dir; must allow O_DIRECT)")
     add("--no-plots", action="store_true", help="skip the PNG plots")
@@ -101,7 +105,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "contention_cycles": args.contention_cycles,
         "contention_rounds": args.contention_rounds, "io_mib": args.io_mib,
         "io_rounds": args.io_rounds, "burst_size": args.burst_size,
-        "burst_rounds": args.burst_rounds,
+        "burst_rounds": args.burst_rounds, "cli_files": args.cli_files,
+        "cli_rounds": args.cli_rounds,
     }
     values.update({k: v for k, v in explicit.items() if v is not None})
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -198,6 +203,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark loopcore against plain C, pure Python and losetup: "
-                    "attach+detach cycles, discovery, contention and I/O.")
+                    "attach+detach cycles, discovery, contention, I/O and the command line.")
     _add_options(parser)
     return handler(parser.parse_args(argv))

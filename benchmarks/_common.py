@@ -98,6 +98,22 @@ def interleave(contenders: Sequence[Contender], rounds: int,
     return samples
 
 
+def describe_contenders(contenders: Sequence[Contender],
+                         samples: Dict[str, List[float]], baseline: str) -> Dict[str, object]:
+    """Each contender's description, samples, summary and ratio to ``baseline``'s median."""
+    base = summarize(samples[baseline]).get("median")
+    out: Dict[str, object] = {}
+    for c in contenders:
+        summary = summarize(samples[c.name])
+        out[c.name] = {
+            "description": c.description,
+            "samples": samples[c.name],
+            "summary": summary,
+            "ratio_vs_baseline": ratio(summary.get("median"), base),
+        }
+    return out
+
+
 # --- progress --------------------------------------------------------------------
 
 

@@ -112,6 +112,25 @@ def table(results: Results) -> str:
         lines += _rows_table(["contender", "median", "min - max", "n", "ratio",
                               "page cache growth", "dio"], rows)
         lines.append("")
+    if "cli" in scen:
+        c = scen["cli"]
+        n = c["params"]["files"]
+        devices = c["params"]["devices_on_the_machine"]
+        lines.append(f"== the command line: one process each ({devices} loop devices on the "
+                     "machine; ratio vs python -c pass) ==")
+        for part, title in (("list", None), ("batch", f"{n} files attached, then detached "
+                                                    "(ratio vs loopcore_batch)")):
+            if title:
+                lines.append(f"== the command line: {title} ==")
+            contenders = c[part]
+            base = _median({"summary": next(iter(contenders.values()))["cpu"]})
+            rows = [row + [_time(e["cpu"].get("median")),
+                           _ratio(None if base is None else _median({"summary": e["cpu"]}) / base
+                                  if _median({"summary": e["cpu"]}) else None)]
+                    for row, e in zip(_time_rows(contenders), contenders.values())]
+            lines += _rows_table(["contender", "median", "min - max", "n", "ratio", "CPU",
+                                  "CPU ratio"], rows)
+            lines.append("")
     lines += _vm_lines(scen)
     quick = bool(results.get("quick"))
     lines.append("== targets ==" + (" (--quick: few samples, verdicts only indicative) =="
@@ -241,6 +260,14 @@ def targets(scenarios: Dict[str, Dict[str, Any]]) -> List[Dict[str, object]]:
         if top > 1 and 1 in by_p:
             out.append(_check(f"contention: throughput at P={top} >= 0.8x P=1",
                               by_p[top]["ratio_vs_p1"], 0.8, False))
+    cli = scenarios.get("cli")
+    if cli:
+        r = cli["ratios"]
+        out.append(_check("loopcore list process <= 1.5x python -c pass", r["list_vs_python"],
+                          1.5, True))
+        out.append(_check(f"{cli['params']['files']} files attached + detached by the CLI's "
+                          "batch forms >= 5x faster than losetup processes",
+                          r["losetup_vs_batch"], 5.0, False))
     out += _vm_targets(scenarios)
     io = scenarios.get("io")
     if io:

@@ -1,4 +1,4 @@
-"""The four benchmark scenarios.
+"""The benchmark scenarios (the command line's: :mod:`.cli_bench`).
 
 Each takes the run's :class:`Settings`, the :class:`Workspace`, the compiled
 C floor and the progress bar, and returns a JSON-ready dict holding every
@@ -19,11 +19,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import loopcore
 
-from . import purepy, vm_scenarios
+from . import cli_bench, purepy, vm_scenarios
 from ._common import (
     Contender,
     Progress,
     Workspace,
+    describe_contenders,
     drop_caches,
     interleave,
     loop_numbers,
@@ -64,14 +65,18 @@ class Settings:
     dmlog_rounds: int = 3         # ... and the dirty-log server's mirror
     dmlog_size_mib: int = 256
     dmlog_write_seconds: float = 8.0
-    scenarios: Sequence[str] = ("cycle", "burst", "discovery", "contention", "io")
+    cli_files: int = 100          # the cli scenario: files attached by the command line
+    cli_rounds: int = 5
+    cli_list_runs: int = 20       # list processes per contender per round
+    scenarios: Sequence[str] = ("cycle", "burst", "discovery", "contention", "io", "cli")
 
 
 QUICK = dict(cycles=300, slow_cycles=30, cycle_rounds=6, device_counts=(10, 100),
              discovery_rounds=4, discovery_batch=1, contention_cycles=40,
              contention_rounds=2, io_mib=64, io_rounds=1, burst_rounds=1,
              dm_rounds=2, dm_cycles=20, dm_dmsetup_cycles=3, dmlog_rounds=1,
-             dmlog_size_mib=32, dmlog_write_seconds=2.0)
+             dmlog_size_mib=32, dmlog_write_seconds=2.0, cli_files=20, cli_rounds=2,
+             cli_list_runs=5)
 #: Scenarios run in the test VM (``--vm``): this host's kernel has no
 #: device-mapper.
 VM_SCENARIOS = ("dm", "dmlog")
@@ -90,22 +95,9 @@ def steps(settings: Settings) -> int:
         total += settings.contention_rounds * len(settings.procs)
     if "io" in settings.scenarios:
         total += settings.io_rounds * 4 + 1
+    if "cli" in settings.scenarios:
+        total += cli_bench.steps(settings.cli_rounds)
     return total + sum(1 for name in VM_SCENARIOS if name in settings.scenarios)
-
-
-def _describe_contenders(contenders: Sequence[Contender],
-                         samples: Dict[str, List[float]], baseline: str) -> Dict[str, object]:
-    base = summarize(samples[baseline]).get("median")
-    out: Dict[str, object] = {}
-    for c in contenders:
-        summary = summarize(samples[c.name])
-        out[c.name] = {
-            "description": c.description,
-            "samples": samples[c.name],
-            "summary": summary,
-            "ratio_vs_baseline": ratio(summary.get("median"), base),
-        }
-    return out
 
 
 def _timed(job: Callable[[], object]) -> Callable[[int], List[float]]:
@@ -187,7 +179,7 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         samples = interleave(contenders, rounds, progress, "cycle")
     finally:
         fcntl_cycler.close()
-    described = _describe_contenders(contenders, samples, "c_floor")
+    described = describe_contenders(contenders, samples, "c_floor")
     loopcore_median = summarize(samples["loopcore"]).get("median")
     return {
         "unit": "ns per attach+detach cycle",
@@ -312,7 +304,7 @@ def burst(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
                   "processes: losetup -f --show FILE each; losetup -d DEV... (200 a process)"),
     ]
     samples = interleave(contenders, settings.burst_rounds, progress, "burst")
-    described = _describe_contenders(contenders, samples, "c_burst")
+    described = describe_contenders(contenders, samples, "c_burst")
     for name, entry in described.items():
         entry["detach"] = summarize(detach_ns[name])  # type: ignore[index]
         entry["detach_samples"] = detach_ns[name]  # type: ignore[index]
@@ -377,8 +369,8 @@ def discovery(settings: Settings, ws: Workspace, floor: str,
                 "devices": count,
                 # ours plus any other user's, as the C scan counted them
                 "bound_total": run_floor(floor, "scan", "1")[1].get("devices"),
-                "list": _describe_contenders(listers, samples, "c_scan"),
-                "find": _describe_contenders(finders, samples, "c_find"),
+                "list": describe_contenders(listers, samples, "c_scan"),
+                "find": describe_contenders(finders, samples, "c_find"),
             }
             levels.append(level)
     finally:
@@ -645,4 +637,4 @@ def dmlog(settings: Settings, ws: Workspace, floor: str,
 
 
 SCENARIOS = {"cycle": cycle, "burst": burst, "discovery": discovery, "contention": contention,
-             "io": io, "dm": dm, "dmlog": dmlog}
+             "io": io, "cli": cli_bench.cli, "dm": dm, "dmlog": dmlog}

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--quick", "--cycles", "6", "--slow-cycles", "2", "--cycle-rounds", "2",
         "--devices", "2,4", "--discovery-rounds", "2", "--procs", "1,2",
         "--contention-cycles", "3", "--contention-rounds", "1", "--io-mib", "4",
-        "--io-rounds", "1", "--burst-size", "3", "--burst-rounds", "1"]
+        "--io-rounds", "1", "--burst-size", "3", "--burst-rounds", "1", "--cli-files", "3",
+        "--cli-rounds", "1"]
 
 
 def _harness(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +49,7 @@ def test_every_scenario_produced_samples(results):
     _, _, res, _ = results
     assert res["settings"]["discovery_batch"] == 1  # from --quick
     scen = res["scenarios"]
-    assert set(scen) == {"cycle", "burst", "discovery", "contention", "io"}
+    assert set(scen) == {"cycle", "burst", "discovery", "contention", "io", "cli"}
     assert res["quick"] is True
 
     cycle = scen["cycle"]["contenders"]
@@ -88,6 +89,15 @@ def test_every_scenario_produced_samples(results):
     for p in points:
         assert p["attach_latency_ns"]["n"] == p["rounds"][0]["cycles"]
         assert p["attach_latency_ns"]["p99"] > 0
+
+    cli = scen["cli"]
+    assert cli["params"]["files"] == 3
+    assert set(cli["list"]) == {"python_pass", "loopcore_list", "losetup_list"}
+    assert set(cli["batch"]) == {"loopcore_batch", "losetup", "loopcore_single"}
+    for part in (cli["list"], cli["batch"]):
+        _all_samples(part)
+        for c in part.values():
+            assert len(c["cpu_samples"]) == len(c["samples"])
 
     io = scen["io"]["contenders"]
     assert set(io) == {f"{w}_{op}" for w in ("loopcore_default", "losetup_default")

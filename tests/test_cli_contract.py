@@ -40,8 +40,8 @@ USAGE_ERRORS = [
     ["attach", "--sizelimit", "1Q", "/x"],
     ["attach", "-b", "", "/x"],
     ["attach", "--direct-io", "maybe", "/x"],
-    ["attach", "/x", "/y"],                # DEV FILE, and /x is no loop device
-    ["attach", "/dev/loop0", "/x", "/y"],
+    ["attach", "-L", "/x", "/y"],          # FILE...: reuse takes one file
+    ["attach", "/dev/loop0", "/x", "/y"],  # DEV FILE: a chosen device takes one
     ["detach"],
     ["detach", "--all", "/dev/loop0"],
     ["list", "--all", "/dev/loop0"],

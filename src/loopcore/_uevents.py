@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import errno
 import select
-import socket
 import time
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from . import _retry
 from ._log import get_logger
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["KernelUevents", "UeventSocket", "uevent_socket", "KERNEL_GROUP", "UDEV_GROUP"]
 
@@ -40,6 +42,8 @@ def uevent_socket(group: int, *, nonblocking: bool = False,
     """A NETLINK_KOBJECT_UEVENT socket joined to ``group``; None (and a
     debug line) where none can be had: the caller then polls or does not
     wait.  ``passcred``: receive the sender's credentials (SO_PASSCRED)."""
+    import socket  # here: a process that waits for no event does not import it
+
     kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | (socket.SOCK_NONBLOCK if nonblocking else 0)
     try:
         sock = socket.socket(socket.AF_NETLINK, kind, NETLINK_KOBJECT_UEVENT)

@@ -23,10 +23,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import sys
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 from ..errors import Error
 
@@ -176,9 +175,11 @@ def write_text(text: str) -> None:
     write(text.encode("utf-8", "surrogateescape"))
 
 
-def write_json(obj: object) -> None:
+def write_json(obj: object, *, ensure_ascii: bool = True) -> None:
     """:func:`write_text` of ``obj`` as indented JSON, one document per command."""
-    write_text(json.dumps(obj, indent=2) + "\n")
+    import json  # here: most commands print no JSON (start-up time)
+
+    write_text(json.dumps(obj, indent=2, ensure_ascii=ensure_ascii) + "\n")
 
 
 def write_stderr(text: str) -> None:
@@ -225,33 +226,53 @@ def describe(e: BaseException, *, action: str = "", default: str = "") -> str:
     return f"{default + ': ' if default and default not in str(e) else ''}{e}"
 
 
-def print_made(path: str, undo: Callable[[], None], undone: str, undo_failed: str) -> None:
-    """Print the path of the device a command just made; undo it if that fails.
+def print_made(paths: Union[str, Sequence[str]], undo: Callable[[], None], undone: str,
+               undo_failed: str) -> None:
+    """Print the path of the device a command just made (or of each, one
+    a line); undo it (all of them) if that fails.
 
     A device nobody learnt the name of stays behind unnoticed (``losetup
     --show`` into a full disk or a closed pipe leaves it bound), so a
     command that cannot report what it made takes it back, as a half-done
-    command should, and says so in one line naming the device.  The same
+    command should, and says so in one line naming the devices.  The same
     for anything else that stops it here (Ctrl-C).
     """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    named = ", ".join(paths)
     try:
-        write_text(path + "\n")  # flushed inside the try: see the failure while we can undo
+        # flushed inside the try: see the failure while we can undo
+        write_text("".join(path + "\n" for path in paths))
     except BaseException as e:
         try:
             undo()
         except (OSError, ValueError) as u:
             outcome = f"{undo_failed}: {u.strerror if isinstance(u, OSError) and u.strerror else u}"
             if not isinstance(e, StreamError):
-                error(f"{path}: {outcome}")
+                error(f"{named}: {outcome}")
         else:
             outcome = undone
         if isinstance(e, StreamError):
-            raise CLIError(f"{path}: cannot print the device's name ({e.reason}); "
-                           f"{outcome}") from e
+            what = "the device's name" if len(paths) == 1 else "the devices' names"
+            raise CLIError(f"{named}: cannot print {what} ({e.reason}); {outcome}") from e
         raise
 
 
 # --- parsing and running -----------------------------------------------------------
+
+def _terminal_columns() -> int:
+    """``$COLUMNS``, else the width of the terminal on stdout, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (ValueError, OSError):
+            columns = 0
+    return columns or 80
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors, exit status 2, and help that is
@@ -268,6 +289,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own makes a formatter for every add_argument, and each
+        # imports shutil for the terminal's width (shutil brings bz2, lzma,
+        # fnmatch: most of a ``loopcore list`` process's imports).  The
+        # width, as shutil.get_terminal_size() finds it:
+        formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
+        return formatter(prog=self.prog, width=_terminal_columns() - 2)
 
     def _print_message(self, message: str, file: object = None) -> None:
         # argparse's one funnel for help, version and usage text (3.9 to 3.13).

@@ -10,7 +10,6 @@ import argparse
 import builtins
 import os
 import re
-from fractions import Fraction
 from typing import NamedTuple
 
 from .. import loop
@@ -33,6 +32,8 @@ def parse_size(text: str) -> int:
     """A size as losetup reads it: ``4096``, ``0x1000``, ``1K``/``1KiB`` (1024), ``1KB`` (1000),
     ``1.5M``; suffixes K M G T P E Z Y in either case.  ValueError otherwise.
     """
+    from fractions import Fraction  # here: only sizes need it (start-up time)
+
     m = _SIZE_RE.match(text)
     if not m or (m.group("frac") is not None and not m.group("suffix")):
         raise ValueError(f"invalid size: {text!r}")

@@ -12,20 +12,22 @@ from __future__ import annotations
 import argparse
 import builtins
 import errno
-import json
 import os
+import stat
 from typing import Dict, List, Optional, TypeVar, cast
 
 from .. import loop
 from ..errors import Error, error_from_errno
-from ..loop import Flags, LoopInfo
+from ..loop import Flags, LoopInfo, discovery
 from ._rules import (
     EXIT_FAILURE,
+    CLIError,
     UsageError,
     describe,
     error,
     print_made,
     write,
+    write_json,
     write_text,
 )
 from .arguments import loop_number_arg, loop_ref, seconds_arg, size_arg
@@ -83,29 +85,53 @@ def _print_records(args: argparse.Namespace, records: List[LoopInfo]) -> None:
 
 # --- handlers -----------------------------------------------------------------------
 
+def _chosen_device(operands: List[str]) -> Optional[int]:
+    """losetup's DEV of ``attach DEV FILE``: the first of two operands when
+    it names a loop device (``N``, ``loopN``, ``/dev/loopN``, a block node);
+    None when the operands are files (``attach FILE...``)."""
+    if len(operands) < 2:
+        return None
+    try:
+        number = loop_number_arg(operands[0])
+    except argparse.ArgumentTypeError as e:
+        if isinstance(e.__cause__, OSError) and not _is_block_device(operands[0]):
+            return None  # a file (or no such file: attaching it says so)
+        raise UsageError(f"attach: {e}") from None
+    if len(operands) > 2:
+        raise UsageError("attach: give FILE..., or DEV FILE (a chosen device takes one FILE)")
+    return number
+
+
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
-    # losetup's two forms: FILE (a free device) and DEV FILE (that device).
-    if len(args.operands) > 2:
-        raise UsageError("attach: give FILE or DEV FILE")
-    number = None
-    if len(args.operands) == 2:
+    # losetup's two forms, FILE (a free device) and DEV FILE (that device),
+    # and FILE... (a free device each, in one burst, all or nothing)
+    number = _chosen_device(args.operands)
+    files = args.operands[1:] if number is not None else args.operands
+    options = dict(read_only=args.read_only, partscan=args.partscan, autoclear=args.autoclear,
+                   direct_io=args.direct_io == "on", block_size=args.sector_size or 0,
+                   offset=args.offset, size_limit=args.sizelimit, make_nodes=args.make_nodes)
+    if len(files) > 1:
+        if args.nooverlap:
+            raise UsageError("attach: -L/--nooverlap takes one FILE")
+        devices = loop.attach_many(files, **options)
         try:
-            number = loop_number_arg(args.operands[0])
-        except argparse.ArgumentTypeError as e:
-            raise UsageError(f"attach: {e}") from None
-    device = loop.attach(
-        args.operands[-1],
-        number=number,
-        reuse=args.nooverlap,
-        read_only=args.read_only,
-        partscan=args.partscan,
-        autoclear=args.autoclear,
-        direct_io=args.direct_io == "on",
-        block_size=args.sector_size or 0,
-        offset=args.offset,
-        size_limit=args.sizelimit,
-        make_nodes=args.make_nodes,
-    )
+            def undo_all() -> None:
+                loop.detach_many(devices)
+
+            print_made([d.path for d in devices], undo_all,
+                       "detached them again", "detaching them again failed")
+        finally:
+            for device in devices:
+                device.close()  # closes our fds (if detach did not); does not detach
+        return 0
+    device = loop.attach(files[0], number=number, reuse=args.nooverlap, **options)
     try:
         if device.reused:  # someone else's binding: print it, never undo it
             write_text(device.path + "\n")
@@ -128,7 +154,7 @@ def cmd_partitions(args: argparse.Namespace) -> int:
                 doc = None if table is None else dict(
                     table._asdict(), partitions=[dict(p._asdict(), node=f"{device.path}p{p.number}")
                                                  for p in table.partitions])
-                write_text(json.dumps(doc, indent=2) + "\n")
+                write_json(doc)
             else:
                 write_text("".join(f"{device.path}p{p.number} start={p.start} size={p.size}"
                                    f" type={p.type}\n"
@@ -164,25 +190,54 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _deferred_notice(dev: str) -> None:
+    # losetup says nothing; a builder about to delete the image should know
+    # (stderr: stdout stays clean)
+    error(f"{dev}: still open elsewhere: the kernel detaches it at the last close "
+          "(--wait waits for that)")
+
+
 def cmd_detach(args: argparse.Namespace) -> int:
     wait = _detach_wait(args)
     if args.all == bool(args.devices):
         raise UsageError("detach: give DEV... or --all, not both" if args.all
                          else "detach: give DEV... or --all")
     if args.all:
-        targets = [loop.device_path(r.number) for r in loop.list_devices()]
-    else:
-        targets = args.devices
-    status = 0
-    for dev in targets:
+        return _detach_all(wait)
+    # DEV...: all or nothing as far as the kernel allows: every device is
+    # opened (so it exists, is bound and is ours to detach) before any is
+    # detached, then one C loop detaches them (loop.detach_many)
+    devices: List[loop.LoopDevice] = []
+    try:
+        for dev in args.devices:
+            try:
+                devices.append(loop.open(loop_ref(dev).node))
+            except (Error, OSError, ValueError) as e:
+                raise CLIError(describe(e, action="detach failed", default=dev)) from e
         try:
-            if not loop.detach(loop_ref(dev).node, wait=wait):
-                # losetup says nothing; a builder about to delete the image
-                # should know (stderr: stdout stays clean)
-                error(f"{dev}: still open elsewhere: the kernel detaches it at the last "
-                       "close (--wait waits for that)")
+            released = loop.detach_many(devices, wait=wait)
         except (Error, OSError, ValueError) as e:
-            if args.all and isinstance(e, OSError) and e.errno in (errno.ENXIO, errno.ENOENT):
+            raise CLIError(describe(e, action="detach failed")) from e
+    finally:
+        for device in devices:
+            device.close()  # those not detached (closed already if they were)
+    for dev, done in zip(args.devices, released):
+        if not done:
+            _deferred_notice(dev)
+    return 0
+
+
+def _detach_all(wait: Optional[float]) -> int:
+    """``detach --all`` (losetup -D): each bound device in turn, past
+    those that fail and those someone else detached meanwhile."""
+    status = 0
+    for number in [r.number for r in loop.list_devices()]:
+        dev = loop.device_path(number)
+        try:
+            if not loop.detach(dev, wait=wait):
+                _deferred_notice(dev)
+        except (Error, OSError, ValueError) as e:
+            if isinstance(e, OSError) and e.errno in (errno.ENXIO, errno.ENOENT):
                 continue  # detached by someone else meanwhile
             error(describe(e, action="detach failed", default=dev))
             status = EXIT_FAILURE
@@ -208,7 +263,7 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def _info_fields(rec: LoopInfo) -> Dict[str, object]:
-    parts = loop.partitions(rec.number) if rec.bound else []
+    parts = discovery.partitions(rec.number) if rec.bound else []
     bdev = rec.backing_devnum if rec.has_status else None
     return {
         "name": loop.device_path(rec.number),
@@ -239,7 +294,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     (rec,) = _named_records([args.device])
     fields = _info_fields(rec)
     if args.json:
-        write_text(json.dumps(fields, indent=2, ensure_ascii=False) + "\n")
+        write_json(fields, ensure_ascii=False)
         return 0
     flags = [name for flag, name in _FLAG_NAMES if rec.flags & flag]
     lines = [f"{fields['name']} ({fields['maj:min']})"
@@ -326,9 +381,10 @@ _P = TypeVar("_P", bound=argparse.ArgumentParser)
 def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     """Add the loop subcommands to ``sub``."""
     p = sub.add_parser("attach", help="attach FILE to a free loop device (or to DEV, made "
-                                      "if missing); print its path",
-                       usage="%(prog)s [options] [DEV] FILE")
-    p.add_argument("operands", nargs="+", metavar="[DEV] FILE")
+                                      "if missing); print its path; several FILEs: one "
+                                      "device each, one a line, all or none",
+                       usage="%(prog)s [options] [DEV] FILE | FILE...")
+    p.add_argument("operands", nargs="+", metavar="[DEV] FILE | FILE...")
     p.add_argument("-f", "--find", action="store_true",
                    help="a free device (the default without DEV; accepted for losetup's "
                         "-f --show)")
@@ -363,7 +419,8 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     p.add_argument("-J", "--json", action="store_true", help="JSON output (list)")
     p.set_defaults(func=cmd_partitions)
 
-    p = sub.add_parser("detach", help="detach loop devices")
+    p = sub.add_parser("detach", help="detach loop devices (DEV...: none unless each can be "
+                                      "opened; --all: each that can be)")
     p.add_argument("devices", nargs="*", metavar="DEV")
     p.add_argument("-a", "--all", action="store_true", help="detach every bound device")
     p.add_argument("--wait", nargs="?", const=str(DETACH_WAIT_S), metavar="SECONDS",

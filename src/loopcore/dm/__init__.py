@@ -34,140 +34,121 @@ One module per job; this one only gathers their public names:
 
 dmsetup's output formats are the command line's (``loopcore.cli.dm_report``).
 """
-from .._sysfs import block_name
-from .._sysfs import read_ahead_sectors as read_ahead
-from . import thin_messages
-from .client import REMOVE_RETRIES, REMOVE_RETRY_DELAY, DeviceMapper
-from .ioctl import DM_MAX_TYPE_NAME, HEADER_SIZE, Cmd, Flag
-from .names import (
-    DM_NAME_LEN,
-    DM_UUID_LEN,
-    MANGLING_MODES,
-    DevId,
-    DevIdArg,
-    DmName,
-    DmUuid,
-    KernelName,
-    mangle,
-    unmangle,
-    validate_name,
-    validate_uuid,
-)
-from .nodes import CONTROL_PATH, DEV_DIR, MISC_MAJOR
-from .records import DeviceEntry, DeviceInfo, Status, StatusLine, TargetVersion
-from .table import Table, TableArg, mask_keys
-from .targets import (
-    MIRROR_LOG_TYPES,
-    PARAMS_TYPES,
-    STATUS_TYPES,
-    CryptParams,
-    DeviceArg,
-    DeviceHealth,
-    EmptyStatus,
-    ErrorParams,
-    IntegrityParams,
-    IntegrityStatus,
-    LinearParams,
-    MirrorParams,
-    MirrorStatus,
-    SnapshotOriginParams,
-    SnapshotParams,
-    SnapshotStatus,
-    StripedParams,
-    StripedStatus,
-    Target,
-    TargetParams,
-    TargetStatus,
-    ThinParams,
-    ThinPoolParams,
-    ThinPoolStatus,
-    ThinStatus,
-    UnavailableStatus,
-    VerityParams,
-    VerityStatus,
-    ZeroParams,
-    device_arg,
-    error,
-    linear,
-    mirror,
-    parse_params,
-    parse_status,
-    striped,
-    zero,
-)
-from .udev import UDEV_MODES, UDEV_TIMEOUT
+from .._lazy import export
 
-__all__ = [
-    "DeviceMapper",
-    "DeviceInfo",
-    "DeviceEntry",
-    "Flag",
-    "Cmd",
-    "Target",
-    "Table",
-    "TableArg",
-    "TargetVersion",
-    "Status",
-    "StatusLine",
-    "linear",
-    "striped",
-    "zero",
-    "error",
-    "mirror",
-    "MIRROR_LOG_TYPES",
-    "TargetParams",
-    "PARAMS_TYPES",
-    "parse_params",
-    "LinearParams",
-    "StripedParams",
-    "ZeroParams",
-    "ErrorParams",
-    "CryptParams",
-    "VerityParams",
-    "SnapshotOriginParams",
-    "SnapshotParams",
-    "ThinPoolParams",
-    "ThinParams",
-    "MirrorParams",
-    "IntegrityParams",
-    "TargetStatus",
-    "STATUS_TYPES",
-    "parse_status",
-    "DeviceHealth",
-    "EmptyStatus",
-    "UnavailableStatus",
-    "StripedStatus",
-    "ThinPoolStatus",
-    "ThinStatus",
-    "SnapshotStatus",
-    "VerityStatus",
-    "MirrorStatus",
-    "IntegrityStatus",
-    "thin_messages",
-    "DeviceArg",
-    "device_arg",
-    "DmName",
-    "DmUuid",
-    "DevId",
-    "DevIdArg",
-    "KernelName",
-    "validate_name",
-    "validate_uuid",
-    "MANGLING_MODES",
-    "mangle",
-    "unmangle",
-    "mask_keys",
-    "read_ahead",
-    "block_name",
-    "CONTROL_PATH",
-    "DEV_DIR",
-    "MISC_MAJOR",
-    "HEADER_SIZE",
-    "DM_NAME_LEN",
-    "DM_UUID_LEN",
-    "DM_MAX_TYPE_NAME",
-    "REMOVE_RETRIES",
-    "REMOVE_RETRY_DELAY",
-    "UDEV_MODES",
-    "UDEV_TIMEOUT",
-]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._sysfs import block_name as block_name
+    from .._sysfs import read_ahead_sectors
+    from . import thin_messages as thin_messages
+    from .client import REMOVE_RETRIES as REMOVE_RETRIES
+    from .client import REMOVE_RETRY_DELAY as REMOVE_RETRY_DELAY
+    from .client import DeviceMapper as DeviceMapper
+    from .ioctl import DM_MAX_TYPE_NAME as DM_MAX_TYPE_NAME
+    from .ioctl import HEADER_SIZE as HEADER_SIZE
+    from .ioctl import Cmd as Cmd
+    from .ioctl import Flag as Flag
+    from .names import DM_NAME_LEN as DM_NAME_LEN
+    from .names import DM_UUID_LEN as DM_UUID_LEN
+    from .names import MANGLING_MODES as MANGLING_MODES
+    from .names import DevId as DevId
+    from .names import DevIdArg as DevIdArg
+    from .names import DmName as DmName
+    from .names import DmUuid as DmUuid
+    from .names import KernelName as KernelName
+    from .names import mangle as mangle
+    from .names import unmangle as unmangle
+    from .names import validate_name as validate_name
+    from .names import validate_uuid as validate_uuid
+    from .nodes import CONTROL_PATH as CONTROL_PATH
+    from .nodes import DEV_DIR as DEV_DIR
+    from .nodes import MISC_MAJOR as MISC_MAJOR
+    from .records import DeviceEntry as DeviceEntry
+    from .records import DeviceInfo as DeviceInfo
+    from .records import Status as Status
+    from .records import StatusLine as StatusLine
+    from .records import TargetVersion as TargetVersion
+    from .table import Table as Table
+    from .table import TableArg as TableArg
+    from .table import mask_keys as mask_keys
+    from .targets import MIRROR_LOG_TYPES as MIRROR_LOG_TYPES
+    from .targets import PARAMS_TYPES as PARAMS_TYPES
+    from .targets import STATUS_TYPES as STATUS_TYPES
+    from .targets import CryptParams as CryptParams
+    from .targets import DeviceArg as DeviceArg
+    from .targets import DeviceHealth as DeviceHealth
+    from .targets import EmptyStatus as EmptyStatus
+    from .targets import ErrorParams as ErrorParams
+    from .targets import IntegrityParams as IntegrityParams
+    from .targets import IntegrityStatus as IntegrityStatus
+    from .targets import LinearParams as LinearParams
+    from .targets import MirrorParams as MirrorParams
+    from .targets import MirrorStatus as MirrorStatus
+    from .targets import SnapshotOriginParams as SnapshotOriginParams
+    from .targets import SnapshotParams as SnapshotParams
+    from .targets import SnapshotStatus as SnapshotStatus
+    from .targets import StripedParams as StripedParams
+    from .targets import StripedStatus as StripedStatus
+    from .targets import Target as Target
+    from .targets import TargetParams as TargetParams
+    from .targets import TargetStatus as TargetStatus
+    from .targets import ThinParams as ThinParams
+    from .targets import ThinPoolParams as ThinPoolParams
+    from .targets import ThinPoolStatus as ThinPoolStatus
+    from .targets import ThinStatus as ThinStatus
+    from .targets import UnavailableStatus as UnavailableStatus
+    from .targets import VerityParams as VerityParams
+    from .targets import VerityStatus as VerityStatus
+    from .targets import ZeroParams as ZeroParams
+    from .targets import device_arg as device_arg
+    from .targets import error as error
+    from .targets import linear as linear
+    from .targets import parse_params as parse_params
+    from .targets import parse_status as parse_status
+    from .targets import striped as striped
+    from .targets import zero as zero
+    from .targets.mirror import mirror as mirror  # the function, not the module
+    from .udev import UDEV_MODES as UDEV_MODES
+    from .udev import UDEV_TIMEOUT as UDEV_TIMEOUT
+
+    read_ahead = read_ahead_sectors
+
+__all__ = export(__name__, {
+    ".": ("thin_messages",),
+    ".client": (
+        "DeviceMapper", "REMOVE_RETRIES", "REMOVE_RETRY_DELAY",
+    ),
+    ".records": (
+        "DeviceInfo", "DeviceEntry", "TargetVersion", "Status", "StatusLine",
+    ),
+    ".ioctl": (
+        "Flag", "Cmd", "HEADER_SIZE", "DM_MAX_TYPE_NAME",
+    ),
+    ".targets": (
+        "Target", "linear", "striped", "zero", "error", "mirror", "MIRROR_LOG_TYPES",
+        "TargetParams", "PARAMS_TYPES", "parse_params", "LinearParams", "StripedParams",
+        "ZeroParams", "ErrorParams", "CryptParams", "VerityParams",
+        "SnapshotOriginParams", "SnapshotParams", "ThinPoolParams", "ThinParams",
+        "MirrorParams", "IntegrityParams", "TargetStatus", "STATUS_TYPES", "parse_status",
+        "DeviceHealth", "EmptyStatus", "UnavailableStatus", "StripedStatus",
+        "ThinPoolStatus", "ThinStatus", "SnapshotStatus", "VerityStatus", "MirrorStatus",
+        "IntegrityStatus", "DeviceArg", "device_arg",
+    ),
+    ".table": (
+        "Table", "TableArg", "mask_keys",
+    ),
+    ".names": (
+        "DmName", "DmUuid", "DevId", "DevIdArg", "KernelName", "validate_name",
+        "validate_uuid", "MANGLING_MODES", "mangle", "unmangle", "DM_NAME_LEN",
+        "DM_UUID_LEN",
+    ),
+    ".._sysfs": (
+        "read_ahead=read_ahead_sectors", "block_name",
+    ),
+    ".nodes": (
+        "CONTROL_PATH", "DEV_DIR", "MISC_MAJOR",
+    ),
+    ".udev": (
+        "UDEV_MODES", "UDEV_TIMEOUT",
+    ),
+})

@@ -26,7 +26,20 @@ wake-up), :mod:`.server` (the logs, CTR/DTR, dispatch, lifetime),
 :mod:`.cli` (``loopcore dmlog serve``).
 The ``mirror`` target itself is built with :func:`loopcore.dm.mirror`.
 """
-from .log import LogView
-from .server import DEFAULT_LOCK_FILE, DEFAULT_STATE_DIR, DirtyLogServer
+from .._lazy import export
 
-__all__ = ["DirtyLogServer", "LogView", "DEFAULT_LOCK_FILE", "DEFAULT_STATE_DIR"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .log import LogView as LogView
+    from .server import DEFAULT_LOCK_FILE as DEFAULT_LOCK_FILE
+    from .server import DEFAULT_STATE_DIR as DEFAULT_STATE_DIR
+    from .server import DirtyLogServer as DirtyLogServer
+
+__all__ = export(__name__, {
+    ".server": (
+        "DirtyLogServer", "DEFAULT_LOCK_FILE", "DEFAULT_STATE_DIR",
+    ),
+    ".log": (
+        "LogView",
+    ),
+})

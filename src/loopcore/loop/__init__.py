@@ -33,35 +33,82 @@ One file per job:
 - ``_calls``: -errno checking, EAGAIN retries, the EBUSY backoff, deadlines,
   every retry constant (read from there, not re-exported: tests shrink them
   in ``_calls``).
+
+Each name below is imported from its module on first use
+(:mod:`loopcore._lazy`): ``loopcore list`` reads no partition table code.
+``partitions(n)`` (a bound device's partitions) is
+``loopcore.loop.discovery.partitions``: ``loopcore.loop.partitions`` is the
+BLKPG module.
 """
 from __future__ import annotations
 
-from .backing import Backing
-from .burst import attach_many, detach_many
-from .control import FORCE_LEGACY_ENV, LoopControl, kernel_supports_configure
-from .device import LoopDevice
-from .discovery import find, list_devices, partitions, wait_for_partitions
-from .existing import DeviceRef, detach, loop_number_of, open
-from .info import (
-    LO_NAME_SIZE,
-    LOOP_MAJOR,
-    MAX_BLOCK_SIZE,
-    PAGE_SIZE,
-    Flags,
-    LoopInfo,
-    device_path,
-)
-from .locks import LOCK_EXCLUSIVE, LOCK_SHARED, DeviceLock
-from .partition_table import Partition, PartitionTable, read_partition_table
-from .policy import attach
-from .request import LockArg
+from .._lazy import export
 
-__all__ = [
-    "FORCE_LEGACY_ENV", "LOCK_EXCLUSIVE", "LOCK_SHARED",
-    "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE",
-    "Backing", "DeviceLock", "DeviceRef", "Flags", "LockArg", "LoopControl",
-    "LoopDevice", "LoopInfo", "Partition", "PartitionTable",
-    "attach", "attach_many", "detach", "detach_many", "device_path", "find",
-    "kernel_supports_configure", "list_devices", "loop_number_of", "open", "partitions",
-    "read_partition_table", "wait_for_partitions",
-]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .backing import Backing as Backing
+    from .burst import attach_many as attach_many
+    from .burst import detach_many as detach_many
+    from .control import FORCE_LEGACY_ENV as FORCE_LEGACY_ENV
+    from .control import LoopControl as LoopControl
+    from .control import kernel_supports_configure as kernel_supports_configure
+    from .device import LoopDevice as LoopDevice
+    from .discovery import find as find
+    from .discovery import list_devices as list_devices
+    from .discovery import wait_for_partitions as wait_for_partitions
+    from .existing import DeviceRef as DeviceRef
+    from .existing import detach as detach
+    from .existing import loop_number_of as loop_number_of
+    from .existing import open as open
+    from .info import LO_NAME_SIZE as LO_NAME_SIZE
+    from .info import LOOP_MAJOR as LOOP_MAJOR
+    from .info import MAX_BLOCK_SIZE as MAX_BLOCK_SIZE
+    from .info import PAGE_SIZE as PAGE_SIZE
+    from .info import Flags as Flags
+    from .info import LoopInfo as LoopInfo
+    from .info import device_path as device_path
+    from .locks import LOCK_EXCLUSIVE as LOCK_EXCLUSIVE
+    from .locks import LOCK_SHARED as LOCK_SHARED
+    from .locks import DeviceLock as DeviceLock
+    from .partition_table import Partition as Partition
+    from .partition_table import PartitionTable as PartitionTable
+    from .partition_table import read_partition_table as read_partition_table
+    from .policy import attach as attach
+    from .request import LockArg as LockArg
+
+__all__ = export(__name__, {
+    ".control": (
+        "FORCE_LEGACY_ENV", "LoopControl", "kernel_supports_configure",
+    ),
+    ".locks": (
+        "LOCK_EXCLUSIVE", "LOCK_SHARED", "DeviceLock",
+    ),
+    ".info": (
+        "LO_NAME_SIZE", "LOOP_MAJOR", "MAX_BLOCK_SIZE", "PAGE_SIZE", "Flags", "LoopInfo",
+        "device_path",
+    ),
+    ".backing": (
+        "Backing",
+    ),
+    ".existing": (
+        "DeviceRef", "detach", "loop_number_of", "open",
+    ),
+    ".request": (
+        "LockArg",
+    ),
+    ".device": (
+        "LoopDevice",
+    ),
+    ".partition_table": (
+        "Partition", "PartitionTable", "read_partition_table",
+    ),
+    ".policy": (
+        "attach",
+    ),
+    ".burst": (
+        "attach_many", "detach_many",
+    ),
+    ".discovery": (
+        "find", "list_devices", "wait_for_partitions",
+    ),
+})

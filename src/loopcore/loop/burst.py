@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import signal
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from .. import _c, _retry
 from .._log import get_logger
@@ -179,21 +179,24 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
 
 
 @translate
-def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) -> None:
+def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) -> List[bool]:
     """Detach each of ``devices`` as :meth:`LoopDevice.detach` does, in
     one C loop (write back, LOOP_CLR_FD, close, for each).
 
     It goes on past a device that fails (which stays bound and open, as
     with detach()) and raises the first failure once all were tried.
     Devices with partitions added or a lock held take detach() itself.
-    It does not say which detaches the kernel deferred (another opener);
-    ``wait`` (seconds, for the whole burst) waits until every backing file
-    is released, or raises TimeoutError naming who holds the first device
-    still bound.
+    It returns, for each device in order, what :meth:`LoopDevice.detach`
+    does: True where the kernel released the backing file at once, False
+    where it deferred that to another opener's last close (lc_detach_fd
+    says which, so this costs nothing).  ``wait`` (seconds, for the whole
+    burst) waits until every backing file is released, or raises
+    TimeoutError naming who holds the first device still bound.
     """
     check_timeout(wait, "wait")
     deadline_ns = _retry.deadline_after(wait)
-    done: List[LoopDevice] = []
+    devices = list(devices)
+    released: Dict[int, bool] = {}  # id(device) -> released at once
     simple: List[LoopDevice] = []
     first_error: Optional[BaseException] = None
     for device in devices:
@@ -201,8 +204,7 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
             raise TypeError(f"detach_many takes LoopDevices, not {type(device).__name__}")
         if device.added_partitions or device.locked:
             try:
-                device.detach()
-                done.append(device)
+                released[id(device)] = device.detach()
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
         else:
@@ -216,15 +218,19 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
         for i, device in enumerate(simple):
             if rcs[i] >= 0:  # 1: unbound at another opener's last close
                 device._fd = -1
-                done.append(device)
+                released[id(device)] = rcs[i] == 0
                 continue
             try:
                 teardown.detach_failed(device, rcs[i], steps + i)
-                done.append(device)
+                # retried: whether the kernel deferred it is not passed back
+                released[id(device)] = teardown.after_unbind(device.number, device.diskseq, None)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e
     if first_error is not None:
         raise first_error
     if wait is not None:
-        for device in done:
-            teardown.after_unbind(device.number, device.diskseq, wait, deadline_ns)
+        for device in devices:
+            released[id(device)] = teardown.after_unbind(
+                device.number, device.diskseq, wait, deadline_ns,
+                deferred=not released[id(device)])
+    return [released[id(device)] for device in devices]

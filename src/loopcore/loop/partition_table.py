@@ -15,7 +15,6 @@ import errno
 import os
 import stat
 import struct
-import uuid
 import zlib
 from typing import Callable, List, NamedTuple, Optional, Set, Tuple, Union
 
@@ -163,6 +162,8 @@ def _fit(table: PartitionTable, size: int) -> PartitionTable:
 # --- GPT ---------------------------------------------------------------------------
 
 def _gpt(read: Reader, size: int, sector_size: int) -> PartitionTable:
+    import uuid  # here: only a GPT has GUIDs (uuid imports platform: start-up time)
+
     last_lba = size // sector_size - 1
     if last_lba < 2:
         raise PartitionTableError(errno.EINVAL, "protective MBR on a disk too small for a GPT")

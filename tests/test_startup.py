@@ -1,0 +1,189 @@
+"""Start-up: ``import loopcore`` and a ``loopcore list`` process import only
+what they use (behaviour, not time: the figures are the benchmarks' ``cli``
+scenario).  The lazy exports (loopcore._lazy) keep every public name,
+``from loopcore import X``, ``dir()`` and ``__all__`` as the eager
+``__init__`` files had them."""
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+from typing import Dict, Set
+
+import pytest
+from test_layout import PACKAGE, _cycle, import_graph
+
+import loopcore
+
+LAZY_PACKAGES = ["loopcore", "loopcore.loop", "loopcore.dm", "loopcore.dmlog"]
+
+# What a process that only lists loop devices has no use for: the other
+# subsystems, the attach and partition code, and the standard library that
+# only they (or help, JSON, sizes) need.
+NOT_FOR_LIST = {
+    "loopcore.dm", "loopcore.dmlog", "loopcore.cli.dm", "loopcore.cli.dmlog",
+    "loopcore.loop.partition_table", "loopcore.loop.partitions", "loopcore.loop.policy",
+    "loopcore.loop.burst", "loopcore.loop.device",
+    "logging", "uuid", "platform", "fractions", "decimal", "json", "dataclasses",
+    "shutil", "socket", "threading", "zlib",
+}
+
+
+def _modules_after(code: str) -> Set[str]:
+    """The modules a fresh interpreter holds after running ``code``,
+    less those its start-up (site) imported anyway."""
+    script = f"import sys; before = set(sys.modules)\n{code}\n" \
+             "print(sorted(set(sys.modules) - before))"
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, env=_no_debug()).stdout
+    return set(ast.literal_eval(out.splitlines()[-1]))
+
+
+def _no_debug() -> Dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "LOOPCORE_DEBUG"}
+
+
+def test_import_loopcore_imports_nothing_but_itself():
+    modules = _modules_after("import loopcore")
+    assert {m for m in modules if m.startswith("loopcore")} == {
+        "loopcore", "loopcore._lazy", "loopcore._log", "loopcore._version"}
+    heavy = {"typing", "re", "enum", "logging", "argparse", "_cffi_backend"}
+    assert modules & heavy == set()
+
+
+def test_listing_devices_in_the_library_imports_only_the_listing():
+    modules = _modules_after("import loopcore; loopcore.list_devices()")
+    assert modules & NOT_FOR_LIST == set()
+    assert "argparse" not in modules
+    assert "loopcore.loop.discovery" in modules  # the test can see an import
+
+
+def test_loopcore_list_process_imports_only_its_command():
+    # the real entry point, as a process; -X importtime names every import
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "loopcore", "list"],
+                       capture_output=True, text=True, env=_no_debug())
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "loopcore.cli.loop" in imported
+    assert imported & NOT_FOR_LIST == set()
+
+
+def test_a_dm_command_imports_the_dm_side():
+    modules = _modules_after("from loopcore.cli import main; main(['dm', 'version'])")
+    assert {"loopcore.cli.dm", "loopcore.dm"} <= modules
+    assert "loopcore.dmlog" not in modules
+
+
+# --- the lazy exports keep the API ---------------------------------------------
+
+def _type_checking_names(package: str) -> Dict[str, str]:
+    """{exported name: "module:name"} of the ``if TYPE_CHECKING:`` block of
+    ``package``'s __init__.py (what the type checker sees)."""
+    path = PACKAGE.parent / package.replace(".", "/") / "__init__.py"
+    tree = ast.parse(path.read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If)
+                 and ast.unparse(node.test) == "TYPE_CHECKING")
+    names: Dict[str, str] = {}
+    for node in block.body:
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{base}:{alias.name}"
+        elif isinstance(node, ast.Assign):  # read_ahead = read_ahead_sectors
+            (target,) = node.targets
+            names[target.id] = names.pop(node.value.id)  # type: ignore[attr-defined]
+    return names
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_the_type_checkers_names_are_the_runtime_exports(package):
+    module = importlib.import_module(package)
+    declared = _type_checking_names(package)
+    assert set(declared) == set(module.__all__) - {"__version__"}
+    for name, where in declared.items():
+        source, original = where.split(":")
+        try:
+            expected = getattr(importlib.import_module(source), original)
+        except AttributeError:  # from . import thin_messages
+            expected = importlib.import_module(f"{source}.{original}")
+        assert getattr(module, name) is expected, name
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_export_is_in_dir_and_importable_by_name(package):
+    # a fresh process: nothing imported before the names are asked for
+    code = (f"import {package} as p; missing = set(p.__all__) - set(dir(p)); "
+            f"assert not missing, missing; "
+            f"exec('from {package} import ' + ', '.join(p.__all__)); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_name_that_is_not_exported_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        loopcore.nonesuch  # noqa: B018
+    assert not hasattr(loopcore.loop, "nonesuch")
+
+
+def test_submodules_are_attributes_as_the_eager_init_had_them():
+    modules = _modules_after("import loopcore; loopcore.loop.read_partition_table; "
+                             "loopcore.loop.discovery.partitions")
+    assert "loopcore.loop.partition_table" in modules
+
+
+def test_lazy_imports_make_no_import_cycle():
+    # the tables' edges are strings the static graph cannot see: add them
+    graph = import_graph()
+    for package in LAZY_PACKAGES:
+        for where in _type_checking_names(package).values():
+            source = where.split(":")[0]
+            target = source if source in graph else f"{source}.{where.split(':')[1]}"
+            if target != package:
+                graph[package].add(target)
+    assert not _cycle(graph), " -> ".join(_cycle(graph))
+
+
+# --- logging on first use -------------------------------------------------------
+
+def test_logging_is_imported_when_loopcore_first_logs():
+    code = ("import loopcore, sys\n"
+            "from loopcore import _log\n"
+            "log = _log.get_logger('test')\n"
+            "assert 'logging' not in sys.modules\n"
+            "log.warning('first words')\n"
+            "import logging\n"
+            "print([type(h).__name__ for h in logging.getLogger('loopcore').handlers])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=_no_debug())
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout.strip(), r.stderr) == ("['NullHandler']", "")  # silent, as a library is
+
+
+def test_the_debug_trace_is_set_up_at_import_when_asked_for():
+    r = subprocess.run([sys.executable, "-c", "import loopcore, sys; "
+                        "print('logging' in sys.modules)"],
+                       capture_output=True, text=True, env=dict(os.environ, LOOPCORE_DEBUG="1"))
+    assert r.stdout.strip() == "True"
+
+
+def test_a_stand_in_logger_reads_the_level_anew():
+    import logging
+
+    from loopcore import _log
+    log = _log.get_logger("startup-test")
+    real = logging.getLogger("loopcore.startup-test")
+    real.setLevel(logging.INFO)
+    assert log.level == logging.INFO
+    real.setLevel(logging.ERROR)
+    assert log.level == logging.ERROR
+    assert not log.isEnabledFor(logging.INFO)
+
+
+def test_the_debug_level_is_loggings():
+    import logging
+
+    from loopcore import _log
+    assert _log.DEBUG == logging.DEBUG
