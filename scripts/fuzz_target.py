@@ -21,10 +21,10 @@ sys.path.insert(0, str(TESTS))
 
 def seeds() -> Dict[str, Dict[str, bytes]]:
     """Seed inputs per target: valid tables, datagrams and text, small."""
+    from loopcore.dmlog import protocol as P
+
     from fuzz_targets import DM_SELECTORS, encode_datagrams, encode_image
     from partition_images import gpt_image, mbr_sector
-
-    from loopcore.dmlog import protocol as P
 
     def gpt(size: int, entries: list, sector: int = 512, **kw: int) -> bytes:
         return bytes(gpt_image(size, entries, sector=sector, **kw))
@@ -102,15 +102,16 @@ def main() -> None:
         write_seeds(Path(sys.argv[2]))
         return
     target = sys.argv[1]
-    import atheris    # type: ignore[import-not-found]
+    import atheris  # type: ignore[import-not-found]
 
     with atheris.instrument_imports(include=["loopcore", "fuzz_targets"]):
-        import fuzz_targets
         # the lazily imported modules the targets reach
         import loopcore.dm.table  # noqa: F401
         import loopcore.dm.targets  # noqa: F401
         import loopcore.dmlog.server  # noqa: F401
         import loopcore.loop.partition_table  # noqa: F401
+
+        import fuzz_targets
     check = fuzz_targets.TARGETS[target]
     # the server's warnings about malformed datagrams are expected here
     os.environ.setdefault("LOOPCORE_LOG", "error")
