@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sys
 from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from .. import _c, _sysfs
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["Backing"]  # BackingFile: the attach paths' and change_fd's own
 
 _BACKING = _c.ffi.typeof("struct lc_backing *")
+
+# os.fsencode's arguments, looked up once (it is on the attach path)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""
@@ -106,6 +111,34 @@ class BackingFile:
             _check_backing(fd, found, name)
         return cls(fd, True, name, found, encoded)
 
+    @classmethod
+    def unopened(cls, path: str) -> Optional["BackingFile"]:
+        """A path for lc_attach to open itself, so that attach() is one C
+        call: ``fd`` -1 (``backing_path()`` says what to open) until the
+        bind, whose ``result.backing`` the bind hands to :meth:`found`.
+        None for a path :meth:`open` refuses (empty, with a NUL: it says
+        why)."""
+        if not path or "\0" in path:
+            return None
+        if path[0] != "/":
+            path = os.path.abspath(path)
+        self = cls.__new__(cls)
+        self.fd = -1
+        self.owned = True
+        self.name = path
+        self._encoded = path.encode(_FS_ENCODING, _FS_ERRORS)
+        return self
+
+    def backing_path(self) -> bytes:
+        """What lc_attach opens: the path of an :meth:`unopened` file, else
+        nothing (b"": it binds ``fd``)."""
+        return self._encoded if self.fd < 0 and self._encoded is not None else b""
+
+    def found(self, found: CData) -> None:
+        """What lc_attach found opening an :meth:`unopened` file (its
+        ``result.backing``): size, st_dev, st_ino, type."""
+        self._found = found
+
     def writable(self) -> bool:
         """Whether the fd was opened for writing (a caller's may not be)."""
         return fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
@@ -132,11 +165,17 @@ class BackingFile:
 
 def _check_backing(rc: int, found: CData, name: str) -> None:
     """Raise for a failed lc_backing_open/lc_backing_stat."""
-    if rc == -errno.EINVAL and found.mode:
-        raise LoopError(errno.EINVAL, "backing file is not a regular file or block device",
-                        name)
     if rc < 0:
-        raise error_from_errno(-rc, name)
+        raise backing_error(rc, found, name)
+
+
+def backing_error(rc: int, found: CData, name: str) -> OSError:
+    """The error for a backing file lc_backing_open (also inside lc_attach)
+    or lc_backing_stat refused with ``rc``."""
+    if rc == -errno.EINVAL and found.mode:
+        return LoopError(errno.EINVAL, "backing file is not a regular file or block device",
+                         name)
+    return error_from_errno(-rc, name)
 
 
 def file_name_field(name: str) -> bytes:

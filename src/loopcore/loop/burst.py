@@ -211,15 +211,14 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
         count = len(simple)
         fds = _c.ffi.new("int32_t[]", [device.fileno() for device in simple])
         rcs = _c.ffi.new("int32_t[]", count)
-        steps = _c.ffi.new("uint32_t[]", count)
-        _c.lib.lc_detach_many(fds, count, rcs, steps)
+        _c.lib.lc_detach_many(fds, count, rcs)
         for i, device in enumerate(simple):
             if rcs[i] >= 0:  # 1: unbound at another opener's last close
                 device._fd = -1
                 done.append(device)
                 continue
             try:
-                teardown.detach_failed(device, rcs[i], steps + i)
+                teardown.detach_failed(device, rcs[i])
                 done.append(device)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
                 first_error = first_error or e

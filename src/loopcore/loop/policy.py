@@ -160,6 +160,17 @@ def attach_request(backing: Backing, request: AttachRequest,
                    reuse_bound: bool = False) -> LoopDevice:
     """attach() of one backing file with a checked request (attach_many's
     legacy path binds each of its files so)."""
+    if type(backing) is str and not reuse_bound and not request.use_legacy():
+        # The common case: lc_attach opens the path itself (one C call).
+        bf = BackingFile.unopened(backing)
+        if bf is not None:
+            try:
+                return _attach_new(bf, request, request.flags, False)
+            except binding.SettingsIgnored:
+                # Linux 5.8 ignored part of LOOP_CONFIGURE (fixed in 5.9):
+                # like systemd, the legacy path from now on, with this file
+                # opened here, as the legacy bind needs it.
+                control.distrust_configure()
     with BackingFile.open(backing, request.read_only,
                           probe_direct_io=bool(request.flags & DIRECT_IO)) as bf:
         flags = check_backing(request, bf)
@@ -197,8 +208,8 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
         try:
             _check_or_unbind(device, bf, request, state)
         except binding.SettingsIgnored:
-            if use_legacy:
-                raise
+            if use_legacy or bf.fd < 0:
+                raise  # an unopened file: attach_request opens it for the legacy bind
             # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
             # (fixed in 5.9).  Like systemd: distrust LOOP_CONFIGURE for the
             # rest of the process and bind a new device the old way (the
