@@ -693,7 +693,8 @@ int lc_attach(int ctl_fd, const struct lc_attach_req *req, const char *backing_p
      * say yes, then fail every I/O */
     if (backing.direct_io_refused)
         flags &= ~(uint32_t)LO_FLAGS_DIRECT_IO;
-    r = attach_one(ctl_fd, req, backing_fd, req->number, flags, req->file_name,
+    /* lo_file_name: the path's first 63 bytes, as losetup records it */
+    r = attach_one(ctl_fd, req, backing_fd, req->number, flags, backing_path,
                    req->first_attempt, result);
     close(backing_fd);  /* the kernel holds the file now, or nothing does */
     result->backing = backing;

@@ -228,7 +228,8 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * regular file or a block device (-EINVAL, LC_STEP_BACKING, otherwise;
  * the open's own -errno likewise), req->offset, if not 0, below its size
  * (-EINVAL, LC_STEP_OFFSET); direct I/O is left out of the flags where
- * lc_direct_io_refused says so.  It is closed before returning.
+ * lc_direct_io_refused says so; lo_file_name is the path's first 63 bytes
+ * (req->file_name is not read).  It is closed before returning.
  */
 int lc_attach(int ctl_fd, const struct lc_attach_req *req, const char *backing_path,
               struct lc_attach_result *result);

@@ -41,37 +41,40 @@ def _fd_name(fd: int) -> str:
 
 class BackingFile:
     """An open backing file.  ``fd``; ``owned`` (loopcore opened it and
-    closes it); ``name`` (for errors and ``lo_file_name``); ``dev`` and
+    closes it); ``name`` (for errors and ``lo_file_name``); ``path`` (b""
+    unless :meth:`unopened`: what lc_attach opens); ``dev`` and
     ``ino`` (its st_dev and st_ino); ``size`` in bytes;
     ``direct_io_refused`` (asked for with ``probe_direct_io``: its file
-    system claims direct I/O but fails it, lc_direct_io_refused).  Use as
-    a context manager or call :meth:`close`."""
+    system claims direct I/O but fails it, lc_direct_io_refused), read
+    from ``found`` (the struct lc_backing the C side filled).  Use as a
+    context manager or call :meth:`close`."""
 
-    __slots__ = ("fd", "owned", "name", "_encoded", "_found")
+    __slots__ = ("fd", "owned", "name", "path", "_encoded", "found")
 
     def __init__(self, fd: int, owned: bool, name: str, found: CData,
                  encoded: Optional[bytes] = None) -> None:
         self.fd = fd
         self.owned = owned
         self.name = name
+        self.path = b""  # open: lc_attach binds fd
         self._encoded = encoded
-        self._found = found  # read field by field, when asked
+        self.found = found  # read field by field, when asked
 
     @property
     def size(self) -> int:
-        return int(self._found.size)
+        return int(self.found.size)
 
     @property
     def dev(self) -> int:
-        return int(self._found.dev)
+        return int(self.found.dev)
 
     @property
     def ino(self) -> int:
-        return int(self._found.ino)
+        return int(self.found.ino)
 
     @property
     def direct_io_refused(self) -> bool:
-        return bool(self._found.direct_io_refused)
+        return bool(self.found.direct_io_refused)
 
     @classmethod
     def open(cls, backing: Backing, read_only: bool,
@@ -114,8 +117,9 @@ class BackingFile:
     @classmethod
     def unopened(cls, path: str) -> Optional["BackingFile"]:
         """A path for lc_attach to open itself, so that attach() is one C
-        call: ``fd`` -1 (``backing_path()`` says what to open) until the
-        bind, whose ``result.backing`` the bind hands to :meth:`found`.
+        call: ``fd`` -1 and ``path`` what to open (b"" for an open file)
+        until the bind, which sets ``found`` to lc_attach's
+        ``result.backing``.
         None for a path :meth:`open` refuses (empty, with a NUL: it says
         why)."""
         if not path or "\0" in path:
@@ -126,18 +130,8 @@ class BackingFile:
         self.fd = -1
         self.owned = True
         self.name = path
-        self._encoded = path.encode(_FS_ENCODING, _FS_ERRORS)
+        self.path = self._encoded = path.encode(_FS_ENCODING, _FS_ERRORS)
         return self
-
-    def backing_path(self) -> bytes:
-        """What lc_attach opens: the path of an :meth:`unopened` file, else
-        nothing (b"": it binds ``fd``)."""
-        return self._encoded if self.fd < 0 and self._encoded is not None else b""
-
-    def found(self, found: CData) -> None:
-        """What lc_attach found opening an :meth:`unopened` file (its
-        ``result.backing``): size, st_dev, st_ino, type."""
-        self._found = found
 
     def writable(self) -> bool:
         """Whether the fd was opened for writing (a caller's may not be)."""

@@ -65,11 +65,12 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
     (EINVAL) gets it again, buffered.  ``request.created`` learns whether
     LOOP_CTL_ADD made the chosen device.
     """
-    options = request.call_options()
+    # READ_DEVNUM until this process knows how numbers map to dev_t
+    options = request.options | control.read_devnum_option
     if set_fd:
         options |= _SET_FD
-    file_name = bf.file_name_field()
-    path = bf.backing_path()
+    path = bf.path  # lc_attach opens it (and names the device after it)
+    file_name = b"" if path else bf.file_name_field()
     # Under attach(reuse=True) the caller holds control.lock already.
     take_lock = not options & _CONTROL_HELD
     result: CData
@@ -90,10 +91,10 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
         finally:
             if take_lock:
                 control.lock.release()
-        if result.created:
-            request.created = True
         if rc >= 0:
             break
+        if result.created:  # a failed attempt may have made the device
+            request.created = True
         if rc == -errno.EINTR:
             # A signal interrupted a wait (PEP 475): its Python handler runs
             # before the next loop iteration and may raise (Ctrl-C); if it
@@ -108,7 +109,9 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
         else:
             break
     if path:
-        bf.found(result.backing)
+        bf.found = result.backing
+    if request.number >= 0 and result.created:
+        request.created = True
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
                   bf.name, "LOOP_SET_FD" if set_fd else "LOOP_CONFIGURE", result.number,

@@ -137,7 +137,8 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
     for i in range(count):
         results[i].fd = results[i].lock_fd = -1
     done = ffi.new("uint32_t *")
-    options = request.call_options()  # with CONTROL_HELD: the burst holds the lock
+    # with CONTROL_HELD: the burst holds the lock; READ_DEVNUM until learnt
+    options = request.options | control.read_devnum_option
     start = first_attempt = 0
     try:
         while start < count:

@@ -36,7 +36,7 @@ log = get_logger("loop")
 
 # Plain ints on the hot path: IntFlag arithmetic costs microseconds.
 READ_ONLY, AUTOCLEAR, PARTSCAN, DIRECT_IO = (int(f) for f in Flags)
-_READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
+READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
 _LOCK_DEVICE = _c.lib.LC_ATTACH_LOCK_DEVICE
 
 
@@ -100,7 +100,7 @@ class AttachRequest:
         # outcome has to be checked (PARTSCAN and a block size, which Linux
         # 5.8 could ignore; the size with an offset or a size limit, as
         # util-linux).
-        options = _READ_SETTINGS if partscan or block_size or offset or size_limit else 0
+        options = READ_SETTINGS if partscan or block_size or offset or size_limit else 0
         # partscan: the device lock from before the bind until the
         # partitions' nodes are checked (check_bound drops it unless asked)
         self.options = (options | _LOCK_DEVICE) if self.lock_mode or partscan else options
@@ -112,12 +112,6 @@ class AttachRequest:
         if self.legacy is not None:
             return bool(self.legacy)
         return control.legacy_default()
-
-    def call_options(self) -> int:
-        """lc_attach's options for the next call: the request's, and
-        READ_DEVNUM until this process knows how device numbers map to
-        dev_t (control.learn_devnum_layout)."""
-        return self.options | control.read_devnum_option
 
     def fill(self, backing_fd: int, options: int, flags: int, file_name: bytes,
              first_attempt: int = 0) -> CData:
