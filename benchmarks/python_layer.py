@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import loopcore
 from loopcore import _c
@@ -62,6 +62,28 @@ class StubLib:
         result.fd = _FD
         result.lock_fd = -1
         return _NUMBER
+
+
+def timed(path: str, direct_io: bool) -> Callable[[int], List[float]]:
+    """The harness's contender: run(count) times ``count`` stubbed cycles
+    of ``path`` one by one (ns each, as the other contenders are timed),
+    the real lib back in place between turns."""
+    clock = time.perf_counter_ns
+
+    def run(count: int) -> List[float]:
+        samples: List[float] = []
+        real = _c.lib
+        _c.lib = StubLib(real)
+        try:
+            for _ in range(count):
+                start = clock()
+                loopcore.attach(path, direct_io=direct_io).detach()
+                samples.append(clock() - start)
+        finally:
+            _c.lib = real
+        return samples
+
+    return run
 
 
 def measure(cycles: int = 20_000, rounds: int = 5) -> Dict[str, float]:
