@@ -19,16 +19,13 @@ import enum
 import errno
 import logging
 import os
-from typing import TYPE_CHECKING, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from .. import _c, errors
 from .._c import StructView
 from .._log import get_logger
 from . import nodes
 from .names import decode, encode
-
-if TYPE_CHECKING:
-    from .._native import CData
 
 __all__ = ["ALIGN", "COMMANDS", "DEPS", "DM_MAX_TYPE_NAME", "HEADER", "HEADER_SIZE",
            "MAX_SIZE", "NAME_LIST", "NAME_LIST_HAS_UUID", "NAME_LIST_NO_UUID",
@@ -214,18 +211,17 @@ def _version_text(version: Tuple[int, int, int]) -> str:
     return ".".join(map(str, version))
 
 
-class _Buffer(NamedTuple):
+class _Buffer:
     """A request buffer kept for the next call: the bytes, the cffi pointer
-    to them (made once), and how far the last call filled them."""
+    to them (made once), and how far the last call filled them (updated
+    in place: a call makes no new record)."""
 
-    data: bytearray
-    ptr: CData
-    used: int
+    __slots__ = ("data", "ptr", "used")
 
-
-def _new_buffer(size: int) -> _Buffer:
-    data = bytearray(size)
-    return _Buffer(data, _c.ffi.from_buffer("uint8_t[]", data), 0)
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self.ptr = _c.ffi.from_buffer("uint8_t[]", self.data)
+        self.used = 0
 
 
 class Channel:
@@ -287,7 +283,7 @@ class Channel:
         spare, self._spare = self._spare, None
         if spare is None or len(spare.data) < size:
             # at least a reply buffer's size: the next calls fit in it too
-            return _new_buffer(max(size, self.out_size))
+            return _Buffer(max(size, self.out_size))
         if spare.used > need:
             spare.data[need:spare.used] = bytes(spare.used - need)
         return spare
@@ -362,7 +358,7 @@ class Channel:
                                   cmd.name, size, size * 2)
                     size *= 2
                     self.out_size = max(self.out_size, size)
-                    buf = _new_buffer(size)
+                    buf = _Buffer(size)
                     continue
                 reply_data = bytes(memoryview(data)[data_start:data_size]) \
                     if out and data_size > data_start else b""
@@ -372,7 +368,8 @@ class Channel:
             # Kept for the next call, with how far this one (or the kernel)
             # wrote; not one that held a key (wiped, and let go).
             if not secure:
-                self._spare = buf._replace(used=max(need, min(data_size, size)))
+                buf.used = max(need, min(data_size, size))
+                self._spare = buf
             reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev,
                           decode(rname), decode(ruuid), reply_data)
             if cmd == Cmd.VERSION:
