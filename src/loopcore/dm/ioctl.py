@@ -276,18 +276,6 @@ class Channel:
         """Whether the kernel's interface version has ``cmd``."""
         return self.version is None or self.version >= COMMANDS[cmd].min_version
 
-    def _buffer(self, size: int, need: int) -> _Buffer:
-        """The spare buffer if it is large enough (bytes the last call left
-        past ``need`` zeroed, so the kernel sees only this request), else a
-        new one."""
-        spare, self._spare = self._spare, None
-        if spare is None or len(spare.data) < size:
-            # at least a reply buffer's size: the next calls fit in it too
-            return _Buffer(max(size, self.out_size))
-        if spare.used > need:
-            spare.data[need:spare.used] = bytes(spare.used - need)
-        return spare
-
     def call(self, cmd: Cmd, *, name: bytes = b"", uuid: bytes = b"", flags: int = 0,
              payload: Union[bytes, bytearray] = b"", event_nr: int = 0, target_count: int = 0,
              out: bool = False, grow: bool = True, secure: bool = False,
@@ -306,10 +294,12 @@ class Channel:
         if self.fd < 0:
             raise errors.ValueError("DeviceMapper is closed")
         spec = COMMANDS[cmd]
-        flags = int(flags) | (F_SECURE_DATA if secure else 0)
-        stray = flags & ~spec.valid_flags
-        if stray:
-            raise errors.ValueError(f"DM_{cmd.name} does not take {flag_names(stray)}")
+        if secure:
+            flags |= F_SECURE_DATA
+        if flags & ~spec.valid_flags:
+            raise errors.ValueError(f"DM_{cmd.name} does not take "
+                                    f"{flag_names(flags & ~spec.valid_flags)}")
+        flags = int(flags)  # a Flag is accepted; the header takes its value
         filename = filename or self.path
         if self.version is not None and self.version < spec.min_version:
             raise errors.error_from_errno(
@@ -323,7 +313,14 @@ class Channel:
         if debug:
             who = decode(name) or (f"uuid {decode(uuid)}" if uuid else "-")
             log.debug("DM_%s %s flags=%s, %d bytes", cmd.name, who, flag_names(flags), size)
-        buf = self._buffer(size, need)
+        # the spare buffer if it is large enough (bytes the last call left
+        # past ``need`` zeroed, so the kernel sees only this request)
+        buf, self._spare = self._spare, None
+        if buf is None or len(buf.data) < size:
+            # at least a reply buffer's size: the next calls fit in it too
+            buf = _Buffer(max(size, self.out_size))
+        elif buf.used > need:
+            buf.data[need:buf.used] = bytes(buf.used - need)
         while True:
             data = buf.data
             try:
