@@ -40,7 +40,9 @@ class StubLib:
         self.lc_backing_open = self._backing_open
         self.lc_backing_stat = lambda fd, probe, out: 0
         self.lc_direct_io_refused = lambda fd: 0
-        self.lc_attach = self._attach
+        # lc_attach(ctl_fd, req, result), or with the backing path (..., path, result)
+        arity = len(_c.ffi.typeof(real.lc_attach).args)
+        self.lc_attach = self._attach_path if arity == 4 else self._attach
         self.lc_detach_fd = lambda fd, step: 0
         self.lc_detach = lambda fd: 0
 
@@ -56,8 +58,14 @@ class StubLib:
         return os.dup(0)  # the caller closes it: a real fd, closed for real
 
     @staticmethod
-    def _attach(ctl_fd: int, req: Any, *path_and_result: Any) -> int:
-        result = path_and_result[-1]  # (result), or with the backing path (path, result)
+    def _attach(ctl_fd: int, req: Any, result: Any) -> int:
+        result.number = _NUMBER
+        result.fd = _FD
+        result.lock_fd = -1
+        return _NUMBER
+
+    @staticmethod
+    def _attach_path(ctl_fd: int, req: Any, path: bytes, result: Any) -> int:
         result.number = _NUMBER
         result.fd = _FD
         result.lock_fd = -1

@@ -23,6 +23,7 @@ and shared with attach_many(); the bind and the post-bind check are
 from __future__ import annotations
 
 import builtins
+import os
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import _c
@@ -161,9 +162,10 @@ def attach_request(backing: Backing, request: AttachRequest,
     """attach() of one backing file with a checked request (attach_many's
     legacy path binds each of its files so)."""
     device = None
-    if type(backing) is str and not reuse_bound and not request.use_legacy():
-        # The common case: lc_attach opens the path itself (one C call).
-        bf = BackingFile.unopened(backing)
+    if (type(backing) is str or isinstance(backing, (bytes, os.PathLike))) \
+            and not reuse_bound and not request.use_legacy():
+        # A path, the common case: lc_attach opens it itself (one C call).
+        bf = BackingFile.unopened(backing if type(backing) is str else os.fsdecode(backing))
         if bf is not None:
             try:
                 device = _attach_new(bf, request, request.flags, False)
