@@ -150,7 +150,8 @@ class Session:
         return as_name(dev, self.name_mangling).raw
 
     def _unmangle(self, stored: str) -> str:
-        return unmangle(stored, self.name_mangling) if stored else stored
+        # no backslash: nothing mangled, in every mode (unmangle's own test)
+        return unmangle(stored, self.name_mangling) if "\\" in stored else stored
 
     def _info(self, reply: Reply) -> DeviceInfo:
         return DeviceInfo(self._unmangle(reply.kernel_name), self._unmangle(reply.kernel_uuid),
