@@ -180,21 +180,36 @@ F_UEVENT_GENERATED = int(Flag.UEVENT_GENERATED)
 F_UUID = int(Flag.UUID)
 
 
-class Reply(NamedTuple):
+class Reply:
     """The kernel's answer: the header as it rewrote it (``flags`` a plain
     int; ``Flag(reply.flags)`` to show it), and the payload (``data_start``
     to ``data_size``; empty unless the call asked for it).  Names are as
-    the kernel stores them (mangled)."""
+    the kernel stores them (mangled), decoded when asked for: most replies'
+    are never read."""
 
-    version: Tuple[int, int, int]
-    target_count: int
-    open_count: int
-    flags: int
-    event_nr: int
-    dev: int
-    kernel_name: str
-    kernel_uuid: str
-    payload: bytes
+    __slots__ = ("version", "target_count", "open_count", "flags", "event_nr", "dev",
+                 "_raw_name", "_raw_uuid", "payload")
+
+    def __init__(self, version: Tuple[int, int, int], target_count: int, open_count: int,
+                 flags: int, event_nr: int, dev: int, raw_name: bytes, raw_uuid: bytes,
+                 payload: bytes) -> None:
+        self.version = version
+        self.target_count = target_count
+        self.open_count = open_count
+        self.flags = flags
+        self.event_nr = event_nr
+        self.dev = dev
+        self._raw_name = raw_name
+        self._raw_uuid = raw_uuid
+        self.payload = payload
+
+    @property
+    def kernel_name(self) -> str:
+        return decode(self._raw_name)
+
+    @property
+    def kernel_uuid(self) -> str:
+        return decode(self._raw_uuid)
 
 
 def wipe(buf: bytearray) -> None:
@@ -367,8 +382,8 @@ class Channel:
             if not secure:
                 buf.used = max(need, min(data_size, size))
                 self._spare = buf
-            reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev,
-                          decode(rname), decode(ruuid), reply_data)
+            reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev, rname, ruuid,
+                          reply_data)
             if cmd == Cmd.VERSION:
                 self.version = reply.version
             return reply
