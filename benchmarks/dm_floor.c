@@ -5,14 +5,16 @@
  *
  * MODE "bare": DM_DEV_CREATE, DM_TABLE_LOAD, DM_DEV_SUSPEND (resume),
  * DM_DEV_REMOVE.  MODE "nodes": also what loopcore does for the
- * /dev/mapper node without udev (stat, unlink, mknod after create; lstat,
- * unlink after remove), so that the comparison with loopcore is the same
- * syscalls.  Prints the mean nanoseconds per cycle.  Built by
+ * /dev/mapper node without udev (stat, unlink, mknod, chown root:disk and
+ * chmod 0660 -- udev's owner and mode, whatever the umask -- after create;
+ * lstat, unlink after remove), so that the comparison with loopcore is the
+ * same syscalls.  Prints the mean nanoseconds per cycle.  Built by
  * benchmarks/dm_bench.py with the system compiler.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/dm-ioctl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +61,8 @@ int main(int argc, char **argv)
     unsigned long long sectors = strtoull(argv[6], NULL, 10);
     int ctl = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
     must(ctl, "open", "/dev/mapper/control");
+    struct group *disk = getgrnam("disk");   /* once, as loopcore looks it up */
+    gid_t disk_gid = disk ? disk->gr_gid : 0;
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -74,7 +78,9 @@ int main(int argc, char **argv)
         if (nodes) {
             if (stat(path, &st) < 0)
                 unlink(path);
-            must(mknod(path, S_IFBLK | 0600, dev), "mknod", path);
+            must(mknod(path, S_IFBLK | 0660, dev), "mknod", path);
+            must(chown(path, 0, disk_gid), "chown", path);
+            must(chmod(path, 0660), "chmod", path);
         }
 
         size_t plen = strlen(params) + 1;

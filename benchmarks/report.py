@@ -210,10 +210,19 @@ def targets(scenarios: Dict[str, Dict[str, Any]]) -> List[Dict[str, object]]:
     cyc = scenarios.get("cycle")
     if cyc:
         r = cyc["ratios"]
-        out.append(_check("attach+detach <= 1.10x the C making the same syscalls",
-                          r["loopcore_vs_c_same_syscalls"], 1.10, True))
-        out.append(_check("attach+detach <= 1.20x the bare C floor",
-                          r["loopcore_vs_c_floor"], 1.20, True))
+        out.append(_check("attach+detach <= 1.05x the C making the same syscalls",
+                          r["loopcore_vs_c_same_syscalls"], 1.05, True))
+        if "buffered_loopcore_vs_c_floor" in r:  # the run had direct I/O on
+            out.append(_check("attach+detach, direct I/O off, <= 1.05x the C making the "
+                              "same syscalls", r["buffered_loopcore_vs_c_same_syscalls"],
+                              1.05, True))
+            out.append(_check("attach+detach, direct I/O off, <= 1.10x the bare C floor",
+                              r["buffered_loopcore_vs_c_floor"], 1.10, True))
+        out.append(_check("attach+detach faster than a plain Python fcntl loop",
+                          r.get("loopcore_vs_python_fcntl"), 1.0, True))
+        layer = cyc.get("python_layer_ns")
+        out.append(_check("Python layer per attach+detach (kernel stubbed) <= 3 us",
+                          None if layer is None else layer / 1e3, 3.0, True, "{:.2f} us"))
         out.append(_check("attach+detach >= 20x faster than losetup processes",
                           r["losetup_vs_loopcore"], 20.0, False))
     bur = scenarios.get("burst")

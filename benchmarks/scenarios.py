@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import loopcore
 
-from . import cli_bench, purepy, vm_scenarios
+from . import cli_bench, purepy, python_layer, vm_scenarios
 from ._common import (
     Contender,
     Progress,
@@ -86,7 +86,8 @@ def steps(settings: Settings) -> int:
     """Progress units of a run, to size the bar up front."""
     total = 0
     if "cycle" in settings.scenarios:
-        total += settings.cycle_rounds * 6
+        # + python_layer, and with direct I/O the three buffered contenders
+        total += settings.cycle_rounds * (10 if settings.direct_io else 7)
     if "burst" in settings.scenarios:
         total += settings.burst_rounds * len(BURST_CONTENDERS) + 1
     if "discovery" in settings.scenarios:
@@ -148,9 +149,10 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
     fcntl_cycler = purepy.FcntlCycler(backing, dio)
     floor_retries = [0]
 
-    def floor_run(mode: str) -> Callable[[int], List[float]]:
+    def floor_run(mode: str, direct: bool = dio) -> Callable[[int], List[float]]:
         def run(count: int) -> List[float]:
-            samples, counters = run_floor(floor, mode, str(count), backing, "1" if dio else "0")
+            samples, counters = run_floor(floor, mode, str(count), backing,
+                                          "1" if direct else "0")
             floor_retries[0] += counters.get("retries", 0)
             return samples
         return run
@@ -174,7 +176,20 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         Contender("loopcore_legacy",
                   _timed(lambda: loopcore.attach(backing, direct_io=dio, legacy=True).detach()),
                   slow, "loopcore.attach(path, legacy=True).detach(): SET_FD + SET_STATUS64"),
+        Contender("python_layer", python_layer.timed(backing, dio), fast,
+                  "loopcore.attach(path).detach() with every C call stubbed: the Python "
+                  "layer alone (benchmarks/python_layer.py)"),
     ]
+    if dio:  # the same three with direct I/O off, where the kernel's part is cheaper
+        contenders += [
+            Contender("loopcore_buffered",
+                      _timed(lambda: loopcore.attach(backing, direct_io=False).detach()), fast,
+                      "loopcore.attach(path, direct_io=False).detach()"),
+            Contender("c_floor_buffered", floor_run("cycle", False), fast,
+                      "the bare C floor, direct I/O off"),
+            Contender("c_same_syscalls_buffered", floor_run("cycle-same", False), fast,
+                      "C making loopcore's syscalls, direct I/O off"),
+        ]
     try:
         samples = interleave(contenders, rounds, progress, "cycle")
     finally:
@@ -198,8 +213,23 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
                 ratio(loopcore_median, summarize(samples["c_same_syscalls"]).get("median")),
             "python_fcntl_vs_c_floor":
                 described["python_fcntl"]["ratio_vs_baseline"],  # type: ignore[index]
+            "loopcore_vs_python_fcntl":
+                ratio(loopcore_median, summarize(samples["python_fcntl"]).get("median")),
+            **_buffered_ratios(samples),
         },
+        "python_layer_ns": summarize(samples["python_layer"]).get("median"),
     }
+
+
+def _buffered_ratios(samples: Dict[str, List[float]]) -> Dict[str, Optional[float]]:
+    """The cycle's ratios with direct I/O off (its contenders run when the
+    scenario's own have it on)."""
+    if "loopcore_buffered" not in samples:
+        return {}
+    mine = summarize(samples["loopcore_buffered"]).get("median")
+    return {name: ratio(mine, summarize(samples[base]).get("median")) for name, base in (
+        ("buffered_loopcore_vs_c_floor", "c_floor_buffered"),
+        ("buffered_loopcore_vs_c_same_syscalls", "c_same_syscalls_buffered"))}
 
 
 # --- 2. bursts --------------------------------------------------------------------

@@ -296,7 +296,7 @@ static void unbind_and_close(int dev_fd)
     close(dev_fd);
 }
 
-int lc_detach_fd(int dev_fd, uint32_t *failed_step)
+int lc_detach(int dev_fd)
 {
     /* Our fd keeps the device open, so a writer's close() was not the
      * last one and its dirty pages are still in the device's page cache:
@@ -304,15 +304,10 @@ int lc_detach_fd(int dev_fd, uint32_t *failed_step)
      * cannot be written, stay bound: the data is still in the cache. */
     int r = lc_flush(dev_fd);
 
-    if (r < 0) {
-        *failed_step = LC_STEP_WRITE_BACK;
-        return r;
-    }
-    if (ioctl(dev_fd, LOOP_CLR_FD, 0) < 0) {
-        *failed_step = LC_STEP_UNBIND;
+    if (r < 0)
+        return r - LC_NOT_WRITTEN_BACK;
+    if (ioctl(dev_fd, LOOP_CLR_FD, 0) < 0)
         return -errno;
-    }
-    *failed_step = LC_STEP_NONE;
     /* Another opener makes LOOP_CLR_FD only mark the device autoclear: it
      * stays bound, its status still reads, until the last of them closes.
      * Alone, the kernel unbinds it now (or at this close, 6.11+), and the
@@ -512,6 +507,16 @@ static void unlock_control(int ctl_fd, uint32_t options)
         flock(ctl_fd, LOCK_UN);
 }
 
+/* *result before the first step: nothing bound, nothing open. */
+static void begin_result(struct lc_attach_result *result, int number, uint32_t first_attempt)
+{
+    memset(result, 0, sizeof(*result));
+    result->number = number >= 0 ? number : -1;
+    result->attempts = first_attempt;
+    result->fd = -1;
+    result->lock_fd = -1;
+}
+
 /*
  * The retry loop stays here, in C, rather than in Python's retry_ebusy:
  * its tries run under the control lock, GET_FREE..bind in one C call, and
@@ -541,11 +546,7 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
     config.info.lo_flags = partscan_after ? flags & ~(uint32_t)LO_FLAGS_PARTSCAN : flags;
     /* up to the NUL: a reused request may hold a longer name after it */
     strncpy((char *)config.info.lo_file_name, file_name, sizeof(config.info.lo_file_name) - 1);
-    memset(result, 0, sizeof(*result));
-    result->number = chosen ? number : -1;
-    result->attempts = first_attempt;
-    result->fd = -1;
-    result->lock_fd = -1;
+    begin_result(result, number, first_attempt);
     if (req->max_attempts == 0)
         return -EINVAL;
 
@@ -661,10 +662,43 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
     return last_error;
 }
 
-int lc_attach(int ctl_fd, const struct lc_attach_req *req, struct lc_attach_result *result)
+int lc_attach(int ctl_fd, const struct lc_attach_req *req, const char *backing_path,
+              struct lc_attach_result *result)
 {
-    return attach_one(ctl_fd, req, req->backing_fd, req->number, req->flags, req->file_name,
-                      req->first_attempt, result);
+    struct lc_backing backing;
+    uint32_t flags = req->flags;
+    int backing_fd, r;
+
+    if (req->backing_fd >= 0)
+        return attach_one(ctl_fd, req, req->backing_fd, req->number, flags, req->file_name,
+                          req->first_attempt, result);
+    /* The path: opened here, before the control lock (a slow open must
+     * not hold up other attaches), so attach() is one C call. */
+    backing_fd = lc_backing_open(backing_path, (flags & LO_FLAGS_READ_ONLY) != 0,
+                                 (flags & LO_FLAGS_DIRECT_IO) != 0, &backing);
+    if (backing_fd < 0) {
+        begin_result(result, req->number, req->first_attempt);
+        result->failed_step = LC_STEP_BACKING;
+        result->backing = backing;
+        return backing_fd;
+    }
+    if (req->offset && req->offset >= backing.size) {
+        close(backing_fd);
+        begin_result(result, req->number, req->first_attempt);
+        result->failed_step = LC_STEP_OFFSET;
+        result->backing = backing;
+        return -EINVAL;
+    }
+    /* overlayfs over a file system without O_DIRECT: the kernel would
+     * say yes, then fail every I/O */
+    if (backing.direct_io_refused)
+        flags &= ~(uint32_t)LO_FLAGS_DIRECT_IO;
+    /* lo_file_name: the path's first 63 bytes, as losetup records it */
+    r = attach_one(ctl_fd, req, backing_fd, req->number, flags, backing_path,
+                   req->first_attempt, result);
+    close(backing_fd);  /* the kernel holds the file now, or nothing does */
+    result->backing = backing;
+    return r;
 }
 
 int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *backing_fds,
@@ -679,10 +713,7 @@ int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *b
         results[i].fd = results[i].lock_fd = -1;  /* nothing bound yet */
     if (!(req->options & LC_ATTACH_CONTROL_HELD)
         && (r = lock_until(ctl_fd, req->deadline_ns)) < 0) {
-        memset(&results[0], 0, sizeof(results[0]));
-        results[0].number = -1;
-        results[0].fd = results[0].lock_fd = -1;
-        results[0].attempts = req->first_attempt;
+        begin_result(&results[0], -1, req->first_attempt);
         results[0].failed_step = LC_STEP_LOCK;
         return r;
     }
@@ -701,13 +732,12 @@ int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *b
     return r;
 }
 
-int lc_detach_many(const int32_t *dev_fds, uint32_t count, int32_t *rcs,
-                   uint32_t *failed_steps)
+int lc_detach_many(const int32_t *dev_fds, uint32_t count, int32_t *rcs)
 {
     int failures = 0;
 
     for (uint32_t i = 0; i < count; i++) {
-        rcs[i] = lc_detach_fd(dev_fds[i], &failed_steps[i]);
+        rcs[i] = lc_detach(dev_fds[i]);
         failures += rcs[i] < 0;
     }
     return failures;

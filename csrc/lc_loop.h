@@ -33,6 +33,15 @@ struct lc_loop_config {
     uint64_t reserved[8];
 };
 
+/* A backing file, as lc_backing_open/lc_backing_stat found it. */
+struct lc_backing {
+    uint64_t size;               /* bytes: st_size, or BLKGETSIZE64 of a block device */
+    uint64_t dev;                /* st_dev */
+    uint64_t ino;                /* st_ino */
+    uint32_t mode;               /* st_mode & S_IFMT, also when the type is refused */
+    uint32_t direct_io_refused;  /* probe_direct_io: lc_direct_io_refused() said 1 */
+};
+
 /* What lc_attach did and what the kernel reports afterwards. */
 struct lc_attach_result {
     int32_t  number;             /* N of /dev/loopN */
@@ -49,6 +58,7 @@ struct lc_attach_result {
     uint32_t disk_read_only;     /* BLKROGET: lo_flags or a BLKROSET policy */
     int32_t  lock_fd;            /* LC_ATTACH_LOCK_DEVICE: the fd holding the lock, else -1 */
     uint32_t created;            /* 1 if LOOP_CTL_ADD made the chosen device */
+    struct lc_backing backing;   /* the backing file lc_attach opened (req->backing_path) */
 };
 
 /* lc_attach's options argument: bits. */
@@ -88,7 +98,7 @@ enum { LC_NAME_FIELD = 64 };
  * files, each with its own backing fd, flags and name.
  */
 struct lc_attach_req {
-    int32_t  backing_fd;
+    int32_t  backing_fd;         /* -1: lc_attach's backing_path */
     int32_t  number;             /* /dev/loopN to bind; -1: LOOP_CTL_GET_FREE's */
     uint32_t options;            /* enum lc_attach_option bits */
     uint32_t flags;              /* lo_flags; LO_FLAGS_READ_ONLY also opens the device O_RDONLY */
@@ -105,15 +115,6 @@ struct lc_attach_req {
     char     file_name[LC_NAME_FIELD]; /* lo_file_name: NUL-terminated, 63 bytes at most */
 };
 
-/* A backing file, as lc_backing_open/lc_backing_stat found it. */
-struct lc_backing {
-    uint64_t size;               /* bytes: st_size, or BLKGETSIZE64 of a block device */
-    uint64_t dev;                /* st_dev */
-    uint64_t ino;                /* st_ino */
-    uint32_t mode;               /* st_mode & S_IFMT, also when the type is refused */
-    uint32_t direct_io_refused;  /* probe_direct_io: lc_direct_io_refused() said 1 */
-};
-
 enum lc_attach_step {
     LC_STEP_NONE = 0,
     LC_STEP_LOCK = 1,            /* flock on /dev/loop-control */
@@ -122,11 +123,12 @@ enum lc_attach_step {
     LC_STEP_BIND = 4,            /* LOOP_CONFIGURE or LOOP_SET_FD */
     LC_STEP_READ_BACK = 5,
     LC_STEP_BACKOFF = 6,         /* the sleep between two attempts */
-    LC_STEP_WRITE_BACK = 7,      /* detach: writing back the page cache */
-    LC_STEP_UNBIND = 8,          /* detach: LOOP_CLR_FD */
+    /* 7, 8: not attach steps (lc_detach's failure says itself which it was) */
     LC_STEP_ADD = 9,             /* LOOP_CTL_ADD of a chosen device */
     LC_STEP_DEVICE_LOCK = 10,    /* flock on the device (LC_ATTACH_LOCK_DEVICE, PARTSCAN) */
-    LC_STEP_PARTSCAN = 11        /* LOOP_SET_STATUS64 turning PARTSCAN on after the bind */
+    LC_STEP_PARTSCAN = 11,       /* LOOP_SET_STATUS64 turning PARTSCAN on after the bind */
+    LC_STEP_BACKING = 12,        /* opening lc_attach's backing_path (backing.mode: its type) */
+    LC_STEP_OFFSET = 13          /* -EINVAL: req->offset at or past its end (backing.size) */
 };
 
 /* lc_blkpg's op argument (BLKPG_ADD_PARTITION, BLKPG_DEL_PARTITION). */
@@ -216,8 +218,21 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * -errno is returned (-EBUSY when the retries ran out); on success the
  * device number.  A device LOOP_CTL_ADD made stays (unbound) on failure:
  * removing it is the caller's choice.
+ *
+ * With req->backing_fd -1 the backing file is backing_path, opened here
+ * first, before any lock (lc_backing_open: read-only with
+ * LO_FLAGS_READ_ONLY, the direct I/O probe with LO_FLAGS_DIRECT_IO), so an
+ * attach of a path is this one call (the path is an argument, not a field
+ * of *req: a PATH_MAX field would cost its caller a 4 KiB fill per call):
+ * result->backing says what was found, on failure too.  It must be a
+ * regular file or a block device (-EINVAL, LC_STEP_BACKING, otherwise;
+ * the open's own -errno likewise), req->offset, if not 0, below its size
+ * (-EINVAL, LC_STEP_OFFSET); direct I/O is left out of the flags where
+ * lc_direct_io_refused says so; lo_file_name is the path's first 63 bytes
+ * (req->file_name is not read).  It is closed before returning.
  */
-int lc_attach(int ctl_fd, const struct lc_attach_req *req, struct lc_attach_result *result);
+int lc_attach(int ctl_fd, const struct lc_attach_req *req, const char *backing_path,
+              struct lc_attach_result *result);
 
 /*
  * A backing file for lc_attach: lc_backing_open opens path (O_RDONLY or
@@ -250,12 +265,11 @@ int lc_attach_many(int ctl_fd, const struct lc_attach_req *req, const int32_t *b
                    struct lc_attach_result *results, uint32_t *done);
 
 /*
- * lc_detach_fd of each of count fds, going on past failures: rcs[i] and
- * failed_steps[i] are its result.  Returns how many failed (their fds
- * stay open and their devices bound).
+ * lc_detach of each of count fds, going on past failures: rcs[i] is its
+ * result.  Returns how many failed (their fds stay open and their
+ * devices bound).
  */
-int lc_detach_many(const int32_t *dev_fds, uint32_t count, int32_t *rcs,
-                   uint32_t *failed_steps);
+int lc_detach_many(const int32_t *dev_fds, uint32_t count, int32_t *rcs);
 
 /*
  * Fill devnum, diskseq, size_bytes, block_size, flags and disk_read_only
@@ -282,11 +296,15 @@ int lc_direct_io_refused(int backing_fd);
  */
 int lc_flush(int fd);
 
+/* lc_detach's answer when the write-back failed: -(LC_NOT_WRITTEN_BACK + errno). */
+enum { LC_NOT_WRITTEN_BACK = 65536 };
+
 /*
- * The detach, one call: write back (lc_flush), LOOP_CLR_FD, close.  If the
- * write-back or LOOP_CLR_FD fails, *failed_step says which (WRITE_BACK or
- * UNBIND), -errno is returned and the fd stays open and the device bound,
- * so the caller can retry; on success the fd is closed and 0 returned, or
- * 1 when another opener deferred the unbind to its last close.
+ * The detach, one call: write back (lc_flush), LOOP_CLR_FD, close.  On
+ * success the fd is closed and 0 returned, or 1 when another opener
+ * deferred the unbind to its last close.  On failure the fd stays open
+ * and the device bound, so the caller can retry: -errno if LOOP_CLR_FD
+ * failed, -(LC_NOT_WRITTEN_BACK + errno) if the write-back did (no
+ * out-parameter: the hot path passes ints only).
  */
-int lc_detach_fd(int dev_fd, uint32_t *failed_step);
+int lc_detach(int dev_fd);

@@ -54,7 +54,9 @@ def test_every_scenario_produced_samples(results):
 
     cycle = scen["cycle"]["contenders"]
     assert set(cycle) == {"loopcore", "c_floor", "c_same_syscalls", "python_fcntl",
-                          "losetup", "loopcore_legacy"}
+                          "losetup", "loopcore_legacy", "python_layer",
+                          # direct I/O is on (the default): the same, off
+                          "loopcore_buffered", "c_floor_buffered", "c_same_syscalls_buffered"}
     _all_samples(cycle)
 
     disc = scen["discovery"]

@@ -90,19 +90,16 @@ def test_eagain_that_outlasts_the_retries_is_a_typed_error(fake_lib):
         dev.close()
 
 
-@pytest.mark.parametrize("step_name, err, closed", [
-    ("LC_STEP_WRITE_BACK", errno.EIO, False),   # data kept: still bound, still open
-    ("LC_STEP_UNBIND", errno.EBUSY, False),     # retryable: still open
-    ("LC_STEP_UNBIND", errno.ENXIO, True),      # not bound: nothing to keep open for
+@pytest.mark.parametrize("written_back, err, closed", [
+    (False, errno.EIO, False),   # data kept: still bound, still open
+    (True, errno.EBUSY, False),  # LOOP_CLR_FD retryable: still open
+    (True, errno.ENXIO, True),   # not bound: nothing to keep open for
 ])
-def test_detach_failures(fake_lib, step_name: str, err: int, closed: bool):
-    step = getattr(_c.lib, step_name)
-
-    def detach_fd(fd: int, failed_step: Any) -> int:
-        failed_step[0] = step
-        return -err
-
-    fake_lib(lc_detach_fd=detach_fd, lc_get_status64=lambda fd, info: -errno.ENXIO)
+def test_detach_failures(fake_lib, written_back: bool, err: int, closed: bool):
+    # lc_detach's answer: -errno from LOOP_CLR_FD, below -LC_NOT_WRITTEN_BACK
+    # from the write-back
+    answer = -err if written_back else -(_c.lib.LC_NOT_WRITTEN_BACK + err)
+    fake_lib(lc_detach=lambda fd: answer, lc_get_status64=lambda fd, info: -errno.ENXIO)
     fd = os.open(os.devnull, os.O_RDONLY)
     dev = _device(fd)
     try:
@@ -111,7 +108,7 @@ def test_detach_failures(fake_lib, step_name: str, err: int, closed: bool):
         assert e.value.errno == err and e.value.filename == dev.path
         assert isinstance(e.value, loopcore.Error)
         assert dev.closed is closed
-        if step_name == "LC_STEP_WRITE_BACK":
+        if not written_back:
             assert "stays bound" in str(e.value)
     finally:
         dev.close()
@@ -120,7 +117,7 @@ def test_detach_failures(fake_lib, step_name: str, err: int, closed: bool):
 def _fake_attach(script: List[Dict[str, int]], seen: List[int]) -> Callable[..., int]:
     """lc_attach answering from ``script`` (one dict per call: rc and result
     fields), recording the first_attempt of each call in ``seen``."""
-    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
+    def lc_attach(ctl_fd: int, req: Any, path: bytes, result: Any) -> int:
         seen.append(req.first_attempt)
         answer = dict(script.pop(0))
         rc = answer.pop("rc")
@@ -156,7 +153,7 @@ def test_the_attach_retry_policy_is_read_at_call_time(fake_lib, backing, monkeyp
     runs (a test shrinking them shrinks the C loop), with the request."""
     seen: List[tuple] = []
 
-    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
+    def lc_attach(ctl_fd: int, req: Any, path: bytes, result: Any) -> int:
         seen.append((req.max_attempts, req.sleep_base_us, req.sleep_span_us, req.offset,
                      req.size_limit, req.number, _c.ffi.string(req.file_name)))
         result.number = 7
@@ -242,7 +239,7 @@ def _attach_recorder(answer: Dict[str, int], calls: List[Dict[str, int]]) -> Cal
     """lc_attach that records (number, options) and answers ``answer``
     (rc and result fields); options without the read-back bits (what to
     read back depends on what this process knows of the kernel)."""
-    def lc_attach(ctl_fd: int, req: Any, result: Any) -> int:
+    def lc_attach(ctl_fd: int, req: Any, path: bytes, result: Any) -> int:
         read_back = _c.lib.LC_ATTACH_READ_SETTINGS | _c.lib.LC_ATTACH_READ_DEVNUM
         calls.append({"number": req.number, "options": req.options & ~read_back})
         fields = dict(answer)
@@ -326,7 +323,7 @@ def test_blkpg_wrapper_refuses_unknown_operations():
 def test_a_failed_partition_scan_names_the_device(fake_lib, backing):
     """lc_attach failing at the scan (LC_STEP_PARTSCAN, after its own unbind):
     the error names the device, and nothing is left to undo."""
-    def lc_attach(ctl_fd, req, result):
+    def lc_attach(ctl_fd, req, path, result):
         result.number, result.fd, result.lock_fd = 12, -1, -1
         result.failed_step = _c.lib.LC_STEP_PARTSCAN
         return -errno.EIO

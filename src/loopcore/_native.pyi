@@ -49,11 +49,11 @@ class _Lib:
     LC_STEP_BIND: int
     LC_STEP_READ_BACK: int
     LC_STEP_BACKOFF: int
-    LC_STEP_WRITE_BACK: int
-    LC_STEP_UNBIND: int
     LC_STEP_ADD: int
     LC_STEP_PARTSCAN: int
     LC_STEP_DEVICE_LOCK: int
+    LC_STEP_BACKING: int
+    LC_STEP_OFFSET: int
 
     # lc_loop.h: enum lc_attach_option (lc_attach's options bits)
     LC_ATTACH_LOCK_DEVICE: int
@@ -62,6 +62,7 @@ class _Lib:
     LC_ATTACH_READ_DEVNUM: int
     LC_ATTACH_SET_FD: int
     LC_NAME_FIELD: int
+    LC_NOT_WRITTEN_BACK: int
 
     # lc_loop.h: enum lc_blkpg_op
     LC_BLKPG_ADD: int
@@ -122,7 +123,9 @@ class _Lib:
     def lc_blkpg(self, fd: int, op: int, pno: int, start: int, length: int, /) -> int: ...
 
     # lc_loop.h: one-call paths
-    def lc_attach(self, ctl_fd: int, req: CData, result: CData, /) -> int: ...
+    def lc_attach(
+        self, ctl_fd: int, req: CData, backing_path: bytes, result: CData, /
+    ) -> int: ...
     def lc_read_state(self, dev_fd: int, status: CData, result: CData, /) -> int: ...
     def lc_backing_open(
         self, path: bytes, read_only: int, probe_direct_io: int, out: CData, /
@@ -140,12 +143,10 @@ class _Lib:
         done: CData,
         /,
     ) -> int: ...
-    def lc_detach_many(
-        self, dev_fds: CData, count: int, rcs: CData, failed_steps: CData, /
-    ) -> int: ...
+    def lc_detach_many(self, dev_fds: CData, count: int, rcs: CData, /) -> int: ...
     def lc_direct_io_refused(self, backing_fd: int, /) -> int: ...
     def lc_flush(self, fd: int, /) -> int: ...
-    def lc_detach_fd(self, dev_fd: int, failed_step: CData, /) -> int: ...
+    def lc_detach(self, dev_fd: int, /) -> int: ...
 
     # lc_scan.h
     def lc_scan_loops(self, buf: CData, bufsize: int, flags: int, needed: CData, /) -> int: ...

@@ -19,16 +19,13 @@ import enum
 import errno
 import logging
 import os
-from typing import TYPE_CHECKING, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from .. import _c, errors
 from .._c import StructView
 from .._log import get_logger
 from . import nodes
 from .names import decode, encode
-
-if TYPE_CHECKING:
-    from .._native import CData
 
 __all__ = ["ALIGN", "COMMANDS", "DEPS", "DM_MAX_TYPE_NAME", "HEADER", "HEADER_SIZE",
            "MAX_SIZE", "NAME_LIST", "NAME_LIST_HAS_UUID", "NAME_LIST_NO_UUID",
@@ -183,21 +180,36 @@ F_UEVENT_GENERATED = int(Flag.UEVENT_GENERATED)
 F_UUID = int(Flag.UUID)
 
 
-class Reply(NamedTuple):
+class Reply:
     """The kernel's answer: the header as it rewrote it (``flags`` a plain
     int; ``Flag(reply.flags)`` to show it), and the payload (``data_start``
     to ``data_size``; empty unless the call asked for it).  Names are as
-    the kernel stores them (mangled)."""
+    the kernel stores them (mangled), decoded when asked for: most replies'
+    are never read."""
 
-    version: Tuple[int, int, int]
-    target_count: int
-    open_count: int
-    flags: int
-    event_nr: int
-    dev: int
-    kernel_name: str
-    kernel_uuid: str
-    payload: bytes
+    __slots__ = ("version", "target_count", "open_count", "flags", "event_nr", "dev",
+                 "_raw_name", "_raw_uuid", "payload")
+
+    def __init__(self, version: Tuple[int, int, int], target_count: int, open_count: int,
+                 flags: int, event_nr: int, dev: int, raw_name: bytes, raw_uuid: bytes,
+                 payload: bytes) -> None:
+        self.version = version
+        self.target_count = target_count
+        self.open_count = open_count
+        self.flags = flags
+        self.event_nr = event_nr
+        self.dev = dev
+        self._raw_name = raw_name
+        self._raw_uuid = raw_uuid
+        self.payload = payload
+
+    @property
+    def kernel_name(self) -> str:
+        return decode(self._raw_name)
+
+    @property
+    def kernel_uuid(self) -> str:
+        return decode(self._raw_uuid)
 
 
 def wipe(buf: bytearray) -> None:
@@ -214,18 +226,17 @@ def _version_text(version: Tuple[int, int, int]) -> str:
     return ".".join(map(str, version))
 
 
-class _Buffer(NamedTuple):
+class _Buffer:
     """A request buffer kept for the next call: the bytes, the cffi pointer
-    to them (made once), and how far the last call filled them."""
+    to them (made once), and how far the last call filled them (updated
+    in place: a call makes no new record)."""
 
-    data: bytearray
-    ptr: CData
-    used: int
+    __slots__ = ("data", "ptr", "used")
 
-
-def _new_buffer(size: int) -> _Buffer:
-    data = bytearray(size)
-    return _Buffer(data, _c.ffi.from_buffer("uint8_t[]", data), 0)
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self.ptr = _c.ffi.from_buffer("uint8_t[]", self.data)
+        self.used = 0
 
 
 class Channel:
@@ -280,18 +291,6 @@ class Channel:
         """Whether the kernel's interface version has ``cmd``."""
         return self.version is None or self.version >= COMMANDS[cmd].min_version
 
-    def _buffer(self, size: int, need: int) -> _Buffer:
-        """The spare buffer if it is large enough (bytes the last call left
-        past ``need`` zeroed, so the kernel sees only this request), else a
-        new one."""
-        spare, self._spare = self._spare, None
-        if spare is None or len(spare.data) < size:
-            # at least a reply buffer's size: the next calls fit in it too
-            return _new_buffer(max(size, self.out_size))
-        if spare.used > need:
-            spare.data[need:spare.used] = bytes(spare.used - need)
-        return spare
-
     def call(self, cmd: Cmd, *, name: bytes = b"", uuid: bytes = b"", flags: int = 0,
              payload: Union[bytes, bytearray] = b"", event_nr: int = 0, target_count: int = 0,
              out: bool = False, grow: bool = True, secure: bool = False,
@@ -310,10 +309,12 @@ class Channel:
         if self.fd < 0:
             raise errors.ValueError("DeviceMapper is closed")
         spec = COMMANDS[cmd]
-        flags = int(flags) | (F_SECURE_DATA if secure else 0)
-        stray = flags & ~spec.valid_flags
-        if stray:
-            raise errors.ValueError(f"DM_{cmd.name} does not take {flag_names(stray)}")
+        if secure:
+            flags |= F_SECURE_DATA
+        if flags & ~spec.valid_flags:
+            raise errors.ValueError(f"DM_{cmd.name} does not take "
+                                    f"{flag_names(flags & ~spec.valid_flags)}")
+        flags = int(flags)  # a Flag is accepted; the header takes its value
         filename = filename or self.path
         if self.version is not None and self.version < spec.min_version:
             raise errors.error_from_errno(
@@ -327,7 +328,14 @@ class Channel:
         if debug:
             who = decode(name) or (f"uuid {decode(uuid)}" if uuid else "-")
             log.debug("DM_%s %s flags=%s, %d bytes", cmd.name, who, flag_names(flags), size)
-        buf = self._buffer(size, need)
+        # the spare buffer if it is large enough (bytes the last call left
+        # past ``need`` zeroed, so the kernel sees only this request)
+        buf, self._spare = self._spare, None
+        if buf is None or len(buf.data) < size:
+            # at least a reply buffer's size: the next calls fit in it too
+            buf = _Buffer(max(size, self.out_size))
+        elif buf.used > need:
+            buf.data[need:buf.used] = bytes(buf.used - need)
         while True:
             data = buf.data
             try:
@@ -362,7 +370,7 @@ class Channel:
                                   cmd.name, size, size * 2)
                     size *= 2
                     self.out_size = max(self.out_size, size)
-                    buf = _new_buffer(size)
+                    buf = _Buffer(size)
                     continue
                 reply_data = bytes(memoryview(data)[data_start:data_size]) \
                     if out and data_size > data_start else b""
@@ -372,9 +380,10 @@ class Channel:
             # Kept for the next call, with how far this one (or the kernel)
             # wrote; not one that held a key (wiped, and let go).
             if not secure:
-                self._spare = buf._replace(used=max(need, min(data_size, size)))
-            reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev,
-                          decode(rname), decode(ruuid), reply_data)
+                buf.used = max(need, min(data_size, size))
+                self._spare = buf
+            reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev, rname, ruuid,
+                          reply_data)
             if cmd == Cmd.VERSION:
                 self.version = reply.version
             return reply

@@ -12,7 +12,7 @@ import dataclasses
 import errno
 import time
 from itertools import chain
-from typing import List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from .. import errors
 from .._log import get_logger
@@ -64,7 +64,7 @@ class Lifecycle(Queries):
         the device's state.
         """
         only_name(name, "the name of a new device")
-        dm_name = as_name(name, self.name_mangling)
+        raw, kernel_name, filename = self._name(name)
         dm_uuid = as_uuid(uuid, self.name_mangling) if uuid is not None else None
         payload, count, secure = bytearray(), 0, False
         if table is not None:
@@ -72,23 +72,21 @@ class Lifecycle(Queries):
             payload, count = pack_targets(targets)
             secure = has_keys(targets)
         ro = F_READONLY if read_only else 0
-        kernel_name = decode(dm_name.raw)
-        filename = node_path(kernel_name, self.dev_dir)
         # udev makes the node on the resume's change event; a device
         # without a table gets no link from udev, so loopcore's node.
         waiter = self._waiter() if table is not None else None
         try:
-            reply = self._channel.call(Cmd.DEV_CREATE, name=dm_name.raw,
+            reply = self._channel.call(Cmd.DEV_CREATE, name=raw,
                                        uuid=dm_uuid.raw if dm_uuid is not None else b"",
                                        flags=ro, filename=filename)
             try:
                 if waiter is None:
                     self._add_node(kernel_name, reply.dev)
                 if table is not None:
-                    self._channel.call(Cmd.TABLE_LOAD, name=dm_name.raw, flags=ro,
+                    self._channel.call(Cmd.TABLE_LOAD, name=raw, flags=ro,
                                        payload=payload, target_count=count, secure=secure,
                                        filename=filename)
-                    reply = self._channel.call(Cmd.DEV_SUSPEND, name=dm_name.raw,
+                    reply = self._channel.call(Cmd.DEV_SUSPEND, name=raw,
                                                filename=filename,
                                                event_nr=UDEV_COOKIE if waiter else 0)
                     if waiter is not None:
@@ -96,7 +94,7 @@ class Lifecycle(Queries):
             except BaseException as exc:
                 log.debug("create %s failed (%r): removing it again", kernel_name, exc)
                 try:
-                    self._remove(dm_name, deferred=False, retries=REMOVE_RETRIES,
+                    self._remove(name, deferred=False, retries=REMOVE_RETRIES,
                                  retry_delay=0.05)
                 except OSError:
                     pass
@@ -172,16 +170,23 @@ class Lifecycle(Queries):
                                     filename=filename).dev if self.udev_sync else 0
         waiter = self._waiter()
         try:
-            # libdevmapper's fixed pause between EBUSY tries (growth 1)
-            for attempt, pause in enumerate(chain(pauses(retries + 1, retry_delay, 1.0),
-                                                  [None]), 1):
+            # libdevmapper's fixed pause between EBUSY tries (growth 1), the
+            # schedule made only once a try failed
+            schedule: Optional[Iterator[Tuple[int, Optional[float]]]] = None
+            while True:
                 try:
                     reply = self._channel.call(Cmd.DEV_REMOVE, name=name, uuid=uuid,
                                                flags=flags, filename=filename,
                                                event_nr=UDEV_COOKIE if waiter else 0)
                     break
                 except OSError as exc:
-                    if exc.errno != errno.EBUSY or pause is None:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                    if schedule is None:
+                        schedule = enumerate(chain(pauses(retries + 1, retry_delay, 1.0),
+                                                   [None]), 1)
+                    attempt, pause = next(schedule)
+                    if pause is None:
                         raise
                 log.debug("DM_DEV_REMOVE %s: EBUSY, retry %d of %d in %g s", filename,
                           attempt, retries, pause)

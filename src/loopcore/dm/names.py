@@ -17,7 +17,7 @@ listing.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 from .. import _c, errors
 
@@ -35,6 +35,7 @@ MANGLING_MODES = ("auto", "hex", "none")
 
 _WHITELIST = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                        b"abcdefghijklmnopqrstuvwxyz#+-.:=@_")
+_WHITELIST_BYTES = bytes(sorted(_WHITELIST))  # for bytes.translate's delete
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _RESERVED = (b"control", b".", b"..")  # the control node, and what is no file name
 
@@ -58,8 +59,8 @@ def check_mode(mode: str) -> str:
 
 
 def _mangle(raw: bytes, mode: str, what: str, text: str) -> bytes:
-    if mode == "none":
-        return raw
+    if mode == "none" or not raw.translate(None, _WHITELIST_BYTES):
+        return raw  # nothing outside the whitelist: nothing to encode, no "\x" to keep
     if mode == "auto" and b"\\x5cx" in raw:
         raise errors.ValueError(f"{what} {text!r} seems to be mangled more than once, which "
                                 "the auto mangling mode does not allow")
@@ -143,17 +144,17 @@ def _too_long(what: str, text: str, raw: bytes, limit: int) -> errors.ValueError
                              f"{limit - 1})")
 
 
-def _checked_raw(text: object, what: str, forbidden: Tuple[bytes, ...], forbidden_names: str,
+def _checked_raw(text: object, what: str, forbidden: bytes, forbidden_names: str,
                  mangling: Optional[str], limit: int) -> bytes:
     """The bytes the kernel is given for ``text`` (a name or uuid): a
-    non-empty str without ``forbidden`` bytes, mangled per ``mangling``
+    non-empty str without any of the ``forbidden`` bytes, mangled per ``mangling``
     (None: as is), shorter than the kernel's ``limit`` with its NUL."""
     if not isinstance(text, str):
         raise errors.TypeError(f"{what} must be a str, not {type(text).__name__}")
     raw = encode(text)
     if not raw:
         raise errors.ValueError(f"{what} is empty")
-    if any(b in raw for b in forbidden):
+    if len(raw.translate(None, forbidden)) != len(raw):
         raise errors.ValueError(f"{what} {text!r} contains {forbidden_names}")
     if mangling is not None:
         raw = _mangle(raw, check_mode(mangling), what, text)
@@ -176,7 +177,7 @@ class DmName(str):
     mangling: str
 
     def __new__(cls, name: str, mangling: str = "auto") -> "DmName":
-        raw = _checked_raw(name, "device name", (b"/", b"\0"), "'/' or NUL",
+        raw = _checked_raw(name, "device name", b"/\0", "'/' or NUL",
                            None if issubclass(cls, KernelName) else mangling, DM_NAME_LEN)
         if raw in _RESERVED:
             raise errors.ValueError(f"device name {name!r} is reserved")
@@ -223,7 +224,7 @@ class DmUuid(str):
     mangling: str
 
     def __new__(cls, uuid: str, mangling: str = "auto") -> "DmUuid":
-        raw = _checked_raw(uuid, "uuid", (b"\0",), "NUL", mangling, DM_UUID_LEN)
+        raw = _checked_raw(uuid, "uuid", b"\0", "NUL", mangling, DM_UUID_LEN)
         self = super().__new__(cls, uuid)
         self.raw = raw
         self.mangling = mangling

@@ -7,13 +7,24 @@ udev (see :mod:`.udev`).  The verbs themselves are :mod:`.queries`',
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Tuple, TypeVar
 
 from .. import errors
 from .._log import get_logger
 from .._validate import check_timeout
 from .ioctl import F_UEVENT_GENERATED, Channel, Cmd, Flag, Reply
-from .names import DevIdArg, DmUuid, KernelName, as_name, check_mode, decode, encode, unmangle
+from .names import (
+    DevIdArg,
+    DmName,
+    DmUuid,
+    KernelName,
+    as_name,
+    check_mode,
+    decode,
+    encode,
+    unmangle,
+)
 from .nodes import CONTROL_PATH, DEV_DIR, add_node, node_path, remove_node
 from .records import DeviceInfo
 from .udev import UDEV_MODES, UDEV_TIMEOUT, UeventWaiter, use_udev
@@ -26,6 +37,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 S = TypeVar("S", bound="Session")
 
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_name(name: str, mangling: str, dev_dir: str) -> Tuple[bytes, str, str]:
+    """Session._name of a plain str, checked once per name, mangling mode
+    and node directory (a name that fails its check raises every time)."""
+    raw = DmName(name, mangling).raw
+    kernel_name = decode(raw)
+    return raw, kernel_name, node_path(kernel_name, dev_dir)
 
 
 def api(func: F) -> F:
@@ -105,8 +125,18 @@ class Session:
         a name is checked (and mangled) here, once per verb."""
         if isinstance(dev, DmUuid):
             return b"", dev.raw, f"uuid {dev}"
-        raw = as_name(dev, self.name_mangling).raw
-        return raw, b"", node_path(decode(raw), self.dev_dir)
+        raw, _, filename = self._name(dev)
+        return raw, b"", filename
+
+    def _name(self, name: str) -> Tuple[bytes, str, str]:
+        """(raw, kernel name, node path) of a device name: a :class:`DmName`
+        as it was made, a plain str checked and mangled per this client
+        (remembered: create's name is the next verb's)."""
+        if type(name) is str:
+            return _plain_name(name, self.name_mangling, self.dev_dir)
+        raw = as_name(name, self.name_mangling).raw
+        kernel_name = decode(raw)
+        return raw, kernel_name, node_path(kernel_name, self.dev_dir)
 
     def _call(self, cmd: Cmd, dev: DevIdArg, **kwargs: Any) -> Reply:
         name, uuid, filename = self._address(dev)
@@ -120,7 +150,8 @@ class Session:
         return as_name(dev, self.name_mangling).raw
 
     def _unmangle(self, stored: str) -> str:
-        return unmangle(stored, self.name_mangling) if stored else stored
+        # no backslash: nothing mangled, in every mode (unmangle's own test)
+        return unmangle(stored, self.name_mangling) if "\\" in stored else stored
 
     def _info(self, reply: Reply) -> DeviceInfo:
         return DeviceInfo(self._unmangle(reply.kernel_name), self._unmangle(reply.kernel_uuid),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sys
 from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from .. import _c, _sysfs
@@ -24,6 +25,10 @@ __all__ = ["Backing"]  # BackingFile: the attach paths' and change_fd's own
 
 _BACKING = _c.ffi.typeof("struct lc_backing *")
 
+# os.fsencode's arguments, looked up once (it is on the attach path)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
 Backing = Union[str, bytes, "os.PathLike[str]", int, IO[Any]]
 """A backing file: a path, an open file descriptor or a file object."""
 
@@ -36,37 +41,40 @@ def _fd_name(fd: int) -> str:
 
 class BackingFile:
     """An open backing file.  ``fd``; ``owned`` (loopcore opened it and
-    closes it); ``name`` (for errors and ``lo_file_name``); ``dev`` and
+    closes it); ``name`` (for errors and ``lo_file_name``); ``path`` (b""
+    unless :meth:`unopened`: what lc_attach opens); ``dev`` and
     ``ino`` (its st_dev and st_ino); ``size`` in bytes;
     ``direct_io_refused`` (asked for with ``probe_direct_io``: its file
-    system claims direct I/O but fails it, lc_direct_io_refused).  Use as
-    a context manager or call :meth:`close`."""
+    system claims direct I/O but fails it, lc_direct_io_refused), read
+    from ``found`` (the struct lc_backing the C side filled).  Use as a
+    context manager or call :meth:`close`."""
 
-    __slots__ = ("fd", "owned", "name", "_encoded", "_found")
+    __slots__ = ("fd", "owned", "name", "path", "_encoded", "found")
 
     def __init__(self, fd: int, owned: bool, name: str, found: CData,
                  encoded: Optional[bytes] = None) -> None:
         self.fd = fd
         self.owned = owned
         self.name = name
+        self.path = b""  # open: lc_attach binds fd
         self._encoded = encoded
-        self._found = found  # read field by field, when asked
+        self.found = found  # read field by field, when asked
 
     @property
     def size(self) -> int:
-        return int(self._found.size)
+        return int(self.found.size)
 
     @property
     def dev(self) -> int:
-        return int(self._found.dev)
+        return int(self.found.dev)
 
     @property
     def ino(self) -> int:
-        return int(self._found.ino)
+        return int(self.found.ino)
 
     @property
     def direct_io_refused(self) -> bool:
-        return bool(self._found.direct_io_refused)
+        return bool(self.found.direct_io_refused)
 
     @classmethod
     def open(cls, backing: Backing, read_only: bool,
@@ -106,6 +114,25 @@ class BackingFile:
             _check_backing(fd, found, name)
         return cls(fd, True, name, found, encoded)
 
+    @classmethod
+    def unopened(cls, path: str) -> Optional["BackingFile"]:
+        """A path for lc_attach to open itself, so that attach() is one C
+        call: ``fd`` -1 and ``path`` what to open (b"" for an open file)
+        until the bind, which sets ``found`` to lc_attach's
+        ``result.backing``.
+        None for a path :meth:`open` refuses (empty, with a NUL: it says
+        why)."""
+        if not path or "\0" in path:
+            return None
+        if path[0] != "/":
+            path = os.path.abspath(path)
+        self = cls.__new__(cls)
+        self.fd = -1
+        self.owned = True
+        self.name = path
+        self.path = self._encoded = path.encode(_FS_ENCODING, _FS_ERRORS)
+        return self
+
     def writable(self) -> bool:
         """Whether the fd was opened for writing (a caller's may not be)."""
         return fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
@@ -132,11 +159,17 @@ class BackingFile:
 
 def _check_backing(rc: int, found: CData, name: str) -> None:
     """Raise for a failed lc_backing_open/lc_backing_stat."""
-    if rc == -errno.EINVAL and found.mode:
-        raise LoopError(errno.EINVAL, "backing file is not a regular file or block device",
-                        name)
     if rc < 0:
-        raise error_from_errno(-rc, name)
+        raise backing_error(rc, found, name)
+
+
+def backing_error(rc: int, found: CData, name: str) -> OSError:
+    """The error for a backing file lc_backing_open (also inside lc_attach)
+    or lc_backing_stat refused with ``rc``."""
+    if rc == -errno.EINVAL and found.mode:
+        return LoopError(errno.EINVAL, "backing file is not a regular file or block device",
+                         name)
+    return error_from_errno(-rc, name)
 
 
 def file_name_field(name: str) -> bytes:

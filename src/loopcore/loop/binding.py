@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from typing import TYPE_CHECKING, List
 
 from .. import _c, _retry
@@ -18,7 +19,7 @@ from ..errors import (
     error_from_errno,
 )
 from . import _calls, partitions
-from .backing import BackingFile, expected_size
+from .backing import BackingFile, backing_error, expected_size
 from .control import (
     CONTROL_PATH,
     control,
@@ -29,7 +30,7 @@ from .control import (
 from .device import LoopDevice
 from .info import PAGE_SIZE, block_size_refused, device_path
 from .locks import LOCK_EXCLUSIVE
-from .request import DIRECT_IO, PARTSCAN, READ_ONLY, AttachRequest
+from .request import DIRECT_IO, PARTSCAN, READ_ONLY, AttachRequest, offset_past_end
 
 if TYPE_CHECKING:
     from .._native import CData
@@ -39,6 +40,11 @@ __all__: List[str] = []  # the attach paths' own: nothing public
 log = get_logger("loop")
 
 _RESULT = _c.ffi.typeof("struct lc_attach_result *")
+_SET_FD = _c.lib.LC_ATTACH_SET_FD
+_CONTROL_HELD = _c.lib.LC_ATTACH_CONTROL_HELD
+# Each thread's one lc_attach result, reused by its binds (none allocates
+# one): a bind's result is read before the same thread binds again.
+_scratch = threading.local()
 
 
 class SettingsIgnored(LoopError):
@@ -48,8 +54,10 @@ class SettingsIgnored(LoopError):
 
 def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
          set_fd: bool = False) -> CData:
-    """One C call: lock, GET_FREE (or the chosen device), open, bind, read
-    back; returns lc_attach's result, raises on failure.
+    """One C call: (an :meth:`~BackingFile.unopened` backing file: open
+    it,) lock, GET_FREE (or the chosen device), open, bind, read back;
+    returns lc_attach's result, this thread's until its next bind; raises
+    on failure.
 
     ``flags`` are the lo_flags for this backing file; ``set_fd`` binds
     with LOOP_SET_FD alone (the legacy path sets the rest).  With
@@ -57,13 +65,19 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
     (EINVAL) gets it again, buffered.  ``request.created`` learns whether
     LOOP_CTL_ADD made the chosen device.
     """
-    options = request.call_options()
+    # READ_DEVNUM until this process knows how numbers map to dev_t
+    options = request.options | control.read_devnum_option
     if set_fd:
-        options |= _c.lib.LC_ATTACH_SET_FD
-    file_name = bf.file_name_field()
+        options |= _SET_FD
+    path = bf.path  # lc_attach opens it (and names the device after it)
+    file_name = b"" if path else bf.file_name_field()
     # Under attach(reuse=True) the caller holds control.lock already.
-    take_lock = not options & _c.lib.LC_ATTACH_CONTROL_HELD
-    result = _c.ffi.new(_RESULT)
+    take_lock = not options & _CONTROL_HELD
+    result: CData
+    try:
+        result = _scratch.result
+    except AttributeError:
+        result = _scratch.result = _c.ffi.new(_RESULT)
     first_attempt = 0
     while True:
         if take_lock:
@@ -73,11 +87,13 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
                 control.lock.acquire()
         try:
             req = request.fill(bf.fd, options, flags, file_name, first_attempt)
-            rc = _c.lib.lc_attach(control.fd(), req, result)
+            rc = _c.lib.lc_attach(control.fd(), req, path, result)
         finally:
             if take_lock:
                 control.lock.release()
-        if result.created:
+        if rc >= 0:
+            break
+        if result.created:  # a failed attempt may have made the device
             request.created = True
         if rc == -errno.EINTR:
             # A signal interrupted a wait (PEP 475): its Python handler runs
@@ -92,6 +108,10 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
             first_attempt = 0
         else:
             break
+    if path:
+        bf.found = result.backing
+    if request.number >= 0 and result.created:
+        request.created = True
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
                   bf.name, "LOOP_SET_FD" if set_fd else "LOOP_CONFIGURE", result.number,
@@ -122,6 +142,10 @@ def bind_error(rc: int, result: CData, request: AttachRequest, name: str) -> Bas
     file's)."""
     step = result.failed_step
     number = request.number
+    if step == _c.lib.LC_STEP_BACKING:
+        return backing_error(rc, result.backing, name)
+    if step == _c.lib.LC_STEP_OFFSET:
+        return offset_past_end(name, request.offset, result.backing.size)
     if rc == -errno.ETIMEDOUT and step in (_c.lib.LC_STEP_LOCK, _c.lib.LC_STEP_BACKOFF,
                                            _c.lib.LC_STEP_DEVICE_LOCK):
         return attach_timeout(step, result.number)

@@ -137,7 +137,8 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
     for i in range(count):
         results[i].fd = results[i].lock_fd = -1
     done = ffi.new("uint32_t *")
-    options = request.call_options()  # with CONTROL_HELD: the burst holds the lock
+    # with CONTROL_HELD: the burst holds the lock; READ_DEVNUM until learnt
+    options = request.options | control.read_devnum_option
     start = first_attempt = 0
     try:
         while start < count:
@@ -188,7 +189,7 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
     Devices with partitions added or a lock held take detach() itself.
     It returns, for each device in order, what :meth:`LoopDevice.detach`
     does: True where the kernel released the backing file at once, False
-    where it deferred that to another opener's last close (lc_detach_fd
+    where it deferred that to another opener's last close (lc_detach_many
     says which, so this costs nothing).  ``wait`` (seconds, for the whole
     burst) waits until every backing file is released, or raises
     TimeoutError naming who holds the first device still bound.
@@ -213,15 +214,14 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
         count = len(simple)
         fds = _c.ffi.new("int32_t[]", [device.fileno() for device in simple])
         rcs = _c.ffi.new("int32_t[]", count)
-        steps = _c.ffi.new("uint32_t[]", count)
-        _c.lib.lc_detach_many(fds, count, rcs, steps)
+        _c.lib.lc_detach_many(fds, count, rcs)
         for i, device in enumerate(simple):
             if rcs[i] >= 0:  # 1: unbound at another opener's last close
                 device._fd = -1
                 released[id(device)] = rcs[i] == 0
                 continue
             try:
-                teardown.detach_failed(device, rcs[i], steps + i)
+                teardown.detach_failed(device, rcs[i])
                 # retried: whether the kernel deferred it is not passed back
                 released[id(device)] = teardown.after_unbind(device.number, device.diskseq, None)
             except Exception as e:  # noqa: BLE001 -- the first is raised below
@@ -230,7 +230,7 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
         raise first_error
     if wait is not None:
         for device in devices:
-            released[id(device)] = teardown.after_unbind(
-                device.number, device.diskseq, wait, deadline_ns,
-                deferred=not released[id(device)])
+            if not released[id(device)]:
+                released[id(device)] = teardown.after_unbind(
+                    device.number, device.diskseq, wait, deadline_ns)
     return [released[id(device)] for device in devices]

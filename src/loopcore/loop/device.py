@@ -382,10 +382,14 @@ class LoopDevice:
                 raise
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
+        try:
+            fd, locks = self._fd, self._locks
+        except AttributeError:  # __init__ did not run to its end
+            return
+        if fd >= 0:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
             self.close()
-        elif getattr(self, "_locks", None) is not None:
+        elif locks is not None:
             self._drop_lock()
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ and shared with attach_many(); the bind and the post-bind check are
 from __future__ import annotations
 
 import builtins
+import os
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import _c
@@ -34,7 +35,7 @@ from .control import control, missing_node_error
 from .device import LoopDevice
 from .legacy import bind_legacy
 from .locks import LOCK_SHARED
-from .request import DIRECT_IO, AttachRequest, LockArg, check_backing
+from .request import DIRECT_IO, READ_SETTINGS, AttachRequest, LockArg, check_backing
 from .reuse import find_reusable
 
 if TYPE_CHECKING:
@@ -160,27 +161,41 @@ def attach_request(backing: Backing, request: AttachRequest,
                    reuse_bound: bool = False) -> LoopDevice:
     """attach() of one backing file with a checked request (attach_many's
     legacy path binds each of its files so)."""
-    with BackingFile.open(backing, request.read_only,
-                          probe_direct_io=bool(request.flags & DIRECT_IO)) as bf:
-        flags = check_backing(request, bf)
-        use_legacy = request.use_legacy()
-        if not reuse_bound:
-            device = _attach_new(bf, request, flags, use_legacy)
-        else:
-            with control.held(request.deadline_ns):
-                reused = find_reusable(bf, request)
-                if reused is not None:
-                    return reused
-                request.options |= _c.lib.LC_ATTACH_CONTROL_HELD
-                device = _attach_new(bf, request, flags, use_legacy)
-        if request.lock_mode == LOCK_SHARED:
-            # Exclusive until the device was ready; now others may read.
+    device = None
+    if (type(backing) is str or isinstance(backing, (bytes, os.PathLike))) \
+            and not reuse_bound and not request.use_legacy():
+        # A path, the common case: lc_attach opens it itself (one C call).
+        bf = BackingFile.unopened(backing if type(backing) is str else os.fsdecode(backing))
+        if bf is not None:
             try:
-                device._adopt_lock(device._lock_fd, LOCK_SHARED)
-            except BaseException:
-                teardown.unbind_fresh(device)
-                raise
-        return device
+                device = _attach_new(bf, request, request.flags, False)
+            except binding.SettingsIgnored:
+                # Linux 5.8 ignored part of LOOP_CONFIGURE (fixed in 5.9):
+                # like systemd, the legacy path from now on, with the file
+                # opened below, as the legacy bind needs it.
+                control.distrust_configure()
+    if device is None:
+        with BackingFile.open(backing, request.read_only,
+                              probe_direct_io=bool(request.flags & DIRECT_IO)) as bf:
+            flags = check_backing(request, bf)
+            use_legacy = request.use_legacy()
+            if not reuse_bound:
+                device = _attach_new(bf, request, flags, use_legacy)
+            else:
+                with control.held(request.deadline_ns):
+                    reused = find_reusable(bf, request)
+                    if reused is not None:
+                        return reused
+                    request.options |= _c.lib.LC_ATTACH_CONTROL_HELD
+                    device = _attach_new(bf, request, flags, use_legacy)
+    if request.lock_mode == LOCK_SHARED:
+        # Exclusive until the device was ready; now others may read.
+        try:
+            device._adopt_lock(device._lock_fd, LOCK_SHARED)
+        except BaseException:
+            teardown.unbind_fresh(device)
+            raise
+    return device
 
 
 def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
@@ -195,10 +210,13 @@ def _attach_new(bf: BackingFile, request: AttachRequest, flags: int,
             state = binding.bind(bf, request, flags)
             device = binding.device_from_result(state)
         try:
-            _check_or_unbind(device, bf, request, state)
+            # check_bound checks the outcome of the options that read the
+            # settings back, and a read-only disk: without either, nothing
+            if request.options & READ_SETTINGS or state.disk_read_only:
+                _check_or_unbind(device, bf, request, state)
         except binding.SettingsIgnored:
-            if use_legacy:
-                raise
+            if use_legacy or bf.fd < 0:
+                raise  # an unopened file: attach_request opens it for the legacy bind
             # Linux 5.8 could ignore LOOP_CONFIGURE's PARTSCAN and block size
             # (fixed in 5.9).  Like systemd: distrust LOOP_CONFIGURE for the
             # rest of the process and bind a new device the old way (the

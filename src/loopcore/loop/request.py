@@ -36,7 +36,7 @@ log = get_logger("loop")
 
 # Plain ints on the hot path: IntFlag arithmetic costs microseconds.
 READ_ONLY, AUTOCLEAR, PARTSCAN, DIRECT_IO = (int(f) for f in Flags)
-_READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
+READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
 _LOCK_DEVICE = _c.lib.LC_ATTACH_LOCK_DEVICE
 
 
@@ -100,7 +100,7 @@ class AttachRequest:
         # outcome has to be checked (PARTSCAN and a block size, which Linux
         # 5.8 could ignore; the size with an offset or a size limit, as
         # util-linux).
-        options = _READ_SETTINGS if partscan or block_size or offset or size_limit else 0
+        options = READ_SETTINGS if partscan or block_size or offset or size_limit else 0
         # partscan: the device lock from before the bind until the
         # partitions' nodes are checked (check_bound drops it unless asked)
         self.options = (options | _LOCK_DEVICE) if self.lock_mode or partscan else options
@@ -113,23 +113,24 @@ class AttachRequest:
             return bool(self.legacy)
         return control.legacy_default()
 
-    def call_options(self) -> int:
-        """lc_attach's options for the next call: the request's, and
-        READ_DEVNUM until this process knows how device numbers map to
-        dev_t (control.learn_devnum_layout)."""
-        return self.options | control.read_devnum_option
-
     def fill(self, backing_fd: int, options: int, flags: int, file_name: bytes,
              first_attempt: int = 0) -> CData:
         """The process's ``struct lc_attach_req``, filled for one C call
         with this request's settings, the call's own (lc_attach_many: a
-        backing fd of -1 and no name) and the retry policy as ``_calls``
-        has it now (tests shrink it).  Only with control.lock held."""
+        backing fd of -1 and no name; lc_attach of a path: a backing fd of
+        -1) and the retry policy as ``_calls`` has it now (tests shrink
+        it).  Only with control.lock held."""
         _pack_request(_C_REQUEST_BYTES, 0, backing_fd, self.number, options, flags, self.offset,
                       self.size_limit, self.block_size, first_attempt, self.deadline_ns,
                       _calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US,
                       _calls.ATTACH_SLEEP_SPAN_US, file_name)
         return _C_REQUEST
+
+
+def offset_past_end(name: str, offset: int, size: int) -> ValueError:
+    """An offset at or past the end of the backing file (lc_attach checks
+    one it opened itself: LC_STEP_OFFSET)."""
+    return ValueError(f"{name}: offset {offset} is at or past the end ({size} bytes)")
 
 
 def _lock_mode(lock: LockArg) -> Optional[str]:
@@ -150,9 +151,8 @@ def check_backing(request: AttachRequest, bf: BackingFile) -> int:
     bind; returns the lo_flags to bind it with (buffered where its file
     system claims direct I/O it cannot do)."""
     offset = request.offset
-    if offset and (offset >= bf.size > 0 or offset > bf.size):
-        raise ValueError(f"{bf.name}: offset {offset} is at or past the end "
-                         f"({bf.size} bytes)")
+    if offset and offset >= bf.size:
+        raise offset_past_end(bf.name, offset, bf.size)
     if not request.read_only and not bf.owned and not bf.writable():
         raise PermissionError(errno.EACCES,
                               "backing is open read-only; pass read_only=True", bf.name)

@@ -18,34 +18,36 @@ from .holders import holders
 from .info import device_path
 
 if TYPE_CHECKING:
-    from .._native import CData
     from .device import LoopDevice
 
 __all__ = ["detach", "detach_failed", "unbind_fresh", "after_unbind"]
 
 log = get_logger("loop")
 
+_NOT_WRITTEN_BACK = _c.lib.LC_NOT_WRITTEN_BACK
+
 
 def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
     """LoopDevice.detach() (see there), errors untranslated: True if the
     backing file was released now, False if the kernel deferred it."""
-    device._check_open()
+    if device._fd < 0:
+        device._check_open()  # raises
     if device._partitions is not None or device._locks is not None:
         _before_detach(device)
-    step = _c.ffi.new("uint32_t *")
-    rc = _c.lib.lc_detach_fd(device._fd, step)
+    rc = _c.lib.lc_detach(device._fd)
     if rc >= 0:  # the common case, without the retries
         device._fd = -1
     else:
         try:
-            detach_failed(device, rc, step)
+            detach_failed(device, rc)
         finally:
             if device._fd >= 0 and device._partitions is not None:
                 fcntl.flock(device._fd, fcntl.LOCK_UN)  # still bound: _lock_for_unbind's
     if device._made_nodes:
         nodes.remove_nodes(device._made_nodes)
         device._made_nodes = ()
-    return after_unbind(device.number, device.diskseq, wait, deferred=rc != 0)
+    # 0: lc_detach saw the kernel unbind it (no look in sysfs)
+    return rc == 0 or after_unbind(device.number, device.diskseq, wait)
 
 
 def _before_detach(device: LoopDevice) -> None:
@@ -77,17 +79,17 @@ def _lock_for_unbind(device: LoopDevice) -> None:
                     device.path, _calls.DETACH_LOCK_WAIT_S)
 
 
-def detach_failed(device: LoopDevice, rc: int, step: CData) -> None:
-    """After a failed lc_detach_fd (``step`` says where): retry, or raise
-    with the device still bound and open (closed if it was not bound)."""
+def detach_failed(device: LoopDevice, rc: int) -> None:
+    """After a failed lc_detach (``rc``: its answer): retry, or raise with
+    the device still bound and open (closed if it was not bound)."""
     if rc in (-errno.EAGAIN, -errno.EINTR):
         # the kernel is busy, or a signal (its handler ran): the EAGAIN policy
-        rc = _calls.retry_eagain(lambda: _c.lib.lc_detach_fd(device._fd, step))
+        rc = _calls.retry_eagain(lambda: _c.lib.lc_detach(device._fd))
     if rc >= 0:
         device._fd = -1
         return
-    if step[0] == _c.lib.LC_STEP_WRITE_BACK:
-        raise _not_written_back(-rc, device.path)
+    if rc <= -_NOT_WRITTEN_BACK:
+        raise _not_written_back(-rc - _NOT_WRITTEN_BACK, device.path)
     if rc == -errno.ENXIO and _unbound(device._fd):
         device.close()  # nothing bound to keep open for
     raise error_from_errno(-rc, device.path)
@@ -141,14 +143,12 @@ def released(number: int, diskseq: Optional[int]) -> bool:
 
 
 def after_unbind(number: int, diskseq: Optional[int], wait: Optional[float],
-                 deadline_ns: int = 0, *, deferred: bool = True) -> bool:
+                 deadline_ns: int = 0) -> bool:
     """After a successful LOOP_CLR_FD: True if the backing file is
     released, False if the kernel deferred it (without ``wait``);
     with ``wait`` seconds, wait for it (until ``deadline_ns`` if given:
-    a burst's) or raise TimeoutError naming who still holds the device.
-    ``deferred=False``: lc_detach_fd saw the kernel unbind it (no look in
-    sysfs, the plain detach's fast path)."""
-    if not deferred or released(number, diskseq):
+    a burst's) or raise TimeoutError naming who still holds the device."""
+    if released(number, diskseq):
         return True
     if wait is None:
         log.debug("%s: still open elsewhere; the kernel detaches it at the last close",
