@@ -1,6 +1,35 @@
 """A crash at every step: SIGKILL at each system call of an operation.
 
-The tool (tests/faults.py, crash mode) and, per operation, every k.
+For each operation -- ``attach`` (plain, autoclear, partscan, lock, reuse,
+number, and autoclear+partscan+lock), ``attach_many`` of 10 (with and
+without autoclear), ``detach`` (plain, of a locked device, of one with
+partitions added), ``detach_many`` of 10, ``add_partitions`` -- the
+operation runs once in a forked child to count its calls (N, the calls
+in ``faults.CRASH_SYSCALLS``: those that change or reference state
+outside the process), then once per k, the child SIGKILLed at its k-th
+call (tests/faults.py, crash mode: the call is held by the seccomp
+supervisor and never runs).  After each kill, once the child is reaped:
+
+- autoclear: nothing stays bound to the test's files (waited for with
+  the kernel's uevents, since another opener can delay the last close);
+- otherwise every device left bound is in ``loopcore list`` and
+  ``loopcore find FILE``, its flock is free (it died with the child),
+  and ``loopcore detach`` removes it, after which nothing is bound and
+  no partition of it is left;
+- acknowledged data is not lost: the pattern written through the
+  devices before the operation (detach, detach_many, add_partitions) or
+  after it, once the child noted the write returned (attach,
+  attach_many), is in the backing files after the clean-up.
+
+The command line runs in this process (``loopcore.cli.main``, the entry
+point ``python -m loopcore`` runs): hundreds of points cannot each start
+an interpreter.  ``make test`` tries every k of an operation of up to
+SAMPLED_POINTS calls, else SAMPLED_POINTS of them spread from the first
+to the last; ``LOOPCORE_CRASH_ALL=1`` tries every k of every operation
+(some 20 minutes on a busy 2-CPU machine).  The figures per operation go
+to build/crash-points.md.
+
+Also the tool's own tests, and the regressions the crash points found.
 """
 from __future__ import annotations
 
@@ -124,11 +153,12 @@ class Operation:
     number: bool = False
 
 
-def _write(ctx, devices, pattern: bytes, sync: bool) -> None:
+def _write(ctx, devices, pattern: bytes) -> None:
+    """Write the pattern through each device; acknowledged when pwrite
+    returns (in the page cache, not yet in the file: a kill must not lose
+    it, the last close writes it back)."""
     for dev in devices:
         os.pwrite(dev.fileno(), pattern, PATTERN_OFFSET)
-        if sync:
-            os.fsync(dev.fileno())
 
 
 def _attach_op(**options) -> Callable[..., Callable]:
@@ -136,8 +166,9 @@ def _attach_op(**options) -> Callable[..., Callable]:
         def code(ctx):
             opts = dict(options, number=number) if number is not None else options
             dev = loopcore.attach(str(images[0]), **opts)
-            _write(ctx, [dev], pattern, sync=True)
-            ctx.note("acked")
+            _write(ctx, [dev], pattern)
+            ctx.note("acked")  # the write returned: it is in the page cache
+            dev.close()        # autoclear: the detach
         return code
     return make
 
@@ -146,8 +177,10 @@ def _attach_many_op(**options) -> Callable[..., Callable]:
     def make(images, pattern, number=None):
         def code(ctx):
             devices = loopcore.attach_many([str(i) for i in images], **options)
-            _write(ctx, [devices[0], devices[-1]], pattern, sync=True)
+            _write(ctx, [devices[0], devices[-1]], pattern)
             ctx.note("acked")
+            for dev in devices:
+                dev.close()
         return code
     return make
 
@@ -163,7 +196,7 @@ def _setup_attached(*, many: bool = False, partitions: bool = False, **options):
             else:
                 devices = [loopcore.attach(str(images[0]), **options)]
             if pattern:
-                _write(ctx, devices, pattern, sync=False)
+                _write(ctx, devices, pattern)
             if partitions:
                 for dev in devices:
                     dev.add_partitions()
