@@ -39,6 +39,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -118,7 +119,31 @@ def test_bad_arguments():
         run_until_crash("pass", 0)
     with pytest.raises(ValueError):
         count_syscalls("pass", syscalls=["no_such_call"])
-    assert "ioctl" in CRASH_SYSCALLS and "sendmsg" not in CRASH_SYSCALLS
+    assert "ioctl" in CRASH_SYSCALLS and "recvmsg" not in CRASH_SYSCALLS
+
+
+def test_a_reply_is_a_step_the_tools_own_channel_is_not():
+    """sendto on the code's socket is counted (and held at the kill);
+    ctx.note's sendmsg on the tool's socket is neither counted nor held."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        def code(ctx):
+            ctx.note("before")
+            theirs.send(b"reply")  # sendto
+            ctx.note("after")
+
+        counted = count_syscalls(code)
+        assert [c.name for c in counted.calls] == ["sendto"], counted.calls
+        assert counted.notes == ["before", "after"] and mine.recv(16) == b"reply"
+        killed = run_until_crash(code, 1)
+        assert killed.killed_at is not None and killed.killed_at.name == "sendto"
+        assert killed.notes == ["before"]
+        mine.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            mine.recv(16)  # the reply never went
+    finally:
+        mine.close()
+        theirs.close()
 
 
 # --- every step of each operation -----------------------------------------------------
