@@ -154,8 +154,11 @@ _NAMES = {nr: name for name, nr in SYSCALLS.items()}
 #: sendmsg: a reply to the kernel).  A kill between two other calls leaves
 #: the same state as a kill at the next of these, so stopping at each of
 #: these is stopping at every distinct step.  Not counted: reads and
-#: receives, stats, memory and signal calls; never counted: any call on
-#: the tool's own socket to the parent (the filter lets those through).
+#: receives, stats, memory and signal calls, and among these the
+#: read-only opens of /sys and /proc files and the closes, ioctls and
+#: fcntls of such fds (they change nothing; their number grows with the
+#: devices on the machine); never counted: any call on the tool's own
+#: socket to the parent (the filter lets those through).
 CRASH_SYSCALLS = tuple(name for name in (
     "open", "openat", "close", "ioctl", "flock", "fcntl", "write", "pwrite64", "fsync",
     "fdatasync", "sync_file_range", "ftruncate", "fallocate", "mknod", "mknodat",
@@ -662,6 +665,49 @@ class _Supervisor:
         _answer(listener, notif_id, err)
 
 
+_AT_FDCWD = 0xFFFFFF9C  # -100, as the low 32 bits of an argument
+_PSEUDO_FS = ("/sys/", "/proc/")
+
+
+def _fd_target(pid: int, fd: int, listener: int, notif_id: int) -> Optional[str]:
+    """What the caller's ``fd`` is open on (None: unknown)."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}" if fd != _AT_FDCWD else f"/proc/{pid}/cwd")
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("=Q", notif_id))
+    except OSError:
+        return None
+    return target
+
+
+def _opened_path(pid: int, name: str, args: tuple, listener: int,
+                 notif_id: int) -> Optional[str]:
+    """The path an open/openat names, made absolute (None if unreadable)."""
+    raw = _path_of(pid, args[_PATH_ARG[name]], listener, notif_id)
+    if raw is None:
+        return None
+    path = os.fsdecode(raw)
+    if name == "openat" and not path.startswith("/"):
+        base = _fd_target(pid, args[0] & 0xFFFFFFFF, listener, notif_id)
+        path = path if base is None else os.path.join(base, path)
+    return path
+
+
+def _reads_a_pseudo_file(pid: int, name: str, args: tuple, path: Optional[str],
+                         listener: int, notif_id: int) -> bool:
+    """A read-only open of a /sys or /proc file (or directory), or a close,
+    ioctl or fcntl of one: it changes nothing, so it is no step.  (How
+    many there are depends on the machine: a look-up over every loop
+    device reads a sysfs file per device.)"""
+    if name in ("open", "openat"):
+        flags = args[1] if name == "open" else args[2]
+        return path is not None and path.startswith(_PSEUDO_FS) and \
+            flags & os.O_ACCMODE == os.O_RDONLY
+    if name in ("close", "ioctl", "fcntl"):
+        target = _fd_target(pid, args[0] & 0xFFFFFFFF, listener, notif_id)
+        return target is not None and target.startswith(_PSEUDO_FS)
+    return False
+
+
 class _Crasher:
     """Crash mode: count the calls from "start" to "disarm"; at the
     ``kill_at``-th, SIGKILL the child instead of answering (the call never
@@ -685,8 +731,10 @@ class _Crasher:
             name = _NAMES.get(nr, str(nr))
             path = None
             if name in ("open", "openat"):
-                raw = _path_of(pid, args[_PATH_ARG[name]], listener, notif_id)
-                path = None if raw is None else os.fsdecode(raw)
+                path = _opened_path(pid, name, args, listener, notif_id)
+            if _reads_a_pseudo_file(pid, name, args, path, listener, notif_id):
+                _answer(listener, notif_id)
+                return
             call = Syscall(name, args[:3], path)
             self.calls.append(call)
             if self.kill_at is not None and len(self.calls) >= self.kill_at:
