@@ -114,6 +114,21 @@ def test_a_chosen_set_of_calls(tmp_path: Path):
     assert (tmp_path / "steps2").read_bytes() == b"one"
 
 
+def test_reading_sys_and_proc_is_no_step(tmp_path: Path):
+    target = tmp_path / "written"
+
+    def code(ctx):
+        with open("/proc/self/status", "rb") as f:  # openat, ioctl (isatty), close
+            f.read()
+        os.listdir("/sys/block")                    # openat of a directory, close
+        target.write_bytes(b"x")                    # openat, ioctl, write, close: steps
+
+    counted = count_syscalls(code)
+    assert counted.finished, counted.output
+    assert [c.name for c in counted.calls] == ["openat", "ioctl", "write", "close"]
+    assert counted.calls[0].path == str(target)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         run_until_crash("pass", 0)
