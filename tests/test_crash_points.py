@@ -26,8 +26,8 @@ point ``python -m loopcore`` runs): hundreds of points cannot each start
 an interpreter.  ``make test`` tries every k of an operation of up to
 SAMPLED_POINTS calls, else SAMPLED_POINTS of them spread from the first
 to the last; ``LOOPCORE_CRASH_ALL=1`` tries every k of every operation
-(some 20 minutes on a busy 2-CPU machine).  The figures per operation go
-to build/crash-points.md.
+(some 400 points, about 6 minutes on a busy 2-CPU machine).  The figures
+per operation go to build/crash-points.md.
 
 Also the tool's own tests, and the regressions the crash points found.
 """
