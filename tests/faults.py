@@ -37,6 +37,25 @@ its report.  ``interrupt_after`` (seconds) makes a SIGALRM handler raise
 fails with EINTR for ever, PEP 475 says retry as long as signal handlers
 do not raise, so this is how such a retry loop is expected to end.
 
+Crash mode: ``run_until_crash(code, kill_at=k, ...)`` stops the child at
+its k-th system call instead: the filter sends every call named in
+``syscalls`` (default :data:`CRASH_SYSCALLS`, the calls that change or
+reference state outside the process) to the parent, which counts those
+``code`` makes (not ``setup``'s, nor the tool's own) and, at the k-th,
+SIGKILLs the child without answering, so that call never runs.
+``count_syscalls(code, ...)`` runs the same code uninterrupted and
+returns the calls it made, so "every step" is k = 1 .. len(result.calls):
+
+    n = len(count_syscalls(code, setup=setup, watch=d).calls)
+    for k in range(1, n + 1):
+        result = run_until_crash(code, k, setup=setup, watch=d)
+        result.killed_at                    # Syscall: e.g. ioctl(5, LOOP_CONFIGURE)
+        result.notes                        # what code sent by ctx.note(...) before
+        result.bound                        # read by the parent after the reap
+
+``ctx.note(value)`` sends a value to the parent at once (what the code has
+acknowledged so far: it survives the kill).
+
 x86_64 and aarch64; needs root (or CAP_SYS_ADMIN) only for what the code
 itself does: the filter is installed with PR_SET_NO_NEW_PRIVS.
 """
@@ -58,12 +77,13 @@ import struct
 import tempfile
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Fault", "run_with_faults", "ChildResult", "ErrorInfo", "FaultStats", "Interrupted",
     "FaultToolError", "ONCE", "ALWAYS", "bound_under", "open_fds", "fast_retries",
-    "dm_ioctl", "SYSCALLS",
+    "dm_ioctl", "SYSCALLS", "run_until_crash", "count_syscalls", "Syscall", "CRASH_SYSCALLS",
+    "REQUEST_NAMES",
 ]
 
 ONCE = 1
@@ -75,8 +95,16 @@ LOOP_SET_FD = 0x4C00
 LOOP_CLR_FD = 0x4C01
 LOOP_SET_STATUS64 = 0x4C04
 LOOP_GET_STATUS64 = 0x4C05
+LOOP_CHANGE_FD = 0x4C06
+LOOP_SET_CAPACITY = 0x4C07
+LOOP_SET_DIRECT_IO = 0x4C08
+LOOP_SET_BLOCK_SIZE = 0x4C09
 LOOP_CONFIGURE = 0x4C0A
+LOOP_CTL_ADD = 0x4C80
+LOOP_CTL_REMOVE = 0x4C81
 LOOP_CTL_GET_FREE = 0x4C82
+BLKRRPART = 0x125F
+BLKPG = 0x1269
 BLKROGET = 0x125E
 BLKFLSBUF = 0x1261
 BLKSSZGET = 0x1268
@@ -102,6 +130,10 @@ _SYSCALL_TABLE = {
     "ioctl": (16, 29), "pread64": (17, 67), "pwrite64": (18, 68), "flock": (73, 32),
     "fsync": (74, 82), "fdatasync": (75, 83), "openat": (257, 56), "newfstatat": (262, 79),
     "statx": (332, 291), "sync_file_range": (277, 84), "seccomp": (317, 277),
+    "fcntl": (72, 25), "ftruncate": (77, 46), "rename": (82, None), "unlink": (87, None),
+    "mknod": (133, None), "mknodat": (259, 33), "unlinkat": (263, 35),
+    "fallocate": (285, 47), "renameat2": (316, 276), "sendto": (44, 206),
+    "recvfrom": (45, 207), "sendmsg": (46, 211), "recvmsg": (47, 212),
 }
 _ARCHES = {"x86_64": (0, 0xC000003E), "aarch64": (1, 0xC00000B7)}  # (column, AUDIT_ARCH)
 _MACHINE = platform.machine()
@@ -113,6 +145,24 @@ SYSCALLS: Dict[str, int] = {name: nrs[_COLUMN] for name, nrs in _SYSCALL_TABLE.i
                             if nrs[_COLUMN] is not None}  # type: ignore[misc]
 # where the path argument sits, for Fault(path=...)
 _PATH_ARG = {"open": 0, "openat": 1, "newfstatat": 1, "statx": 1}
+_NAMES = {nr: name for name, nr in SYSCALLS.items()}
+
+#: What crash mode counts by default: every call of the child that can change
+#: state outside the process (a device, a file, a lock, a node) or that
+#: makes or drops a reference to one (open, close: the last close of an
+#: autoclear loop device detaches it), or that answers someone (sendto,
+#: sendmsg: a reply to the kernel).  A kill between two other calls leaves
+#: the same state as a kill at the next of these, so stopping at each of
+#: these is stopping at every distinct step.  Not counted: reads and
+#: receives, stats, memory and signal calls, and among these the
+#: read-only opens of /sys and /proc files and the closes, ioctls and
+#: fcntls of such fds (they change nothing; their number grows with the
+#: devices on the machine); never counted: any call on the tool's own
+#: socket to the parent (the filter lets those through).
+CRASH_SYSCALLS = tuple(name for name in (
+    "open", "openat", "close", "ioctl", "flock", "fcntl", "write", "pwrite64", "fsync",
+    "fdatasync", "sync_file_range", "ftruncate", "fallocate", "mknod", "mknodat",
+    "unlink", "unlinkat", "rename", "renameat2", "sendto", "sendmsg") if name in SYSCALLS)
 
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER = 1
@@ -126,7 +176,7 @@ SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102  # _IOW('!', 2, __u64)
 _NOTIF = struct.Struct("=QIIiIQ6Q")      # id, pid, flags, seccomp_data (nr, arch, ip, args)
 _RESP = struct.Struct("=QqiI")           # id, val, error, flags
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
-_OFF_NR, _OFF_ARCH, _OFF_ARG1_LO = 0, 4, 24  # seccomp_data offsets (little-endian)
+_OFF_NR, _OFF_ARCH, _OFF_ARG0_LO, _OFF_ARG1_LO = 0, 4, 16, 24  # seccomp_data (little-endian)
 
 
 class FaultToolError(RuntimeError):
@@ -206,6 +256,26 @@ class ErrorInfo:
 
 
 @dataclasses.dataclass
+class Syscall:
+    """One call crash mode counted: its name, first three arguments, and
+    for open/openat the path (None if unreadable)."""
+
+    name: str
+    args: Tuple[int, ...]
+    path: Optional[str] = None
+
+    def __str__(self) -> str:
+        if self.name in ("open", "openat"):
+            return f"{self.name}({self.path!r})"
+        if self.name == "ioctl":
+            request = self.args[1] & 0xFFFFFFFF
+            return f"ioctl({self.args[0]}, {REQUEST_NAMES.get(request, hex(request))})"
+        if self.name in ("flock", "fcntl"):
+            return f"{self.name}({self.args[0]}, {self.args[1]})"
+        return f"{self.name}({self.args[0]})"
+
+
+@dataclasses.dataclass
 class ChildResult:
     """The child's report.  ``error`` is None when ``code`` returned.
 
@@ -213,7 +283,9 @@ class ChildResult:
     child died without one (then ``output`` holds its stdout+stderr).
     ``bound``: {"/dev/loopN": backing} for files under ``watch`` when the
     child reported; ``leaked_fds``: {fd: target} open after ``code`` that
-    were not open before it.
+    were not open before it.  Crash mode (:func:`run_until_crash`) adds
+    ``calls`` (the counted calls), ``killed_at`` (the call the child was
+    killed at, or None) and ``notes`` (what ``ctx.note`` sent).
     """
 
     error: Optional[ErrorInfo] = None
@@ -225,11 +297,14 @@ class ChildResult:
     crashed: Optional[str] = None
     output: str = ""
     seconds: float = 0.0
+    calls: List[Syscall] = dataclasses.field(default_factory=list)
+    killed_at: Optional[Syscall] = None
+    notes: List[Any] = dataclasses.field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         """The child ran ``code`` to the end (returned or raised) and reported."""
-        return not self.timed_out and self.crashed is None
+        return not self.timed_out and self.crashed is None and self.killed_at is None
 
     @property
     def injected(self) -> int:
@@ -307,7 +382,9 @@ class Context:
     """What ``setup`` and ``code`` get in the child.
 
     ``state``: anything, from ``setup`` to ``code``; ``report``: a JSON-able
-    dict sent back as ``ChildResult.report``; ``disarm()``: stop injecting.
+    dict sent back as ``ChildResult.report``; ``note(value)``: send a value
+    at once (kept even if the child is killed); ``disarm()``: stop
+    injecting (crash mode: stop counting).
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -315,6 +392,12 @@ class Context:
         self._armed = False
         self.state: Dict[str, Any] = {}
         self.report: Dict[str, Any] = {}
+
+    def note(self, value: Any) -> None:
+        """Send ``value`` (JSON-able) to the parent now: it lands in
+        ``ChildResult.notes`` even if the child is killed right after, so
+        a crash test can tell what the code had acknowledged by then."""
+        _send(self._sock, {"op": "note", "value": value})
 
     def disarm(self) -> None:
         """Let every later matching call pass (waits for the parent's ack)."""
@@ -337,16 +420,24 @@ def _run(code: Code, ctx: Context, namespace: Dict[str, Any]) -> None:
         code(ctx)
 
 
-def _filter_program(faults: List[Fault]) -> bytes:
-    """BPF: USER_NOTIF for (nr[, low 32 bits of arg1]) of each fault, else ALLOW."""
-    matchers = []
+def _matchers(faults: List[Fault]) -> List[tuple]:
+    """(nr, low 32 bits of arg1 or None) of each fault, without repeats."""
+    matchers: List[tuple] = []
     for f in faults:
         key = (f.nr, None if f.path is not None else f.request)
         if key not in matchers:
             matchers.append(key)
+    return matchers
+
+
+def _filter_program(matchers: List[tuple], exempt_fd: Optional[int] = None) -> bytes:
+    """BPF: USER_NOTIF for each (nr, low 32 bits of arg1 or None: any), else
+    ALLOW; every call whose first argument is ``exempt_fd`` is ALLOWed."""
     # Instructions as (code, jt, jf, k); jumps to labels resolved below.
-    prog: List[tuple] = [(BPF_LD_W_ABS, 0, 0, _OFF_ARCH), (BPF_JEQ_K, 0, "allow", AUDIT_ARCH),
-                         (BPF_LD_W_ABS, 0, 0, _OFF_NR)]
+    prog: List[tuple] = [(BPF_LD_W_ABS, 0, 0, _OFF_ARCH), (BPF_JEQ_K, 0, "allow", AUDIT_ARCH)]
+    if exempt_fd is not None:
+        prog += [(BPF_LD_W_ABS, 0, 0, _OFF_ARG0_LO), (BPF_JEQ_K, "allow", 0, exempt_fd)]
+    prog.append((BPF_LD_W_ABS, 0, 0, _OFF_NR))
     for nr, request in matchers:
         if request is None:
             prog.append((BPF_JEQ_K, "notify", 0, nr))
@@ -368,9 +459,9 @@ def _filter_program(faults: List[Fault]) -> bytes:
     return b"".join(out)
 
 
-def _install_filter(faults: List[Fault]) -> int:
+def _install_filter(matchers: List[tuple], exempt_fd: Optional[int] = None) -> int:
     """Install the filter in this (child) process; return the listener fd."""
-    prog = ctypes.create_string_buffer(_filter_program(faults))
+    prog = ctypes.create_string_buffer(_filter_program(matchers, exempt_fd))
     count = len(prog.raw) // 8
     fprog = ctypes.create_string_buffer(struct.pack("HP", count, ctypes.addressof(prog)))
     libc = ctypes.CDLL(None, use_errno=True)
@@ -387,22 +478,23 @@ def _install_filter(faults: List[Fault]) -> int:
     return int(fd)
 
 
-def _child_main(sock: socket.socket, code: Code, setup: Optional[Code], faults: List[Fault],
-                watch: Optional[str], interrupt_after: Optional[float]) -> None:
+def _child_main(sock: socket.socket, code: Code, setup: Optional[Code], matchers: List[tuple],
+                watch: Optional[str], interrupt_after: Optional[float], crash: bool) -> None:
     sock.settimeout(60)  # a parent that stopped answering cannot hold us for ever
     ctx = Context(sock)
     namespace: Dict[str, Any] = {"ctx": ctx}
     try:
         if setup is not None:
             _run(setup, ctx, namespace)
-        listener = _install_filter(faults)
+        before = open_fds()
+        # crash mode: the tool's own socket never stops (sendmsg may be counted)
+        listener = _install_filter(matchers, sock.fileno() if crash else None)
         _send(sock, {"op": "listener"}, [listener])
         os.close(listener)
         ctx._armed = True
     except BaseException as exc:
         _send(sock, {"op": "setup_error", "error": describe_error(exc)})
         return
-    before = open_fds()
     alarm = {"on": False}
 
     def on_alarm(signum: int, frame: object) -> None:
@@ -414,6 +506,8 @@ def _child_main(sock: socket.socket, code: Code, setup: Optional[Code], faults: 
         signal.signal(signal.SIGALRM, on_alarm)
         alarm["on"] = True
         signal.setitimer(signal.ITIMER_REAL, interrupt_after)
+    if crash:  # the parent counts the calls after this message, up to the disarm
+        _send(sock, {"op": "start"})
     error = None
     try:
         try:
@@ -422,9 +516,9 @@ def _child_main(sock: socket.socket, code: Code, setup: Optional[Code], faults: 
             alarm["on"] = False
             if interrupt_after:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+            ctx.disarm()  # before describing an error: that reads source files
     except BaseException as exc:
         error = describe_error(exc)
-    ctx.disarm()
     after = open_fds()
     leaked = {fd: target for fd, target in after.items() if before.get(fd) != target}
     _send(sock, {"op": "result", "error": error, "report": ctx.report,
@@ -480,13 +574,52 @@ def _read_cstring(pid: int, addr: int, limit: int = 4096) -> Optional[bytes]:
         os.close(fd)
 
 
+def _receive_notification(listener: int) -> Optional[tuple]:
+    """(id, pid, nr, args) of the next notification; None if its caller is gone."""
+    buf = bytearray(_NOTIF.size)  # must be zeroed
+    try:
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
+    except OSError as exc:
+        if exc.errno in (_errno.ENOENT, _errno.EINTR):
+            return None  # the caller was interrupted or died meanwhile
+        raise
+    notif_id, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
+    return notif_id, pid, nr, tuple(args)
+
+
+def _answer(listener: int, notif_id: int, err: int = 0) -> None:
+    """Fail the call with ``err``, or (0) let it run."""
+    resp = _RESP.pack(notif_id, 0, -err, 0) if err else \
+        _RESP.pack(notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+    try:
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp)
+    except OSError as exc:
+        if exc.errno != _errno.ENOENT:  # interrupted by a signal, or dead
+            raise
+
+
+def _path_of(pid: int, addr: int, listener: int, notif_id: int) -> Optional[bytes]:
+    """The path string at ``addr`` in the caller, None if unreadable."""
+    path = _read_cstring(pid, addr)
+    try:  # the memory we read was the caller's only if the id is still valid
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("=Q", notif_id))
+    except OSError:
+        return None
+    return path
+
+
 class _Supervisor:
+    """Fault mode: fail the matching calls as the faults say."""
+
     def __init__(self, faults: List[Fault]) -> None:
         self.faults = faults
         self.stats = [FaultStats() for _ in faults]
         self.left = [f.times for f in faults]
         self.to_pass = [f.after for f in faults]
         self.armed = True
+        self.started = True  # fault mode acts from the filter on
+        self.killed_at: Optional[Syscall] = None
+        self.calls: List[Syscall] = []
         self.patterns = [re.compile(f.path) if f.path is not None else None for f in faults]
 
     def _matches(self, i: int, pid: int, nr: int, args: tuple, listener: int,
@@ -500,31 +633,22 @@ class _Supervisor:
         if pattern is not None:
             where = _PATH_ARG[str(f.syscall)]
             if where not in paths:
-                paths[where] = _read_cstring(pid, args[where])
-                try:  # the memory we read was the caller's only if the id is still valid
-                    fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID,
-                                struct.pack("=Q", notif_id))
-                except OSError:
-                    paths[where] = None
+                paths[where] = _path_of(pid, args[where], listener, notif_id)
             path = paths[where]
             if path is None or not pattern.fullmatch(os.fsdecode(path)):
                 return False
         return True
 
     def handle(self, listener: int) -> None:
-        buf = bytearray(_NOTIF.size)  # must be zeroed
-        try:
-            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
-        except OSError as exc:
-            if exc.errno in (_errno.ENOENT, _errno.EINTR):
-                return  # the caller was interrupted or died meanwhile
-            raise
-        notif_id, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
+        notification = _receive_notification(listener)
+        if notification is None:
+            return
+        notif_id, pid, nr, args = notification
         err = 0
         if self.armed:
             paths: Dict[int, Optional[bytes]] = {}
             hits = [i for i in range(len(self.faults))
-                    if self._matches(i, pid, nr, tuple(args), listener, notif_id, paths)]
+                    if self._matches(i, pid, nr, args, listener, notif_id, paths)]
             for i in hits:
                 if self.to_pass[i] > 0:
                     self.to_pass[i] -= 1
@@ -538,13 +662,86 @@ class _Supervisor:
             else:
                 for i in hits:
                     self.stats[i].passed += 1
-        resp = _RESP.pack(notif_id, 0, -err, 0) if err else \
-            _RESP.pack(notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-        try:
-            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp)
-        except OSError as exc:
-            if exc.errno != _errno.ENOENT:  # interrupted by a signal, or dead
-                raise
+        _answer(listener, notif_id, err)
+
+
+_AT_FDCWD = 0xFFFFFF9C  # -100, as the low 32 bits of an argument
+_PSEUDO_FS = ("/sys/", "/proc/")
+
+
+def _fd_target(pid: int, fd: int, listener: int, notif_id: int) -> Optional[str]:
+    """What the caller's ``fd`` is open on (None: unknown)."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}" if fd != _AT_FDCWD else f"/proc/{pid}/cwd")
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("=Q", notif_id))
+    except OSError:
+        return None
+    return target
+
+
+def _opened_path(pid: int, name: str, args: tuple, listener: int,
+                 notif_id: int) -> Optional[str]:
+    """The path an open/openat names, made absolute (None if unreadable)."""
+    raw = _path_of(pid, args[_PATH_ARG[name]], listener, notif_id)
+    if raw is None:
+        return None
+    path = os.fsdecode(raw)
+    if name == "openat" and not path.startswith("/"):
+        base = _fd_target(pid, args[0] & 0xFFFFFFFF, listener, notif_id)
+        path = path if base is None else os.path.join(base, path)
+    return path
+
+
+def _reads_a_pseudo_file(pid: int, name: str, args: tuple, path: Optional[str],
+                         listener: int, notif_id: int) -> bool:
+    """A read-only open of a /sys or /proc file (or directory), or a close,
+    ioctl or fcntl of one: it changes nothing, so it is no step.  (How
+    many there are depends on the machine: a look-up over every loop
+    device reads a sysfs file per device.)"""
+    if name in ("open", "openat"):
+        flags = args[1] if name == "open" else args[2]
+        return path is not None and path.startswith(_PSEUDO_FS) and \
+            flags & os.O_ACCMODE == os.O_RDONLY
+    if name in ("close", "ioctl", "fcntl"):
+        target = _fd_target(pid, args[0] & 0xFFFFFFFF, listener, notif_id)
+        return target is not None and target.startswith(_PSEUDO_FS)
+    return False
+
+
+class _Crasher:
+    """Crash mode: count the calls from "start" to "disarm"; at the
+    ``kill_at``-th, SIGKILL the child instead of answering (the call never
+    runs)."""
+
+    def __init__(self, pid: int, kill_at: Optional[int]) -> None:
+        self.pid = pid
+        self.kill_at = kill_at
+        self.armed = True
+        self.started = False
+        self.stats: List[FaultStats] = []
+        self.calls: List[Syscall] = []
+        self.killed_at: Optional[Syscall] = None
+
+    def handle(self, listener: int) -> None:
+        notification = _receive_notification(listener)
+        if notification is None:
+            return
+        notif_id, pid, nr, args = notification
+        if self.started and self.armed and self.killed_at is None:
+            name = _NAMES.get(nr, str(nr))
+            path = None
+            if name in ("open", "openat"):
+                path = _opened_path(pid, name, args, listener, notif_id)
+            if _reads_a_pseudo_file(pid, name, args, path, listener, notif_id):
+                _answer(listener, notif_id)
+                return
+            call = Syscall(name, args[:3], path)
+            self.calls.append(call)
+            if self.kill_at is not None and len(self.calls) >= self.kill_at:
+                self.killed_at = call
+                os.kill(self.pid, signal.SIGKILL)  # our own unreaped child
+                return
+        _answer(listener, notif_id)
 
 
 def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = None,
@@ -560,6 +757,65 @@ def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = 
     :class:`FaultToolError` if setup or the filter failed.
     """
     faults = list(faults)
+    return _run_child(code, setup, _matchers(faults), lambda pid: _Supervisor(faults),
+                      timeout=timeout, watch=watch, interrupt_after=interrupt_after,
+                      crash=False)
+
+
+def run_until_crash(code: Code, kill_at: Optional[int], *, setup: Optional[Code] = None,
+                    syscalls: Sequence[str] = CRASH_SYSCALLS, timeout: float = 10.0,
+                    watch: Union[str, "os.PathLike[str]", None] = None) -> ChildResult:
+    """Run ``code`` in a forked child and SIGKILL it at its ``kill_at``-th call.
+
+    Counted are the calls of ``code`` whose names are in ``syscalls``
+    (default :data:`CRASH_SYSCALLS`), from its start to its end, in every
+    thread; ``setup`` runs first, uncounted.  The ``kill_at``-th call
+    (1-based) never runs: the parent holds it and kills the child, so calls
+    1 .. kill_at-1 ran.  ``kill_at=None`` kills nothing and only counts
+    (:func:`count_syscalls`).
+
+    The result: ``killed_at`` is the call the child was stopped at (None:
+    ``code`` ended first and the result is a normal report); ``calls`` the
+    counted calls in order, the last one the killed call; ``notes`` what
+    the code sent with ``ctx.note`` before it died; ``bound``, when
+    ``watch`` is given, the loop devices bound to files under it, read by
+    the parent after the child was reaped (its fds are closed by then;
+    another opener, such as udev probing, may still delay an autoclear
+    unbind).  ``timed_out`` if neither the kill nor the end came within
+    ``timeout`` seconds.  Raises :class:`FaultToolError` if setup or the
+    filter failed.
+
+    Every k of an operation: ``n = len(count_syscalls(code, ...).calls)``,
+    then ``run_until_crash(code, k, ...)`` for k in 1..n.  The count is
+    exact for code that makes the same calls each time; code with retries
+    or timing-dependent paths may make a few more or fewer, then a k past
+    the end finishes instead of crashing.
+    """
+    for name in syscalls:
+        if name not in SYSCALLS:
+            raise ValueError(f"unknown syscall {name!r} on {_MACHINE}")
+    if kill_at is not None and kill_at < 1:
+        raise ValueError("kill_at counts from 1")
+    matchers = [(SYSCALLS[name], None) for name in dict.fromkeys(syscalls)]
+    return _run_child(code, setup, matchers, lambda pid: _Crasher(pid, kill_at),
+                      timeout=timeout, watch=watch, interrupt_after=None, crash=True)
+
+
+def count_syscalls(code: Code, *, setup: Optional[Code] = None,
+                   syscalls: Sequence[str] = CRASH_SYSCALLS, timeout: float = 10.0,
+                   watch: Union[str, "os.PathLike[str]", None] = None) -> ChildResult:
+    """Run ``code`` uninterrupted in a child, counting its calls as
+    :func:`run_until_crash` does: ``len(result.calls)`` is the number of
+    crash points, ``result.calls`` says what each is."""
+    return run_until_crash(code, None, setup=setup, syscalls=syscalls, timeout=timeout,
+                           watch=watch)
+
+
+def _run_child(code: Code, setup: Optional[Code], matchers: List[tuple],
+               make_supervisor: Callable[[int], Union[_Supervisor, _Crasher]], *,
+               timeout: float, watch: Union[str, "os.PathLike[str]", None],
+               interrupt_after: Optional[float], crash: bool) -> ChildResult:
+    """Fork, run ``code`` under the filter of ``matchers``, supervise, report."""
     watch_dir = os.fspath(watch) if watch is not None else None
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     output = tempfile.TemporaryFile()
@@ -571,7 +827,7 @@ def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = 
             parent_sock.close()
             os.dup2(output.fileno(), 1)
             os.dup2(output.fileno(), 2)
-            _child_main(child_sock, code, setup, faults, watch_dir, interrupt_after)
+            _child_main(child_sock, code, setup, matchers, watch_dir, interrupt_after, crash)
             status = 0
         except BaseException:
             try:
@@ -581,16 +837,47 @@ def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = 
         finally:
             os._exit(status)
     child_sock.close()
-    supervisor = _Supervisor(faults)
-    result = ChildResult(stats=supervisor.stats)
+    supervisor = make_supervisor(pid)
+    result = ChildResult(stats=supervisor.stats, calls=supervisor.calls)
     listener = -1
     setup_error = None
+    state = {"done": False}
+
+    def on_message(msg: Optional[Dict[str, Any]], fds: List[int]) -> None:
+        nonlocal listener, setup_error
+        op = None if msg is None else msg.get("op")
+        if msg is None:
+            result.crashed = "the child exited without a report"
+            state["done"] = True
+        elif op == "listener":
+            listener = fds[0]
+            poller.register(listener, select.POLLIN)
+        elif op == "start":
+            supervisor.started = True
+        elif op == "note":
+            result.notes.append(msg["value"])
+        elif op == "disarm":
+            supervisor.armed = False
+            _send(parent_sock, {"op": "disarmed"})
+        elif op == "setup_error":
+            setup_error = msg["error"]
+            state["done"] = True
+        elif op == "result":
+            if msg["error"] is not None:
+                result.error = ErrorInfo(**msg["error"])
+            result.report = msg["report"]
+            result.leaked_fds = {int(k): v for k, v in msg["leaked_fds"].items()}
+            result.bound = msg["bound"]
+            state["done"] = True
+
+    def pending_message() -> bool:
+        return bool(select.select([parent_sock], [], [], 0)[0])
+
     try:
         poller = select.poll()
         poller.register(parent_sock, select.POLLIN)
         deadline = start + timeout
-        done = False
-        while not done:
+        while not state["done"]:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 result.timed_out = True
@@ -598,33 +885,21 @@ def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = 
             for fd, events in poller.poll(max(1, int(remaining * 1000))):
                 if fd == listener:
                     if events & select.POLLIN:
+                        # Crash mode: a message the child sent before this
+                        # call ("start", a note) is queued by now: take it first.
+                        while crash and not state["done"] and pending_message():
+                            on_message(*_recv(parent_sock))
+                        if state["done"]:
+                            break
                         supervisor.handle(listener)
+                        if supervisor.killed_at is not None:
+                            state["done"] = True
+                            break
                     elif events & (select.POLLHUP | select.POLLERR):
                         poller.unregister(listener)  # no task uses the filter any more
                     continue
-                msg, fds = _recv(parent_sock)
-                if msg is None:
-                    result.crashed = "the child exited without a report"
-                    done = True
-                    break
-                op = msg.get("op")
-                if op == "listener":
-                    listener = fds[0]
-                    poller.register(listener, select.POLLIN)
-                elif op == "disarm":
-                    supervisor.armed = False
-                    _send(parent_sock, {"op": "disarmed"})
-                elif op == "setup_error":
-                    setup_error = msg["error"]
-                    done = True
-                    break
-                elif op == "result":
-                    if msg["error"] is not None:
-                        result.error = ErrorInfo(**msg["error"])
-                    result.report = msg["report"]
-                    result.leaked_fds = {int(k): v for k, v in msg["leaked_fds"].items()}
-                    result.bound = msg["bound"]
-                    done = True
+                on_message(*_recv(parent_sock))
+                if state["done"]:
                     break
     finally:
         # The end, whatever happened: kill, reap, close.  pid is our own
@@ -634,6 +909,18 @@ def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = 
         except ProcessLookupError:
             pass
         _, status = os.waitpid(pid, 0)
+        if supervisor.killed_at is not None:
+            # The notes sent before the kill are still queued: keep them.
+            parent_sock.setblocking(False)
+            try:
+                while True:
+                    msg, fds = _recv(parent_sock)
+                    if msg is None:
+                        break
+                    if msg.get("op") == "note":
+                        result.notes.append(msg["value"])
+            except (BlockingIOError, ConnectionResetError):
+                pass
         if listener >= 0:
             os.close(listener)
         parent_sock.close()
@@ -641,9 +928,21 @@ def run_with_faults(code: Code, faults: List[Fault], *, setup: Optional[Code] = 
         result.output = output.read().decode(errors="replace")
         output.close()
     result.seconds = time.monotonic() - start
+    if crash:
+        result.killed_at = supervisor.killed_at
+        if supervisor.killed_at is not None:
+            result.crashed = None
+        if watch_dir is not None:
+            result.bound = bound_under(watch_dir)
     if result.crashed is not None:
         result.crashed += f" (wait status {status})"
     if setup_error is not None:
         raise FaultToolError(f"setup or filter failed in the child: {setup_error['message']}\n"
                              f"{setup_error['traceback']}")
     return result
+
+
+#: request number -> name, for describing calls
+REQUEST_NAMES: Dict[int, str] = {
+    value: name for name, value in list(globals().items())
+    if name.startswith(("LOOP_", "BLK", "DM_")) and isinstance(value, int)}
