@@ -186,7 +186,8 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
 
     It goes on past a device that fails (which stays bound and open, as
     with detach()) and raises the first failure once all were tried.
-    Devices with partitions added or a lock held take detach() itself.
+    Devices with partitions (added, or found by open()) or a lock held
+    take detach() itself.
     It returns, for each device in order, what :meth:`LoopDevice.detach`
     does: True where the kernel released the backing file at once, False
     where it deferred that to another opener's last close (lc_detach_many
@@ -203,7 +204,7 @@ def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) 
     for device in devices:
         if not isinstance(device, LoopDevice):
             raise TypeError(f"detach_many takes LoopDevices, not {type(device).__name__}")
-        if device.added_partitions or device.locked:
+        if device._partitions is not None or device.locked:  # partitions first
             try:
                 released[id(device)] = device.detach()
             except Exception as e:  # noqa: BLE001 -- the first is raised below
