@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Dict, Optional, Sequence
 
@@ -43,12 +44,19 @@ from .loop import add_parser as _add_loop_commands
 from .loop import columns_help as _columns_help
 
 __all__ = [
-    "main", "build_parser", "SUBCOMMAND_MODULES",
+    "main", "build_parser", "SUBCOMMAND_MODULES", "DROP_INS",
     "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
 ]
 
 #: Subcommands added by modules imported on demand (see the docstring).
 SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.cli.dmlog"}
+
+#: The other tools' command lines: ``loopcore NAME ARGS``, and the program
+#: run under NAME (a symlink), hand ARGS to the module's ``main(argv)``.
+DROP_INS: Dict[str, str] = {
+    "dmsetup": "loopcore.cli.dmsetup",
+    "kpartx": "loopcore.cli.kpartx_dropin",
+}
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
@@ -85,5 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     if argv is None:
         argv = sys.argv[1:]
+        invoked_as = os.path.basename(sys.argv[0])
+        if invoked_as in DROP_INS:
+            return int(importlib.import_module(DROP_INS[invoked_as]).main(argv))
+    if argv and argv[0] in DROP_INS:
+        return int(importlib.import_module(DROP_INS[argv[0]]).main(argv[1:]))
     with _rules.standard_streams():
         return _rules.run(build_parser(argv), argv)
