@@ -209,10 +209,6 @@ def _check_switches(opts: Dict[str, List[str]], command: str) -> None:
         _fail("--table and --notable are incompatible.")
     if ("major" in opts) != ("minor" in opts):
         _fail("Please specify both major number and minor number.")
-    for name in ("major", "minor"):
-        for value in opts.get(name, []):
-            if not value.isdigit():
-                _fail("Please specify both major number and minor number.")
     for mode in opts.get("manglename", []):
         if mode not in ("none", "hex", "auto"):
             _fail("Unknown name mangling mode.")
@@ -241,6 +237,12 @@ def _table_text(opts: Dict[str, List[str]], words: List[str], name_words: int) -
     return ["--table", sys.stdin.read()]
 
 
+def _atoi(text: str) -> int:
+    """C's atoi, as dmsetup reads -j and -m: the leading digits, else 0."""
+    match = re.match(r"\s*[+-]?\d+", text)
+    return max(int(match.group()), 0) if match else 0
+
+
 def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> List[str]:
     """The ``loopcore dm`` argv for dmsetup's ``command`` with ``opts`` and ``words``."""
     spec = COMMANDS[command]
@@ -253,7 +255,9 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
     for name in spec.options:
         for value in opts.get(name, []):
             argv.append(_FLAGS[name])
-            if _TAKES_ARGUMENT[name]:
+            if name in ("major", "minor"):
+                argv.append(str(_atoi(value)))
+            elif _TAKES_ARGUMENT[name]:
                 argv.append(value)
     words = list(words)
     selected = "uuid" in opts or "major" in opts
