@@ -264,6 +264,8 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
     if command == "create":
         if not words:
             raise CommandError("Please provide a name for the new device.")
+        if "/" in words[0]:
+            raise CommandError(f'Name "{words[0]}" invalid. It contains "/".')
         if "notable" not in opts:
             table = _table_text(opts, words, 1)
             if table and not table[1].strip():
@@ -311,8 +313,6 @@ def _error_lines(command: str, words: List[str], e: BaseException) -> str:
     match = _TABLE_LINE.search(str(e))
     if match and isinstance(e, ValueError):
         return f"Invalid format on line {match.group(1)} of table ."
-    if isinstance(e, ValueError) and "/" in str(e) and words:
-        return f'Name "{words[0]}" invalid. It contains "/".'
     return _rules.one_line(_rules.describe(e))
 
 
