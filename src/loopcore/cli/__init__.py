@@ -20,7 +20,9 @@ One file per job:
 - ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`: its table of
   commands, their handlers (``dm_show``, ``dm_change``), what users type
   (``dm_arguments``) and dmsetup's formats (``dm_report``, ``dm_tree``);
-- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``).
+- ``dmlog``: ``loopcore dmlog serve`` (also ``python -m loopcore.dmlog``);
+- ``dmsetup``, ``kpartx_dropin``: the drop-ins (:data:`DROP_INS`), the
+  other tools' command lines translated onto ``dm``'s commands.
 
 Subcommands outside the core: :data:`SUBCOMMAND_MODULES` maps each to its
 module, which exposes ``add_parser(subparsers)`` adding a parser with
