@@ -82,7 +82,6 @@ def removed(mapper: dm.DeviceMapper, name: str) -> Callable[[], None]:
     (["create", "{n}"], "0 8 zero\n"),
     (["--noudevsync", "create", "-r", "{n}", "-u", "LCT-{n}"], "0 16 zero\n"),
     (["create", "{n}", "--notable"], None),
-    (["create", "{n}"], ""),                       # no table on stdin: none made
     (["-y", "create", "--verifyudev", "{n}", "--table", "0 8 zero\n8 8 error"], None),
 ])
 def test_create(both, mapper, names, argv, stdin):
@@ -113,6 +112,8 @@ def test_create_errors(both, mapper, names):
     both(["create", name, "--table", "0 8 zero"])                 # exists: EBUSY
     other = names("bad")
     both(["create", other, "--table", "garbage"])
+    # (not a table the kernel refuses on a live device: the guest's 6.1
+    # kernel then hits a BUG in dm-ima when the device is removed)
     both(["create", other, "--notable", "--table", "0 8 zero"])
     both(["create", "lct-a/b", "--table", "0 8 zero"])
     assert not mapper.exists(other)
@@ -128,7 +129,6 @@ def test_changes_and_their_errors(both, mapper, names):
                  ["table", "{m}"], ["status", "{m}"], ["info", "{m}"], ["info", "-c", "{m}"],
                  ["deps", "{m}"], ["setgeometry", "{m}", "1", "1", "1", "0"],
                  ["rename", "{n}", "{n}"], ["message", "{n}", "0", "hi"],
-                 ["reload", "{n}", "--table", "0 8 nosuchtarget"],
                  ["remove"], ["rename", "{n}"], ["info", "--bogus"], ["info", "--no"]):
         argv = [a.replace("{m}", missing).replace("{n}", name) for a in argv]
         status, _out, err = both(argv)
