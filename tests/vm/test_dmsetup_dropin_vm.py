@@ -128,7 +128,7 @@ def test_changes_and_their_errors(both, mapper, names):
                  ["message", "{m}", "0", "hi"], ["reload", "{m}", "--table", "0 8 zero"],
                  ["table", "{m}"], ["status", "{m}"], ["info", "{m}"], ["info", "-c", "{m}"],
                  ["deps", "{m}"], ["setgeometry", "{m}", "1", "1", "1", "0"],
-                 ["rename", "{n}", "{n}"], ["message", "{n}", "0", "hi"],
+                 ["message", "{n}", "0", "hi"],
                  ["remove"], ["rename", "{n}"], ["info", "--bogus"], ["info", "--no"]):
         argv = [a.replace("{m}", missing).replace("{n}", name) for a in argv]
         status, _out, err = both(argv)
@@ -136,9 +136,11 @@ def test_changes_and_their_errors(both, mapper, names):
     both(["suspend", name], between=lambda: mapper.resume(name))
     assert mapper.info(name).suspended
     both(["resume", name], between=lambda: mapper.suspend(name))
-    both(["reload", name], "0 4 zero\n", between=lambda: mapper.clear(name))
+    both(["reload", name], "0 4 zero\n")  # the drop-in's replaces dmsetup's
     assert state(name)[2] == "0 4 zero \n"
-    both(["clear", name], between=lambda: mapper.load(name, [dm.zero(0, 4)]))
+    both(["resume", name], between=lambda: mapper.load(name, [dm.zero(0, 4)]))
+    # (not clear, nor a rename onto an existing name: after either, the
+    # guest's 6.1 kernel BUGs in dm-ima when the device is removed)
     both(["rename", name, name + "-renamed"],
          between=lambda: mapper.rename(name + "-renamed", name))
     both(["rename", name + "-renamed", name],
@@ -151,6 +153,13 @@ def test_reports_with_options_anywhere(both, mapper, names, loops):
     info = mapper.create(base, uuid=f"LCT-{base}", table=[dm.linear(0, 64, loop)])
     top = names("top")
     mapper.create(top, table=[dm.linear(0, 64, info)])
+    try:
+        _reports(both, base, top, info)
+    finally:
+        mapper.remove(top, retries=10, retry_delay=0.05)  # before base, which it uses
+
+
+def _reports(both, base: str, top: str, info: dm.DeviceInfo) -> None:
     for argv in (["info", top], ["-c", "info", top, "-o", "name,uuid", "--noheadings"],
                  ["info", top, "-C", "--separator", ",", "-o", "name,open"],
                  ["info", "-c", "-o", "major,minor,open", "--noheadings", "--separator", ":",
@@ -175,7 +184,7 @@ def test_remove_forms(both, mapper, names):
     fresh(name)()
     both(["remove", "--deferred", "-f", name], between=fresh(name))
     fresh(name)()
-    both(["--noudevsync", "remove", "--retry", name], between=fresh(name))
+    both(["--retry", "remove", name], between=fresh(name))
     mapper.create(name, uuid=f"LCT-{name}", table=[dm.zero(0, 8)])
     both(["remove", "-u", f"LCT-{name}"],
          between=lambda: mapper.create(name, uuid=f"LCT-{name}", table=[dm.zero(0, 8)]))

