@@ -93,8 +93,8 @@ def test_unimplemented_commands_name_themselves(capfd, command):
                   "Command failed.\n"
 
 
-@pytest.mark.parametrize("argv", [["--select", "name=x", "info"], ["create", "x", "-j", "1",
-                                                                  "-m", "2"],
+@pytest.mark.parametrize("argv", [["--select", "name=x", "info"], ["deps", "-o", "devname"],
+                                  ["create", "x", "-j", "1", "-m", "2"],
                                   ["--readahead", "8", "create", "x"]])
 def test_unimplemented_options_name_themselves(capfd, argv):
     status, out, err = ours(capfd, argv)
@@ -126,6 +126,7 @@ def test_no_command_and_help(capfd):
     (["ls", "--tree", "-o", "ascii"], ["ls", "-o", "ascii", "--tree"]),
     (["targets"], ["targets"]),
     (["deps", "-o", "blkdevname"], ["deps", "-o", "blkdevname", "--"]),
+    (["info", "-c", "-O", "-name", "-u", "-x"], ["info", "-c", "--sort=-name", "-u-x", "--"]),
     (["-u", "U", "info"], ["info", "-u", "U", "--"]),
     (["-j", "253", "-m", "0", "table"], ["table", "-j", "253", "-m", "0", "--"]),
     (["rename", "a", "--setuuid", "U"], ["rename", "--setuuid", "--", "a", "U"]),
@@ -149,10 +150,11 @@ def test_create_with_an_empty_table_makes_a_device_without_one(monkeypatch):
 
 @pytest.mark.parametrize("argv, expected", [
     (["-a", "img"], ["-a", "--", "img"]),
-    (["-av", "-p", "-part", "img"], ["-a", "-v", "-p", "-part", "--", "img"]),
+    (["-av", "-p", "-part", "img"], ["-a", "-v", "-p-part", "--", "img"]),
+    (["-a", "-p", "", "img"], ["-a", "-p", "", "--", "img"]),
     (["img", "-d", "-f"], ["-d", "--", "img"]),
     (["-l", "-u", "-rn", "img"], ["-u", "-r", "-n", "--", "img"]),    # the last action wins
-    (["-s", "-pX", "img"], ["-l", "-s", "-p", "X", "--", "img"]),     # -l: kpartx's default
+    (["-s", "-pX", "img"], ["-l", "-s", "-pX", "--", "img"]),     # -l: kpartx's default
 ])
 def test_kpartx_translation(argv, expected):
     assert kpartx_dropin.translate(argv) == expected

@@ -78,7 +78,6 @@ def removed(mapper: dm.DeviceMapper, name: str) -> Callable[[], None]:
 
 
 @pytest.mark.parametrize("argv, stdin", [
-    (["create", "{n}", "--table", "0 8 zero"], None),
     (["create", "{n}"], "0 8 zero\n"),
     (["--noudevsync", "create", "-r", "{n}", "-u", "LCT-{n}"], "0 16 zero\n"),
     (["create", "{n}", "--notable"], None),
@@ -168,7 +167,7 @@ def _reports(both, base: str, top: str, info: dm.DeviceInfo) -> None:
                  ["-j", str(info.major), "-m", str(info.minor), "table"],
                  ["table", top, base], ["table", "--showkeys"], ["status"], ["ls"],
                  ["ls", "--tree"], ["ls", "-o", "blkdevname"], ["deps", top],
-                 ["deps", "-o", "devname", top], ["deps", "-o", "blkdevname", top],
+                 ["deps", "-o", "blkdevname", top],
                  ["targets"], ["splitname", "vg-lv"], ["--noudevsync", "mknodes"],
                  ["mknodes", top], ["info", "-c", "-o", "name", "--sort", "-name"]):
         assert both(argv)[0] == 0, argv

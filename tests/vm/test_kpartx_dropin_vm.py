@@ -59,7 +59,6 @@ def image(tmp_path: Path) -> Path:
     (["-av", "-p", "-part"], ["-dv", "-p", "-part"]),
     (["-a", "-r", "-v", "-s"], ["-d", "-v", "-f"]),
     (["-u", "-v", "-n"], ["-d", "-v"]),
-    (["-a"], ["-d"]),
 ])
 def test_an_image_file(capfd, image, add, delete):
     # (-l -v: kpartx attaches a loop device to list an image and says

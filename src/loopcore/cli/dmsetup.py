@@ -243,6 +243,14 @@ def _atoi(text: str) -> int:
     return max(int(match.group()), 0) if match else 0
 
 
+def _option(flag: str, value: str) -> List[str]:
+    """``flag value`` for loopcore dm's parser, joined when the value starts
+    with '-' (``--sort -name``), which argparse would take for an option."""
+    if not value.startswith("-"):
+        return [flag, value]
+    return [f"{flag}={value}" if flag.startswith("--") else flag + value]
+
+
 def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> List[str]:
     """The ``loopcore dm`` argv for dmsetup's ``command`` with ``opts`` and ``words``."""
     spec = COMMANDS[command]
@@ -254,13 +262,13 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
     argv = [spec.dm_command]
     for name in spec.options:
         for value in opts.get(name, []):
-            argv.append(_FLAGS[name])
             if name in ("major", "minor"):
-                argv.append(str(_atoi(value)))
-            elif _TAKES_ARGUMENT[name]:
-                argv.append(value)
+                value = str(_atoi(value))
+            argv += _option(_FLAGS[name], value) if _TAKES_ARGUMENT[name] else [_FLAGS[name]]
     words = list(words)
     selected = "uuid" in opts or "major" in opts
+    if command == "deps" and "devname" in opts.get("options", []):
+        raise CommandLineError(f"{PROG}: deps -o devname is not supported by loopcore.")
     if command == "create":
         if not words:
             raise CommandError("Please provide a name for the new device.")

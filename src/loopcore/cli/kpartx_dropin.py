@@ -71,7 +71,8 @@ def translate(argv: Sequence[str]) -> List[str]:
                     letters = rest.pop(0)
                 if letter in _UNSUPPORTED:
                     raise UsageError(f"option -{letter} is not implemented by loopcore")
-                flags += ["-p", letters]
+                # joined: argparse would take a separator such as "-part" for an option
+                flags += [f"-p{letters}"] if letters else ["-p", ""]
                 break
             if letter in _UNSUPPORTED:
                 raise UsageError(f"option -{letter} is not implemented by loopcore")
