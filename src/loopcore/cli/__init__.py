@@ -88,7 +88,8 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status.
 
-    Never raises SystemExit: a usage error returns 2, ``--help`` 0.
+    Never raises SystemExit: a usage error returns 2, ``--help`` 0 (a
+    drop-in of :data:`DROP_INS` returns its tool's statuses instead).
     Whatever the standard streams are (closed, full, a pipe nobody reads):
     no traceback, at most one line on stderr (none where stderr is broken),
     exit status 1 when output was lost.
