@@ -24,6 +24,8 @@ One file per job:
 - ``losetup``: the drop-in, losetup's own command line (:data:`DROP_INS`:
   ``loopcore losetup ARGS`` or a program named ``losetup``), whose exit
   statuses and messages are losetup's, not these.
+- ``dmsetup``, ``kpartx_dropin``: the drop-ins (:data:`DROP_INS`), the
+  other tools' command lines translated onto ``dm``'s commands.
 
 Subcommands outside the core: :data:`SUBCOMMAND_MODULES` maps each to its
 module, which exposes ``add_parser(subparsers)`` adding a parser with
@@ -53,7 +55,11 @@ __all__ = [
 
 #: Drop-ins: another tool's command line, as it is, by the tool's name:
 #: ``loopcore NAME ARGS``, or a program called NAME (a symlink).
-DROP_INS: Dict[str, str] = {"losetup": "loopcore.cli.losetup"}
+DROP_INS: Dict[str, str] = {
+    "losetup": "loopcore.cli.losetup",
+    "dmsetup": "loopcore.cli.dmsetup",
+    "kpartx": "loopcore.cli.kpartx_dropin",
+}
 
 #: Subcommands added by modules imported on demand (see the docstring).
 SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.cli.dmlog"}
@@ -86,17 +92,18 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status.
 
-    Never raises SystemExit: a usage error returns 2, ``--help`` 0.
+    Never raises SystemExit: a usage error returns 2, ``--help`` 0 (a
+    drop-in of :data:`DROP_INS` returns its tool's statuses instead).
     Whatever the standard streams are (closed, full, a pipe nobody reads):
     no traceback, at most one line on stderr (none where stderr is broken),
     exit status 1 when output was lost.
     """
     if argv is None:
         argv = sys.argv[1:]
-        if os.path.basename(sys.argv[0]) in DROP_INS:  # a symlink named losetup
-            argv = [os.path.basename(sys.argv[0])] + argv
+        invoked_as = os.path.basename(sys.argv[0])
+        if invoked_as in DROP_INS:  # a symlink named losetup, dmsetup, kpartx
+            return int(importlib.import_module(DROP_INS[invoked_as]).main(argv))
     if argv and argv[0] in DROP_INS:  # everything after the name is the tool's
-        drop_in: int = importlib.import_module(DROP_INS[argv[0]]).main(argv[1:])
-        return drop_in
+        return int(importlib.import_module(DROP_INS[argv[0]]).main(argv[1:]))
     with _rules.standard_streams():
         return _rules.run(build_parser(argv), argv)

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 write_json(removed)
             elif args.verbose:
-                write_text("".join(f"del devmap : {name}\n" for name in removed))
+                # kpartx's lines come in partition order (delete removes the last first)
+                write_text("".join(f"del devmap : {name}\n" for name in reversed(removed)))
                 if bound is not None:
                     write_stderr(f"loop deleted : {bound}\n")
             return 0
