@@ -20,7 +20,7 @@ from conftest import bound_under
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 try:
-    from benchmarks import soak
+    from benchmarks import soak, soak_worker
 finally:
     sys.path.remove(str(ROOT))
 
@@ -45,7 +45,7 @@ def test_soak_short_form(tmp_path):
 def _files(root: Path, wid: int) -> list:
     soak.worker_dir(root, wid).mkdir()
     paths = []
-    for index in range(soak.FILES_PER_WORKER):
+    for index in range(soak_worker.FILES_PER_WORKER):
         path = soak.backing_path(root, wid, index)
         with open(path, "wb") as f:
             f.truncate(1 << 20)
@@ -112,7 +112,7 @@ def test_loopcore_detach_deletes_a_killed_builders_partitions(tmp_path):
     LOOP_CLR_FD: they stayed on the unbound device)."""
     image = tmp_path / "mbr.img"
     with open(image, "wb") as f:
-        f.write(soak.mbr())
+        f.write(soak_worker.mbr())
         f.truncate(8 << 20)
     child = subprocess.Popen([sys.executable, "-c", KILLED_BUILDER, str(image)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
