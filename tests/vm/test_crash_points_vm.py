@@ -351,6 +351,10 @@ def write_dm_acked(served: ServedMirror, offset: int, data: bytes) -> None:
 
 
 def suspend(served: ServedMirror) -> None:
+    """A write first: PRESUSPEND, POSTSUSPEND and RESUME go to whoever
+    listens and the kernel does not reconnect on them; a write's requests
+    make it reconnect to the new server, which then holds the log."""
+    served.write_fresh(1)
     with dm.DeviceMapper() as m:
         m.suspend(served.name)
 
@@ -373,7 +377,7 @@ SCENARIOS = {
     # (clean bits written after the legs' flush)
     "FLUSH-core": Scenario(P.RT.FLUSH, False, lambda s: s.write_fresh(2), skip=1),
     "FLUSH-disk": Scenario(P.RT.FLUSH, True, lambda s: s.write_fresh(2), skip=1),
-    # a suspend: PRESUSPEND, then POSTSUSPEND writes everything
+    # a write, then a suspend: PRESUSPEND, then POSTSUSPEND writes everything
     "POSTSUSPEND-disk": Scenario(P.RT.POSTSUSPEND, True, suspend),
 }
 
@@ -467,6 +471,7 @@ def test_dmlog_server_killed_at_each_call(scenario, mapper, loops, names, tmp_pa
             elif driver.error is not None:
                 problems.append(f"the trigger failed: {driver.error!r}")
             if sc.request == P.RT.POSTSUSPEND and not driver.is_alive():
+                sync_state(mapper, served.name)   # the status reconnects (RESUME would not)
                 mapper.resume(served.name)
             if not driver.is_alive():
                 problems += served.check()
