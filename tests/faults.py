@@ -133,7 +133,7 @@ _SYSCALL_TABLE = {
     "fcntl": (72, 25), "ftruncate": (77, 46), "rename": (82, None), "unlink": (87, None),
     "mknod": (133, None), "mknodat": (259, 33), "unlinkat": (263, 35),
     "fallocate": (285, 47), "renameat2": (316, 276),
-    "pwritev": (296, 70), "sendto": (44, 206),
+    "pwritev": (296, 70), "pwritev2": (328, 287), "sendto": (44, 206),
 }
 _ARCHES = {"x86_64": (0, 0xC000003E), "aarch64": (1, 0xC00000B7)}  # (column, AUDIT_ARCH)
 _MACHINE = platform.machine()
