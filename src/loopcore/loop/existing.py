@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 from .. import _sysfs
 from .._validate import U64_MAX, check_int, check_number, check_timeout
-from ..errors import NotALoopDeviceError, TypeError, translate
+from ..errors import LoopBusyError, NotALoopDeviceError, TypeError, translate
 from . import nodes
 from .control import missing_node_error
 from .device import LoopDevice
@@ -108,6 +108,20 @@ def detach(path_or_number: DeviceRef, *, diskseq: Optional[int] = None,
     check_timeout(wait, "wait")
     device = open(path_or_number, diskseq=diskseq)
     try:
+        if _sysfs.loop_partition_numbers(device.number):
+            _remove_partitions_left(device)
         return device.detach(wait=wait)
     finally:
         device.close()  # still open if detach failed
+
+
+def _remove_partitions_left(device: LoopDevice) -> None:
+    """Partitions BLKPG registered on a device without partscan (by
+    add_partitions() or partx in a process that died before its detach)
+    outlive LOOP_CLR_FD, and even the device's next bind: delete them
+    first.  A partscan device's are the kernel's, which LOOP_CLR_FD drops;
+    one in use (mounted) stays, and LOOP_CLR_FD defers the detach."""
+    try:
+        device.remove_partitions()
+    except LoopBusyError:
+        pass
