@@ -276,9 +276,9 @@ RS = 128                 # sectors: 64 KiB regions, 128 of them
 REGION = RS * S
 NREG = SECTORS // RS
 PATTERN = 4096
-#: what the server's kill counts: crash mode's calls, its O_DIRECT write
-#: (Python's os.pwritev is pwritev2 with glibc 2.36) and its reply
-SERVER_SYSCALLS = tuple(CRASH_SYSCALLS) + ("pwritev", "pwritev2", "sendto")
+#: what the server's kill counts: crash mode's calls (the reply, sendto,
+#: among them) and its O_DIRECT write (os.pwritev is pwritev2 with glibc 2.36)
+SERVER_SYSCALLS = tuple(CRASH_SYSCALLS) + ("pwritev", "pwritev2")
 _uuids = itertools.count()
 
 
