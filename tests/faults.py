@@ -134,6 +134,7 @@ _SYSCALL_TABLE = {
     "mknod": (133, None), "mknodat": (259, 33), "unlinkat": (263, 35),
     "fallocate": (285, 47), "renameat2": (316, 276), "sendto": (44, 206),
     "recvfrom": (45, 207), "sendmsg": (46, 211), "recvmsg": (47, 212),
+    "pwritev": (296, 70), "pwritev2": (328, 287),
 }
 _ARCHES = {"x86_64": (0, 0xC000003E), "aarch64": (1, 0xC00000B7)}  # (column, AUDIT_ARCH)
 _MACHINE = platform.machine()

@@ -684,7 +684,10 @@ def test_restart_of_a_core_log_uses_its_state_file(h):
     assert k.ask(IN_SYNC, u64(1)).error == -errno.ESRCH
     k.ok(CTR, f"{LEN} clustered-core {RS}\0".encode(), capacity=0)
     k.ok(RESUME)
-    assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(9)) == 0
+    # region 9 dirty from the state file; in sync, as the sync was full
+    # (see test_restart_after_a_full_sync_keeps_written_regions_in_sync)
+    assert k.s64(IS_CLEAN, u64(9)) == 0 and k.s64(IS_CLEAN, u64(8)) == 1
+    assert k.s64(GET_SYNC_COUNT) == NREG and k.s64(IN_SYNC, u64(9)) == 1
     # a new table load (no NUL) starts fresh, and DTR removes the file
     k.ok(CTR, f"{LEN} clustered-core {RS}".encode(), luid=2)
     k.ok(RESUME, luid=2)
@@ -692,6 +695,47 @@ def test_restart_of_a_core_log_uses_its_state_file(h):
     k.ok(DTR)
     k.ok(DTR, luid=2)
     assert os.listdir(h.tmp / "state") == []
+
+
+def test_restart_after_a_full_sync_keeps_written_regions_in_sync(h):
+    """Full sync, a write in flight (its MARK on disk, no CLEAR yet), kill,
+    restart: the region must read in sync.  The kernel stopped asking for
+    resync work once told that all is in sync (its in_sync_hint), so an
+    out-of-sync answer would never be recovered and the next write to the
+    region would reach the primary leg only (tests/vm/test_crash_points_vm.py
+    found it: a resync stuck at 127/128)."""
+    k = h.server()
+    k.load(disk_ctr(h))
+    k.recover_all()
+    assert k.pair(IS_REMOTE_RECOVERING, u64(0)) == (0, NREG)   # the kernel's hint: all
+    k.ok(MARK, u64(17))
+    k.ok(FLUSH)
+    h.kill()
+    k = h.server()
+    assert k.ask(IN_SYNC, u64(17)).error == -errno.ESRCH
+    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
+    k.ok(RESUME)
+    assert k.s64(GET_SYNC_COUNT) == NREG and k.s64(IN_SYNC, u64(17)) == 1
+    assert k.s64(IS_CLEAN, u64(17)) == 0 and k.pair(GET_RESYNC_WORK) == (0, 0)
+    k.ok(CLEAR, u64(17))
+    k.ok(FLUSH)
+    assert read_disk_log(h.logdev)[3] == [1] * NREG
+    # a region out of sync again (a failed leg write): a restart keeps it so
+    k.ok(SET_REGION_SYNC, struct.pack("=Qq", 5, 0))
+    h.kill()
+    k = h.server()
+    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
+    k.ok(RESUME)
+    assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(5)) == 0
+    # a new table (a CTR without NUL, same luid) does not inherit the marker
+    k.ok(DTR)
+    k.load(disk_ctr(h))
+    assert k.s64(GET_SYNC_COUNT) == NREG - 1
+    h.kill()
+    k = h.server()
+    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
+    k.ok(RESUME)
+    assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(5)) == 0
 
 
 def test_table_reload_new_luid_resumes_from_persisted_bits(h):

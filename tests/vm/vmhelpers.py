@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import argparse
 import errno
+import mmap
 import os
 import subprocess
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Set, Tuple
 
 import pytest
 
 import loopcore
 from loopcore import dm
 from loopcore.cli import dm as dm_cli
+from loopcore.cli import main
 
 PREFIX = "lct-"
 DMSETUP = "/sbin/dmsetup" if os.path.exists("/sbin/dmsetup") else "dmsetup"
@@ -92,3 +94,53 @@ def node_devnum(name: str) -> Optional[int]:
 
 def our_devices(mapper: dm.DeviceMapper) -> Dict[str, int]:
     return {d.name: d.devnum for d in mapper.list_devices() if d.name.startswith(PREFIX)}
+
+
+# --- crash tests (tests/vm/test_crash_points_vm.py) -----------------------------------
+
+def write_direct(name: str, offset: int, data: bytes) -> None:
+    """Write ``data`` to dm device ``name`` with O_DIRECT, then fsync: once
+    this returns the write is acknowledged (on the device, not in a cache
+    of ours).  ``offset`` and ``len(data)`` are multiples of 4096."""
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    buf = mmap.mmap(-1, len(data))   # O_DIRECT wants an aligned buffer: an mmap is
+    try:
+        buf[:] = data
+        assert os.pwritev(fd, [buf], offset) == len(data)
+        os.fsync(fd)
+    finally:
+        buf.close()
+        os.close(fd)
+
+
+def read_direct(name: str, offset: int, length: int) -> bytes:
+    """Read dm device ``name`` with O_DIRECT (no page cache of the reader's)."""
+    fd = os.open(os.path.join(dm.DEV_DIR, name), os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    buf = mmap.mmap(-1, length)
+    try:
+        n = os.preadv(fd, [buf], offset)
+        return bytes(buf[:n])
+    finally:
+        buf.close()
+        os.close(fd)
+
+
+def semaphores() -> Set[Tuple[str, str]]:
+    """The SysV semaphore sets (key, semid): where libdevmapper's udev cookies
+    live (loopcore sends cookies without one)."""
+    with open("/proc/sysvipc/sem") as f:
+        return {tuple(line.split()[:2]) for line in f.readlines()[1:]
+                if line.strip()}
+
+
+def udev_settle() -> None:
+    """Wait until udev has handled every event queued so far."""
+    subprocess.run(["udevadm", "settle", "--timeout=60"], check=False)
+
+
+def loopcore_cli(capsys: pytest.CaptureFixture, *argv: str) -> Tuple[int, str, str]:
+    """``loopcore ARGV`` through its entry point: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -41,7 +41,7 @@ from .ctr import LogArgs, resolve_device
 
 __all__ = ["MAGIC", "VERSION", "BITMAP_OFFSET", "HEADER", "Header", "bitmap_bytes",
            "io_size", "encode_header", "parse_header", "encode_image", "decode_bitmap",
-           "LogStore", "open_store", "remove_state_file"]
+           "LogStore", "open_store", "remove_state_file", "state_path"]
 
 _log = get_logger("dmlog")
 
@@ -248,8 +248,7 @@ def open_store(args: LogArgs, key: Tuple[bytes, int], state_dir: Optional[str],
         return LogStore(resolve_device(args.device), args.region_count, durable=True)
     if state_dir is None:
         return None
-    digest = hashlib.sha256(key[0]).hexdigest()[:24]
-    path = os.path.join(state_dir, f"core-{digest}-{key[1]:016x}.log")
+    path = state_path(state_dir, key, "core")
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         if not reconnect:
@@ -263,6 +262,14 @@ def open_store(args: LogArgs, key: Tuple[bytes, int], state_dir: Optional[str],
         _log.warning("no state file for core log %s/%#x (%s): a restart of the server "
                      "will resync it fully", key[0].decode("ascii", "replace"), key[1], exc)
         return None
+
+
+def state_path(state_dir: str, key: Tuple[bytes, int], kind: str) -> str:
+    """The file of kind ``kind`` of the log ``key`` (uuid, luid) in
+    ``state_dir``: ``core`` (a core log's bitmap) or ``synced`` (the
+    marker of :meth:`~.log.DirtyLog.resume`)."""
+    digest = hashlib.sha256(key[0]).hexdigest()[:24]
+    return os.path.join(state_dir, f"{kind}-{digest}-{key[1]:016x}.log")
 
 
 def remove_state_file(store: LogStore) -> None:

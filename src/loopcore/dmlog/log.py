@@ -28,7 +28,10 @@ The model is the kernel's own single-node ``core``/``disk`` log
   again until SET_REGION_SYNC arrives (the kernel resends a request with a
   new seq after 15 s, so every handler is idempotent);
 - RESUME (re)reads the disk log as the kernel's ``disk_resume`` does, and
-  writes it back; POSTSUSPEND writes everything.
+  writes it back; POSTSUSPEND writes everything.  A restarted server
+  (the kernel's reconnect) takes the dirty regions for out of sync, unless
+  a marker in the state directory says the sync had been full: the kernel
+  then asks for no more resync work, and every region is in sync.
 
 A ``clustered-core`` log keeps the same bitmap in a state file (not
 ``fdatasync``'ed) when the server has a state directory: a core log lives
@@ -83,12 +86,15 @@ class DirtyLog:
     """
 
     def __init__(self, uuid: bytes, luid: int, args: LogArgs, *, store: Optional[LogStore],
-                 reconnected: bool = False) -> None:
+                 reconnected: bool = False, synced_marker: Optional[str] = None) -> None:
         self.uuid = uuid
         self.luid = luid
         self.args = args
         self.store = store
         self.reconnected = reconnected
+        #: a file that exists while every region has been in sync since the
+        #: table's last resume (None: not kept; see :meth:`resume`)
+        self.synced_marker = synced_marker
         self.region_count = args.region_count
         self.state = "constructed"
         self.failed = False        # log device I/O failed: status 'D'
@@ -215,11 +221,21 @@ class DirtyLog:
             self._legs.reset()
         if self.store is not None and (self.store.durable or self.reconnected):
             self._load(trust_disk=self.reconnected)
-            self.sync = bytearray(self.clean)
+            if self.reconnected and self._synced():
+                # A restart while the kernel lives, after a full sync: the
+                # kernel stopped asking for resync work (its hint says all
+                # in sync), so a region dirty on disk (a write was in flight)
+                # is in sync, as the kernel wrote it to every leg.  Answered
+                # out of sync it would never be recovered, and later writes
+                # to it would go to the primary leg only.
+                self.sync = full(self.region_count)
+            else:
+                self.sync = bytearray(self.clean)
         # else a core log resumed after a suspend: the bitmaps stay as they are
         self.reconnected = False
         self.sync_count = popcount(self.sync)
         self._was_complete = self.sync_count == self.region_count
+        self.mark_synced(self._was_complete)
         if self.store is not None:
             try:
                 self._write(None)
@@ -318,6 +334,7 @@ class DirtyLog:
                 self.sync_count += 1
                 if self.sync_count == self.region_count and not self._was_complete:
                     self._was_complete = True
+                    self.mark_synced(True)   # before any answer tells the kernel
                     _log.info("%s: resync finished, %d/%d regions in sync", self.name,
                               self.sync_count, self.region_count)
         else:
@@ -326,9 +343,30 @@ class DirtyLog:
                 self.sync_count -= 1
                 self.low = min(self.low, r)
                 self._was_complete = False
+                self.mark_synced(False)
             pages = self._dirty([r])
             if pages:
                 self._write(pages)
+
+    def _synced(self) -> bool:
+        return self.synced_marker is not None and os.path.exists(self.synced_marker)
+
+    def mark_synced(self, synced: bool) -> None:
+        """Keep (or drop) the marker that every region has been in sync
+        since the table's last resume: a restarted server reads it
+        (:meth:`resume`).  It needs to outlive the server, not a reboot
+        (the kernel's state does not either): no fsync."""
+        path = self.synced_marker
+        if path is None or synced == os.path.exists(path):
+            return
+        try:
+            if synced:
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            _log.warning("%s: marker %s: %s", self.name, path, exc)
 
     def first_out_of_sync(self) -> int:
         """The lowest region not in sync (region_count if none)."""

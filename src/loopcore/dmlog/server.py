@@ -47,7 +47,7 @@ from .._log import get_logger
 from .._validate import check_int
 from . import protocol as P
 from .ctr import parse_ctr
-from .disklog import open_store, remove_state_file
+from .disklog import open_store, remove_state_file, state_path
 from .log import DirtyLog, LogView, RequestFailed
 from .requests import REQUESTS, error_padding
 from .transport import RCVBUF, Transport
@@ -213,7 +213,11 @@ class DirtyLogServer:
             _log.error("CTR for %s: log device %s: %s: answered -%s", name, args.device,
                        exc, _errname(err))
             return _error(req, err)
-        log = DirtyLog(req.uuid, req.luid, args, store=store, reconnected=reconnect)
+        marker = state_path(self.state_dir, req.key, "synced") if self.state_dir else None
+        log = DirtyLog(req.uuid, req.luid, args, store=store, reconnected=reconnect,
+                       synced_marker=marker)
+        if not reconnect:
+            log.mark_synced(False)   # a new table: what a luid of the same value left is stale
         self._logs[req.key] = log
         self._unknown_reported.discard(req.key)
         where = f" on {store.path}" if store is not None and store.durable else ""
@@ -244,6 +248,7 @@ class DirtyLogServer:
             # reload the old log's DTR comes when the new one already owns
             # the log device.
             log.close()
+            log.mark_synced(False)
             if log.store is not None and not log.store.durable:
                 remove_state_file(log.store)
             _log.info("log removed: %s", log.name)
