@@ -145,6 +145,14 @@ class DirtyLogServer:
         with self._mutex:
             return self._dispatch(req)
 
+    def _answer_as_served(self, data: bytes, sender: int = 0) -> Optional[bytes]:
+        """What the serving loop answers to one datagram: the C loop's reply
+        where it owns the request, else :meth:`handle_datagram`'s (for the
+        differential tests; the loop itself does this in C)."""
+        with self._mutex:
+            reply = self._table.answer(data, sender) if self._table is not None else None
+            return reply if reply is not None else self.handle_datagram(data, sender)
+
     def _dispatch(self, req: P.Request) -> bytes:
         if not 1 <= req.version <= P.REQUEST_VERSION:
             _log.warning("%s request (seq %d) with protocol version %d (this server speaks "
