@@ -241,8 +241,6 @@ def recorded_steps() -> List[Step]:
         for line in f:
             r = json.loads(line)
             data = bytes.fromhex(r["data"])
-            if r["type"] == RT.CTR and r.get("logdev"):
-                data = data.replace(r["logdev"].encode(), LOGDEV.encode())
             steps.append(P.build_request(r["type"], r["seq"], r["uuid"].encode(), r["luid"],
                                          data, version=r["version"]))
     return steps
