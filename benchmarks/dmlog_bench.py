@@ -224,16 +224,19 @@ def host_memory() -> Dict[str, float]:
 class Server:
     """``python -m loopcore.dmlog serve`` as its own process."""
 
-    def __init__(self, tmp: str, busy_poll_us: int = 0, c_loop: bool = True) -> None:
+    def __init__(self, tmp: str, busy_poll_us: int = 0, c_loop: bool = True,
+                 state_files: bool = True) -> None:
         self.busy_poll_us = busy_poll_us
         self.c_loop = c_loop
+        self.state_files = state_files
         pidfile = os.path.join(tmp, "dmlog.pid")
         if os.path.exists(pidfile):
             os.unlink(pidfile)
         self.err = open(os.path.join(tmp, "dmlog.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "loopcore.dmlog", "serve", "--pidfile", pidfile,
-             "--lock-file", os.path.join(tmp, "lock"), "--state-dir", os.path.join(tmp, "st"),
+             "--lock-file", os.path.join(tmp, "lock"),
+             "--state-dir", os.path.join(tmp, "st") if state_files else "",
              "--busy-poll-us", str(busy_poll_us)] + ([] if c_loop else ["--reference-loop"]),
             stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
         deadline = time.monotonic() + 120
@@ -309,21 +312,24 @@ def vm_bench(size_mib: int, region_sectors: int, rounds: int, write_seconds: flo
     core = mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-core")
     disk = mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-disk",
                   log_device=log, sync="sync")
-    # variant -> (table, (busy_poll_us, C loop) of the server, or None: no server needed)
-    tables: Dict[str, Tuple[Any, Optional[Tuple[int, bool]]]] = {
+    # variant -> (table, (busy_poll_us, C loop, state files) of the server, or None: no
+    # server needed)
+    tables: Dict[str, Tuple[Any, Optional[Tuple[int, bool, bool]]]] = {
         "kernel core": (mirror(0, sectors, [a, b], region_sectors, log="core"), None),
-        "userspace clustered-core": (core, (0, True)),
-        "userspace clustered-core, Python reference": (core, (0, False)),
-        "userspace clustered-core, busy-poll 2 ms": (core, (2000, True)),
+        "userspace clustered-core": (core, (0, True, True)),
+        "userspace clustered-core, Python reference": (core, (0, False, True)),
+        # a core log with no state file: no write for Python to make
+        "userspace clustered-core, no state file": (core, (0, True, False)),
+        "userspace clustered-core, busy-poll 2 ms": (core, (2000, True, True)),
         # marks ride on the FLUSH: one round trip before a write instead of two
         "userspace clustered-core, integrated_flush": (
             mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-if",
-                   integrated_flush=True), (0, True)),
+                   integrated_flush=True), (0, True, True)),
         "kernel disk": (mirror(0, sectors, [a, b], region_sectors, log="disk",
                                log_device=log, sync="sync"), None),
-        "userspace clustered-disk": (disk, (0, True)),
-        "userspace clustered-disk, Python reference": (disk, (0, False)),
-        "userspace clustered-disk, busy-poll 2 ms": (disk, (2000, True)),
+        "userspace clustered-disk": (disk, (0, True, True)),
+        "userspace clustered-disk, Python reference": (disk, (0, False, True)),
+        "userspace clustered-disk, busy-poll 2 ms": (disk, (2000, True, True)),
     }
     order = [v for v in tables if v in variants]
     resync: Dict[str, List[float]] = {v: [] for v in order}
@@ -334,7 +340,8 @@ def vm_bench(size_mib: int, region_sectors: int, rounds: int, write_seconds: flo
             for v in order[r % len(order):] + order[:r % len(order)]:
                 table, spin = tables[v]
                 if spin is not None and (server is None
-                                         or (server.busy_poll_us, server.c_loop) != spin):
+                                         or (server.busy_poll_us, server.c_loop,
+                                             server.state_files) != spin):
                     if server is not None:
                         server.stop()
                     server = Server(tmp, *spin)
@@ -411,6 +418,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--write-seconds", type=float, default=8.0)
     ap.add_argument("--variants", default="kernel core,userspace clustered-core,"
                     "userspace clustered-core, Python reference,"
+                    "userspace clustered-core, no state file,"
                     "userspace clustered-core, busy-poll 2 ms,"
                     "userspace clustered-core, integrated_flush,kernel disk,"
                     "userspace clustered-disk,userspace clustered-disk, Python reference,"
