@@ -78,8 +78,17 @@ def _serve_in_child(sock: socket.socket, c_loop: bool, busy_poll_us: int) -> int
     return pid
 
 
-def _peer_rates(b: socket.socket, seconds: float) -> Dict[str, float]:
-    """Round trips/s of each mix against the server at the other end of ``b``."""
+def _cpu_ns(pid: int) -> int:
+    """The CPU time of ``pid``'s main thread (where the server serves), in ns."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def _peer_rates(b: socket.socket, seconds: float,
+                server_pid: int) -> Dict[str, Tuple[float, float]]:
+    """(round trips/s, the server's CPU ns per request) of each mix against
+    the server at the other end of ``b``.  The CPU time is what a loaded
+    machine does not distort: the rate also counts the waits for a CPU."""
     from loopcore.dmlog import protocol as P
     seq = 0
 
@@ -111,16 +120,17 @@ def _peer_rates(b: socket.socket, seconds: float) -> Dict[str, float]:
             ask(P.RT.FLUSH))),
         f"IN_SYNC (core log), {WINDOW} in flight": (1, window),
     }
-    out: Dict[str, float] = {}
+    out: Dict[str, Tuple[float, float]] = {}
     for label, (per, fn) in mixes.items():
-        n, t0 = 0, time.perf_counter()
+        n, cpu0, t0 = 0, _cpu_ns(server_pid), time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             fn(n)
             n += 1
-        out[label] = n * per / (time.perf_counter() - t0)
         if label.endswith("in flight"):
             for _ in range(WINDOW):
                 b.recv(4096)
+        out[label] = (n * per / (time.perf_counter() - t0),
+                      (_cpu_ns(server_pid) - cpu0) / (n * per))
     return out
 
 
@@ -134,6 +144,7 @@ def host_requests_per_second(seconds: float, rounds: int = 3) -> Dict[str, float
 
     out: Dict[str, float] = {}
     samples: Dict[str, Dict[str, List[float]]] = {impl: {} for impl, _, _ in HOST_SERVERS}
+    cpu: Dict[str, Dict[str, List[float]]] = {impl: {} for impl, _, _ in HOST_SERVERS}
     for r in range(rounds):
         # interleaved, each round starting elsewhere, so drift cancels
         for impl, c_loop, spin in HOST_SERVERS[r % 2:] + HOST_SERVERS[:r % 2]:
@@ -141,22 +152,28 @@ def host_requests_per_second(seconds: float, rounds: int = 3) -> Dict[str, float
             pid = _serve_in_child(a, c_loop, spin)
             a.close()
             try:
-                for label, rate in _peer_rates(b, seconds).items():
+                for label, (rate, ns) in _peer_rates(b, seconds, pid).items():
                     samples[impl].setdefault(label, []).append(rate)
+                    cpu[impl].setdefault(label, []).append(ns)
             finally:
                 os.kill(pid, signal.SIGTERM)
                 os.waitpid(pid, 0)
                 b.close()
     rates = {impl: {label: statistics.median(v) for label, v in by.items()}
              for impl, by in samples.items()}
+    cpu_ns = {impl: {label: statistics.median(v) for label, v in by.items()}
+              for impl, by in cpu.items()}
     for impl, by in rates.items():
         for label, rate in by.items():
             out[f"round trips/s, {impl}: {label}"] = rate
-    for c_impl, py_impl in ((HOST_SERVERS[0][0], HOST_SERVERS[1][0]),
-                            (HOST_SERVERS[2][0], HOST_SERVERS[3][0])):
+            out[f"server CPU ns per request, {impl}: {label}"] = cpu_ns[impl][label]
+    # each C loop against the reference served the same way (the next entry)
+    for (c_impl, _, _), (py_impl, _, _) in zip(HOST_SERVERS[::2], HOST_SERVERS[1::2]):
         for label in rates[c_impl]:
             out[f"{c_impl} / {py_impl}: {label}"] = \
                 rates[c_impl][label] / rates[py_impl][label]
+            out[f"server CPU per request, {py_impl} / {c_impl}: {label}"] = \
+                cpu_ns[py_impl][label] / cpu_ns[c_impl][label]
     # the reference's dispatch function alone (parse, state, reply), no socket
     server = DirtyLogServer(lock_file=None, state_dir=None, c_loop=False,
                             sock=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
