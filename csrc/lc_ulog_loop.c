@@ -468,8 +468,10 @@ int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
         n = receive(t);
         if (n == -EAGAIN || n == -EINTR)
             continue;
-        if (n < 0) {
-            ev->err = -n;
+        if (n <= 0) {
+            /* nothing from a readable socket: its peer is gone (a test's
+             * socketpair); Python logs it and waits before the next look */
+            ev->err = n < 0 ? -n : ENOTCONN;
             return LC_ULOG_RECV_ERROR;
         }
     }
