@@ -409,6 +409,11 @@ static int receive(struct lc_ulog_table *t)
 
 int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
 {
+    /* Python's signal handlers run only between calls: a signal that came
+     * while this loop was busy must not be slept on.  So the loop goes back
+     * to Python (LC_ULOG_IDLE) before each sleep that follows work. */
+    int worked = 0;
+
     for (;;) {
         int n, answered = 0;
 
@@ -432,7 +437,7 @@ int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
                 return LC_ULOG_DATAGRAM;
             }
             t->reply_lens[t->nreplies++] = (uint32_t)n;
-            answered = 1;
+            answered = worked = 1;
         }
         pthread_mutex_unlock(&state_lock);
         if (t->nreplies) {
@@ -444,6 +449,10 @@ int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
         }
         if (answered && t->spin_ns)
             t->busy_until_ns = now_ns() + t->spin_ns;
+        if (worked && !t->busy_until_ns) {
+            ev->err = 0;
+            return LC_ULOG_IDLE;
+        }
         {
             struct pollfd fds[2] = {
                 { .fd = t->sock_fd, .events = POLLIN },

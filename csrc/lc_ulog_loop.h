@@ -47,7 +47,8 @@ enum {
 enum {
     LC_ULOG_DATAGRAM = 1,         /* ev->data, ev->len, ev->sender: Python's to answer */
     LC_ULOG_STOP = 2,             /* the wake-up fd is readable */
-    LC_ULOG_IDLE = 3,             /* a signal (ev->err EINTR), or the busy poll ran out */
+    LC_ULOG_IDLE = 3,             /* a signal (ev->err EINTR), the busy poll ran out, or
+                                     work done before a sleep: Python's handlers run */
     LC_ULOG_RECV_ERROR = 4,       /* ev->err: recvmmsg's errno (ENOBUFS: an overrun), or
                                      ENOTCONN: a readable socket gave nothing */
     LC_ULOG_SEND_ERROR = 5,       /* ev->err: sendmmsg's errno; the others were sent */

@@ -338,3 +338,50 @@ def test_stop_is_prompt_while_busy_polling(world):
 
 def test_recording_is_small():
     assert os.path.getsize(RECORDING) < 200_000
+
+
+@pytest.mark.parametrize("c_loop", [True, False])
+def test_sigterm_after_traffic_stops_serve_forever(c_loop):
+    """serve_forever with a Python signal handler that stops it: a SIGTERM
+    that comes once the requests are answered ends the process (the C loop
+    goes back to Python before it sleeps, so the handler runs)."""
+    import select
+    import signal
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            srv = DirtyLogServer(lock_file=None, state_dir=None, sock=a, c_loop=c_loop)
+            signal.signal(signal.SIGTERM, lambda *_: srv.stop())
+            os.write(ready_w, b"1")
+            srv.serve_forever()
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        b.send(P.build_request(RT.CTR, 1, b"u", 1, b"64 clustered-core 2"))
+        b.recv(4096)
+        for seq in range(2, 40):
+            b.send(P.build_request(RT.IN_SYNC, seq, b"u", 1, struct.pack("=Q", seq % 32)))
+            assert P.parse_reply(b.recv(4096)).seq == seq
+        os.kill(pid, signal.SIGTERM)
+        # woken by the child's exit; a hang fails the test after a minute
+        # instead of blocking the suite
+        pidfd = os.pidfd_open(pid)
+        try:
+            assert select.select([pidfd], [], [], 60)[0], "serve_forever ignored SIGTERM"
+        finally:
+            os.close(pidfd)
+        os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(ready_r)
+        a.close()
+        b.close()
