@@ -3,10 +3,13 @@ kernel's own dirty logs.
 
 Two parts:
 
-- ``--host`` (anywhere, no device-mapper): requests handled per second
-  against a fake kernel peer (a datagram socketpair, one request in flight,
-  as a kmirrord thread waits for each answer), the dispatch alone without
-  sockets, and the server's memory with 2^20 regions (RSS growth of a
+- ``--host`` (anywhere, no device-mapper): round trips per second against
+  a fake kernel peer (a datagram socketpair; one request in flight, as a
+  kmirrord thread waits for each answer, and 16 in flight, as several
+  kernel threads wait at once), the C request loop and the Python
+  reference side by side in interleaved rounds, each sleeping between
+  requests and busy-polling; the reference's dispatch alone without
+  sockets; and the server's memory with 2^20 regions (RSS growth of a
   fresh process, and tracemalloc's count of the log's allocations);
 - ``--vm`` (where device-mapper is: in the test VM through
   ``benchmarks/dmlog-bench``): the resync of a 256 MiB two-leg mirror with
@@ -47,71 +50,199 @@ def _request(rtype: int, seq: int, uuid: bytes, luid: int, data: bytes = b"") ->
     return P.build_request(rtype, seq, uuid, luid, data)
 
 
-def host_requests_per_second(seconds: float) -> Dict[str, float]:
-    """Ping-pong over a socketpair with the server in another process (as
-    the kernel is: no GIL shared with the peer), and the dispatch function
-    alone."""
+#: a fake kernel peer with this many requests in flight (the kernel has
+#: several threads waiting for answers at once: kmirrord and each writer's
+#: IN_SYNC), besides the one-at-a-time ping-pong
+WINDOW = 16
+
+
+#: the servers compared: (label, c_loop, busy_poll_us)
+HOST_SERVERS = (("C loop", True, 0), ("Python reference", False, 0),
+                ("C loop, busy-poll 1 ms", True, 1000),
+                ("Python reference, busy-poll 1 ms", False, 1000))
+
+
+def _serve_in_child(sock: socket.socket, c_loop: bool, busy_poll_us: int) -> int:
+    """Fork a server on ``sock`` (its own process, as the kernel is: no GIL
+    shared with the peer); its pid."""
+    from loopcore.dmlog import DirtyLogServer
+    pid = os.fork()
+    if pid == 0:  # the server
+        try:
+            server = DirtyLogServer(lock_file=None, state_dir=None, sock=sock, c_loop=c_loop,
+                                    busy_poll_us=busy_poll_us)
+            signal.signal(signal.SIGTERM, lambda *_: server.stop())
+            server.serve_forever()
+        finally:
+            os._exit(0)
+    return pid
+
+
+#: requests per burst of the burst peer: under the socketpair's queue of
+#: 10 datagrams (net.unix.max_dgram_qlen), so neither side blocks on a full one
+BURST = 8
+
+
+class _BurstPeer:
+    """A fake kernel that sends ``BURST`` requests in one ``sendmmsg`` and
+    takes the replies with ``recvmmsg`` (libc through ctypes): a peer whose
+    own cost per request is small next to the server's, as the kernel's is,
+    so that the figure is the server's."""
+
+    def __init__(self, sock: socket.socket, requests: List[bytes]) -> None:
+        import ctypes
+
+        class IoVec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+        class MsgHdr(ctypes.Structure):
+            _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                        ("iov", ctypes.POINTER(IoVec)), ("iovlen", ctypes.c_size_t),
+                        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                        ("flags", ctypes.c_int)]
+
+        class MMsgHdr(ctypes.Structure):
+            _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = sock.fileno()
+        self._keep = [ctypes.create_string_buffer(r, len(r)) for r in requests[:BURST]] + \
+            [ctypes.create_string_buffer(4096) for _ in range(BURST)]
+        self._iov = (IoVec * (2 * BURST))(*[IoVec(ctypes.addressof(b), len(b))
+                                            for b in self._keep])
+        self._send = (MMsgHdr * BURST)()
+        self._recv = (MMsgHdr * BURST)()
+        for i in range(BURST):
+            self._send[i].hdr.iov = ctypes.pointer(self._iov[i])
+            self._send[i].hdr.iovlen = 1
+            self._recv[i].hdr.iov = ctypes.pointer(self._iov[BURST + i])
+            self._recv[i].hdr.iovlen = 1
+        self._ctypes = ctypes
+
+    def burst(self) -> None:
+        """One burst sent and every reply to it received."""
+        if self._libc.sendmmsg(self._fd, self._send, BURST, 0) != BURST:
+            raise OSError(self._ctypes.get_errno(), "sendmmsg")
+        got = 0
+        while got < BURST:
+            n = self._libc.recvmmsg(self._fd, self._ctypes.byref(self._recv, 0), BURST - got,
+                                    0x10000, None)   # MSG_WAITFORONE
+            if n < 0:
+                raise OSError(self._ctypes.get_errno(), "recvmmsg")
+            got += n
+
+
+def _cpu_ns(pid: int) -> int:
+    """The CPU time of ``pid``'s main thread (where the server serves), in ns."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def _peer_rates(b: socket.socket, seconds: float,
+                server_pid: int) -> Dict[str, Tuple[float, float]]:
+    """(round trips/s, the server's CPU ns per request) of each mix against
+    the server at the other end of ``b``.  The CPU time is what a loaded
+    machine does not distort: the rate also counts the waits for a CPU."""
+    from loopcore.dmlog import protocol as P
+    seq = 0
+
+    def ask(rtype: int, data: bytes = b"", uuid: bytes = b"bench") -> bytes:
+        nonlocal seq
+        seq += 1
+        b.send(_request(rtype, seq, uuid, 1, data))
+        return b.recv(4096)
+
+    ask(P.RT.CTR, b"524288 clustered-core 1024")
+    ask(P.RT.RESUME)
+    in_sync = [_request(P.RT.IN_SYNC, i, b"bench", 1, struct.pack("=Q", i % 512))
+               for i in range(4096)]
+
+    def window(i: int) -> None:
+        # WINDOW requests in flight: a new one sent as each answer comes
+        if i == 0:
+            for r in in_sync[:WINDOW]:
+                b.send(r)
+        b.recv(4096)
+        b.send(in_sync[(i + WINDOW) % len(in_sync)])
+
+    bursts = _BurstPeer(b, in_sync)
+    mixes: Dict[str, Tuple[int, Callable[[int], object]]] = {
+        "IN_SYNC (core log)": (1, lambda i: ask(P.RT.IN_SYNC, struct.pack("=Q", i % 512))),
+        "GET_SYNC_COUNT": (1, lambda i: ask(P.RT.GET_SYNC_COUNT)),
+        "MARK, CLEAR, FLUSH (core log)": (3, lambda i: (
+            ask(P.RT.MARK_REGION, struct.pack("=Q", i % 512)),
+            ask(P.RT.CLEAR_REGION, struct.pack("=Q", i % 512)),
+            ask(P.RT.FLUSH))),
+        f"IN_SYNC (core log), {WINDOW} in flight": (1, window),
+        f"IN_SYNC (core log), bursts of {BURST} (sendmmsg/recvmmsg peer)":
+            (BURST, lambda i: bursts.burst()),
+    }
+    out: Dict[str, Tuple[float, float]] = {}
+    for label, (per, fn) in mixes.items():
+        n, cpu0, t0 = 0, _cpu_ns(server_pid), time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            fn(n)
+            n += 1
+        if label.endswith("in flight"):
+            for _ in range(WINDOW):
+                b.recv(4096)
+        out[label] = (n * per / (time.perf_counter() - t0),
+                      (_cpu_ns(server_pid) - cpu0) / (n * per))
+    return out
+
+
+def host_requests_per_second(seconds: float, rounds: int = 3) -> Dict[str, float]:
+    """Round trips against a fake kernel peer (a datagram socketpair) for
+    the C request loop and the Python reference, side by side in one run
+    (medians of ``rounds`` interleaved rounds), sleeping between bursts
+    and busy-polling; and the reference's dispatch function alone."""
     from loopcore.dmlog import DirtyLogServer
     from loopcore.dmlog import protocol as P
 
     out: Dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        logdev = os.path.join(tmp, "log.img")
-        with open(logdev, "wb") as f:
-            f.truncate(1 << 20)
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        pid = os.fork()
-        if pid == 0:  # the server
-            b.close()
+    samples: Dict[str, Dict[str, List[float]]] = {impl: {} for impl, _, _ in HOST_SERVERS}
+    cpu: Dict[str, Dict[str, List[float]]] = {impl: {} for impl, _, _ in HOST_SERVERS}
+    for r in range(rounds):
+        # interleaved, each round starting elsewhere, so drift cancels
+        for impl, c_loop, spin in HOST_SERVERS[r % 2:] + HOST_SERVERS[:r % 2]:
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            pid = _serve_in_child(a, c_loop, spin)
+            a.close()
             try:
-                server = DirtyLogServer(lock_file=None, state_dir=None, sock=a)
-                signal.signal(signal.SIGTERM, lambda *_: server.stop())
-                server.serve_forever()
+                for label, (rate, ns) in _peer_rates(b, seconds, pid).items():
+                    samples[impl].setdefault(label, []).append(rate)
+                    cpu[impl].setdefault(label, []).append(ns)
             finally:
-                os._exit(0)
-        a.close()
-        seq = 0
-
-        def ask(rtype: int, data: bytes = b"", uuid: bytes = b"bench") -> bytes:
-            nonlocal seq
-            seq += 1
-            b.send(_request(rtype, seq, uuid, 1, data))
-            return b.recv(4096)
-
-        ask(P.RT.CTR, b"524288 clustered-core 1024")
-        ask(P.RT.RESUME)
-        ask(P.RT.CTR, f"524288 clustered-disk {logdev} 1024".encode(), uuid=b"disk")
-        ask(P.RT.RESUME, uuid=b"disk")
-        mixes: Dict[str, Tuple[int, Callable[[int], object]]] = {
-            "IN_SYNC (core log)": (1, lambda i: ask(P.RT.IN_SYNC, struct.pack("=Q", i % 512))),
-            "GET_SYNC_COUNT": (1, lambda i: ask(P.RT.GET_SYNC_COUNT)),
-            "MARK, CLEAR, FLUSH (core log)": (3, lambda i: (
-                ask(P.RT.MARK_REGION, struct.pack("=Q", i % 512)),
-                ask(P.RT.CLEAR_REGION, struct.pack("=Q", i % 512)),
-                ask(P.RT.FLUSH))),
-        }
-        for label, (per, fn) in mixes.items():
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                fn(n)
-                n += 1
-            out[f"round trips/s, server in its own process: {label}"] = \
-                n * per / (time.perf_counter() - t0)
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
-        b.close()
-        # the dispatch function alone (parse, state, reply), no socket
-        server = DirtyLogServer(lock_file=None, state_dir=None,
-                                sock=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
-        server.handle_datagram(_request(P.RT.CTR, 1, b"u", 1, b"524288 clustered-core 1024"))
-        server.handle_datagram(_request(P.RT.RESUME, 2, b"u", 1))
-        raw = [_request(P.RT.IN_SYNC, 3, b"u", 1, struct.pack("=Q", i)) for i in range(512)]
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for r in raw:
-                server.handle_datagram(r)
-            n += len(raw)
-        out["dispatch only/s: IN_SYNC"] = n / (time.perf_counter() - t0)
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+                b.close()
+    rates = {impl: {label: statistics.median(v) for label, v in by.items()}
+             for impl, by in samples.items()}
+    cpu_ns = {impl: {label: statistics.median(v) for label, v in by.items()}
+              for impl, by in cpu.items()}
+    for impl, by in rates.items():
+        for label, rate in by.items():
+            out[f"round trips/s, {impl}: {label}"] = rate
+            out[f"server CPU ns per request, {impl}: {label}"] = cpu_ns[impl][label]
+    # each C loop against the reference served the same way (the next entry)
+    for (c_impl, _, _), (py_impl, _, _) in zip(HOST_SERVERS[::2], HOST_SERVERS[1::2]):
+        for label in rates[c_impl]:
+            out[f"{c_impl} / {py_impl}: {label}"] = \
+                rates[c_impl][label] / rates[py_impl][label]
+            out[f"server CPU per request, {py_impl} / {c_impl}: {label}"] = \
+                cpu_ns[py_impl][label] / cpu_ns[c_impl][label]
+    # the reference's dispatch function alone (parse, state, reply), no socket
+    server = DirtyLogServer(lock_file=None, state_dir=None, c_loop=False,
+                            sock=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    server.handle_datagram(_request(P.RT.CTR, 1, b"u", 1, b"524288 clustered-core 1024"))
+    server.handle_datagram(_request(P.RT.RESUME, 2, b"u", 1))
+    raw = [_request(P.RT.IN_SYNC, 3, b"u", 1, struct.pack("=Q", i)) for i in range(512)]
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for r in raw:
+            server.handle_datagram(r)
+        n += len(raw)
+    out["dispatch only/s (Python reference): IN_SYNC"] = n / (time.perf_counter() - t0)
     return out
 
 
@@ -127,6 +258,7 @@ def host_memory_child() -> None:
     """In a fresh process, for a 2^20-region core log and disk log (nosync:
     every byte of both bitmaps written, so that RSS counts them all):
     tracemalloc's retained and peak bytes, and the growth of RSS."""
+    from loopcore._c import ffi
     from loopcore.dmlog import log as logmod
     from loopcore.dmlog.disklog import LogStore
     result: Dict[str, float] = {}
@@ -147,9 +279,14 @@ def host_memory_child() -> None:
             log.flush()
             current, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
+            # the state in C memory (bitmaps, counters), which tracemalloc does not see
+            c_bytes = sum(v.nbytes for v in (log.clean, log.sync, log.pending)) \
+                + ffi.sizeof(log.c[0])
+            current, peak = current + c_bytes, peak + c_bytes
             keep.append(log)
-            result[f"{kind} log, 2^20 regions: retained KiB (tracemalloc)"] = current / 1024
-            result[f"{kind} log, 2^20 regions: peak KiB (tracemalloc)"] = peak / 1024
+            result[f"{kind} log, 2^20 regions: retained KiB (tracemalloc + C state)"] = \
+                current / 1024
+            result[f"{kind} log, 2^20 regions: peak KiB (tracemalloc + C state)"] = peak / 1024
             result[f"{kind} log, 2^20 regions: RSS growth KiB"] = _rss_kib() - before
     result["RSS KiB, whole process"] = _rss_kib()
     print(json.dumps(result))
@@ -167,16 +304,20 @@ def host_memory() -> Dict[str, float]:
 class Server:
     """``python -m loopcore.dmlog serve`` as its own process."""
 
-    def __init__(self, tmp: str, busy_poll_us: int = 0) -> None:
+    def __init__(self, tmp: str, busy_poll_us: int = 0, c_loop: bool = True,
+                 state_files: bool = True) -> None:
         self.busy_poll_us = busy_poll_us
+        self.c_loop = c_loop
+        self.state_files = state_files
         pidfile = os.path.join(tmp, "dmlog.pid")
         if os.path.exists(pidfile):
             os.unlink(pidfile)
         self.err = open(os.path.join(tmp, "dmlog.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "loopcore.dmlog", "serve", "--pidfile", pidfile,
-             "--lock-file", os.path.join(tmp, "lock"), "--state-dir", os.path.join(tmp, "st"),
-             "--busy-poll-us", str(busy_poll_us)],
+             "--lock-file", os.path.join(tmp, "lock"),
+             "--state-dir", os.path.join(tmp, "st") if state_files else "",
+             "--busy-poll-us", str(busy_poll_us)] + ([] if c_loop else ["--reference-loop"]),
             stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
         deadline = time.monotonic() + 120
         while not os.path.exists(pidfile):
@@ -251,19 +392,24 @@ def vm_bench(size_mib: int, region_sectors: int, rounds: int, write_seconds: flo
     core = mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-core")
     disk = mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-disk",
                   log_device=log, sync="sync")
-    # variant -> (table, busy_poll_us of the server, or None: no server needed)
-    tables: Dict[str, Tuple[Any, Optional[int]]] = {
+    # variant -> (table, (busy_poll_us, C loop, state files) of the server, or None: no
+    # server needed)
+    tables: Dict[str, Tuple[Any, Optional[Tuple[int, bool, bool]]]] = {
         "kernel core": (mirror(0, sectors, [a, b], region_sectors, log="core"), None),
-        "userspace clustered-core": (core, 0),
-        "userspace clustered-core, busy-poll 2 ms": (core, 2000),
+        "userspace clustered-core": (core, (0, True, True)),
+        "userspace clustered-core, Python reference": (core, (0, False, True)),
+        # a core log with no state file: no write for Python to make
+        "userspace clustered-core, no state file": (core, (0, True, False)),
+        "userspace clustered-core, busy-poll 2 ms": (core, (2000, True, True)),
         # marks ride on the FLUSH: one round trip before a write instead of two
         "userspace clustered-core, integrated_flush": (
             mirror(0, sectors, [a, b], region_sectors, log="userspace", uuid="bench-if",
-                   integrated_flush=True), 0),
+                   integrated_flush=True), (0, True, True)),
         "kernel disk": (mirror(0, sectors, [a, b], region_sectors, log="disk",
                                log_device=log, sync="sync"), None),
-        "userspace clustered-disk": (disk, 0),
-        "userspace clustered-disk, busy-poll 2 ms": (disk, 2000),
+        "userspace clustered-disk": (disk, (0, True, True)),
+        "userspace clustered-disk, Python reference": (disk, (0, False, True)),
+        "userspace clustered-disk, busy-poll 2 ms": (disk, (2000, True, True)),
     }
     order = [v for v in tables if v in variants]
     resync: Dict[str, List[float]] = {v: [] for v in order}
@@ -273,10 +419,12 @@ def vm_bench(size_mib: int, region_sectors: int, rounds: int, write_seconds: flo
         for r in range(rounds):
             for v in order[r % len(order):] + order[:r % len(order)]:
                 table, spin = tables[v]
-                if spin is not None and (server is None or server.busy_poll_us != spin):
+                if spin is not None and (server is None
+                                         or (server.busy_poll_us, server.c_loop,
+                                             server.state_files) != spin):
                     if server is not None:
                         server.stop()
-                    server = Server(tmp, spin)
+                    server = Server(tmp, *spin)
                 name = "lcbench-dmlog"
                 os.sync()
                 cpu0 = server.cpu_seconds() if spin is not None and server else 0.0
@@ -343,15 +491,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--host", action="store_true", help="requests/s and memory (no dm needed)")
     ap.add_argument("--vm", action="store_true", help="resync and IOPS (needs device-mapper)")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--seconds", type=float, default=2.0, help="per requests/s mix")
+    ap.add_argument("--seconds", type=float, default=1.0, help="per requests/s mix and round")
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--region-sectors", type=int, default=1024, help="512 KiB, lvm's default")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="of each measure (host and VM)")
     ap.add_argument("--write-seconds", type=float, default=8.0)
     ap.add_argument("--variants", default="kernel core,userspace clustered-core,"
+                    "userspace clustered-core, Python reference,"
+                    "userspace clustered-core, no state file,"
                     "userspace clustered-core, busy-poll 2 ms,"
                     "userspace clustered-core, integrated_flush,kernel disk,"
-                    "userspace clustered-disk,userspace clustered-disk, busy-poll 2 ms",
+                    "userspace clustered-disk,userspace clustered-disk, Python reference,"
+                    "userspace clustered-disk, busy-poll 2 ms",
                     help="separated by commas without a space (names hold ', ')")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -362,10 +513,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.host = True
     results: Dict[str, Any] = {}
     if args.host:
-        results["requests"] = host_requests_per_second(args.seconds)
+        results["requests"] = host_requests_per_second(args.seconds, args.rounds)
         results["memory"] = host_memory()
         for k, v in {**results["requests"], **results["memory"]}.items():
-            print(f"{k}: {v:,.0f}")
+            print(f"{k}: {v:,.2f}x" if " / " in k else f"{k}: {v:,.0f}")
     if args.vm:
         variants = [v.strip() for v in re.split(r",(?! )", args.variants)]
         results["vm"] = vm_bench(args.size_mib, args.region_sectors, args.rounds,

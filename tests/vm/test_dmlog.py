@@ -507,3 +507,72 @@ def test_bad_ctr_fails_the_table_load(mapper, daemon, mirrors, loops):
     good = mirrors.create(mirror(0, SECTORS, [a, b], RS, log="userspace", uuid="lct-ok",
                                  sync="nosync"))
     assert sync_state(mapper, good)[:2] == (NREG, NREG)
+
+
+# --- the kernel's request stream, recorded --------------------------------------------
+
+def test_record_kernel_stream(mapper, loops, tmp_path, request):
+    """Serve a core-log and a disk-log mirror through their resync, writes,
+    a suspend and resume and their removal with the Python reference,
+    recording every request; the recording (one request a line, the log
+    device's word of a CTR replaced by ``@LOGDEV@``) goes next to the
+    test report as ``dmlog-kernel-stream.jsonl.gz``: committed as
+    tests/data/, the host's differential test replays it through the C
+    loop and the reference."""
+    import gzip
+    import json
+
+    from loopcore.dmlog import DirtyLogServer
+    from loopcore.dmlog import protocol as P
+
+    a, b, c, d = loops(LEG, random_fill()), loops(LEG), loops(LEG, random_fill()), loops(LEG)
+    log = loops(1 << 20)
+    srv = DirtyLogServer(lock_file=LOCK, state_dir=str(tmp_path / "state"), c_loop=False)
+    recorded: List[bytes] = []
+    handle = srv.handle_datagram
+
+    def record(data: bytes, sender: int = 0) -> Optional[bytes]:
+        recorded.append(data)
+        return handle(data, sender)
+
+    srv.handle_datagram = record  # type: ignore[method-assign]
+    names = [f"{PREFIX}rec-core", f"{PREFIX}rec-disk"]
+    srv.start()
+    try:
+        mapper.create(names[0], table=[mirror(0, SECTORS, [a, b], RS, log="userspace",
+                                              uuid="lct-rec-core")])
+        mapper.create(names[1], table=[mirror(0, SECTORS, [c, d], RS, log="userspace",
+                                              uuid="lct-rec-disk", log_device=log)])
+        for name in names:
+            wait_synced(mapper, name)
+        for name in names:
+            for off in (0, 5 << 20, (17 << 20) + 4096, LEG - (64 << 10), 5 << 20):
+                write_dm(name, off, os.urandom(64 << 10))
+            mapper.suspend(name)
+            mapper.resume(name)
+            write_dm(name, 9 << 20, os.urandom(4096))
+        assert legs_identical(a, b) and legs_identical(c, d)
+    finally:
+        for name in names:
+            if name in {dev.name for dev in mapper.list_devices()}:
+                mapper.remove(name, retries=25, retry_delay=0.2)
+        srv.stop()
+    lines = []
+    for raw in recorded:
+        req = P.parse_datagram(raw)
+        data = req.data
+        if req.request_type == P.RT.CTR:
+            words = data.split(b" ")
+            if b"clustered-disk" in words:
+                words[words.index(b"clustered-disk") + 1] = b"@LOGDEV@"
+            data = b" ".join(words)
+        lines.append(json.dumps({"type": req.request_type, "seq": req.seq,
+                                 "uuid": req.uuid.decode(), "luid": req.luid,
+                                 "version": req.version, "data": data.hex()}))
+    types = {json.loads(line)["type"] for line in lines}
+    assert {P.RT.CTR, P.RT.RESUME, P.RT.IN_SYNC, P.RT.MARK_REGION, P.RT.CLEAR_REGION,
+            P.RT.FLUSH, P.RT.GET_RESYNC_WORK, P.RT.SET_REGION_SYNC, P.RT.DTR} <= types, types
+    xml = request.config.option.xmlpath
+    out = Path(xml).parent if xml else tmp_path
+    with gzip.open(out / "dmlog-kernel-stream.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")

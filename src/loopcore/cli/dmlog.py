@@ -57,6 +57,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[_P]") -> None:
     serve_p.add_argument("--busy-poll-us", metavar="US", type=_microseconds, default=0,
                          help="after each answer, poll for the next request this long "
                               "instead of sleeping (lower latency, more CPU; default 0)")
+    serve_p.add_argument("--reference-loop", action="store_true",
+                         help="answer every request in Python (the reference the C "
+                              "request loop is tested against; slower)")
     serve_p.add_argument("-v", "--verbose", action="store_true",
                          help="log every request, not only significant events")
     serve_p.set_defaults(func=serve)
@@ -109,7 +112,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server = DirtyLogServer(lock_file=args.lock_file or None,
                                 state_dir=args.state_dir or None,
-                                busy_poll_us=args.busy_poll_us)
+                                busy_poll_us=args.busy_poll_us,
+                                c_loop=not getattr(args, "reference_loop", False))
         server.start()
         try:
             if pidfile:

@@ -1,11 +1,16 @@
 """Bitmaps of one bit per region, as the kernel's disk log lays them out:
-a ``bytearray``, bit ``r`` is bit ``r & 7`` of byte ``r >> 3``, padded to
-64 bits.  Plain bytes, so that C can later own the same buffers."""
+bit ``r`` is bit ``r & 7`` of byte ``r >> 3``, padded to 64 bits.  Plain
+bytes (a ``bytearray``, or a memoryview of the C buffers a log's state
+lives in), so that C answers from the same buffers."""
 from __future__ import annotations
 
 import re
+from typing import Union
 
 __all__ = ["nbytes", "full", "test", "set_bit", "clear_bit", "next_zero", "popcount"]
+
+#: a bitmap: a bytearray or a (writable, format "B") memoryview
+Bits = Union[bytearray, memoryview]
 
 _NOT_FF = re.compile(rb"[^\xff]")
 _POPCOUNT = bytes(bin(i).count("1") for i in range(256))
@@ -24,22 +29,22 @@ def full(bit_count: int) -> bytearray:
     return bits.ljust(nbytes(bit_count), b"\0")
 
 
-def test(bits: bytearray, r: int) -> bool:
+def test(bits: Bits, r: int) -> bool:
     """Bit ``r``."""
     return bool(bits[r >> 3] >> (r & 7) & 1)
 
 
-def set_bit(bits: bytearray, r: int) -> None:
+def set_bit(bits: Bits, r: int) -> None:
     """Set bit ``r``."""
     bits[r >> 3] |= 1 << (r & 7)
 
 
-def clear_bit(bits: bytearray, r: int) -> None:
+def clear_bit(bits: Bits, r: int) -> None:
     """Clear bit ``r``."""
     bits[r >> 3] &= ~(1 << (r & 7)) & 0xFF
 
 
-def next_zero(bits: bytearray, start: int, limit: int) -> int:
+def next_zero(bits: Bits, start: int, limit: int) -> int:
     """The first zero bit at or after ``start``; ``limit`` if none before it."""
     i = start >> 3
     if i >= len(bits):
@@ -54,7 +59,7 @@ def next_zero(bits: bytearray, start: int, limit: int) -> int:
     return min(i * 8 + ((~byte & (byte + 1)).bit_length() - 1), limit)
 
 
-def popcount(bits: bytearray) -> int:
+def popcount(bits: Bits) -> int:
     """The number of bits set."""
-    # a byte-wise table: no transient copy larger than the bitmap itself
-    return sum(bits.translate(_POPCOUNT))
+    # a byte-wise table: no transient copy larger than twice the bitmap
+    return sum(bytes(bits).translate(_POPCOUNT))

@@ -35,7 +35,7 @@ from typing import Iterable, NamedTuple, Optional, Tuple
 
 from .. import _c, errors
 from .._log import get_logger
-from .bitmap import full
+from .bitmap import Bits, full
 from .bitmap import nbytes as bitmap_bytes
 from .ctr import LogArgs, resolve_device
 
@@ -80,7 +80,7 @@ def parse_header(buf: bytes) -> Header:
     return Header(*HEADER.unpack_from(buf, 0))
 
 
-def encode_image(clean: bytearray, region_count: int, start: int, end: int) -> bytes:
+def encode_image(clean: Bits, region_count: int, start: int, end: int) -> bytes:
     """Bytes [start, end) of the on-disk log of the ``clean`` bitmap: the
     header area, then the bitmap."""
     out = bytearray()
@@ -88,7 +88,7 @@ def encode_image(clean: bytearray, region_count: int, start: int, end: int) -> b
         out += encode_header(region_count)[start:min(end, BITMAP_OFFSET)]
     b0, b1 = max(start, BITMAP_OFFSET) - BITMAP_OFFSET, end - BITMAP_OFFSET
     if b1 > b0:
-        out += clean[b0:b1].ljust(b1 - b0, b"\0")
+        out += bytes(clean[b0:b1]).ljust(b1 - b0, b"\0")
     return bytes(out)
 
 

@@ -5,12 +5,15 @@ The model is the kernel's own single-node ``core``/``disk`` log
 
 - two bitmaps of one bit per region: *clean* (nothing written since the
   legs were last known equal; what the disk log stores, 1 = clean) and
-  *sync* (the legs hold the same data; what IN_SYNC answers).  A
-  ``bytearray`` each, 64-bit padded like the on-disk bitmap: 2^20 regions
-  cost 256 KiB.  A third bitmap of one bit per page of the on-disk log,
-  *pending*, marks the pages that hold clean bits not yet allowed on disk;
-  the rest of the state is a few integers (all of it flat, so that C can
-  take the request loop over);
+  *sync* (the legs hold the same data; what IN_SYNC answers), 64-bit
+  padded like the on-disk bitmap: 2^20 regions cost 256 KiB.  A third
+  bitmap of one bit per page of the on-disk log, *pending*, marks the
+  pages that hold clean bits not yet allowed on disk; the rest of the
+  state is a few integers.  All of it lives in C memory (:mod:`.cstate`):
+  the bitmaps are memoryviews of it, the counters its fields, and the C
+  request loop answers the I/O path's requests from the same state (this
+  module is the reference it is tested against, and answers everything
+  that writes the store);
 - MARK (or, with ``integrated_flush``, the marks a FLUSH carries) clears
   clean bits, and the new dirty state is written and ``fdatasync``'ed before
   the request is answered: the kernel writes to the region only after that
@@ -46,6 +49,7 @@ from typing import Iterable, NamedTuple, Optional, Set, Tuple
 from .._log import get_logger
 from . import legs as _legs
 from .bitmap import clear_bit, full, nbytes, next_zero, popcount, set_bit, test
+from .cstate import CField, new_state
 from .ctr import MAX_REGIONS, LogArgs, parse_ctr
 from .disklog import BITMAP_OFFSET, LogStore, decode_bitmap, encode_image, parse_header
 
@@ -85,6 +89,17 @@ class DirtyLog:
     this is the same table, not a new one).
     """
 
+    # the counters live in the C state (``c``), where the C request loop
+    # answers from them too
+    region_count = CField("region_count")
+    page = CField("page")               # bytes per page of the on-disk log (0: no store)
+    sync_count = CField("sync_count")
+    recovering = CField("recovering")   # the region handed out for recovery (-1: none)
+    search = CField("search")           # where GET_RESYNC_WORK looks next
+    low = CField("low")                 # every region below is in sync
+    flush_failed = CField("flush_failed")  # a leg flush failed: no clean bits until resume
+    _was_complete = CField("was_complete")
+
     def __init__(self, uuid: bytes, luid: int, args: LogArgs, *, store: Optional[LogStore],
                  reconnected: bool = False, synced_marker: Optional[str] = None) -> None:
         self.uuid = uuid
@@ -95,28 +110,33 @@ class DirtyLog:
         #: a file that exists while every region has been in sync since the
         #: table's last resume (None: not kept; see :meth:`resume`)
         self.synced_marker = synced_marker
-        self.region_count = args.region_count
+        count = args.region_count
+        self.c, self.clean, self.sync, self.pending = new_state(
+            uuid, luid, count, nbytes(count),
+            nbytes(-(-store.size // store.page)) if store is not None else 0,
+            store.page if store is not None else 0)
         self.state = "constructed"
         self.failed = False        # log device I/O failed: status 'D'
-        self.flush_failed = False  # a leg flush failed: no clean bits until resume
         self.halted = False        # PRESUSPEND seen
-        fresh = full(self.region_count) if args.sync == "nosync" \
-            else bytearray(nbytes(self.region_count))
-        self.clean = fresh
-        self.sync = bytearray(fresh)
-        self.sync_count = self.region_count if args.sync == "nosync" else 0
-        #: bytes per page of the on-disk log (0: no store, nothing pending)
-        self.page = store.page if store is not None else 0
-        self.pending = bytearray(nbytes(-(-store.size // store.page))
-                                 if store is not None else 0)
-        self.recovering = -1       # the region handed out for recovery (-1: none)
-        self.search = 0            # where GET_RESYNC_WORK looks next
-        self.low = 0               # every region below is in sync
+        if args.sync == "nosync":
+            self.clean[:] = self.sync[:] = full(count)
+        self.sync_count = count if args.sync == "nosync" else 0
         # only a durable log flushes the legs: a core log's state file does
         # not survive a power loss anyway
         self._legs: Optional[_legs.LegFlusher] = \
             _leg_flusher(store.devnum) if store is not None and store.durable else None
-        self._was_complete = self.sync_count == self.region_count
+        self._was_complete = self.sync_count == count
+
+    @property
+    def state(self) -> str:
+        """constructed (no RESUME yet), resumed or suspended."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+        # the C loop leaves every request that would write the store to Python
+        self.c.persist = self.store is not None and value != "constructed"
 
     # --- naming ----------------------------------------------------------------------
 
@@ -228,9 +248,9 @@ class DirtyLog:
                 # is in sync, as the kernel wrote it to every leg.  Answered
                 # out of sync it would never be recovered, and later writes
                 # to it would go to the primary leg only.
-                self.sync = full(self.region_count)
+                self.sync[:] = full(self.region_count)
             else:
-                self.sync = bytearray(self.clean)
+                self.sync[:] = self.clean
         # else a core log resumed after a suspend: the bitmaps stay as they are
         self.reconnected = False
         self.sync_count = popcount(self.sync)
@@ -262,7 +282,8 @@ class DirtyLog:
         elif header is not None and raw and not header.valid and self.store.durable:
             _log.info("%s: no valid log on %s: %s", self.name, self.store.path,
                       "full resync" if self.args.sync != "nosync" else "all in sync (nosync)")
-        self.clean = decode_bitmap(raw, nr, count, uncovered_clean=self.args.sync == "nosync")
+        self.clean[:] = decode_bitmap(raw, nr, count,
+                                      uncovered_clean=self.args.sync == "nosync")
 
     def mark(self, regions: Iterable[int]) -> None:
         """MARK_REGION (or a FLUSH's marks): dirty on disk before the answer."""

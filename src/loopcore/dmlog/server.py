@@ -46,6 +46,7 @@ from .. import errors
 from .._log import get_logger
 from .._validate import check_int
 from . import protocol as P
+from .cstate import RequestTable, StateLock
 from .ctr import parse_ctr
 from .disklog import open_store, remove_state_file, state_path
 from .log import DirtyLog, LogView, RequestFailed
@@ -99,15 +100,18 @@ class DirtyLogServer:
     def __init__(self, *, lock_file: Optional[str] = DEFAULT_LOCK_FILE,
                  state_dir: Optional[str] = DEFAULT_STATE_DIR,
                  sock: Optional[socket.socket] = None, rcvbuf: int = RCVBUF,
-                 busy_poll_us: int = 0) -> None:
+                 busy_poll_us: int = 0, c_loop: bool = True) -> None:
         self.busy_poll_us = check_int("busy_poll_us", busy_poll_us)
+        self.c_loop = bool(c_loop)
         self.lock_file = lock_file
         self.state_dir = state_dir
         self.rcvbuf = rcvbuf
         self._given_sock = sock
         self._transport: Optional[Transport] = None
         self._logs: Dict[Key, DirtyLog] = {}
-        self._mutex = threading.RLock()
+        # the logs' state, between Python threads and the C loop
+        self._mutex = StateLock(with_c=self.c_loop)
+        self._table = RequestTable() if self.c_loop else None
         self._thread: Optional[threading.Thread] = None
         self._unknown_reported: set[Key] = set()
         self.subscribed = threading.Event()
@@ -140,6 +144,14 @@ class DirtyLogServer:
             return _error(exc.request, errno.EINVAL)
         with self._mutex:
             return self._dispatch(req)
+
+    def _answer_as_served(self, data: bytes, sender: int = 0) -> Optional[bytes]:
+        """What the serving loop answers to one datagram: the C loop's reply
+        where it owns the request, else :meth:`handle_datagram`'s (for the
+        differential tests; the loop itself does this in C)."""
+        with self._mutex:
+            reply = self._table.answer(data, sender) if self._table is not None else None
+            return reply if reply is not None else self.handle_datagram(data, sender)
 
     def _dispatch(self, req: P.Request) -> bytes:
         if not 1 <= req.version <= P.REQUEST_VERSION:
@@ -213,12 +225,17 @@ class DirtyLogServer:
             _log.error("CTR for %s: log device %s: %s: answered -%s", name, args.device,
                        exc, _errname(err))
             return _error(req, err)
-        marker = state_path(self.state_dir, req.key, "synced") if self.state_dir else None
+        # kept only beside a store: SET_REGION_SYNC(0), which drops it, then
+        # writes the store, and so is Python's, never the C loop's
+        marker = state_path(self.state_dir, req.key, "synced") \
+            if self.state_dir and store is not None else None
         log = DirtyLog(req.uuid, req.luid, args, store=store, reconnected=reconnect,
                        synced_marker=marker)
         if not reconnect:
             log.mark_synced(False)   # a new table: what a luid of the same value left is stale
         self._logs[req.key] = log
+        if self._table is not None:
+            self._table.add(log.c)
         self._unknown_reported.discard(req.key)
         where = f" on {store.path}" if store is not None and store.durable else ""
         if reconnect:
@@ -243,6 +260,8 @@ class DirtyLogServer:
         log = self._logs.pop(req.key, None)
         self._unknown_reported.discard(req.key)
         if log is not None:
+            if self._table is not None:
+                self._table.remove(log.c)
             # The kernel suspends a table (POSTSUSPEND wrote everything)
             # before it destroys it.  Nothing is written here: after a table
             # reload the old log's DTR comes when the new one already owns
@@ -270,10 +289,8 @@ class DirtyLogServer:
     def start(self) -> "DirtyLogServer":
         """Serve from a background thread; returns once subscribed (requests
         sent from now on are received)."""
-        transport = self._setup()
-        self._thread = threading.Thread(target=transport.serve, name="loopcore-dmlog",
-                                        args=(self.handle_datagram, self.busy_poll_us),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="loopcore-dmlog",
+                                        args=(self._setup(),), daemon=True)
         self._thread.start()
         return self
 
@@ -282,9 +299,17 @@ class DirtyLogServer:
         signal handler)."""
         transport = self._setup()
         try:
-            transport.serve(self.handle_datagram, self.busy_poll_us)
+            self._serve(transport)
         finally:
             self._shutdown()
+
+    def _serve(self, transport: Transport) -> None:
+        if self._table is None:
+            transport.serve(self.handle_datagram, self.busy_poll_us)
+        else:
+            # a verbose server logs every request: Python answers them all
+            transport.serve_table(self._table, self.handle_datagram, self.busy_poll_us,
+                                  python_only=_log.isEnabledFor(logging.DEBUG))
 
     def stop(self) -> None:
         """Stop serving, write every disk log (and core state file), close
@@ -318,6 +343,8 @@ class DirtyLogServer:
         self.persist_all()
         with self._mutex:
             for log in self._logs.values():
+                if self._table is not None:
+                    self._table.remove(log.c)
                 log.close()
             count = len(self._logs)
             self._logs.clear()

@@ -7,6 +7,11 @@ no ``os.eventfd``), so a stop is seen at once and an idle server does not
 wake at all.  The poll and the receive are one call into the shim
 (``lc_dmlog_recv``): a request's round trip holds up the mirror's I/O, and
 this keeps it at one C call and one ``sendto`` per datagram.
+
+:meth:`Transport.serve_table` is the same loop with the C request loop
+(:mod:`.cstate`, the shim's ``lc_ulog_serve``) answering the I/O path's
+requests itself, in batches (``recvmmsg``/``sendmmsg``), and handing the
+rest to the same handler.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Callable, Optional
 from .. import _c, errors
 from .._log import get_logger
 from . import protocol as P
+from .cstate import RequestTable
 
 __all__ = ["Transport", "take_lock", "open_connector", "RCVBUF"]
 
@@ -75,6 +81,20 @@ def open_connector(rcvbuf: int) -> socket.socket:
             new.strerror = "joining the dm-log-userspace group needs root (CAP_NET_ADMIN)"
         raise new from None
     return sock
+
+
+def _receive_failed(errno_value: int) -> None:
+    if errno_value == errno.ENOBUFS:
+        _log.warning("receive buffer overrun: requests were lost (the "
+                     "kernel resends them after 15 s)")
+    else:
+        _log.error("receive failed: %s", os.strerror(errno_value))
+        time.sleep(0.1)  # do not spin on a persistent error
+
+
+def _send_failed(errno_value: int) -> None:
+    _log.error("sending a reply failed: %s (the kernel resends after 15 s)",
+               os.strerror(errno_value))
 
 
 class Transport:
@@ -140,31 +160,56 @@ class Transport:
                         busy_until = 0
                 elif n == -errno.ECANCELED or self._stopping:
                     break
-                elif n == -errno.ENOBUFS:
-                    _log.warning("receive buffer overrun: requests were lost (the "
-                                 "kernel resends them after 15 s)")
                 elif n != -errno.EINTR:
-                    _log.error("receive failed: %s", os.strerror(-n))
-                    time.sleep(0.1)  # do not spin on a persistent error
+                    _receive_failed(-n)
                 continue
-            try:
-                reply = handle(received[:n], sender[0])
-            except Exception:  # a bug must not stop the other logs' service
-                _log.exception("internal error on a datagram; dropped")
-                continue
-            if reply is not None:
-                self._send(sock, reply)
+            self._answer(handle, received[:n], sender[0])
             if spin_ns:
                 busy_until = monotonic_ns() + spin_ns
 
-    def _send(self, sock: socket.socket, reply: bytes) -> None:
+    def serve_table(self, table: RequestTable, handle: Handler, busy_poll_us: int = 0,
+                    python_only: bool = False) -> None:
+        """As :meth:`serve`, with the C request loop answering what it owns
+        from ``table``'s logs; it hands everything else to ``handle`` (and
+        ``python_only``: everything)."""
+        sock = self.sock
+        assert sock is not None
+        table.attach(sock.fileno(), self._wake_fd, self.netlink, busy_poll_us, python_only)
+        lib = _c.lib
+        event = table.event
+        while not self._stopping:
+            kind = table.serve()
+            if kind == lib.LC_ULOG_DATAGRAM:
+                if event.err:
+                    _send_failed(event.err)
+                self._answer(handle, *table.datagram())
+            elif kind == lib.LC_ULOG_STOP:
+                break
+            elif kind == lib.LC_ULOG_RECV_ERROR:
+                _receive_failed(event.err)
+            elif kind == lib.LC_ULOG_SEND_ERROR:
+                _send_failed(event.err)
+            # LC_ULOG_IDLE: a signal or the end of a busy poll: Python's
+            # handlers run, and the loop goes to sleep
+
+    def _answer(self, handle: Handler, datagram: bytes, sender: int) -> None:
+        try:
+            reply = handle(datagram, sender)
+        except Exception:  # a bug must not stop the other logs' service
+            _log.exception("internal error on a datagram; dropped")
+            return
+        if reply is not None:
+            self._send(self.sock, reply)
+
+    def _send(self, sock: Optional[socket.socket], reply: bytes) -> None:
+        assert sock is not None
         try:
             if self.netlink:
                 sock.sendto(reply, (0, 0))  # unicast to the kernel
             else:
                 sock.send(reply)
         except OSError as exc:
-            _log.error("sending a reply failed: %s (the kernel resends after 15 s)", exc)
+            _send_failed(exc.errno or errno.EIO)
 
     def close(self) -> None:
         """Close the socket (unless it was given), the wake-up pipe and the
