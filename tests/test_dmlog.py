@@ -739,6 +739,25 @@ def test_restart_after_a_full_sync_keeps_written_regions_in_sync(h):
     assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(5)) == 0
 
 
+def test_a_written_region_out_of_sync_after_a_full_sync_survives_a_restart(h):
+    """SET_REGION_SYNC(0) of a region a write has dirtied (its clean bit
+    already 0, nothing to write) ends the full sync: the serving loop hands
+    it to Python, which drops the synced marker, so a restarted server
+    still takes the region for out of sync (the C loop alone would answer
+    it and leave the marker, and the region would read in sync)."""
+    k = h.server()
+    k.load(disk_ctr(h))
+    k.recover_all()
+    k.ok(MARK, u64(9))
+    k.ok(FLUSH)
+    k.ok(SET_REGION_SYNC, struct.pack("=Qq", 9, 0))   # a failed leg write
+    h.kill()
+    k = h.server()
+    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
+    k.ok(RESUME)
+    assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(9)) == 0
+
+
 def test_table_reload_new_luid_resumes_from_persisted_bits(h):
     k = h.server()
     k.load(disk_ctr(h))
