@@ -16,7 +16,8 @@ in ``make test``, without atheris.
   bit 1: the disk size from the next six bytes, else the image's length),
   six size bytes, then the image.
 - :func:`dmlog_datagrams`: the dirty-log server on a sequence of datagrams
-  (each a 2-byte little-endian length, then that many bytes): every one is
+  (each a 2-byte little-endian length, then that many bytes), as it serves
+  them (its C request loop first, Python for the rest): every one is
   answered with a reply the kernel's framing takes, or dropped; no
   exception escapes; afterwards a fresh log still comes up and answers.
 - :func:`dm_text`: dm table, parameter and status text (UTF-8; invalid
@@ -129,10 +130,11 @@ def _split_datagrams(data: bytes) -> List[bytes]:
 
 
 def answer_checked(srv: DirtyLogServer, datagram: bytes) -> None:
-    """One datagram through the server: answered with a reply the kernel's
-    framing rules take (same sequence number, error 0 or negative), or
-    dropped."""
-    answer = srv.handle_datagram(datagram)
+    """One datagram through the server as it serves (the C request loop's
+    parser and answers first, then Python's): answered with a reply the
+    kernel's framing rules take (same sequence number, error 0 or
+    negative), or dropped."""
+    answer = srv._answer_as_served(datagram)
     if answer is None:
         return
     reply = P.parse_reply(answer)       # the kernel's framing rules
