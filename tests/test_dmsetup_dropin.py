@@ -45,6 +45,13 @@ BAD_COMMAND_LINES = [
     ["--manglename", "bogus", "info"],
     ["deps", "-o", "bogus"],
     ["info", "--verbose"],             # --verbose takes an argument in dmsetup 1.02.185
+    # glibc names the whole word, "=value" too, in these two messages
+    ["info", "--bogus=x"],
+    ["info", "--no=x"],
+    ["info", "--col=x"],
+    ["info", "--ver"],
+    ["ls", "--target"],
+    ["-cz", "info"],
 ]
 
 
@@ -163,6 +170,7 @@ def test_kpartx_translation(argv, expected):
 @pytest.mark.parametrize("argv, line", [
     ([], ""), (["-a"], ""), (["-a", "x", "y"], ""),
     (["-z", "x"], "kpartx: invalid option -- 'z'\n"),
+    (["-a", "--long", "x"], "kpartx: invalid option -- '-'\n"),   # plain getopt: no long options
     (["-p"], "kpartx: option requires an argument -- 'p'\n"),
 ])
 def test_kpartx_usage(capfd, argv, line):

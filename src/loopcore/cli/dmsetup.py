@@ -2,9 +2,10 @@
 run under the name ``dmsetup``): dmsetup's command line, translated onto
 ``loopcore dm``.
 
-Only the argv changes hands here: the options are read as dmsetup's
-getopt reads them (anywhere on the line, ``--`` ends them, unique
-prefixes of long options, ``-abc`` clusters), the command's words and the
+Only the argv changes hands here: the options are read by glibc's
+getopt_long as dmsetup's are (:mod:`.getopt_long`: anywhere on the line,
+``--`` ends them, unique prefixes of long options, ``-abc`` clusters,
+glibc's messages), the command's words and the
 options it uses become a ``loopcore dm`` command line, and that runs the
 same handlers as ``loopcore dm`` (no second policy).  What a script sees
 is dmsetup's (Debian 12, 1.02.185): its output, exit status 1 for every
@@ -26,6 +27,13 @@ from typing import Dict, List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from . import _rules
 from ._rules import StreamError, UsageError
+from .getopt_long import (
+    NO_ARGUMENT,
+    REQUIRED_ARGUMENT,
+    GetoptError,
+    LongOption,
+    getopt_long,
+)
 
 __all__ = ["main", "COMMANDS", "LONG_OPTIONS"]
 
@@ -143,44 +151,9 @@ def _fail(message: str) -> NoReturn:
 
 # --- dmsetup's getopt -------------------------------------------------------------------
 
-def _long(word: str, rest: List[str], opts: Dict[str, List[str]]) -> None:
-    name, eq, value = word[2:].partition("=")
-    if name in _TAKES_ARGUMENT:
-        found = [name]
-    else:
-        found = [n for n, _ in LONG_OPTIONS if n.startswith(name)]
-    if not found:
-        _fail(f"{PROG}: unrecognized option '--{name}'")
-    if len(found) > 1:
-        _fail(f"{PROG}: option '--{name}' is ambiguous; possibilities:"
-              + "".join(f" '--{n}'" for n in found))
-    name = found[0]
-    if _TAKES_ARGUMENT[name]:
-        if not eq:
-            if not rest:
-                _fail(f"{PROG}: option '--{name}' requires an argument")
-            value = rest.pop(0)
-        opts.setdefault(name, []).append(value)
-    elif eq:
-        _fail(f"{PROG}: option '--{name}' doesn't allow an argument")
-    else:
-        opts.setdefault(name, []).append("")
-
-
-def _short(word: str, rest: List[str], opts: Dict[str, List[str]]) -> None:
-    letters = word[1:]
-    while letters:
-        letter, letters = letters[0], letters[1:]
-        if letter not in SHORT_OPTIONS:
-            _fail(f"{PROG}: invalid option -- '{letter}'")
-        if letter in _SHORT_TAKES_ARGUMENT:
-            if not letters:
-                if not rest:
-                    _fail(f"{PROG}: option requires an argument -- '{letter}'")
-                letters = rest.pop(0)
-            opts.setdefault(SHORT_OPTIONS[letter], []).append(letters)
-            return
-        opts.setdefault(SHORT_OPTIONS[letter], []).append("")
+_LONG = tuple(LongOption(name, REQUIRED_ARGUMENT if takes else NO_ARGUMENT, name)
+              for name, takes in LONG_OPTIONS)
+_SHORT = "".join(letter + ":" * (letter in _SHORT_TAKES_ARGUMENT) for letter in SHORT_OPTIONS)
 
 
 def parse(argv: Sequence[str]) -> Tuple[Dict[str, List[str]], List[str]]:
@@ -188,18 +161,11 @@ def parse(argv: Sequence[str]) -> Tuple[Dict[str, List[str]], List[str]]:
     ``argv``: options anywhere, ``--`` ends them."""
     opts: Dict[str, List[str]] = {}
     words: List[str] = []
-    rest = list(argv)
-    while rest:
-        word = rest.pop(0)
-        if word == "--":
-            words += rest
-            break
-        if word.startswith("--"):
-            _long(word, rest, opts)
-        elif word.startswith("-") and word != "-":
-            _short(word, rest, opts)
-        else:
-            words.append(word)
+    try:
+        for key, value in getopt_long(argv, _SHORT, _LONG, words):
+            opts.setdefault(SHORT_OPTIONS.get(key, key), []).append(value or "")
+    except GetoptError as e:
+        _fail(f"{PROG}: {e}")
     return opts, words
 
 
