@@ -99,11 +99,12 @@ COMMANDS: Dict[str, Command] = {
     "wipe_table": Command("wipe_table", 0, -1, _SELECT, "reload"),
     "rename": Command("rename", 1, 2, ("setuuid", *_SELECT), "rename"),
     "message": Command("message", 2, -1, _SELECT, "message"),
-    "ls": Command("ls", 0, 0, ("options", "tree", "noudevsync"), "names"),
+    "ls": Command("ls", 0, 0, ("options", "tree", "target", "noudevsync"), "names"),
     "info": Command("info", 0, -1, (*_REPORT, *_SELECT), "info"),
     "deps": Command("deps", 0, -1, ("options", *_SELECT), "deps"),
-    "status": Command("status", 0, -1, ("inactive", *_SELECT), "status"),
-    "table": Command("table", 0, -1, ("inactive", "showkeys", *_SELECT), "table"),
+    "status": Command("status", 0, -1, ("inactive", "target", *_SELECT), "status"),
+    "table": Command("table", 0, -1, ("inactive", "showkeys", "target", "concise", *_SELECT),
+                     "table"),
     "wait": Command("wait", 0, 2, _SELECT, "waitevent"),
     "mknodes": Command("mknodes", 0, -1, _SELECT, "info"),
     "targets": Command("targets", 0, 0, (), "targets"),
@@ -127,7 +128,8 @@ _FLAGS: Dict[str, str] = {
     "manglename": "--manglename", "noudevsync": "--noudevsync", "notable": "--notable",
     "table": "--table", "readonly": "-r", "retry": "--retry", "deferred": "--deferred",
     "force": "-f", "noflush": "--noflush", "nolockfs": "--nolockfs", "setuuid": "--setuuid",
-    "tree": "--tree", "inactive": "--inactive", "showkeys": "--showkeys",
+    "tree": "--tree", "inactive": "--inactive", "showkeys": "--showkeys", "target": "--target",
+    "concise": "--concise",
 }
 
 
@@ -178,10 +180,27 @@ def _check_switches(opts: Dict[str, List[str]], command: str) -> None:
     for mode in opts.get("manglename", []):
         if mode not in ("none", "hex", "auto"):
             _fail("Unknown name mangling mode.")
-    if command == "deps":
-        for value in opts.get("options", []):
-            if value not in ("devno", "devname", "blkdevname"):
-                _fail(f"Option not recognised: {value}.")
+
+
+#: dmsetup's -o words naming devices (ls, deps), in the order it tries a prefix
+_DEVICE_LABELS = ("devno", "blkdevname", "devname")
+
+
+def _device_label(opts: Dict[str, List[str]], command: str) -> Optional[str]:
+    """The device label of ``-o`` where it is not --columns' or --tree's (nor
+    splitname's, always columns): as dmsetup reads it, items separated by
+    commas, each a prefix of a label, the last winning.  None without one."""
+    if "options" not in opts or "columns" in opts or "tree" in opts \
+            or command == "splitname":
+        return None
+    label, rest = "devno", opts["options"][-1]
+    while rest:
+        item, _comma, after = rest.partition(",")
+        label = next((w for w in _DEVICE_LABELS if w.startswith(item)), "")
+        if not label:
+            _fail(f"Option not recognised: {rest}.")
+        rest = after
+    return label
 
 
 # --- translation -------------------------------------------------------------------------
@@ -221,10 +240,16 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
     """The ``loopcore dm`` argv for dmsetup's ``command`` with ``opts`` and ``words``."""
     spec = COMMANDS[command]
     for name in opts:
-        fixed_number = command == "create" and name in ("major", "minor")
-        if fixed_number or (name not in spec.options and name not in _IGNORED
+        # (create --concise reads a concise table: not implemented)
+        not_here = command == "create" and name in ("major", "minor", "concise")
+        if not_here or (name not in spec.options and name not in _IGNORED
                             and name not in _FLAGS):
             raise CommandLineError(f"{PROG}: option '--{name}' is not supported by loopcore.")
+    label = _device_label(opts, command)
+    if label is not None:   # (only ls and deps name devices; the others ignore it)
+        opts = {k: v for k, v in opts.items() if k != "options"}
+        if command in ("ls", "deps"):
+            opts["options"] = [label]
     argv = [spec.dm_command]
     for name in spec.options:
         for value in opts.get(name, []):
@@ -233,8 +258,6 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
             argv += _option(_FLAGS[name], value) if _TAKES_ARGUMENT[name] else [_FLAGS[name]]
     words = list(words)
     selected = "uuid" in opts or "major" in opts
-    if command == "deps" and "devname" in opts.get("options", []):
-        raise CommandLineError(f"{PROG}: deps -o devname is not supported by loopcore.")
     if command == "create":
         if not words:
             raise CommandError("Please provide a name for the new device.")
