@@ -47,6 +47,8 @@ BAD_COMMAND_LINES = [
     # -o outside --columns and --tree: a comma list of device labels (prefixes)
     ["ls", "-o", "bogus"], ["info", "-o", "name", "x"], ["deps", "-o", "bogus,devno"],
     ["ls", "-o", "devno,,x"], ["deps", "-o", "blk,x"],
+    ["ls", "--tree", "-o", "bogus"], ["ls", "--tree", "-o", "a,,x,u"],
+    ["info", "--tree", "-o", "x"],
     ["info", "--verbose"],             # --verbose takes an argument in dmsetup 1.02.185
     # glibc names the whole word, "=value" too, in these two messages
     ["info", "--bogus=x"],
@@ -135,6 +137,11 @@ def test_no_command_and_help(capfd):
     (["reload", "x", "--table", "0 8 zero"], ["reload", "--table", "0 8 zero", "--", "x"]),
     (["table", "--showkeys", "--inactive", "x"], ["table", "--inactive", "--showkeys", "--", "x"]),
     (["ls", "--tree", "-o", "ascii"], ["ls", "-o", "ascii", "--tree"]),
+    # tree words: dmsetup's prefixes, in its order ("a": active, "n": nodevice)
+    (["ls", "--tree", "-o", "a,n,u,b,as,no"], ["ls", "-o", "active,nodevice,uuid,blkdevname,"
+                                                       "ascii,nodevice", "--tree"]),
+    (["info", "--tree", "-o", "ascii", "x"], ["info", "--", "x"]),
+    (["--manglename", "NONE", "info", "x"], ["info", "--manglename", "none", "--", "x"]),
     (["targets"], ["targets"]),
     (["deps", "-o", "blkdevname"], ["deps", "-o", "blkdevname", "--"]),
     (["deps", "x", "-o", "devname"], ["deps", "-o", "devname", "--", "x"]),

@@ -178,29 +178,53 @@ def _check_switches(opts: Dict[str, List[str]], command: str) -> None:
     if ("major" in opts) != ("minor" in opts):
         _fail("Please specify both major number and minor number.")
     for mode in opts.get("manglename", []):
-        if mode not in ("none", "hex", "auto"):
+        if mode.lower() not in ("none", "hex", "auto"):   # (dmsetup: strcasecmp)
             _fail("Unknown name mangling mode.")
 
 
-#: dmsetup's -o words naming devices (ls, deps), in the order it tries a prefix
+#: dmsetup's -o words naming devices (ls, deps), and its --tree -o words,
+#: each in the order dmsetup tries a prefix against them
 _DEVICE_LABELS = ("devno", "blkdevname", "devname")
+_TREE_WORDS = ("device", "blkdevname", "nodevice", "status", "table", "active", "open",
+               "uuid", "rw", "utf", "vt100", "ascii", "inverted", "compact", "notrunc")
 
 
-def _device_label(opts: Dict[str, List[str]], command: str) -> Optional[str]:
-    """The device label of ``-o`` where it is not --columns' or --tree's (nor
-    splitname's, always columns): as dmsetup reads it, items separated by
-    commas, each a prefix of a label, the last winning.  None without one."""
-    if "options" not in opts or "columns" in opts or "tree" in opts \
-            or command == "splitname":
-        return None
-    label, rest = "devno", opts["options"][-1]
+def _words(value: str, words: Sequence[str], what: str) -> List[str]:
+    """``value`` as dmsetup reads an -o list: comma-separated prefixes, each
+    the first of ``words`` it begins; else ``WHAT not recognised: REST.``"""
+    found, rest = [], value
     while rest:
         item, _comma, after = rest.partition(",")
-        label = next((w for w in _DEVICE_LABELS if w.startswith(item)), "")
-        if not label:
-            _fail(f"Option not recognised: {rest}.")
+        word = next((w for w in words if w.startswith(item)), "")
+        if not word:
+            _fail(f"{what} not recognised: {rest}.")
+        found.append(word)
         rest = after
-    return label
+    return found
+
+
+def _options_as_read(opts: Dict[str, List[str]], command: str) -> Dict[str, List[str]]:
+    """``opts`` with -o as dmsetup reads it where it is not --columns' fields
+    (splitname's always are): with --tree tree words (ls draws them), else a
+    device label (ls and deps print it; the last word wins); the commands
+    that do neither ignore it."""
+    if "options" not in opts:
+        return opts
+    columns = "columns" in opts or command == "splitname"
+    if "tree" in opts:
+        value = ",".join(_words(opts["options"][-1], _TREE_WORDS, "Tree options"))
+        used = command == "ls"
+    elif columns:
+        return opts
+    else:
+        value = (_words(opts["options"][-1], _DEVICE_LABELS, "Option") or ["devno"])[-1]
+        used = command in ("ls", "deps")
+    if columns:
+        return opts
+    read = {k: v for k, v in opts.items() if k != "options"}
+    if used:
+        read["options"] = [value]
+    return read
 
 
 # --- translation -------------------------------------------------------------------------
@@ -245,16 +269,14 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
         if not_here or (name not in spec.options and name not in _IGNORED
                             and name not in _FLAGS):
             raise CommandLineError(f"{PROG}: option '--{name}' is not supported by loopcore.")
-    label = _device_label(opts, command)
-    if label is not None:   # (only ls and deps name devices; the others ignore it)
-        opts = {k: v for k, v in opts.items() if k != "options"}
-        if command in ("ls", "deps"):
-            opts["options"] = [label]
+    opts = _options_as_read(opts, command)
     argv = [spec.dm_command]
     for name in spec.options:
         for value in opts.get(name, []):
             if name in ("major", "minor"):
                 value = str(_atoi(value))
+            elif name == "manglename":
+                value = value.lower()
             argv += _option(_FLAGS[name], value) if _TAKES_ARGUMENT[name] else [_FLAGS[name]]
     words = list(words)
     selected = "uuid" in opts or "major" in opts
