@@ -171,6 +171,9 @@ def _reports(both, base: str, top: str, info: dm.DeviceInfo) -> None:
                  # -o devname: a dm device by its name, any other by the kernel's
                  ["deps", "-o", "devname", top], ["deps", base, "-o", "devname"],
                  ["deps", "-o", "devname"], ["ls", "-o", "devname"],
+                 # -o words as prefixes, dmsetup's order ("a": active, "devn": devno)
+                 ["ls", "--tree", "-o", "a,u"], ["deps", "-o", "blk", top],
+                 ["ls", "-o", "devn"], ["--manglename", "NONE", "info", top],
                  ["targets"], ["splitname", "vg-lv"], ["--noudevsync", "mknodes"],
                  ["mknodes", top], ["info", "-c", "-o", "name", "--sort", "-name"]):
         assert both(argv)[0] == 0, argv
