@@ -44,7 +44,19 @@ BAD_COMMAND_LINES = [
     ["-m", "1", "info"],
     ["--manglename", "bogus", "info"],
     ["deps", "-o", "bogus"],
+    # -o outside --columns and --tree: a comma list of device labels (prefixes)
+    ["ls", "-o", "bogus"], ["info", "-o", "name", "x"], ["deps", "-o", "bogus,devno"],
+    ["ls", "-o", "devno,,x"], ["deps", "-o", "blk,x"],
+    ["ls", "--tree", "-o", "bogus"], ["ls", "--tree", "-o", "a,,x,u"],
+    ["info", "--tree", "-o", "x"],
     ["info", "--verbose"],             # --verbose takes an argument in dmsetup 1.02.185
+    # glibc names the whole word, "=value" too, in these two messages
+    ["info", "--bogus=x"],
+    ["info", "--no=x"],
+    ["info", "--col=x"],
+    ["info", "--ver"],
+    ["ls", "--target"],
+    ["-cz", "info"],
 ]
 
 
@@ -93,8 +105,9 @@ def test_unimplemented_commands_name_themselves(capfd, command):
                   "Command failed.\n"
 
 
-@pytest.mark.parametrize("argv", [["--select", "name=x", "info"], ["deps", "-o", "devname"],
+@pytest.mark.parametrize("argv", [["--select", "name=x", "info"],
                                   ["create", "x", "-j", "1", "-m", "2"],
+                                  ["create", "--concise", "x,,,rw,0 8 zero"],
                                   ["--readahead", "8", "create", "x"]])
 def test_unimplemented_options_name_themselves(capfd, argv):
     status, out, err = ours(capfd, argv)
@@ -124,8 +137,25 @@ def test_no_command_and_help(capfd):
     (["reload", "x", "--table", "0 8 zero"], ["reload", "--table", "0 8 zero", "--", "x"]),
     (["table", "--showkeys", "--inactive", "x"], ["table", "--inactive", "--showkeys", "--", "x"]),
     (["ls", "--tree", "-o", "ascii"], ["ls", "-o", "ascii", "--tree"]),
+    # tree words: dmsetup's prefixes, in its order ("a": active, "n": nodevice)
+    (["ls", "--tree", "-o", "a,n,u,b,as,no"], ["ls", "-o", "active,nodevice,uuid,blkdevname,"
+                                                       "ascii,nodevice", "--tree"]),
+    (["info", "--tree", "-o", "ascii", "x"], ["info", "--", "x"]),
+    (["--manglename", "NONE", "info", "x"], ["info", "--manglename", "none", "--", "x"]),
     (["targets"], ["targets"]),
     (["deps", "-o", "blkdevname"], ["deps", "-o", "blkdevname", "--"]),
+    (["deps", "x", "-o", "devname"], ["deps", "-o", "devname", "--", "x"]),
+    (["ls", "-o", "devname"], ["ls", "-o", "devname"]),
+    (["deps", "-o", "blk", "x"], ["deps", "-o", "blkdevname", "--", "x"]),
+    (["ls", "-o", "blkdevname,dev"], ["ls", "-o", "devno"]),
+    (["info", "-o", "devn", "x"], ["info", "--", "x"]),         # info ignores it, as dmsetup
+    (["info", "-c", "-o", "devno", "x"], ["info", "-c", "-o", "devno", "--", "x"]),
+    (["--target", "zero", "table"], ["table", "--target", "zero", "--"]),
+    (["status", "x", "--targ=linear"], ["status", "--target", "linear", "--", "x"]),
+    (["ls", "--target", "-x"], ["ls", "--target=-x"]),
+    (["info", "--target", "zero", "x"], ["info", "--", "x"]),      # ignored, as dmsetup
+    (["table", "--concise", "--target", "zero"], ["table", "--target", "zero", "--concise", "--"]),
+    (["--concise", "status", "x"], ["status", "--", "x"]),
     (["info", "-c", "-O", "-name", "-u", "-x"], ["info", "-c", "--sort=-name", "-u-x", "--"]),
     (["-u", "U", "info"], ["info", "-u", "U", "--"]),
     (["-j", "253", "-m", "0", "table"], ["table", "-j", "253", "-m", "0", "--"]),
@@ -143,6 +173,12 @@ def test_create_with_an_empty_table_makes_a_device_without_one(monkeypatch):
     monkeypatch.setattr(sys, "stdin", open(os.devnull))
     opts, words = dmsetup.parse(["create", "x"])
     assert dmsetup.translate("create", opts, words[1:]) == ["create", "--notable", "--", "x"]
+
+
+def test_concise_quoting():
+    """table --concise escapes its separators in names, uuids and params."""
+    from loopcore.cli import dm_show
+    assert dm_show._concise_quoted("a,b;c\\d e") == "a\\,b\\;c\\\\d e"
 
 
 # --- kpartx ---------------------------------------------------------------------------
@@ -163,6 +199,7 @@ def test_kpartx_translation(argv, expected):
 @pytest.mark.parametrize("argv, line", [
     ([], ""), (["-a"], ""), (["-a", "x", "y"], ""),
     (["-z", "x"], "kpartx: invalid option -- 'z'\n"),
+    (["-a", "--long", "x"], "kpartx: invalid option -- '-'\n"),   # plain getopt: no long options
     (["-p"], "kpartx: option requires an argument -- 'p'\n"),
 ])
 def test_kpartx_usage(capfd, argv, line):

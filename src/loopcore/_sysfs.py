@@ -237,6 +237,16 @@ def mounts_by_devnum() -> List[Tuple[int, str]]:
 # --- device-mapper's reads (dm/) ---
 # (a dm device's kernel name by number is block_name above: one resolver)
 
+def dm_name(devnum: int) -> Optional[str]:
+    """The name of dm device ``devnum`` (its ``dm/name``), None if it is
+    not a dm device or is gone."""
+    try:
+        with open(f"{dev_block_path(devnum)}/dm/name") as f:
+            return f.read().rstrip("\n") or None
+    except OSError:
+        return None
+
+
 PROC_MISC = "/proc/misc"
 UEVENT_SEQNUM = "/sys/kernel/uevent_seqnum"
 

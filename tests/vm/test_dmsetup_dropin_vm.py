@@ -168,6 +168,12 @@ def _reports(both, base: str, top: str, info: dm.DeviceInfo) -> None:
                  ["table", top, base], ["table", "--showkeys"], ["status"], ["ls"],
                  ["ls", "--tree"], ["ls", "-o", "blkdevname"], ["deps", top],
                  ["deps", "-o", "blkdevname", top],
+                 # -o devname: a dm device by its name, any other by the kernel's
+                 ["deps", "-o", "devname", top], ["deps", base, "-o", "devname"],
+                 ["deps", "-o", "devname"], ["ls", "-o", "devname"],
+                 # -o words as prefixes, dmsetup's order ("a": active, "devn": devno)
+                 ["ls", "--tree", "-o", "a,u"], ["deps", "-o", "blk", top],
+                 ["ls", "-o", "devn"], ["--manglename", "NONE", "info", top],
                  ["targets"], ["splitname", "vg-lv"], ["--noudevsync", "mknodes"],
                  ["mknodes", top], ["info", "-c", "-o", "name", "--sort", "-name"]):
         assert both(argv)[0] == 0, argv
@@ -188,3 +194,27 @@ def test_remove_forms(both, mapper, names):
     both(["remove", "-u", f"LCT-{name}"],
          between=lambda: mapper.create(name, uuid=f"LCT-{name}", table=[dm.zero(0, 8)]))
     assert not mapper.exists(name)
+
+
+def test_target_filter_and_concise(both, mapper, names, loops):
+    """--target TYPE: table and status print only that type's lines (a device
+    without one prints nothing), ls only the devices that have one;
+    table --concise: all devices on one line (with --target too)."""
+    mixed = names("mixed")
+    mapper.create(mixed, uuid=f"LCT-{mixed}", table=[dm.zero(0, 8), dm.error(8, 8)])
+    linear = names("lin")
+    mapper.create(linear, table=[dm.linear(0, 64, loops(1 << 20))], read_only=True)
+    empty = names("empty")
+    mapper.create(empty)  # no table: no line of any type
+    for argv in (["table", "--target", "zero"], ["table", "--target", "error", mixed],
+                 ["table", mixed, linear, "--target", "linear"],
+                 ["status", "--target", "zero"], ["--target", "linear", "status", linear],
+                 ["table", "--target", "zero", empty], ["table", "--target", "striped"],
+                 ["ls", "--target", "zero"], ["ls", "--target", "linear", "-o", "blkdevname"],
+                 ["ls", "--target", "striped"], ["ls", "--target", "error", "--tree"],
+                 ["info", "--target", "zero", mixed],     # info: dmsetup ignores it
+                 ["table", "--concise"], ["table", "--concise", linear, mixed],
+                 ["table", "--concise", empty], ["--concise", "table", "--target", "error"],
+                 ["table", "--concise", "--target", "striped"],
+                 ["status", "--concise", mixed]):         # status: dmsetup ignores it
+        assert both(argv)[0] == 0, argv

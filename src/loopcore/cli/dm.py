@@ -87,13 +87,15 @@ REPORT = (
     arg("-O", "--sort", metavar="FIELDS", help="sort by these fields ('-F' descending)"),
 )
 INACTIVE = _flag("--inactive", help="the inactive table")
+TARGET = arg("--target", metavar="TYPE", help="only the lines (ls: devices) of this target type")
 
 #: Every ``loopcore dm`` command, in the order its help lists them.
 COMMANDS: Dict[str, Command] = {
     "ls": Command(dm_show.ls, "list devices: name (major:minor)", (
-        arg("-o", "--output", help="devno (default) or blkdevname; with --tree, tree "
+        arg("-o", "--output", help="devno (default), devname or blkdevname; with --tree, tree "
                                    "options: " + ",".join(TREE_OPTIONS)),
         _flag("--tree", help="draw the dependency tree"),
+        TARGET,
     ), json=True),
     "create": Command(dm_change.create, "create a device, load its table and resume it", (
         arg("name"),
@@ -128,10 +130,12 @@ COMMANDS: Dict[str, Command] = {
     "table": Command(dm_show.table, "print the table of devices (all without names)", (
         NAMES, INACTIVE,
         _flag("--showkeys", help="print dm-crypt and dm-integrity keys (default: zeros)"),
+        TARGET, _flag("--concise", help="all devices on one line, as "
+                      "NAME,UUID,MINOR,rw|ro,TABLE[,TABLE...][;...]"),
         *SELECTORS,
     ), json=True),
     "status": Command(dm_show.status, "print the status of devices (all without names)",
-                      (NAMES, INACTIVE, *SELECTORS), json=True),
+                      (NAMES, INACTIVE, TARGET, *SELECTORS), json=True),
     "info": Command(dm_show.info, "print device information (all without names)",
                     (NAMES, _flag("-c", "-C", "--columns",
                                   help="one line per device, in columns (-o picks them)"),
@@ -141,7 +145,7 @@ COMMANDS: Dict[str, Command] = {
         _flag("-c", "-C", "--columns", help="(the only format)"), *REPORT,
     ), names=False),
     "deps": Command(dm_show.deps, "print the devices a device uses", (
-        NAMES, arg("-o", "--output", choices=["devno", "blkdevname"], default="devno"),
+        NAMES, arg("-o", "--output", choices=dm_show.DEVICE_LABELS, default="devno"),
         *SELECTORS,
     ), json=True),
     "message": Command(dm_change.message, "send a message to a target (or '@...' to dm core)",

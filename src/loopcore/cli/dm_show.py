@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import locale
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .. import dm
+from .. import _sysfs, dm
 from . import dm_report
 from ._rules import UsageError, write_json, write_text
 from .dm_arguments import explicit, mapper, named
@@ -66,24 +67,32 @@ def _ls_tree(args: argparse.Namespace) -> int:
 
 
 def ls(args: argparse.Namespace) -> int:
-    """``ls [--tree] [-o ...]``: name (major:minor) per device, or the tree."""
-    if args.tree:
+    """``ls [--tree] [-o ...] [--target TYPE]``: name (major:minor) per
+    device, or the tree."""
+    if args.tree and args.target is None:
         return _ls_tree(args)
     output = args.output or "devno"
-    if output not in ("devno", "blkdevname"):
-        raise UsageError("ls -o takes devno or blkdevname (tree options need --tree)")
+    if not args.tree and output not in DEVICE_LABELS:
+        raise UsageError("ls -o takes devno, devname or blkdevname "
+                         "(tree options need --tree)")
     with mapper(args) as m:
-        devices = m.list_devices()
+        devices = shown = m.list_devices()
+        if args.target is not None:
+            # dmsetup's ls --target: the devices with a target of that type
+            # (in their status), as NAME\t(MAJOR, MINOR) whatever -o says
+            shown = [d for d in devices
+                     if any(s.target_type == args.target for s in m.status(d.name))]
     if args.json:
         write_json([{"name": d.name, "kernel_name": d.kernel_name, "uuid": d.uuid or None,
                      "major": d.major, "minor": d.minor, "event_nr": d.event_nr}
-                    for d in devices])
+                    for d in shown])
         return 0
     if not devices:
         _no_devices()
-    for d in devices:
-        label = dm.block_name(d.devnum) if output == "blkdevname" else None
-        write_text(f"{d.name}\t({label or f'{d.major}:{d.minor}'})\n")
+    for d in shown:
+        label = f"{d.major}, {d.minor}" if args.target is not None \
+            else _dev_label(d.devnum, output, ":")
+        write_text(f"{d.name}\t({label})\n")
     return 0
 
 
@@ -191,15 +200,55 @@ def _status_lines(args: argparse.Namespace, m: dm.DeviceMapper,
             for s in m.status(dev, inactive=args.inactive)]
 
 
+def _of_target(args: argparse.Namespace, lines: List[Line]) -> Optional[List[Line]]:
+    """--target TYPE: only that type's lines, None for a device without
+    one (it prints nothing); all lines without --target."""
+    if args.target is None:
+        return lines
+    return [line for line in lines if line[2] == args.target] or None
+
+
+def _concise_quoted(text: str) -> str:
+    """``text`` with ``,`` ``;`` and ``\\`` escaped by a backslash (they
+    separate the fields, the targets and the devices of --concise)."""
+    return re.sub(r"([,;\\])", r"\\\1", text)
+
+
+def _print_concise(args: argparse.Namespace,
+                   devices: List[Tuple[dm.DeviceInfo, List[Line]]]) -> int:
+    """``table --concise``: every device on one line, as ``NAME,UUID,MINOR,
+    rw|ro,TARGET[,TARGET...]`` joined by ``;`` (dmsetup create --concise
+    reads it back)."""
+    found = []
+    for info, all_lines in devices:
+        lines = _of_target(args, all_lines)
+        if lines is None:
+            continue
+        found.append(",".join([
+            _concise_quoted(info.name), _concise_quoted(info.uuid), str(info.minor),
+            "ro" if info.read_only else "rw",
+            *(f"{start} {length} {ttype} {_concise_quoted(params)}"
+              for start, length, ttype, params in lines)]))
+    if not devices:
+        _no_devices()
+    if found:
+        write_text(";".join(found) + "\n")
+    return 0
+
+
 def _print_lines(args: argparse.Namespace, tables: List[Tuple[str, List[Line]]]) -> int:
+    # (the "NAME: " prefix and "No devices found" go by the devices, not by
+    # the devices --target leaves)
+    prefix = len(tables) > 1 or not explicit(args)
+    if not tables and not args.json:
+        _no_devices()
+    shown = [(n, lines) for n, all_lines in tables
+             for lines in [_of_target(args, all_lines)] if lines is not None]
     if args.json:
         write_json({n: [{"start": start, "length": length, "type": ttype, "params": params}
-                        for start, length, ttype, params in lines] for n, lines in tables})
+                        for start, length, ttype, params in lines] for n, lines in shown})
         return 0
-    if not tables:
-        _no_devices()
-    prefix = len(tables) > 1 or not explicit(args)
-    for n, lines in tables:
+    for n, lines in shown:
         lead = f"{n}: " if prefix else ""
         if not lines:
             write_text(f"{lead}\n")  # dmsetup prints an empty line for no table
@@ -209,30 +258,41 @@ def _print_lines(args: argparse.Namespace, tables: List[Tuple[str, List[Line]]])
 
 
 def table(args: argparse.Namespace) -> int:
-    """``table [--inactive] [--showkeys] [NAME...]``."""
+    """``table [--inactive] [--showkeys] [--target TYPE] [--concise] [NAME...]``."""
     with mapper(args, *args.names) as m:
-        tables = [(label, _table_lines(args, m, n)) for label, n in named(args, m)]
+        devices = named(args, m)
+        tables = [(label, _table_lines(args, m, n)) for label, n in devices]
+        if args.concise and not args.json:
+            infos = [m.info(n) for _label, n in devices]
+            return _print_concise(args, [(i, lines) for i, (_n, lines) in zip(infos, tables)])
     return _print_lines(args, tables)
 
 
 def status(args: argparse.Namespace) -> int:
-    """``status [--inactive] [NAME...]``."""
+    """``status [--inactive] [--target TYPE] [NAME...]``."""
     with mapper(args, *args.names) as m:
         tables = [(label, _status_lines(args, m, n)) for label, n in named(args, m)]
     return _print_lines(args, tables)
 
 
-def _dev_label(devnum: int, style: str) -> str:
-    major, minor = os.major(devnum), os.minor(devnum)
-    if style == "blkdevname":
+#: how ls and deps name a device (dmsetup's -o): its number, its name
+#: (a dm device's own, else the kernel's), or the kernel's name
+DEVICE_LABELS = ("devno", "devname", "blkdevname")
+
+
+def _dev_label(devnum: int, style: str, separator: str) -> str:
+    """``devnum`` as ``-o style`` shows it; the number, ``MAJOR{separator}MINOR``,
+    where there is no name (as dmsetup)."""
+    name = None
+    if style == "devname":
+        name = _sysfs.dm_name(devnum) or dm.block_name(devnum)
+    elif style == "blkdevname":
         name = dm.block_name(devnum)
-        if name:
-            return name
-    return f"{major}, {minor}"
+    return name or f"{os.major(devnum)}{separator}{os.minor(devnum)}"
 
 
 def deps(args: argparse.Namespace) -> int:
-    """``deps [-o devno|blkdevname] [NAME...]``."""
+    """``deps [-o devno|devname|blkdevname] [NAME...]``."""
     with mapper(args, *args.names) as m:
         found = [(label, m.deps(n)) for label, n in named(args, m)]
     if args.json:
@@ -241,7 +301,7 @@ def deps(args: argparse.Namespace) -> int:
         return 0
     prefix = len(found) > 1 or not explicit(args)
     for n, devs in found:
-        labels = "".join(f" ({_dev_label(d, args.output)})" for d in devs)
+        labels = "".join(f" ({_dev_label(d, args.output, ', ')})" for d in devs)
         write_text(f"{n + ': ' if prefix else ''}{len(devs)} dependencies\t:{labels}\n")
     return 0
 

@@ -2,9 +2,10 @@
 run under the name ``dmsetup``): dmsetup's command line, translated onto
 ``loopcore dm``.
 
-Only the argv changes hands here: the options are read as dmsetup's
-getopt reads them (anywhere on the line, ``--`` ends them, unique
-prefixes of long options, ``-abc`` clusters), the command's words and the
+Only the argv changes hands here: the options are read by glibc's
+getopt_long as dmsetup's are (:mod:`.getopt_long`: anywhere on the line,
+``--`` ends them, unique prefixes of long options, ``-abc`` clusters,
+glibc's messages), the command's words and the
 options it uses become a ``loopcore dm`` command line, and that runs the
 same handlers as ``loopcore dm`` (no second policy).  What a script sees
 is dmsetup's (Debian 12, 1.02.185): its output, exit status 1 for every
@@ -26,6 +27,13 @@ from typing import Dict, List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from . import _rules
 from ._rules import StreamError, UsageError
+from .getopt_long import (
+    NO_ARGUMENT,
+    REQUIRED_ARGUMENT,
+    GetoptError,
+    LongOption,
+    getopt_long,
+)
 
 __all__ = ["main", "COMMANDS", "LONG_OPTIONS"]
 
@@ -91,11 +99,12 @@ COMMANDS: Dict[str, Command] = {
     "wipe_table": Command("wipe_table", 0, -1, _SELECT, "reload"),
     "rename": Command("rename", 1, 2, ("setuuid", *_SELECT), "rename"),
     "message": Command("message", 2, -1, _SELECT, "message"),
-    "ls": Command("ls", 0, 0, ("options", "tree", "noudevsync"), "names"),
+    "ls": Command("ls", 0, 0, ("options", "tree", "target", "noudevsync"), "names"),
     "info": Command("info", 0, -1, (*_REPORT, *_SELECT), "info"),
     "deps": Command("deps", 0, -1, ("options", *_SELECT), "deps"),
-    "status": Command("status", 0, -1, ("inactive", *_SELECT), "status"),
-    "table": Command("table", 0, -1, ("inactive", "showkeys", *_SELECT), "table"),
+    "status": Command("status", 0, -1, ("inactive", "target", *_SELECT), "status"),
+    "table": Command("table", 0, -1, ("inactive", "showkeys", "target", "concise", *_SELECT),
+                     "table"),
     "wait": Command("wait", 0, 2, _SELECT, "waitevent"),
     "mknodes": Command("mknodes", 0, -1, _SELECT, "info"),
     "targets": Command("targets", 0, 0, (), "targets"),
@@ -119,7 +128,8 @@ _FLAGS: Dict[str, str] = {
     "manglename": "--manglename", "noudevsync": "--noudevsync", "notable": "--notable",
     "table": "--table", "readonly": "-r", "retry": "--retry", "deferred": "--deferred",
     "force": "-f", "noflush": "--noflush", "nolockfs": "--nolockfs", "setuuid": "--setuuid",
-    "tree": "--tree", "inactive": "--inactive", "showkeys": "--showkeys",
+    "tree": "--tree", "inactive": "--inactive", "showkeys": "--showkeys", "target": "--target",
+    "concise": "--concise",
 }
 
 
@@ -143,44 +153,9 @@ def _fail(message: str) -> NoReturn:
 
 # --- dmsetup's getopt -------------------------------------------------------------------
 
-def _long(word: str, rest: List[str], opts: Dict[str, List[str]]) -> None:
-    name, eq, value = word[2:].partition("=")
-    if name in _TAKES_ARGUMENT:
-        found = [name]
-    else:
-        found = [n for n, _ in LONG_OPTIONS if n.startswith(name)]
-    if not found:
-        _fail(f"{PROG}: unrecognized option '--{name}'")
-    if len(found) > 1:
-        _fail(f"{PROG}: option '--{name}' is ambiguous; possibilities:"
-              + "".join(f" '--{n}'" for n in found))
-    name = found[0]
-    if _TAKES_ARGUMENT[name]:
-        if not eq:
-            if not rest:
-                _fail(f"{PROG}: option '--{name}' requires an argument")
-            value = rest.pop(0)
-        opts.setdefault(name, []).append(value)
-    elif eq:
-        _fail(f"{PROG}: option '--{name}' doesn't allow an argument")
-    else:
-        opts.setdefault(name, []).append("")
-
-
-def _short(word: str, rest: List[str], opts: Dict[str, List[str]]) -> None:
-    letters = word[1:]
-    while letters:
-        letter, letters = letters[0], letters[1:]
-        if letter not in SHORT_OPTIONS:
-            _fail(f"{PROG}: invalid option -- '{letter}'")
-        if letter in _SHORT_TAKES_ARGUMENT:
-            if not letters:
-                if not rest:
-                    _fail(f"{PROG}: option requires an argument -- '{letter}'")
-                letters = rest.pop(0)
-            opts.setdefault(SHORT_OPTIONS[letter], []).append(letters)
-            return
-        opts.setdefault(SHORT_OPTIONS[letter], []).append("")
+_LONG = tuple(LongOption(name, REQUIRED_ARGUMENT if takes else NO_ARGUMENT, name)
+              for name, takes in LONG_OPTIONS)
+_SHORT = "".join(letter + ":" * (letter in _SHORT_TAKES_ARGUMENT) for letter in SHORT_OPTIONS)
 
 
 def parse(argv: Sequence[str]) -> Tuple[Dict[str, List[str]], List[str]]:
@@ -188,18 +163,11 @@ def parse(argv: Sequence[str]) -> Tuple[Dict[str, List[str]], List[str]]:
     ``argv``: options anywhere, ``--`` ends them."""
     opts: Dict[str, List[str]] = {}
     words: List[str] = []
-    rest = list(argv)
-    while rest:
-        word = rest.pop(0)
-        if word == "--":
-            words += rest
-            break
-        if word.startswith("--"):
-            _long(word, rest, opts)
-        elif word.startswith("-") and word != "-":
-            _short(word, rest, opts)
-        else:
-            words.append(word)
+    try:
+        for key, value in getopt_long(argv, _SHORT, _LONG, words):
+            opts.setdefault(SHORT_OPTIONS.get(key, key), []).append(value or "")
+    except GetoptError as e:
+        _fail(f"{PROG}: {e}")
     return opts, words
 
 
@@ -210,12 +178,53 @@ def _check_switches(opts: Dict[str, List[str]], command: str) -> None:
     if ("major" in opts) != ("minor" in opts):
         _fail("Please specify both major number and minor number.")
     for mode in opts.get("manglename", []):
-        if mode not in ("none", "hex", "auto"):
+        if mode.lower() not in ("none", "hex", "auto"):   # (dmsetup: strcasecmp)
             _fail("Unknown name mangling mode.")
-    if command == "deps":
-        for value in opts.get("options", []):
-            if value not in ("devno", "devname", "blkdevname"):
-                _fail(f"Option not recognised: {value}.")
+
+
+#: dmsetup's -o words naming devices (ls, deps), and its --tree -o words,
+#: each in the order dmsetup tries a prefix against them
+_DEVICE_LABELS = ("devno", "blkdevname", "devname")
+_TREE_WORDS = ("device", "blkdevname", "nodevice", "status", "table", "active", "open",
+               "uuid", "rw", "utf", "vt100", "ascii", "inverted", "compact", "notrunc")
+
+
+def _words(value: str, words: Sequence[str], what: str) -> List[str]:
+    """``value`` as dmsetup reads an -o list: comma-separated prefixes, each
+    the first of ``words`` it begins; else ``WHAT not recognised: REST.``"""
+    found, rest = [], value
+    while rest:
+        item, _comma, after = rest.partition(",")
+        word = next((w for w in words if w.startswith(item)), "")
+        if not word:
+            _fail(f"{what} not recognised: {rest}.")
+        found.append(word)
+        rest = after
+    return found
+
+
+def _options_as_read(opts: Dict[str, List[str]], command: str) -> Dict[str, List[str]]:
+    """``opts`` with -o as dmsetup reads it where it is not --columns' fields
+    (splitname's always are): with --tree tree words (ls draws them), else a
+    device label (ls and deps print it; the last word wins); the commands
+    that do neither ignore it."""
+    if "options" not in opts:
+        return opts
+    columns = "columns" in opts or command == "splitname"
+    if "tree" in opts:
+        value = ",".join(_words(opts["options"][-1], _TREE_WORDS, "Tree options"))
+        used = command == "ls"
+    elif columns:
+        return opts
+    else:
+        value = (_words(opts["options"][-1], _DEVICE_LABELS, "Option") or ["devno"])[-1]
+        used = command in ("ls", "deps")
+    if columns:
+        return opts
+    read = {k: v for k, v in opts.items() if k != "options"}
+    if used:
+        read["options"] = [value]
+    return read
 
 
 # --- translation -------------------------------------------------------------------------
@@ -255,20 +264,22 @@ def translate(command: str, opts: Dict[str, List[str]], words: List[str]) -> Lis
     """The ``loopcore dm`` argv for dmsetup's ``command`` with ``opts`` and ``words``."""
     spec = COMMANDS[command]
     for name in opts:
-        fixed_number = command == "create" and name in ("major", "minor")
-        if fixed_number or (name not in spec.options and name not in _IGNORED
+        # (create --concise reads a concise table: not implemented)
+        not_here = command == "create" and name in ("major", "minor", "concise")
+        if not_here or (name not in spec.options and name not in _IGNORED
                             and name not in _FLAGS):
             raise CommandLineError(f"{PROG}: option '--{name}' is not supported by loopcore.")
+    opts = _options_as_read(opts, command)
     argv = [spec.dm_command]
     for name in spec.options:
         for value in opts.get(name, []):
             if name in ("major", "minor"):
                 value = str(_atoi(value))
+            elif name == "manglename":
+                value = value.lower()
             argv += _option(_FLAGS[name], value) if _TAKES_ARGUMENT[name] else [_FLAGS[name]]
     words = list(words)
     selected = "uuid" in opts or "major" in opts
-    if command == "deps" and "devname" in opts.get("options", []):
-        raise CommandLineError(f"{PROG}: deps -o devname is not supported by loopcore.")
     if command == "create":
         if not words:
             raise CommandError("Please provide a name for the new device.")

@@ -1,5 +1,6 @@
 """glibc's ``getopt_long``, for the drop-ins that take another tool's
-command line as it is (``loopcore-losetup``).
+command line as it is (``loopcore-losetup``, ``loopcore-dmsetup``, and
+``loopcore-kpartx``, whose plain getopt is this with ``longopts`` None).
 
 What glibc accepts, they accept: short options clustered (``-fP``), a
 short option's argument joined or next (``-o1M``, ``-o 1M``), long
@@ -57,12 +58,15 @@ def _long(arg: str, argv: Sequence[str], i: int, longopts: Sequence[LongOption],
     return opt, value if eq else None, i + 1
 
 
-def getopt_long(argv: Sequence[str], shortopts: str, longopts: Sequence[LongOption],
+def getopt_long(argv: Sequence[str], shortopts: str,
+                longopts: Optional[Sequence[LongOption]],
                 operands: List[str]) -> Iterator[Tuple[str, Optional[str]]]:
     """Yield ``(key, value)`` for each option of ``argv`` (without the
     program name), in order; append the operands to ``operands``.
 
     ``shortopts`` is getopt's string (``"ab:c"``: ``b`` takes an argument).
+    ``longopts`` None is plain ``getopt``: ``--name`` is then a cluster of
+    short letters, the first of them ``-`` (glibc's ``invalid option -- '-'``).
     Raises :class:`GetoptError` at the first misuse, after yielding the
     options before it (a tool checks each option as it comes).
     """
@@ -73,7 +77,7 @@ def getopt_long(argv: Sequence[str], shortopts: str, longopts: Sequence[LongOpti
         if arg == "--":
             operands.extend(argv[i + 1:])
             return
-        if arg.startswith("--"):
+        if arg.startswith("--") and longopts is not None:
             opt, value, i = _long(arg, argv, i, longopts)
             yield opt.key, value
             continue

@@ -20,6 +20,7 @@ from typing import List, NoReturn, Optional, Sequence
 
 from . import _rules
 from ._rules import StreamError, UsageError
+from .getopt_long import GetoptError, getopt_long
 
 __all__ = ["main", "translate"]
 
@@ -27,7 +28,7 @@ PROG = "kpartx"
 EXIT_FAILURE = 1
 USAGE = ("Usage: kpartx [-a|-d|-u|-l] [-r] [-p SEP] [-f] [-s|-n] [-v] wholedisk "
          "(loopcore's kpartx: see 'loopcore dm kpartx --help')\n")
-#: kpartx's getopt letters ("p:" and "t:" take an argument)
+#: kpartx's getopt string, read by :mod:`.getopt_long` ("p:" and "t:" take an argument)
 SHORT_OPTIONS = "rladfgvp:t:snu"
 _ACTIONS = {"a": "-a", "d": "-d", "u": "-u", "l": "-l"}
 _FLAGS = {"r": "-r", "s": "-s", "n": "-n", "v": "-v"}
@@ -49,37 +50,19 @@ def translate(argv: Sequence[str]) -> List[str]:
     action = "-l"
     flags: List[str] = []
     words: List[str] = []
-    rest = list(argv)
-    while rest:
-        word = rest.pop(0)
-        if word == "--":
-            words += rest
-            break
-        if not word.startswith("-") or word == "-":
-            words.append(word)
-            continue
-        letters = word[1:]
-        while letters:
-            letter, letters = letters[0], letters[1:]
-            index = SHORT_OPTIONS.find(letter)
-            if letter == ":" or index < 0:
-                _usage(f"{PROG}: invalid option -- '{letter}'")
-            if SHORT_OPTIONS[index + 1:index + 2] == ":":
-                if not letters:
-                    if not rest:
-                        _usage(f"{PROG}: option requires an argument -- '{letter}'")
-                    letters = rest.pop(0)
-                if letter in _UNSUPPORTED:
-                    raise UsageError(f"option -{letter} is not implemented by loopcore")
-                # joined: argparse would take a separator such as "-part" for an option
-                flags += [f"-p{letters}"] if letters else ["-p", ""]
-                break
+    try:
+        for letter, value in getopt_long(argv, SHORT_OPTIONS, None, words):
             if letter in _UNSUPPORTED:
                 raise UsageError(f"option -{letter} is not implemented by loopcore")
-            if letter in _ACTIONS:
+            if letter == "p":
+                # joined: argparse would take a separator such as "-part" for an option
+                flags += [f"-p{value}"] if value else ["-p", ""]
+            elif letter in _ACTIONS:
                 action = _ACTIONS[letter]
             elif letter in _FLAGS:
                 flags.append(_FLAGS[letter])
+    except GetoptError as e:
+        _usage(f"{PROG}: {e}")
     if len(words) != 1:
         _usage()
     return [action, *flags, "--", words[0]]
