@@ -17,7 +17,8 @@ __all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_number", "loop_bac
            "loop_partition_numbers", "loop_listing_order", "loop_partition",
            "read_ahead_sectors", "loop_max_part",
            "fd_path", "loop_bound", "block_dev", "block_diskseq", "block_holders",
-           "open_block_paths", "mounts_by_devnum", "misc_minor", "uevent_seqnum", "dm_slaves"]
+           "open_block_paths", "mounts_by_devnum", "misc_minor", "uevent_seqnum", "dm_slaves",
+           "dm_name"]
 
 SYS_BLOCK = "/sys/block"
 
