@@ -38,13 +38,16 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Dict, Optional, Sequence
 
 from .._version import __version__
 from . import _rules
 from ._rules import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, UsageError
 from .loop import add_parser as _add_loop_commands
 from .loop import columns_help as _columns_help
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Sequence
 
 __all__ = [
     "main", "build_parser", "SUBCOMMAND_MODULES", "DROP_INS",

@@ -25,9 +25,12 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 from ..errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 __all__ = [
     "PROG", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",

@@ -10,11 +10,16 @@ import argparse
 import builtins
 import os
 import re
-from typing import NamedTuple
 
 from .. import loop
 from .._validate import check_number
 from ..errors import Error, ValueError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._namedtuple import NamedTuple
 
 __all__ = ["parse_size", "size_arg", "seconds_arg", "LoopRef", "loop_ref", "loop_number_arg"]
 

@@ -14,7 +14,6 @@ import builtins
 import errno
 import os
 import stat
-from typing import Dict, List, Optional, TypeVar, cast
 
 from .. import loop
 from ..errors import Error, error_from_errno
@@ -41,6 +40,13 @@ from .columns import (
     render_table,
     safe_human,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, TypeVar
+
+    _P = TypeVar("_P", bound=argparse.ArgumentParser)
+
 
 __all__ = ["add_parser", "columns_help"]
 
@@ -319,7 +325,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  diskseq:      {rec.diskseq if rec.diskseq is not None else 'n/a'}",
     ]
     if rec.bound:
-        lines.append(f"  partitions:   {' '.join(cast(List[str], fields['partitions'])) or 'none'}")
+        parts = fields["partitions"]
+        assert isinstance(parts, list)
+        lines.append(f"  partitions:   {' '.join(parts) or 'none'}")
     write_text("\n".join(lines) + "\n")
     return 0
 
@@ -336,10 +344,11 @@ def cmd_set_capacity(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     # Arguments first: a usage error must not hinge on /dev/loop-control
     # existing or being ours to open (containers, non-root users).
+    given: Optional[int] = args.number
     if args.action == "get-free":
-        if args.number is not None:
+        if given is not None:
             raise UsageError("control get-free: takes no device number")
-    elif args.number is None:
+    elif given is None:
         raise UsageError(f"control {args.action}: a device number is required")
     with loop.LoopControl() as ctl:
         if args.action == "get-free":
@@ -347,12 +356,14 @@ def cmd_control(args: argparse.Namespace) -> int:
             # another process may have been handed the same device meanwhile.
             number = ctl.get_free()
         elif args.action == "add":
-            number = ctl.add(cast(int, args.number))  # not None: checked above
+            assert given is not None  # checked above
+            number = ctl.add(given)
             print_made(loop.device_path(number), lambda: ctl.remove(number),
                        "removed it again", "removing it again failed")
             return 0
         else:
-            ctl.remove(cast(int, args.number))
+            assert given is not None  # checked above
+            ctl.remove(given)
             return 0
     write_text(loop.device_path(number) + "\n")
     return 0
@@ -373,9 +384,6 @@ def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> No
     if table:
         p.add_argument("-n", "--noheadings", action="store_true", help="no header line")
         p.add_argument("--raw", action="store_true", help="raw output (as losetup -l --raw)")
-
-
-_P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 
 def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
