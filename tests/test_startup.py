@@ -73,6 +73,19 @@ def test_loopcore_list_process_imports_only_its_command():
     assert "typing" not in imported
 
 
+def _commands(argv):
+    from loopcore.cli import build_parser
+    (sub,) = build_parser(argv)._subparsers._group_actions  # type: ignore[union-attr]
+    return set(sub.choices)
+
+
+def test_a_loop_command_builds_only_its_own_parser():
+    # the others' parsers were most of argparse's share of a ``loopcore list``
+    assert _commands(["list", "-n"]) == {"list"}
+    assert {"attach", "list", "control", "dm", "dmlog"} <= _commands(["--help"])
+    assert {"attach", "list", "dm"} <= _commands(["lsit"])  # its error names them all
+
+
 def test_a_dm_command_imports_the_dm_side():
     modules = _modules_after("from loopcore.cli import main; main(['dm', 'version'])")
     assert {"loopcore.cli.dm", "loopcore.dm"} <= modules
