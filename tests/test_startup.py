@@ -57,6 +57,7 @@ def test_listing_devices_in_the_library_imports_only_the_listing():
     modules = _modules_after("import loopcore; loopcore.list_devices()")
     assert modules & NOT_FOR_LIST == set()
     assert "argparse" not in modules
+    assert "typing" not in modules  # LoopInfo is a NamedTuple all the same
     assert "loopcore.loop.discovery" in modules  # the test can see an import
 
 
@@ -69,6 +70,20 @@ def test_loopcore_list_process_imports_only_its_command():
                 if line.startswith("import time:")}
     assert "loopcore.cli.loop" in imported
     assert imported & NOT_FOR_LIST == set()
+    assert "typing" not in imported
+
+
+def _commands(argv):
+    from loopcore.cli import build_parser
+    (sub,) = build_parser(argv)._subparsers._group_actions  # type: ignore[union-attr]
+    return set(sub.choices)
+
+
+def test_a_loop_command_builds_only_its_own_parser():
+    # the others' parsers were most of argparse's share of a ``loopcore list``
+    assert _commands(["list", "-n"]) == {"list"}
+    assert {"attach", "list", "control", "dm", "dmlog"} <= _commands(["--help"])
+    assert {"attach", "list", "dm"} <= _commands(["lsit"])  # its error names them all
 
 
 def test_a_dm_command_imports_the_dm_side():
@@ -144,6 +159,34 @@ def test_lazy_imports_make_no_import_cycle():
             if target != package:
                 graph[package].add(target)
     assert not _cycle(graph), " -> ".join(_cycle(graph))
+
+
+def test_a_record_class_is_what_typings_namedtuple_makes():
+    import typing
+
+    from loopcore._namedtuple import NamedTuple
+
+    def body(base):
+        class Rec(base):
+            """doc"""
+            a: int
+            b: str = "x"
+
+            @property
+            def twice(self) -> int:
+                return self.a * 2
+        return Rec
+
+    ours, theirs = body(NamedTuple), body(typing.NamedTuple)
+    for cls in (ours, theirs):
+        rec = cls(1)
+        assert (rec, rec.twice, rec._replace(b="y").b) == ((1, "x"), 2, "y")
+        assert (cls.__mro__[1:], cls.__doc__, cls._fields, cls._field_defaults) == \
+            ((tuple, object), "doc", ("a", "b"), {"b": "x"})
+    with pytest.raises(TypeError, match="without a default follows"):
+        class Bad(NamedTuple):
+            a: int = 0
+            b: int
 
 
 # --- logging on first use -------------------------------------------------------

@@ -13,9 +13,14 @@ derives the ``struct.Struct`` that packs it from what cffi compiled.
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, List, NamedTuple, Tuple
 
 from ._native import ffi, lib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, NamedTuple, Tuple
+else:
+    from ._namedtuple import NamedTuple
 
 __all__ = ["StructView", "ffi", "lib", "struct_view"]
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Callable, Iterator, Optional
 
 from ._log import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, Optional
 
 __all__ = ["pauses", "retry_ebusy", "deadline_after", "seconds_left", "expired"]
 

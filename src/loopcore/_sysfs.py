@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Dict, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 __all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_number", "loop_backing_file",
            "loop_partition_numbers", "loop_listing_order", "loop_partition",

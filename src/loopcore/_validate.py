@@ -6,9 +6,11 @@ Wrong type: :class:`loopcore.errors.TypeError`; right type, wrong value:
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from .errors import TypeError, ValueError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["INT_MAX", "S64_MAX", "U64_MAX", "check_int", "check_number", "check_fd",
            "check_timeout"]

@@ -21,7 +21,13 @@ import builtins
 import errno as _errno
 import functools
 import os
-from typing import Any, Callable, Dict, Optional, Type, TypeVar, Union, cast
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Callable, Dict, Optional, Type, TypeVar, Union
+
+    PathArg = Union[str, bytes, "os.PathLike[str]", int, None]
+    F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "Error",
@@ -42,8 +48,6 @@ __all__ = [
     "converted",
     "translate",
 ]
-
-PathArg = Union[str, bytes, "os.PathLike[str]", int, None]
 
 
 class Error(Exception):
@@ -236,9 +240,6 @@ def converted(exc: BaseException, *, dm: bool = False) -> BaseException:
     return exc
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def translate(func: F, *, dm: bool = False) -> F:
     """Decorator for public entry points: whatever escapes ``func`` as a
     builtin OSError, ValueError or TypeError leaves it as the matching
@@ -254,4 +255,4 @@ def translate(func: F, *, dm: bool = False) -> F:
             if new is e:
                 raise
             raise new.with_traceback(e.__traceback__) from None
-    return cast(F, wrapper)
+    return wrapper  # type: ignore[return-value]

@@ -40,13 +40,16 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Dict, Optional, Sequence
 
 from .._version import __version__
 from . import _rules
 from ._rules import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, UsageError
 from .loop import add_parser as _add_loop_commands
 from .loop import columns_help as _columns_help
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Sequence
 
 __all__ = [
     "main", "build_parser", "SUBCOMMAND_MODULES", "DROP_INS",
@@ -78,8 +81,8 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_rules.Parser)
     sub.required = True
-    _add_loop_commands(sub)
     wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    _add_loop_commands(sub, wanted)  # only ``wanted`` where it is a loop command
     # every extension for the help, or for a word that names no command
     # (its error lists them all)
     every = wanted is None or (wanted not in sub.choices and wanted not in SUBCOMMAND_MODULES)

@@ -21,13 +21,15 @@ each into its line and status.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import sys
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 from ..errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, NoReturn, Optional, Sequence, Union
 
 __all__ = [
     "PROG", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
@@ -110,19 +112,28 @@ class _ClosedStream:
 _STREAM_NAMES = {"stdout": "standard output", "stdin": "standard input"}
 
 
-@contextlib.contextmanager
-def standard_streams() -> Iterator[None]:
+class _StandIns:
+    """:func:`standard_streams`' context manager (a class: contextlib's
+    import would be a tenth of a ``loopcore list`` process's own imports)."""
+
+    def __init__(self) -> None:
+        self._names: List[str] = []
+
+    def __enter__(self) -> None:
+        self._names = [name for name in _STREAM_NAMES if getattr(sys, name) is None]
+        for name in self._names:
+            setattr(sys, name, _ClosedStream(_STREAM_NAMES[name]))
+
+    def __exit__(self, *exc_info: object) -> None:
+        for name in self._names:
+            setattr(sys, name, None)
+
+
+def standard_streams() -> _StandIns:
     """Put a :class:`_ClosedStream` in place of a missing ``sys.stdout`` or
     ``sys.stdin`` while the block runs, and None back after (the
     interpreter's own state is not ours to keep changed)."""
-    stand_ins = [name for name in _STREAM_NAMES if getattr(sys, name) is None]
-    for name in stand_ins:
-        setattr(sys, name, _ClosedStream(_STREAM_NAMES[name]))
-    try:
-        yield
-    finally:
-        for name in stand_ins:
-            setattr(sys, name, None)
+    return _StandIns()
 
 
 def _silence(stream: object) -> None:

@@ -10,18 +10,25 @@ import argparse
 import builtins
 import os
 import re
-from typing import NamedTuple
 
 from .. import loop
 from .._validate import check_number
 from ..errors import Error, ValueError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._namedtuple import NamedTuple
 
 __all__ = ["parse_size", "size_arg", "seconds_arg", "LoopRef", "loop_ref", "loop_number_arg"]
 
 
 # --- sizes ------------------------------------------------------------------------
 
-_SIZE_RE = re.compile(
+# Patterns, compiled on first use by re's own cache: a command that reads
+# no size or device name (``loopcore list``) does not compile them.
+_SIZE_PATTERN = (
     r"\s*(?P<int>0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)"
     r"(?:\.(?P<frac>[0-9]*))?"
     r"(?:(?P<suffix>[KMGTPEZYkmgtpezy])(?P<unit>iB|ib|B|b)?)?\Z")
@@ -34,7 +41,7 @@ def parse_size(text: str) -> int:
     """
     from fractions import Fraction  # here: only sizes need it (start-up time)
 
-    m = _SIZE_RE.match(text)
+    m = re.match(_SIZE_PATTERN, text)
     if not m or (m.group("frac") is not None and not m.group("suffix")):
         raise ValueError(f"invalid size: {text!r}")
     digits = m.group("int")
@@ -76,7 +83,7 @@ def seconds_arg(text: str) -> float:
 # --- loop device references ------------------------------------------------------
 
 # ASCII digits only: str.isdigit() and \d also take other scripts' digits.
-_LOOP_NAME = re.compile(r"(?:(?:/dev/)?loop)?([0-9]+)\Z")
+_LOOP_NAME = r"(?:(?:/dev/)?loop)?([0-9]+)\Z"
 
 
 class LoopRef(NamedTuple):
@@ -97,7 +104,7 @@ def loop_ref(text: str) -> LoopRef:
     Errors: ValueError for a number no loop device can have; for a path,
     the OSError of ``stat()`` or NotALoopDeviceError, naming the path.
     """
-    m = _LOOP_NAME.match(text)
+    m = re.match(_LOOP_NAME, text)
     if m:
         try:
             number = check_number(int(m.group(1)))

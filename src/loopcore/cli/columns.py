@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from .. import loop
 from ..loop import Flags, LoopInfo
 from ._rules import CLIError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+else:
+    from .._namedtuple import NamedTuple
 
 __all__ = ["Column", "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "parse_columns", "render_json",
            "render_table", "losetup_j_line", "safe_human"]

@@ -1,8 +1,8 @@
 """The loop subcommands: attach, detach, list, find, info, set-capacity, control.
 
-A new loop subcommand is a ``cmd_*`` handler here and its parser in
-:func:`add_parser`; the handler returns the exit status or raises, under
-the rules of :mod:`._rules`.  Devices on the command line go through
+A new loop subcommand is a ``cmd_*`` handler here and an ``_add_*``
+function making its parser, named in ``_ADDERS``; the handler returns the
+exit status or raises, under the rules of :mod:`._rules`.  Devices on the command line go through
 :func:`.arguments.loop_ref` (``N``, ``loopN``, ``/dev/loopN`` or a node's
 path); records are :class:`loopcore.LoopInfo`; losetup's columns and
 formats are in :mod:`.columns`.
@@ -14,7 +14,6 @@ import builtins
 import errno
 import os
 import stat
-from typing import Dict, List, Optional, TypeVar, cast
 
 from .. import loop
 from ..errors import Error, error_from_errno
@@ -41,6 +40,13 @@ from .columns import (
     render_table,
     safe_human,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, TypeVar
+
+    _P = TypeVar("_P", bound=argparse.ArgumentParser)
+
 
 __all__ = ["add_parser", "columns_help"]
 
@@ -319,7 +325,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  diskseq:      {rec.diskseq if rec.diskseq is not None else 'n/a'}",
     ]
     if rec.bound:
-        lines.append(f"  partitions:   {' '.join(cast(List[str], fields['partitions'])) or 'none'}")
+        parts = fields["partitions"]
+        assert isinstance(parts, list)
+        lines.append(f"  partitions:   {' '.join(parts) or 'none'}")
     write_text("\n".join(lines) + "\n")
     return 0
 
@@ -336,10 +344,11 @@ def cmd_set_capacity(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     # Arguments first: a usage error must not hinge on /dev/loop-control
     # existing or being ours to open (containers, non-root users).
+    given: Optional[int] = args.number
     if args.action == "get-free":
-        if args.number is not None:
+        if given is not None:
             raise UsageError("control get-free: takes no device number")
-    elif args.number is None:
+    elif given is None:
         raise UsageError(f"control {args.action}: a device number is required")
     with loop.LoopControl() as ctl:
         if args.action == "get-free":
@@ -347,12 +356,14 @@ def cmd_control(args: argparse.Namespace) -> int:
             # another process may have been handed the same device meanwhile.
             number = ctl.get_free()
         elif args.action == "add":
-            number = ctl.add(cast(int, args.number))  # not None: checked above
+            assert given is not None  # checked above
+            number = ctl.add(given)
             print_made(loop.device_path(number), lambda: ctl.remove(number),
                        "removed it again", "removing it again failed")
             return 0
         else:
-            ctl.remove(cast(int, args.number))
+            assert given is not None  # checked above
+            ctl.remove(given)
             return 0
     write_text(loop.device_path(number) + "\n")
     return 0
@@ -375,14 +386,19 @@ def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> No
         p.add_argument("--raw", action="store_true", help="raw output (as losetup -l --raw)")
 
 
-_P = TypeVar("_P", bound=argparse.ArgumentParser)
+def add_parser(sub: "argparse._SubParsersAction[_P]", wanted: Optional[str] = None) -> None:
+    """Add the loop subcommands to ``sub``: only ``wanted`` where it names
+    one (a process runs one command; building every parser was most of
+    argparse's share of a ``loopcore list``), else all of them."""
+    for name, adder in _ADDERS.items():
+        if wanted not in _ADDERS or name == wanted:
+            adder(sub, name)
 
 
-def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
-    """Add the loop subcommands to ``sub``."""
-    p = sub.add_parser("attach", help="attach FILE to a free loop device (or to DEV, made "
-                                      "if missing); print its path; several FILEs: one "
-                                      "device each, one a line, all or none",
+def _add_attach(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="attach FILE to a free loop device (or to DEV, made "
+                                  "if missing); print its path; several FILEs: one "
+                                  "device each, one a line, all or none",
                        usage="%(prog)s [options] [DEV] FILE | FILE...")
     p.add_argument("operands", nargs="+", metavar="[DEV] FILE | FILE...")
     p.add_argument("-f", "--find", action="store_true",
@@ -411,7 +427,9 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
                         "devtmpfs does (a container's /dev); also LOOPCORE_MAKE_NODES=1")
     p.set_defaults(func=cmd_attach)
 
-    p = sub.add_parser("partitions",
+
+def _add_partitions(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name,
                        help="register the partitions of DEV's table (partx --add), remove "
                             "them (partx --delete), or list the table")
     p.add_argument("action", choices=("add", "remove", "list"))
@@ -419,8 +437,10 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
     p.add_argument("-J", "--json", action="store_true", help="JSON output (list)")
     p.set_defaults(func=cmd_partitions)
 
-    p = sub.add_parser("detach", help="detach loop devices (DEV...: none unless each can be "
-                                      "opened; --all: each that can be)")
+
+def _add_detach(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="detach loop devices (DEV...: none unless each can be "
+                                  "opened; --all: each that can be)")
     p.add_argument("devices", nargs="*", metavar="DEV")
     p.add_argument("-a", "--all", action="store_true", help="detach every bound device")
     p.add_argument("--wait", nargs="?", const=str(DETACH_WAIT_S), metavar="SECONDS",
@@ -430,30 +450,53 @@ def add_parser(sub: "argparse._SubParsersAction[_P]") -> None:
                         "--wait DEV waits the default)")
     p.set_defaults(func=cmd_detach)
 
-    p = sub.add_parser("list", help="list bound loop devices (as losetup -l)")
+
+def _add_list(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="list bound loop devices (as losetup -l)")
     p.add_argument("devices", nargs="*", metavar="DEV", help="only these devices")
     p.add_argument("-a", "--all", action="store_true",
                    help="all bound devices (the default without DEV)")
     _add_output_options(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("find", help="devices bound to FILE (as losetup -j)")
+
+def _add_find(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="devices bound to FILE (as losetup -j)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-o", "--offset", type=size_arg, metavar="OFFSET",
                    help="only devices at this offset")
     _add_output_options(p, table=False)
     p.set_defaults(func=cmd_find)
 
-    p = sub.add_parser("info", help="everything about one device")
+
+def _add_info(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="everything about one device")
     p.add_argument("device", metavar="DEV")
     p.add_argument("-J", "--json", action="store_true", help="JSON output")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("set-capacity", help="re-read the backing file's size")
+
+def _add_set_capacity(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="re-read the backing file's size")
     p.add_argument("device", metavar="DEV")
     p.set_defaults(func=cmd_set_capacity)
 
-    p = sub.add_parser("control", help="/dev/loop-control: add N, remove N, get-free")
+
+def _add_control(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
+    p = sub.add_parser(name, help="/dev/loop-control: add N, remove N, get-free")
     p.add_argument("action", choices=("add", "remove", "get-free"))
     p.add_argument("number", nargs="?", type=loop_number_arg, metavar="N")
     p.set_defaults(func=cmd_control)
+
+
+#: each loop subcommand's parser, by name, in --help's order
+_ADDERS = {
+    "attach": _add_attach,
+    "partitions": _add_partitions,
+    "detach": _add_detach,
+    "list": _add_list,
+    "find": _add_find,
+    "info": _add_info,
+    "set-capacity": _add_set_capacity,
+    "control": _add_control,
+}

@@ -13,12 +13,18 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Iterator, List, Optional, Tuple, Union
 
 from .. import _c, _retry, _sysfs
 from .._validate import check_int, check_number, check_timeout
 from ..errors import TimeoutError, ValueError, error_from_errno, translate
 from .info import FLAG_MASK, SCAN_DETAIL_BITS, Flags, LoopInfo, device_path, partition_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator, List, Optional, Tuple, Union
+
+    # struct lc_scan_rec's integers (_RECORD_INTS), then the backing name.
+    _RawRecord = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, Optional[str]]
 
 __all__ = [
     "list_devices",
@@ -86,10 +92,6 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True,
 
 _BOUND = _c.lib.LC_SCAN_BOUND
 _HAS_DISKSEQ = _c.lib.LC_SCAN_HAS_DISKSEQ
-
-
-# struct lc_scan_rec's integers (_RECORD_INTS), then the backing name.
-_RawRecord = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, Optional[str]]
 
 
 def _scan_raw(flags: int) -> Iterator[_RawRecord]:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import NamedTuple, Optional
 
 from .. import _c
 from .._validate import check_int
 from ..errors import ValueError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple, Optional
+else:
+    from .._namedtuple import NamedTuple
 
 __all__ = ["Flags", "FLAG_MASK", "LoopInfo", "device_path", "partition_path", "LOOP_MAJOR",
            "LO_NAME_SIZE", "PAGE_SIZE", "MAX_BLOCK_SIZE", "check_block_size",
