@@ -184,7 +184,8 @@ def _vm_lines(scen: Dict[str, Any]) -> List[str]:
             lines += _rows_table(["log", "resync", "IOPS"], rows)
         for name, value in {**(d.get("host") or {}).get("requests", {}),
                             **(d.get("host") or {}).get("memory", {})}.items():
-            lines.append(f"{name}: {value:.0f}")
+            # a rate or a size: a whole number; a ratio ("A / B: ..."): two decimals
+            lines.append(f"{name}: {value:.2f}x" if " / " in name else f"{name}: {value:.0f}")
         lines.append("")
     return lines
 
@@ -307,8 +308,17 @@ def _vm_targets(scenarios: Dict[str, Dict[str, Any]]) -> List[Dict[str, object]]
                           "log (VM)", ratio(iops.get(ours), iops.get(theirs)), 0.5, False))
         memory = (dmlog.get("host") or {}).get("memory", {})
         out.append(_check("dmlog: a log of 2^20 regions < 300 KiB",
-                          memory.get("core log, 2^20 regions: retained KiB (tracemalloc)"),
+                          memory.get("core log, 2^20 regions: retained KiB "
+                                     "(tracemalloc + C state)"),
                           300.0, True, "{:.0f} KiB"))
+        requests = (dmlog.get("host") or {}).get("requests", {})
+        busiest = "IN_SYNC (core log), 16 in flight"
+        out.append(_check("dmlog: C loop >= 3x the Python reference's round trips/s (host, "
+                          + busiest + ")",
+                          requests.get(f"C loop / Python reference: {busiest}"), 3.0, False))
+        out.append(_check("dmlog: C loop >= 200 000 round trips/s (host, " + busiest + ")",
+                          requests.get(f"round trips/s, C loop: {busiest}"), 200000.0, False,
+                          "{:.0f}/s"))
     return out
 
 
