@@ -16,7 +16,8 @@ One file per job:
 - ``arguments``: what users type: losetup's sizes, loop device references;
 - ``columns``: losetup's ``-O`` columns and its JSON, table and raw output
   (a new column goes there);
-- ``loop``: the loop subcommands (a new one goes there);
+- ``loop``: the loop subcommands' handlers, ``loop_parsers`` their
+  parsers (a new one goes in both);
 - ``dm``: ``loopcore dm ...``, over :mod:`loopcore.dm`: its table of
   commands, their handlers (``dm_show``, ``dm_change``), what users type
   (``dm_arguments``) and dmsetup's formats (``dm_report``, ``dm_tree``);
@@ -44,8 +45,8 @@ import sys
 from .._version import __version__
 from . import _rules
 from ._rules import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, UsageError
-from .loop import add_parser as _add_loop_commands
-from .loop import columns_help as _columns_help
+from .loop_parsers import add_parser as _add_loop_commands
+from .loop_parsers import columns_help as _columns_help
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
