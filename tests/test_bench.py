@@ -167,15 +167,21 @@ def test_vm_scenarios_in_the_table_and_targets():
     dm = {"result": {"kernel": "6.1", "loopcore_median_ms": 1.2, "c_nodes_median_ms": 1.0,
                      "c_bare_median_ms": 0.9, "dmsetup_median_ms": 30.0,
                      "vs_c_same_syscalls": 1.2, "ratio": 25.0}}
-    dmlog = {"host": {"memory": {"core log, 2^20 regions: retained KiB (tracemalloc)": 257.0}},
+    busiest = "IN_SYNC (core log), 16 in flight"
+    dmlog = {"host": {"memory": {"core log, 2^20 regions: retained KiB "
+                                 "(tracemalloc + C state)": 257.0},
+                      "requests": {f"C loop / Python reference: {busiest}": 2.5,
+                                   f"round trips/s, C loop: {busiest}": 250000.0}},
              "vm": {"size_mib": 32,
                     "resync_s": {"kernel core": [1.0, 1.0], "userspace clustered-core": [1.2]},
                     "iops": {"kernel core": [1000.0], "userspace clustered-core": [400.0]}}}
     targets = report.targets({"dm": dm, "dmlog": dmlog})
     # dm: 1.2x the C (over 1.10x), 25x dmsetup; dmlog: 1.2x the resync time,
-    # 0.4x the IOPS, 257 KiB
+    # 0.4x the IOPS, 257 KiB, the C loop 2.5x the reference (under 3x) at
+    # 250 000 round trips/s
     assert [(t["value"], t["met"]) for t in targets] == [
-        (1.2, False), (25.0, True), (1.2, True), (0.4, False), (257.0, True)]
+        (1.2, False), (25.0, True), (1.2, True), (0.4, False), (257.0, True), (2.5, False),
+        (250000.0, True)]
     text = report.table({"scenarios": {"dm": dm, "dmlog": dmlog}, "targets": targets})
     assert "loopcore.dm" in text and "userspace clustered-core" in text
     failed = report.targets({"dm": {"error": "dm-bench exited 1"}})
