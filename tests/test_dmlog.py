@@ -239,6 +239,17 @@ def disk_ctr(h: Harness, extra: str = "", rs: int = RS, length: int = LEN) -> st
     return f"{length} clustered-disk {h.logdev} {rs}{' ' + extra if extra else ''}"
 
 
+def restarted_disk_log(h: Harness) -> Kernel:
+    """Kill the server (kill -9: no final write), start another and send
+    what the kernel sends it on reconnecting: the disk log's CTR (with its
+    NUL) and RESUME."""
+    h.kill()
+    k = h.server()
+    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
+    k.ok(RESUME)
+    return k
+
+
 # --- framing and the reply rules ---------------------------------------------------------
 
 def test_request_layout_matches_the_uapi_struct():
@@ -723,19 +734,13 @@ def test_restart_after_a_full_sync_keeps_written_regions_in_sync(h):
     assert read_disk_log(h.logdev)[3] == [1] * NREG
     # a region out of sync again (a failed leg write): a restart keeps it so
     k.ok(SET_REGION_SYNC, struct.pack("=Qq", 5, 0))
-    h.kill()
-    k = h.server()
-    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
-    k.ok(RESUME)
+    k = restarted_disk_log(h)
     assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(5)) == 0
     # a new table (a CTR without NUL, same luid) does not inherit the marker
     k.ok(DTR)
     k.load(disk_ctr(h))
     assert k.s64(GET_SYNC_COUNT) == NREG - 1
-    h.kill()
-    k = h.server()
-    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
-    k.ok(RESUME)
+    k = restarted_disk_log(h)
     assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(5)) == 0
 
 
@@ -751,10 +756,7 @@ def test_a_written_region_out_of_sync_after_a_full_sync_survives_a_restart(h):
     k.ok(MARK, u64(9))
     k.ok(FLUSH)
     k.ok(SET_REGION_SYNC, struct.pack("=Qq", 9, 0))   # a failed leg write
-    h.kill()
-    k = h.server()
-    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
-    k.ok(RESUME)
+    k = restarted_disk_log(h)
     assert k.s64(GET_SYNC_COUNT) == NREG - 1 and k.s64(IN_SYNC, u64(9)) == 0
 
 
