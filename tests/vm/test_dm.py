@@ -27,6 +27,7 @@ from vmhelpers import (
     node_devnum,
     our_devices,
     read_dm,
+    udev_settle,
     write_dm,
 )
 
@@ -315,7 +316,7 @@ def test_deferred_remove_and_cancel(mapper, names):
     with pytest.raises(OSError) as exc:
         mapper.info(name)
     assert exc.value.errno == errno.ENXIO
-    subprocess.run(["udevadm", "settle", "--timeout=60"], check=False)  # udev saw it too
+    udev_settle()  # udev saw it too
     if made_by_udev:
         assert node_devnum(name) is None  # udev removed its link with the device
     else:
@@ -549,7 +550,6 @@ def test_cli_lifecycle(mapper, names, capsys, tmp_path, monkeypatch):
 
 def test_cli_errors_one_line(mapper):
     """Through the real entry point: one stderr line, exit 1; usage errors exit 2."""
-    import subprocess
     import sys
     name = PREFIX + "missing"
     proc = subprocess.run([sys.executable, "-m", "loopcore", "dm", "info", name],

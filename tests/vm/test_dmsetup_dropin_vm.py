@@ -24,7 +24,7 @@ import pytest
 
 from loopcore import cli, dm
 
-from vmhelpers import DMSETUP
+from vmhelpers import DMSETUP, udev_settle
 
 Result = Tuple[int, str, str]
 
@@ -67,7 +67,10 @@ def both(capfd, monkeypatch):
 
 
 def state(name: str) -> Tuple[str, str, str]:
-    """What dmsetup reports of ``name``: info columns, live and inactive table."""
+    """What dmsetup reports of ``name``: info columns, live and inactive table,
+    once udev is done with it (after a ``--noudevsync`` create, udev's probe
+    may still hold the device open, and the open count is a column)."""
+    udev_settle()
     return (theirs(["info", "-c", "--noheadings", "-o", "name,attr,open,segments,uuid",
                     name])[1],
             theirs(["table", name])[1], theirs(["table", "--inactive", name])[1])

@@ -18,6 +18,8 @@ import pytest
 import loopcore
 from loopcore import cli
 
+from vmhelpers import udev_settle
+
 KPARTX = "/sbin/kpartx" if os.path.exists("/sbin/kpartx") else "kpartx"
 MiB = 1 << 20
 LAYOUT = ("label: dos\nlabel-id: 0x12345678\nstart=2048, size=4096, type=83\n"
@@ -29,7 +31,7 @@ Result = Tuple[int, str, str]
 def theirs(argv: List[str]) -> Result:
     if "-d" in argv:
         # kpartx -d gives up on a map a udev probe holds open for a moment
-        subprocess.run(["udevadm", "settle", "--timeout=60"], check=False)
+        udev_settle()
     env = {k: v for k, v in os.environ.items() if k != "DM_DISABLE_UDEV"}
     proc = subprocess.run(["kpartx", *argv], executable=KPARTX, capture_output=True,
                           text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)

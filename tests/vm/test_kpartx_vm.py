@@ -28,7 +28,7 @@ import loopcore
 from loopcore import dm
 from loopcore.dm import kpartx, partmaps, udev
 
-from vmhelpers import DMSETUP
+from vmhelpers import DMSETUP, udev_settle
 
 MiB = 1 << 20
 KPARTX = "/sbin/kpartx" if os.path.exists("/sbin/kpartx") else "kpartx"
@@ -97,7 +97,7 @@ def kpartx_cmd(*args: str) -> str:
         # kpartx -d gives up on a map a udev probe holds open for a moment
         # (its own race, which loopcore's delete retries): let udev's
         # queue drain first, so the reference run is deterministic
-        subprocess.run(["udevadm", "settle", "--timeout=60"], check=False)
+        udev_settle()
     return run(KPARTX, *args)
 
 
