@@ -39,7 +39,9 @@ USAGE_ERRORS = [
     ["attach", "-o", "abc", "/x"],
     ["attach", "--sizelimit", "1Q", "/x"],
     ["attach", "-b", "", "/x"],
-    ["attach", "--direct-io", "maybe", "/x"],
+    ["attach", "--direct-io=maybe", "/x"],
+    ["attach", "--direct-io", "off", "/x"],  # an optional value only as --direct-io=off
+    ["detach", "--wait", "30", "/dev/loop3"],  # not /dev/loop30: --wait=30
     ["attach", "-L", "/x", "/y"],          # FILE...: reuse takes one file
     ["attach", "/dev/loop0", "/x", "/y"],  # DEV FILE: a chosen device takes one
     ["detach"],

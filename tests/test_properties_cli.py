@@ -9,7 +9,6 @@ command's place that names (or abbreviates) another command is not drawn.
 """
 from __future__ import annotations
 
-import argparse
 from typing import List
 
 from hypothesis import given
@@ -17,14 +16,14 @@ from hypothesis import strategies as st
 
 from loopcore import cli
 from loopcore.cli.dm import COMMANDS as DM_COMMANDS
+from loopcore.cli.loop_parsers import COMMANDS as LOOP_TABLE
 
 from properties import examples
 
 SAFE_LOOP = ["list", "find", "info"]
 SAFE_DM = ["ls", "table", "status", "info", "splitname", "deps", "targets", "version",
            "target-version"]
-LOOP_COMMANDS = list(next(a for a in cli.build_parser()._actions
-                          if isinstance(a, argparse._SubParsersAction)).choices)
+LOOP_COMMANDS = [*LOOP_TABLE, *cli.SUBCOMMAND_MODULES]
 
 
 def _names_no_command(word: str, commands: List[str]) -> bool:
