@@ -43,7 +43,6 @@ for device-mapper's import, nor for argparse's.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -55,6 +54,7 @@ from .getopt_long import NO_ARGUMENT, GetoptError, LongOption, getopt_long
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from types import ModuleType
     from typing import Dict, List, Optional, Sequence
 
 __all__ = [
@@ -78,6 +78,13 @@ DESCRIPTION = "Set up, list and control Linux loop devices."
 _OPTIONS = [LongOption("help", NO_ARGUMENT, "h"), LongOption("version", NO_ARGUMENT, "V")]
 
 
+def _module(name: str) -> ModuleType:
+    """The module ``name``, imported (importlib's import_module without
+    importlib: its import is a tenth of this package's own start-up)."""
+    __import__(name)
+    return sys.modules[name]
+
+
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
     """The argparse parser of the extension subcommands
     (:data:`SUBCOMMAND_MODULES`: ``dm``, ``dmlog``): only the one ``argv``
@@ -93,7 +100,7 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     wanted = next((a for a in argv or () if not a.startswith("-")), None)
     for command, module in SUBCOMMAND_MODULES.items():
         if wanted not in SUBCOMMAND_MODULES or wanted == command:
-            importlib.import_module(module).add_parser(sub)
+            _module(module).add_parser(sub)
     return parser
 
 
@@ -160,8 +167,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv = sys.argv[1:]
         invoked_as = os.path.basename(sys.argv[0])
         if invoked_as in DROP_INS:  # a symlink named losetup, dmsetup, kpartx
-            return int(importlib.import_module(DROP_INS[invoked_as]).main(argv))
+            return int(_module(DROP_INS[invoked_as]).main(argv))
     if argv and argv[0] in DROP_INS:  # everything after the name is the tool's
-        return int(importlib.import_module(DROP_INS[argv[0]]).main(argv[1:]))
+        return int(_module(DROP_INS[argv[0]]).main(argv[1:]))
     with _rules.standard_streams():
         return _rules.run(_parse, argv)
