@@ -31,9 +31,7 @@ from .getopt_long import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
-else:
-    from .._namedtuple import NamedTuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["NO_ARGUMENT", "REQUIRED_ARGUMENT", "OPTIONAL_ARGUMENT", "Option", "Operand",
            "Command", "Args", "choice", "parse", "help_text", "render_help", "wrap", "two_columns",
@@ -57,23 +55,32 @@ class Args:
         def __setattr__(self, name: str, value: Any) -> None: ...
 
 
-class Option(NamedTuple):
-    """One option: ``-s``/``--long``, what it takes, where it goes."""
+# Plain classes, not NamedTuples: a NamedTuple class costs a ``loopcore
+# list`` process about 0.1 ms to make, and these are a table's rows.
 
-    short: str
-    long: str
-    dest: str
-    help: str
-    #: NO_ARGUMENT (a flag: True when given), REQUIRED_ARGUMENT or
-    #: OPTIONAL_ARGUMENT (only ``--long=VALUE``; ``const`` without one)
-    takes: int = NO_ARGUMENT
-    metavar: str = ""
-    #: text -> value; raises ValueError saying what is wrong (None: the text)
-    convert: Optional[Callable[[str], object]] = None
-    #: the value when the option is not given (a flag's is False)
-    default: object = None
-    #: an OPTIONAL_ARGUMENT option's value when given without one
-    const: object = None
+class Option:
+    """One option: ``-s``/``--long``, what it takes, where it goes.
+
+    ``takes``: NO_ARGUMENT (a flag: True when given), REQUIRED_ARGUMENT or
+    OPTIONAL_ARGUMENT (only ``--long=VALUE``; ``const`` without one).
+    ``convert``: text -> value, raising ValueError saying what is wrong
+    (None: the text).  ``default``: the value when the option is not given
+    (a flag's is False).
+    """
+
+    __slots__ = ("short", "long", "dest", "help", "takes", "metavar", "convert", "default",
+                 "const")
+
+    def __init__(self, short: str, long: str, dest: str, help: str,
+                 takes: int = NO_ARGUMENT, metavar: str = "",
+                 convert: Optional[Callable[[str], object]] = None,
+                 default: object = None, const: object = None) -> None:
+        self.short, self.long, self.dest, self.help = short, long, dest, help
+        self.takes, self.metavar, self.convert = takes, metavar, convert
+        self.default, self.const = default, const
+
+    def __repr__(self) -> str:
+        return f"Option({self.flags})"
 
     @property
     def flags(self) -> str:
@@ -81,27 +88,35 @@ class Option(NamedTuple):
         return "/".join(f for f in (self.short and f"-{self.short}", f"--{self.long}") if f)
 
 
-class Operand(NamedTuple):
-    """One operand (a word that is no option), or several."""
+class Operand:
+    """One operand (a word that is no option), or several: ``nargs`` "1"
+    exactly one, "?" at most one, "*" any number, "+" at least one."""
 
-    dest: str
-    metavar: str
-    #: "1" exactly one, "?" at most one, "*" any number, "+" at least one
-    nargs: str = "1"
-    convert: Optional[Callable[[str], object]] = None
-    help: str = ""
+    __slots__ = ("dest", "metavar", "nargs", "convert", "help")
+
+    def __init__(self, dest: str, metavar: str, nargs: str = "1",
+                 convert: Optional[Callable[[str], object]] = None, help: str = "") -> None:
+        self.dest, self.metavar, self.nargs, self.convert, self.help = \
+            dest, metavar, nargs, convert, help
+
+    def __repr__(self) -> str:
+        return f"Operand({self.metavar})"
 
 
-class Command(NamedTuple):
-    """A subcommand: its name, handler, help and command line."""
+class Command:
+    """A subcommand: its name, handler, help and command line; ``usage``
+    the usage line's operands where the metavars do not say it (attach)."""
 
-    name: str
-    handler: Callable[[Args], int]
-    help: str
-    options: Tuple[Option, ...] = ()
-    operands: Tuple[Operand, ...] = ()
-    #: the usage line's operands, when the metavars do not say it (attach)
-    usage: str = ""
+    __slots__ = ("name", "handler", "help", "options", "operands", "usage")
+
+    def __init__(self, name: str, handler: Callable[[Args], int], help: str,
+                 options: Tuple[Option, ...] = (), operands: Tuple[Operand, ...] = (),
+                 usage: str = "") -> None:
+        self.name, self.handler, self.help = name, handler, help
+        self.options, self.operands, self.usage = options, operands, usage
+
+    def __repr__(self) -> str:
+        return f"Command({self.name})"
 
     @property
     def prog(self) -> str:
