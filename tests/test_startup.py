@@ -132,8 +132,13 @@ def test_batch_attach_and_detach_import_what_the_library_does(make_image):
                               text=True, env=_no_debug())
 
     attached = command("attach", "--show", *images)
-    paths = attached.stdout.splitlines()[:-1]
-    detached = command("detach", *paths)
+    try:
+        paths = attached.stdout.splitlines()[:-1]
+        detached = command("detach", *paths)
+    finally:
+        for image in images:  # only if the detach failed
+            for info in loopcore.find(image):
+                loopcore.detach(info.number)
     assert (attached.returncode, detached.returncode) == (0, 0), attached.stderr + detached.stderr
     library = _modules_after(f"import loopcore; loopcore.detach_many("
                              f"loopcore.attach_many({images!r}))")
