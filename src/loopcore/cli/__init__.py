@@ -143,7 +143,7 @@ def _parse(argv: Sequence[str]) -> Optional[object]:
         raise UsageError("the following arguments are required: COMMAND", PROG)
     name = words[0]
     if name in SUBCOMMAND_MODULES:
-        return build_parser([name]).parse_args(argv)  # argparse's SystemExit: run's
+        return build_parser([name]).parse_args(words)  # argparse's SystemExit: run's
     from .loop_parsers import COMMANDS
     from .table_parser import parse
 

@@ -120,6 +120,7 @@ class Command:
 
     @property
     def prog(self) -> str:
+        """``loopcore NAME``: usage errors and the help name it."""
         return f"{PROG} {self.name}"
 
 
