@@ -147,6 +147,7 @@ def test_batch_attach_and_detach_import_what_the_library_does(make_image):
         assert "loopcore.cli.loop" in modules
         assert modules & HEAVY <= library & HEAVY
         assert modules & NEVER == set()
+        assert "loopcore.cli.columns" not in modules  # nothing listed: no losetup columns
 
 
 def test_a_dm_command_imports_the_dm_side():

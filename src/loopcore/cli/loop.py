@@ -29,15 +29,6 @@ from ._rules import (
     write_text,
 )
 from .arguments import loop_number_arg, loop_ref
-from .columns import (
-    ALL_COLUMNS,
-    DEFAULT_COLUMNS,
-    losetup_j_line,
-    parse_columns,
-    render_json,
-    render_table,
-    safe_human,
-)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,6 +67,10 @@ def _named_records(refs: List[str]) -> List[LoopInfo]:
 
 
 def _print_records(args: Args, records: List[LoopInfo]) -> None:
+    # losetup's columns only where records are printed: attach and detach
+    # processes do not import them (start-up time)
+    from .columns import ALL_COLUMNS, DEFAULT_COLUMNS, parse_columns, render_json, render_table
+
     if args.output_all:
         columns: List[str] = list(ALL_COLUMNS)
     elif args.output:
@@ -241,6 +236,8 @@ def cmd_find(args: Args) -> int:
         args.noheadings = args.raw = False
         _print_records(args, records)
     else:
+        from .columns import losetup_j_line
+
         write_text("".join(losetup_j_line(r) + "\n" for r in records))
     return 0
 
@@ -274,6 +271,8 @@ def _info_fields(rec: LoopInfo) -> Dict[str, object]:
 
 
 def cmd_info(args: Args) -> int:
+    from .columns import safe_human
+
     (rec,) = _named_records([args.device])
     fields = _info_fields(rec)
     if args.json:
