@@ -148,7 +148,7 @@ def _parse(argv: Sequence[str]) -> Optional[object]:
     from .table_parser import parse
 
     if name not in COMMANDS:
-        choices = ", ".join([*COMMANDS, *SUBCOMMAND_MODULES])
+        choices = ", ".join(repr(c) for c in [*COMMANDS, *SUBCOMMAND_MODULES])
         raise UsageError(f"argument COMMAND: invalid choice: {name!r} (choose from {choices})",
                          PROG)
     return parse(COMMANDS[name], words[1:])

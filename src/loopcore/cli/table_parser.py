@@ -102,6 +102,12 @@ class Operand:
     def __repr__(self) -> str:
         return f"Operand({self.metavar})"
 
+    @property
+    def label(self) -> str:
+        """What usage errors call it: the metavar, or the dest where the
+        metavar lists the choices (``{add,remove}``), as argparse did."""
+        return self.dest if self.metavar.startswith("{") else self.metavar
+
 
 class Command:
     """A subcommand: its name, handler, help and command line; ``usage``
@@ -202,21 +208,21 @@ def _refuse_separate_optional_values(command: Command, argv: Sequence[str]) -> N
 
 
 def _operands(command: Command, words: List[str]) -> Dict[str, object]:
-    """Deal ``words`` out to the command's operands, in order: each takes
-    what it may while leaving enough for those after it."""
+    """Deal ``words`` out to the command's operands, in order: a required
+    one takes its word while there is one; an optional or variadic one
+    leaves enough for the required ones after it."""
     values: Dict[str, object] = {}
     prog = command.prog
     at = 0
     specs = command.operands
     for n, spec in enumerate(specs):
-        needed_after = sum(1 for s in specs[n + 1:] if s.nargs in ("1", "+"))
-        available = len(words) - at - needed_after
-        if spec.nargs in ("1", "+") and available < 1:
-            missing = " ".join(s.metavar for s in specs[n:] if s.nargs in ("1", "+"))
+        available = len(words) - at - sum(1 for s in specs[n + 1:] if s.nargs in ("1", "+"))
+        if spec.nargs in ("1", "+") and at >= len(words):
+            missing = ", ".join(s.label for s in specs[n:] if s.nargs in ("1", "+"))
             raise UsageError(f"the following arguments are required: {missing}", prog)
-        take = 1 if spec.nargs == "1" else min(1, max(available, 0)) if spec.nargs == "?" \
-            else max(available, 0)
-        taken = [_converted(spec.metavar, spec.convert, w, prog) for w in words[at:at + take]]
+        take = {"1": 1, "?": min(1, max(available, 0)), "*": max(available, 0),
+                "+": max(available, 1)}[spec.nargs]
+        taken = [_converted(spec.label, spec.convert, w, prog) for w in words[at:at + take]]
         at += take
         values[spec.dest] = taken if spec.nargs in ("*", "+") else taken[0] if taken else None
     if at < len(words):
