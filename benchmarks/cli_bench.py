@@ -14,6 +14,9 @@ process pays for compiling loopcore's sources.  Each sample is wall time;
 beside it the CPU time the processes used (user + system, from
 ``getrusage(RUSAGE_CHILDREN)``), which a machine busy with other work
 inflates less.
+
+Before and after in one run: :func:`before_after`
+(``python -m benchmarks.cli_before_after --baseline DIR``).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from ._common import (
 if TYPE_CHECKING:
     from .scenarios import Settings
 
-__all__ = ["cli", "LIST_CONTENDERS", "BATCH_CONTENDERS", "steps"]
+__all__ = ["cli", "LIST_CONTENDERS", "BATCH_CONTENDERS", "steps", "before_after"]
 
 LIST_CONTENDERS = ("python_pass", "loopcore_list", "losetup_list")
 BATCH_CONTENDERS = ("loopcore_batch", "losetup", "loopcore_single")
@@ -189,3 +192,66 @@ def cli(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> Di
                                      cpu_median["loopcore_batch"]),
         },
     }
+
+
+# --- before and after -------------------------------------------------------------
+
+def before_after(trees: Dict[str, str], files: int, rounds: int, runs: int,
+                 dio: str = "--direct-io=on") -> Dict[str, Dict[str, float]]:
+    """{tree label: {figure: value}} for ``trees`` ({label: its src directory}):
+    median ns of ``list`` (one process) and of the batch pair (N attaches
+    + N detaches), wall and CPU, beside ``python -c pass`` and 2N losetup
+    processes, every contender interleaved round by round."""
+    script = _console_script()
+    ws = Workspace()
+    cpu: Dict[str, List[float]] = {}
+    wall: Dict[str, List[float]] = {}
+    try:
+        for src in trees.values():
+            compileall.compile_dir(src, quiet=1)
+        paths = [ws.make_file(f"cli{i:04d}.img", 1 << 20) for i in range(files)]
+
+        def tree_run(src: str, *argv: str) -> str:
+            proc = subprocess.run([sys.executable, script, *argv], capture_output=True,
+                                  text=True, stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, PYTHONPATH=src))
+            if proc.returncode != 0:
+                raise RuntimeError(f"{src}: {' '.join(argv)}: {proc.stderr.strip()}")
+            return proc.stdout
+
+        def batch(src: str) -> None:
+            tree_run(src, "detach", *tree_run(src, "attach", "--show", dio, *paths).split())
+
+        def losetup() -> None:
+            from .scenarios import _losetup_attach
+
+            for device in [_losetup_attach(dio, path) for path in paths]:
+                _run(["losetup", "-d", device])
+
+        jobs: Dict[str, Callable[[], object]] = {
+            "python_pass": lambda: _run([sys.executable, "-c", "pass"])}
+        for label, src in trees.items():
+            jobs[f"list:{label}"] = lambda src=src: tree_run(src, "list")  # type: ignore[misc]
+        batch_jobs: Dict[str, Callable[[], object]] = {"losetup": losetup}
+        for label, src in trees.items():
+            batch_jobs[f"batch:{label}"] = lambda src=src: batch(src)  # type: ignore[misc]
+        for turn in range(rounds):  # rotate the order: drift falls on every contender
+            for group, count in ((jobs, runs), (batch_jobs, 1)):
+                names = list(group)
+                names = names[turn % len(names):] + names[:turn % len(names)]
+                for name in names:
+                    for sample in _timed(name, group[name], cpu)(count):
+                        wall.setdefault(name, []).append(sample)
+                    ws.detach_all()  # only if something failed part-way
+    finally:
+        ws.close()  # detaches what is still bound to our files, removes them
+    med = {n: summarize(v)["median"] for n, v in wall.items()}
+    cpu_med = {n: summarize(v)["median"] for n, v in cpu.items()}
+    return {label: {
+        "list_ms": med[f"list:{label}"] / 1e6, "python_pass_ms": med["python_pass"] / 1e6,
+        "list_vs_python": med[f"list:{label}"] / med["python_pass"],
+        "list_vs_python_cpu": cpu_med[f"list:{label}"] / cpu_med["python_pass"],
+        "batch_ms": med[f"batch:{label}"] / 1e6, "losetup_ms": med["losetup"] / 1e6,
+        "losetup_vs_batch": med["losetup"] / med[f"batch:{label}"],
+        "losetup_vs_batch_cpu": cpu_med["losetup"] / cpu_med[f"batch:{label}"],
+    } for label in trees}

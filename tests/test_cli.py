@@ -152,7 +152,7 @@ def test_every_losetup_column_is_known():
 def test_attach_options_via_cli(make_image):
     img = make_image(size=4 * MiB)
     out = loopcore_cmd("attach", "-r", "-o", "1KiB", "--sizelimit", "1M", "-b", "4096",
-                       "--direct-io", "off", "-P", str(img), check=True)
+                       "--direct-io=off", "-P", str(img), check=True)
     dev = out.stdout.decode().strip()
     try:
         assert re.fullmatch(r"/dev/loop\d+", dev)

@@ -16,6 +16,7 @@ import pytest
 
 import loopcore
 from loopcore import cli
+from loopcore.cli.loop_parsers import COMMANDS as LOOP_COMMANDS
 
 from cli_runner import (
     STDOUT_REASONS,
@@ -39,7 +40,9 @@ USAGE_ERRORS = [
     ["attach", "-o", "abc", "/x"],
     ["attach", "--sizelimit", "1Q", "/x"],
     ["attach", "-b", "", "/x"],
-    ["attach", "--direct-io", "maybe", "/x"],
+    ["attach", "--direct-io=maybe", "/x"],
+    ["attach", "--direct-io", "off", "/x"],  # an optional value only as --direct-io=off
+    ["detach", "--wait", "30", "/dev/loop3"],  # not /dev/loop30: --wait=30
     ["attach", "-L", "/x", "/y"],          # FILE...: reuse takes one file
     ["attach", "/dev/loop0", "/x", "/y"],  # DEV FILE: a chosen device takes one
     ["detach"],
@@ -94,6 +97,21 @@ def test_main_returns_0_for_help_and_version(argv, capsys):
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith(("usage: loopcore", "loopcore ")) and err == ""
+
+
+@pytest.mark.parametrize("name", list(LOOP_COMMANDS))
+def test_a_loop_commands_help_is_rendered_from_its_table(name, capsys):
+    command = LOOP_COMMANDS[name]
+    for flag in ("--help", "-h"):
+        assert cli.main([name, flag]) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith(f"usage: loopcore {name} ") and err == "", out
+        for option in command.options:
+            shown = f"-{option.short}, --{option.long}" if option.short else f"--{option.long}"
+            assert shown in out, (name, option)
+        assert command.help.split()[0] in out
+    assert cli.main(["--help"]) == 0
+    assert f"\n  {name} " in capsys.readouterr().out
 
 
 def test_control_usage_errors_before_opening_loop_control(monkeypatch, capsys):

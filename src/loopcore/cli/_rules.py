@@ -3,7 +3,7 @@
 - Exit status: 0 done, 1 failed (:data:`EXIT_FAILURE`), 2 usage error
   (:data:`EXIT_USAGE`: a bad option or argument, a bad combination of
   them, an invalid name typed on the command line), 130 Ctrl-C;
-  :func:`run` returns it, argparse's own usage errors included.
+  :func:`run` returns it, the parser's own usage errors included.
 - Errors are one line on stderr, ``loopcore: FILE: what happened``,
   naming the file or device; nothing a user can type gives a traceback.
 - Output goes through :func:`write` / :func:`write_text` /
@@ -20,7 +20,6 @@ each into its line and status.
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import sys
@@ -29,13 +28,13 @@ from ..errors import Error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, NoReturn, Optional, Sequence, Union
+    from typing import Callable, List, NoReturn, Optional, Sequence, Union
 
 __all__ = [
     "PROG", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "CLIError", "UsageError",
-    "StreamError", "Parser", "write", "write_text", "write_json", "write_stderr", "error",
+    "StreamError", "write", "write_text", "write_json", "write_stderr", "error",
     "one_line",
-    "describe", "print_made", "standard_streams", "run",
+    "describe", "print_made", "standard_streams", "terminal_columns", "run",
 ]
 
 PROG = "loopcore"
@@ -50,8 +49,14 @@ class CLIError(Exception):
 
 
 class UsageError(Exception):
-    """Bad usage found after parsing (a bad combination of arguments, an
-    invalid name): one line on stderr, exit status 2."""
+    """Bad usage (a bad option or operand, a bad combination of them, an
+    invalid name): one line on stderr, exit status 2.  ``prog`` names the
+    command whose help the line points at (None: the parsed arguments'
+    ``usage_prog``, else ``loopcore``)."""
+
+    def __init__(self, message: str, prog: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.prog = prog
 
 
 # --- standard streams ------------------------------------------------------------
@@ -270,7 +275,7 @@ def print_made(paths: Union[str, Sequence[str]], undo: Callable[[], None], undon
 
 # --- parsing and running -----------------------------------------------------------
 
-def _terminal_columns() -> int:
+def terminal_columns() -> int:
     """``$COLUMNS``, else the width of the terminal on stdout, else 80."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
@@ -285,63 +290,37 @@ def _terminal_columns() -> int:
     return columns or 80
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors, exit status 2, and help that is
-    output like any other (a lost ``--help`` is a failure, not exit 0).
+def run(parse: Callable[[Sequence[str]], Optional[object]], argv: Sequence[str]) -> int:
+    """Parse ``argv`` with ``parse``, run the handler it names, and return
+    the exit status these rules give for what happened: returned, never
+    raised as SystemExit, for a usage error (the parser's or a handler's)
+    as for anything else.
 
-    Every parser records its ``prog`` (``loopcore dm remove``) in the parsed
-    arguments, the innermost one winning, so that a :class:`UsageError` a
-    handler raises points at the same help an argparse error would.
+    ``parse`` returns the parsed arguments (``func`` the handler, and
+    ``command``, ``usage_prog``), None when it printed help or the version,
+    or raises :class:`UsageError`; an argparse parser's SystemExit (the
+    dm and dmlog subcommands) is its exit status.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.set_defaults(usage_prog=self.prog)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse's own makes a formatter for every add_argument, and each
-        # imports shutil for the terminal's width (shutil brings bz2, lzma,
-        # fnmatch: most of a ``loopcore list`` process's imports).  The
-        # width, as shutil.get_terminal_size() finds it:
-        formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
-        return formatter(prog=self.prog, width=_terminal_columns() - 2)
-
-    def _print_message(self, message: str, file: object = None) -> None:
-        # argparse's one funnel for help, version and usage text (3.9 to 3.13).
-        # Its own drops what it cannot write (exit status 0 for lost --help
-        # output) and falls back to stderr when stdout is None; help and
-        # version are output like any other.  file is None: stderr was None.
-        if not message:
-            return
-        if file is not None and file is sys.stdout:
-            write_text(message)
-        else:
-            write_stderr(message)
-
-
-def run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
-    """Parse ``argv``, run the handler it names, and return the exit status
-    these rules give for what happened: returned, never raised as
-    SystemExit, for a usage error (argparse's or a handler's) as for
-    anything else."""
-    args: Optional[argparse.Namespace] = None
+    args: Optional[object] = None
     try:
         try:
-            args = parser.parse_args(argv)
+            args = parse(argv)
         except SystemExit as e:  # argparse's way out: --help, --version, usage errors
             return e.code if isinstance(e.code, int) else 0 if e.code is None else EXIT_USAGE
+        if args is None:
+            write(b"")  # help or version: lost output fails
+            return 0
         func = getattr(args, "func", None)
         if func is None:
-            raise UsageError(f"{args.command}: this subcommand has no handler")
+            raise UsageError(f"{getattr(args, 'command', '')}: this subcommand has no handler")
         status = int(func(args) or 0)
         write(b"")  # what a handler left buffered (extensions print): lost output fails
         return status
     except UsageError as e:
-        prog = getattr(args, "usage_prog", PROG)
-        error(f"{e} (see '{prog} --help')")
+        if e.prog:  # the parser's: the line names the command, as argparse's did
+            write_stderr(f"{e.prog}: {one_line(str(e))} (see '{e.prog} --help')\n")
+        else:
+            error(f"{e} (see '{getattr(args, 'usage_prog', PROG)} --help')")
         return EXIT_USAGE
     except StreamError as e:
         # A reader that went away (``loopcore list | head``) needs no word.

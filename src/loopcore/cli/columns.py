@@ -13,7 +13,7 @@ import os
 import unicodedata
 
 from .. import loop
-from ..loop import Flags, LoopInfo
+from ..loop import LoopInfo
 from ._rules import CLIError
 
 TYPE_CHECKING = False
@@ -23,7 +23,7 @@ else:
     from .._namedtuple import NamedTuple
 
 __all__ = ["Column", "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "parse_columns", "render_json",
-           "render_table", "losetup_j_line", "safe_human"]
+           "render_table", "losetup_j_line", "safe_human", "columns_help"]
 
 STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
 
@@ -40,8 +40,9 @@ class Column(NamedTuple):
     help: str
 
 
-def _flag(flag: Flags, unbound: str = "0") -> Callable[[LoopInfo], str]:
-    return lambda r: ("1" if r.flags & flag else "0") if r.bound else unbound
+def _flag(name: str, unbound: str = "0") -> Callable[[LoopInfo], str]:
+    """A flag's cell: LoopInfo's property ``name`` (``autoclear`` ...)."""
+    return lambda r: ("1" if getattr(r, name) else "0") if r.bound else unbound
 
 
 def _if_bound(get: Callable[[LoopInfo], object]) -> Callable[[LoopInfo], Optional[str]]:
@@ -64,7 +65,7 @@ def _majmin(r: LoopInfo) -> Optional[str]:
 #: losetup's columns, in the order of its --help (the tests compare).
 COLUMNS: Dict[str, Column] = {c.name: c for c in (
     Column("NAME", STRING, False, lambda r: loop.device_path(r.number), "loop device name"),
-    Column("AUTOCLEAR", BOOLEAN, True, _flag(Flags.AUTOCLEAR), "autoclear flag set"),
+    Column("AUTOCLEAR", BOOLEAN, True, _flag("autoclear"), "autoclear flag set"),
     Column("BACK-FILE", STRING, False, lambda r: r.backing_file, "device backing file"),
     Column("BACK-INO", NUMBER, True,
            lambda r: str(r.backing_inode) if r.has_status and r.backing_inode else None,
@@ -74,13 +75,13 @@ COLUMNS: Dict[str, Column] = {c.name: c for c in (
     Column("MAJ:MIN", STRING, False, _majmin, "loop device major:minor number"),
     Column("OFFSET", NUMBER, True, _if_bound(lambda r: r.offset), "offset from the beginning"),
     # Unbound: losetup falls back to "does the kernel support partscan" (yes).
-    Column("PARTSCAN", BOOLEAN, True, _flag(Flags.PARTSCAN, unbound="1"), "partscan flag set"),
+    Column("PARTSCAN", BOOLEAN, True, _flag("partscan", unbound="1"), "partscan flag set"),
     # Bound or not: sysfs "ro" is the disk's (BLKROSET counts too).
-    Column("RO", BOOLEAN, True, lambda r: "1" if r.flags & Flags.READ_ONLY else "0",
+    Column("RO", BOOLEAN, True, lambda r: "1" if r.read_only else "0",
            "read-only device"),
     Column("SIZELIMIT", NUMBER, True, _if_bound(lambda r: r.size_limit),
            "size limit of the file in bytes"),
-    Column("DIO", BOOLEAN, True, _flag(Flags.DIRECT_IO), "access backing file with direct-io"),
+    Column("DIO", BOOLEAN, True, _flag("direct_io"), "access backing file with direct-io"),
     Column("LOG-SEC", NUMBER, True, lambda r: str(r.block_size) if r.block_size else None,
            "logical sector size in bytes"),
 )}
@@ -88,6 +89,11 @@ COLUMNS: Dict[str, Column] = {c.name: c for c in (
 DEFAULT_COLUMNS = ("NAME", "SIZELIMIT", "OFFSET", "AUTOCLEAR", "RO", "BACK-FILE", "DIO",
                    "LOG-SEC")
 ALL_COLUMNS = tuple(COLUMNS)
+
+
+def columns_help() -> str:
+    """The ``--help`` list of ``list -O`` columns, one a line."""
+    return "\n".join(f"  {c.name:>12}  {c.help}" for c in COLUMNS.values())
 
 
 def parse_columns(spec: str) -> List[str]:

@@ -25,7 +25,7 @@ import re
 import sys
 from typing import Dict, List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
-from . import _rules
+from . import _rules, argparse_rules
 from ._rules import StreamError, UsageError
 from .getopt_long import (
     NO_ARGUMENT,
@@ -340,7 +340,7 @@ def _error_lines(command: str, words: List[str], e: BaseException) -> str:
     return _rules.one_line(_rules.describe(e))
 
 
-class _Parser(_rules.Parser):
+class _Parser(argparse_rules.Parser):
     """``loopcore dm``'s parser, whose errors come back as exceptions: the
     drop-in words them as dmsetup does."""
 

@@ -6,15 +6,21 @@ What glibc accepts, they accept: short options clustered (``-fP``), a
 short option's argument joined or next (``-o1M``, ``-o 1M``), long
 options abbreviated to a unique prefix (``--sh``), ``--opt=value`` and
 ``--opt value``, optional arguments only as ``--opt=value``, operands
-anywhere (permuted to the end; with POSIXLY_CORRECT set, the first
-ends the options, as there), ``--`` ending the options.  A misuse is a
+anywhere (permuted to the end; with POSIXLY_CORRECT set, or ``+``
+leading ``shortopts``, the first ends the options, as there), ``--``
+ending the options.  A misuse is a
 :class:`GetoptError` carrying glibc's own message (without the program
 name), so a drop-in prints what the tool it stands in for prints.
 """
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is no run-time import of a ``loopcore list`` process
+    from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+else:
+    from .._namedtuple import NamedTuple
 
 __all__ = ["NO_ARGUMENT", "REQUIRED_ARGUMENT", "OPTIONAL_ARGUMENT", "LongOption",
            "GetoptError", "getopt_long"]
@@ -64,13 +70,15 @@ def getopt_long(argv: Sequence[str], shortopts: str,
     """Yield ``(key, value)`` for each option of ``argv`` (without the
     program name), in order; append the operands to ``operands``.
 
-    ``shortopts`` is getopt's string (``"ab:c"``: ``b`` takes an argument).
+    ``shortopts`` is getopt's string (``"ab:c"``: ``b`` takes an argument;
+    a leading ``+``: the first operand ends the options).
     ``longopts`` None is plain ``getopt``: ``--name`` is then a cluster of
     short letters, the first of them ``-`` (glibc's ``invalid option -- '-'``).
     Raises :class:`GetoptError` at the first misuse, after yielding the
     options before it (a tool checks each option as it comes).
     """
-    permute = "POSIXLY_CORRECT" not in os.environ
+    permute = not shortopts.startswith("+") and "POSIXLY_CORRECT" not in os.environ
+    shortopts = shortopts.lstrip("+")
     i = 0
     while i < len(argv):
         arg = argv[i]

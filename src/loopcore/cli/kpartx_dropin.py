@@ -18,7 +18,7 @@ import os
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
-from . import _rules
+from . import _rules, argparse_rules
 from ._rules import StreamError, UsageError
 from .getopt_long import GetoptError, getopt_long
 
@@ -68,7 +68,7 @@ def translate(argv: Sequence[str]) -> List[str]:
     return [action, *flags, "--", words[0]]
 
 
-class _Parser(_rules.Parser):
+class _Parser(argparse_rules.Parser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 

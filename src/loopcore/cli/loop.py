@@ -1,24 +1,22 @@
 """The loop subcommands: attach, detach, list, find, info, set-capacity, control.
 
-A new loop subcommand is a ``cmd_*`` handler here and an ``_add_*``
-function making its parser in :mod:`.loop_parsers`, named in its
-``_ADDERS``; the handler returns the exit status or raises, under the
-rules of :mod:`._rules`.  Devices on the command line go through
-:func:`.arguments.loop_ref` (``N``, ``loopN``, ``/dev/loopN`` or a node's
-path); records are :class:`loopcore.LoopInfo`; losetup's columns and
-formats are in :mod:`.columns`.
+A new loop subcommand is a ``cmd_*`` handler here and a row of
+:data:`.loop_parsers.COMMANDS` (its options and operands); the handler
+returns the exit status or raises, under the rules of :mod:`._rules`.
+Devices on the command line go through :func:`.arguments.loop_ref`
+(``N``, ``loopN``, ``/dev/loopN`` or a node's path); records are
+:class:`loopcore.LoopInfo`; losetup's columns and formats are in
+:mod:`.columns`.
 """
 from __future__ import annotations
 
-import argparse
-import builtins
 import errno
 import os
 import stat
 
 from .. import loop
 from ..errors import Error, error_from_errno
-from ..loop import Flags, LoopInfo, discovery
+from ..loop import LoopInfo, discovery
 from ._rules import (
     EXIT_FAILURE,
     CLIError,
@@ -30,20 +28,13 @@ from ._rules import (
     write_json,
     write_text,
 )
-from .arguments import loop_number_arg, loop_ref, seconds_arg
-from .columns import (
-    ALL_COLUMNS,
-    DEFAULT_COLUMNS,
-    losetup_j_line,
-    parse_columns,
-    render_json,
-    render_table,
-    safe_human,
-)
+from .arguments import loop_number_arg, loop_ref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, List, Optional
+
+    from .table_parser import Args
 
 
 __all__ = ["cmd_attach", "cmd_partitions", "cmd_detach", "cmd_list", "cmd_find", "cmd_info",
@@ -53,9 +44,9 @@ __all__ = ["cmd_attach", "cmd_partitions", "cmd_detach", "cmd_list", "cmd_find",
 #: a probe holds a device for well under a second)
 DETACH_WAIT_S = 60.0
 
-#: ``info``'s names of the flags, in lo_flags order
-_FLAG_NAMES = ((Flags.READ_ONLY, "read-only"), (Flags.AUTOCLEAR, "autoclear"),
-               (Flags.PARTSCAN, "partscan"), (Flags.DIRECT_IO, "direct-io"))
+#: ``info``'s names of the flags (LoopInfo's properties), in lo_flags order
+_FLAG_NAMES = (("read_only", "read-only"), ("autoclear", "autoclear"),
+               ("partscan", "partscan"), ("direct_io", "direct-io"))
 
 
 def _records_by_number(include_unbound: bool) -> Dict[int, LoopInfo]:
@@ -75,7 +66,11 @@ def _named_records(refs: List[str]) -> List[LoopInfo]:
     return records
 
 
-def _print_records(args: argparse.Namespace, records: List[LoopInfo]) -> None:
+def _print_records(args: Args, records: List[LoopInfo]) -> None:
+    # losetup's columns only where records are printed: attach and detach
+    # processes do not import them (start-up time)
+    from .columns import ALL_COLUMNS, DEFAULT_COLUMNS, parse_columns, render_json, render_table
+
     if args.output_all:
         columns: List[str] = list(ALL_COLUMNS)
     elif args.output:
@@ -98,7 +93,7 @@ def _chosen_device(operands: List[str]) -> Optional[int]:
         return None
     try:
         number = loop_number_arg(operands[0])
-    except argparse.ArgumentTypeError as e:
+    except ValueError as e:
         if isinstance(e.__cause__, OSError) and not _is_block_device(operands[0]):
             return None  # a file (or no such file: attaching it says so)
         raise UsageError(f"attach: {e}") from None
@@ -114,7 +109,7 @@ def _is_block_device(path: str) -> bool:
         return False
 
 
-def cmd_attach(args: argparse.Namespace) -> int:
+def cmd_attach(args: Args) -> int:
     # losetup's two forms, FILE (a free device) and DEV FILE (that device),
     # and FILE... (a free device each, in one burst, all or nothing)
     number = _chosen_device(args.operands)
@@ -150,7 +145,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_partitions(args: argparse.Namespace) -> int:
+def cmd_partitions(args: Args) -> int:
     device = loop.open(loop_ref(args.device).node)
     try:
         if args.action == "list":
@@ -173,28 +168,6 @@ def cmd_partitions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detach_wait(args: argparse.Namespace) -> Optional[float]:
-    """``--wait[=SECONDS]``'s seconds; a value that is no number is the
-    first device (``--wait /dev/loop3``: argparse took it for SECONDS)."""
-    if args.wait is None:
-        return None
-    try:
-        return seconds_arg(args.wait)
-    except argparse.ArgumentTypeError as e:
-        if _is_number(args.wait):
-            raise UsageError(f"detach: --wait: {e}") from None
-    args.devices.insert(0, args.wait)
-    return DETACH_WAIT_S
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except builtins.ValueError:
-        return False
-    return True
-
-
 def _deferred_notice(dev: str) -> None:
     # losetup says nothing; a builder about to delete the image should know
     # (stderr: stdout stays clean)
@@ -202,8 +175,8 @@ def _deferred_notice(dev: str) -> None:
           "(--wait waits for that)")
 
 
-def cmd_detach(args: argparse.Namespace) -> int:
-    wait = _detach_wait(args)
+def cmd_detach(args: Args) -> int:
+    wait: Optional[float] = args.wait
     if args.all == bool(args.devices):
         raise UsageError("detach: give DEV... or --all, not both" if args.all
                          else "detach: give DEV... or --all")
@@ -249,7 +222,7 @@ def _detach_all(wait: Optional[float]) -> int:
     return status
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: Args) -> int:
     if args.all and args.devices:
         raise UsageError("list: give DEV... or --all, not both")
     records = _named_records(args.devices) if args.devices else loop.list_devices()
@@ -257,12 +230,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_find(args: argparse.Namespace) -> int:
+def cmd_find(args: Args) -> int:
     records = loop.find(args.file, offset=args.offset)
     if args.json or args.output or args.output_all:
         args.noheadings = args.raw = False
         _print_records(args, records)
     else:
+        from .columns import losetup_j_line
+
         write_text("".join(losetup_j_line(r) + "\n" for r in records))
     return 0
 
@@ -295,13 +270,15 @@ def _info_fields(rec: LoopInfo) -> Dict[str, object]:
     }
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def cmd_info(args: Args) -> int:
+    from .columns import safe_human
+
     (rec,) = _named_records([args.device])
     fields = _info_fields(rec)
     if args.json:
         write_json(fields, ensure_ascii=False)
         return 0
-    flags = [name for flag, name in _FLAG_NAMES if rec.flags & flag]
+    flags = [name for prop, name in _FLAG_NAMES if getattr(rec, prop)]
     lines = [f"{fields['name']} ({fields['maj:min']})"
              + ("" if rec.has_node else " [no /dev node]")]
     if not rec.bound:
@@ -331,7 +308,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_set_capacity(args: argparse.Namespace) -> int:
+def cmd_set_capacity(args: Args) -> int:
     device = loop.open(loop_ref(args.device).node)
     try:
         device.set_capacity()
@@ -340,7 +317,7 @@ def cmd_set_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_control(args: argparse.Namespace) -> int:
+def cmd_control(args: Args) -> int:
     # Arguments first: a usage error must not hinge on /dev/loop-control
     # existing or being ours to open (containers, non-root users).
     given: Optional[int] = args.number

@@ -1,12 +1,10 @@
-"""The loop subcommands' parsers: one function per command, each adding
-its options and its handler (:mod:`.loop`); a process builds only the
-parser of the command it runs."""
+"""The loop subcommands' command lines: one :class:`~.table_parser.Command`
+row each in :data:`COMMANDS` (options, operands, help, the handler of
+:mod:`.loop`), parsed by :func:`.table_parser.parse` (getopt_long: no
+argparse on the way to ``loopcore list``)."""
 from __future__ import annotations
 
-import argparse
-
-from .arguments import loop_number_arg, size_arg
-from .columns import COLUMNS
+from .arguments import loop_number_arg, parse_seconds, parse_size
 from .loop import (
     DETACH_WAIT_S,
     cmd_attach,
@@ -18,142 +16,88 @@ from .loop import (
     cmd_partitions,
     cmd_set_capacity,
 )
+from .table_parser import OPTIONAL_ARGUMENT, REQUIRED_ARGUMENT, Command, Operand, Option, choice
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, TypeVar
+    from typing import Dict, Tuple
 
-    _P = TypeVar("_P", bound=argparse.ArgumentParser)
+__all__ = ["COMMANDS"]
 
-__all__ = ["add_parser", "columns_help"]
-
-
-def columns_help() -> str:
-    """The ``--help`` epilog's list of ``list -O`` columns."""
-    return "\n".join(f"  {c.name:>12}  {c.help}" for c in COLUMNS.values())
-
-
-def _add_output_options(p: argparse.ArgumentParser, *, table: bool = True) -> None:
-    p.add_argument("-J", "--json", action="store_true", help="JSON output (as losetup -l --json)")
-    p.add_argument("-O", "--output", metavar="COLUMNS",
-                   help="columns, comma-separated (losetup names; +COLS adds to the defaults)")
-    p.add_argument("--output-all", action="store_true", help="output all columns")
-    if table:
-        p.add_argument("-n", "--noheadings", action="store_true", help="no header line")
-        p.add_argument("--raw", action="store_true", help="raw output (as losetup -l --raw)")
+_JSON = Option("J", "json", "json", "JSON output (as losetup -l --json)")
+_OUTPUT = (
+    Option("O", "output", "output", "columns, comma-separated (losetup names; +COLS adds to "
+           "the defaults)", REQUIRED_ARGUMENT, "COLUMNS"),
+    Option("", "output-all", "output_all", "output all columns"),
+)
+_TABLE = (
+    Option("n", "noheadings", "noheadings", "no header line"),
+    Option("", "raw", "raw", "raw output (as losetup -l --raw)"),
+)
+_DEVICE = (Operand("device", "DEV"),)
 
 
-def add_parser(sub: "argparse._SubParsersAction[_P]", wanted: Optional[str] = None) -> None:
-    """Add the loop subcommands to ``sub``: only ``wanted`` where it names
-    one (a process runs one command; building every parser was most of
-    argparse's share of a ``loopcore list``), else all of them."""
-    for name, adder in _ADDERS.items():
-        if wanted not in _ADDERS or name == wanted:
-            adder(sub, name)
+def _size(short: str, long: str, dest: str, help: str, metavar: str = "SIZE",
+          default: object = None) -> Option:
+    return Option(short, long, dest, help, REQUIRED_ARGUMENT, metavar, parse_size, default)
 
 
-def _add_attach(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="attach FILE to a free loop device (or to DEV, made "
-                                  "if missing); print its path; several FILEs: one "
-                                  "device each, one a line, all or none",
-                       usage="%(prog)s [options] [DEV] FILE | FILE...")
-    p.add_argument("operands", nargs="+", metavar="[DEV] FILE | FILE...")
-    p.add_argument("-f", "--find", action="store_true",
-                   help="a free device (the default without DEV; accepted for losetup's "
-                        "-f --show)")
-    p.add_argument("--show", action="store_true",
-                   help="print the device's path (always done; accepted for losetup)")
-    p.add_argument("-L", "--nooverlap", action="store_true",
-                   help="reuse a device bound to the same bytes of FILE; refuse an "
-                        "overlapping one")
-    p.add_argument("-r", "--read-only", action="store_true", help="read-only device")
-    p.add_argument("-P", "--partscan", action="store_true", help="scan the partition table")
-    p.add_argument("--direct-io", nargs="?", const="on", default="on", choices=("on", "off"),
-                   help="direct I/O to the backing file (default on, where the file allows it)")
-    p.add_argument("-b", "--sector-size", type=size_arg, metavar="SIZE",
-                   help="logical block size")
-    p.add_argument("-o", "--offset", type=size_arg, default=0, metavar="OFFSET",
-                   help="start at OFFSET bytes into FILE")
-    p.add_argument("--sizelimit", type=size_arg, default=0, metavar="SIZE",
-                   help="use at most SIZE bytes of FILE")
-    p.add_argument("--autoclear", action="store_true",
-                   help="detach when the last user closes the device (this command closes "
-                        "its own fd on exit: without another user that is at once)")
-    p.add_argument("--make-nodes", action="store_true",
-                   help="make the /dev nodes of the device and its partitions where no "
-                        "devtmpfs does (a container's /dev); also LOOPCORE_MAKE_NODES=1")
-    p.set_defaults(func=cmd_attach)
+_ATTACH = (
+    Option("f", "find", "find", "a free device (the default without DEV; accepted for "
+           "losetup's -f --show)"),
+    Option("", "show", "show", "print the device's path (always done; accepted for losetup)"),
+    Option("L", "nooverlap", "nooverlap", "reuse a device bound to the same bytes of FILE; "
+           "refuse an overlapping one"),
+    Option("r", "read-only", "read_only", "read-only device"),
+    Option("P", "partscan", "partscan", "scan the partition table"),
+    Option("", "direct-io", "direct_io", "direct I/O to the backing file (default on, where "
+           "the file allows it)", OPTIONAL_ARGUMENT, "on|off", choice("on", "off"), "on", "on"),
+    _size("b", "sector-size", "sector_size", "logical block size"),
+    _size("o", "offset", "offset", "start at OFFSET bytes into FILE", "OFFSET", 0),
+    _size("", "sizelimit", "sizelimit", "use at most SIZE bytes of FILE", default=0),
+    Option("", "autoclear", "autoclear", "detach when the last user closes the device (this "
+           "command closes its own fd on exit: without another user that is at once)"),
+    Option("", "make-nodes", "make_nodes", "make the /dev nodes of the device and its "
+           "partitions where no devtmpfs does (a container's /dev); also "
+           "LOOPCORE_MAKE_NODES=1"),
+)
 
+_COMMANDS: Tuple[Command, ...] = (
+    Command("attach", cmd_attach,
+            "attach FILE to a free loop device (or to DEV, made if missing); print its path; "
+            "several FILEs: one device each, one a line, all or none",
+            _ATTACH, (Operand("operands", "FILE", "+"),), usage="[DEV] FILE | FILE..."),
+    Command("partitions", cmd_partitions,
+            "register the partitions of DEV's table (partx --add), remove them "
+            "(partx --delete), or list the table",
+            (Option("J", "json", "json", "JSON output (list)"),),
+            (Operand("action", "{add,remove,list}", convert=choice("add", "remove", "list")),
+             *_DEVICE)),
+    Command("detach", cmd_detach,
+            "detach loop devices (DEV...: none unless each can be opened; --all: each that "
+            "can be)",
+            (Option("a", "all", "all", "detach every bound device"),
+             Option("", "wait", "wait", "return once the kernel released each backing file "
+                    "(another opener defers that), at most SECONDS (default "
+                    f"{DETACH_WAIT_S:g}); then fail naming who holds the device",
+                    OPTIONAL_ARGUMENT, "SECONDS", parse_seconds, None, DETACH_WAIT_S)),
+            (Operand("devices", "DEV", "*"),)),
+    Command("list", cmd_list, "list bound loop devices (as losetup -l)",
+            (Option("a", "all", "all", "all bound devices (the default without DEV)"),
+             _JSON, *_OUTPUT, *_TABLE),
+            (Operand("devices", "DEV", "*", help="only these devices"),)),
+    Command("find", cmd_find, "devices bound to FILE (as losetup -j)",
+            (_size("o", "offset", "offset", "only devices at this offset", "OFFSET"),
+             _JSON, *_OUTPUT),
+            (Operand("file", "FILE"),)),
+    Command("info", cmd_info, "everything about one device",
+            (Option("J", "json", "json", "JSON output"),), _DEVICE),
+    Command("set-capacity", cmd_set_capacity, "re-read the backing file's size", (), _DEVICE),
+    Command("control", cmd_control, "/dev/loop-control: add N, remove N, get-free", (),
+            (Operand("action", "{add,remove,get-free}",
+                     convert=choice("add", "remove", "get-free")),
+             Operand("number", "N", "?", loop_number_arg))),
+)
 
-def _add_partitions(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name,
-                       help="register the partitions of DEV's table (partx --add), remove "
-                            "them (partx --delete), or list the table")
-    p.add_argument("action", choices=("add", "remove", "list"))
-    p.add_argument("device", metavar="DEV")
-    p.add_argument("-J", "--json", action="store_true", help="JSON output (list)")
-    p.set_defaults(func=cmd_partitions)
-
-
-def _add_detach(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="detach loop devices (DEV...: none unless each can be "
-                                  "opened; --all: each that can be)")
-    p.add_argument("devices", nargs="*", metavar="DEV")
-    p.add_argument("-a", "--all", action="store_true", help="detach every bound device")
-    p.add_argument("--wait", nargs="?", const=str(DETACH_WAIT_S), metavar="SECONDS",
-                   help="return once the kernel released each backing file (another "
-                        f"opener defers that), at most SECONDS (default {DETACH_WAIT_S:g}); "
-                        "then fail naming who holds the device (write --wait=SECONDS: "
-                        "--wait DEV waits the default)")
-    p.set_defaults(func=cmd_detach)
-
-
-def _add_list(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="list bound loop devices (as losetup -l)")
-    p.add_argument("devices", nargs="*", metavar="DEV", help="only these devices")
-    p.add_argument("-a", "--all", action="store_true",
-                   help="all bound devices (the default without DEV)")
-    _add_output_options(p)
-    p.set_defaults(func=cmd_list)
-
-
-def _add_find(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="devices bound to FILE (as losetup -j)")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("-o", "--offset", type=size_arg, metavar="OFFSET",
-                   help="only devices at this offset")
-    _add_output_options(p, table=False)
-    p.set_defaults(func=cmd_find)
-
-
-def _add_info(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="everything about one device")
-    p.add_argument("device", metavar="DEV")
-    p.add_argument("-J", "--json", action="store_true", help="JSON output")
-    p.set_defaults(func=cmd_info)
-
-
-def _add_set_capacity(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="re-read the backing file's size")
-    p.add_argument("device", metavar="DEV")
-    p.set_defaults(func=cmd_set_capacity)
-
-
-def _add_control(sub: "argparse._SubParsersAction[_P]", name: str) -> None:
-    p = sub.add_parser(name, help="/dev/loop-control: add N, remove N, get-free")
-    p.add_argument("action", choices=("add", "remove", "get-free"))
-    p.add_argument("number", nargs="?", type=loop_number_arg, metavar="N")
-    p.set_defaults(func=cmd_control)
-
-
-#: each loop subcommand's parser, by name, in --help's order
-_ADDERS = {
-    "attach": _add_attach,
-    "partitions": _add_partitions,
-    "detach": _add_detach,
-    "list": _add_list,
-    "find": _add_find,
-    "info": _add_info,
-    "set-capacity": _add_set_capacity,
-    "control": _add_control,
-}
+#: each loop subcommand, by name, in --help's order
+COMMANDS: Dict[str, Command] = {c.name: c for c in _COMMANDS}
