@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import pickle
 import subprocess
 import sys
 from typing import Dict, Set
@@ -54,11 +55,35 @@ def test_import_loopcore_imports_nothing_but_itself():
 
 
 def test_listing_devices_in_the_library_imports_only_the_listing():
-    modules = _modules_after("import loopcore; loopcore.list_devices()")
+    modules = _modules_after("import loopcore\n"
+                             "for r in loopcore.list_devices(include_unbound=True):\n"
+                             "    r.read_only, r.autoclear, r.partscan, r.direct_io")
     assert modules & NOT_FOR_LIST == set()
     assert "argparse" not in modules
     assert "typing" not in modules  # LoopInfo is a NamedTuple all the same
+    assert "enum" not in modules  # the flags are read as bits; Flags is made when asked
     assert "loopcore.loop.discovery" in modules  # the test can see an import
+
+
+def test_a_record_reads_its_flags_as_the_enum():
+    from loopcore import Flags, LoopInfo
+    from loopcore.loop import info
+
+    def record(flags):
+        return LoopInfo(3, "/dev/loop3", "/x.img", 1, 2, 0, 0, flags, 512, 4096, None)
+
+    flags = Flags.READ_ONLY | Flags.PARTSCAN
+    bits, enum = record(int(flags)), record(flags)  # as the scan and info() make them
+    for rec in (bits, enum):
+        assert type(rec.flags) is Flags and rec.flags == flags
+        assert Flags.PARTSCAN in rec.flags and Flags.AUTOCLEAR not in rec.flags
+        assert (rec.read_only, rec.autoclear, rec.partscan, rec.direct_io) == \
+            (True, False, True, False)
+        assert "flags=<Flags.READ_ONLY|PARTSCAN: 9>" in repr(rec)
+        assert type(rec._asdict()["flags"]) is Flags
+    assert bits == enum and hash(bits) == hash(enum) and repr(bits) == repr(enum)
+    assert pickle.loads(pickle.dumps(bits)) == bits
+    assert info.Flags is Flags and record(0).flags is Flags(0)
 
 
 def test_loopcore_list_process_imports_only_its_command():

@@ -2,8 +2,10 @@
 
 One file per job:
 
-- ``info``: :class:`Flags`, :class:`LoopInfo` (the one record of a
-  device), the loop driver's constants;
+- ``info``: :class:`LoopInfo` (the one record of a device), the flag
+  bits, the loop driver's constants;
+- ``flags``: :class:`Flags`, the enum (imported on first use: a listing
+  never imports :mod:`enum`);
 - ``control``: ``/dev/loop-control`` (:class:`LoopControl`) and the
   process's shared control state (fd, locks, fork handling, the
   LOOP_CONFIGURE probe);
