@@ -65,6 +65,14 @@ def test_listing_devices_in_the_library_imports_only_the_listing():
     assert "loopcore.loop.discovery" in modules  # the test can see an import
 
 
+def test_detaching_imports_none_of_the_attach_code():
+    # what ``loopcore detach DEV...`` uses: open() and detach_many()
+    modules = _modules_after("import loopcore; loopcore.open; loopcore.detach_many")
+    assert "loopcore.loop.detach_burst" in modules
+    assert modules & {"loopcore.loop.burst", "loopcore.loop.binding", "loopcore.loop.policy",
+                      "loopcore.loop.request", "loopcore.loop.legacy"} == set()
+
+
 def test_a_record_reads_its_flags_as_the_enum():
     from loopcore import Flags, LoopInfo
     from loopcore.loop import info
