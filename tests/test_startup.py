@@ -62,6 +62,7 @@ def test_listing_devices_in_the_library_imports_only_the_listing():
     assert "argparse" not in modules
     assert "typing" not in modules  # LoopInfo is a NamedTuple all the same
     assert "enum" not in modules  # the flags are read as bits; Flags is made when asked
+    assert "collections" not in modules  # records are made without it
     assert "loopcore.loop.discovery" in modules  # the test can see an import
 
 
@@ -216,6 +217,18 @@ def test_a_record_class_is_what_typings_namedtuple_makes():
         assert (rec, rec.twice, rec._replace(b="y").b) == ((1, "x"), 2, "y")
         assert (cls.__mro__[1:], cls.__doc__, cls._fields, cls._field_defaults) == \
             ((tuple, object), "doc", ("a", "b"), {"b": "x"})
+        assert (repr(rec), rec._asdict(), cls._make([2, "z"]), cls(b="y", a=3)) == \
+            ("Rec(a=1, b='x')", {"a": 1, "b": "x"}, (2, "z"), (3, "y"))
+        assert (cls.__match_args__, cls.a.__doc__, type(cls), hasattr(rec, "__dict__")) == \
+            (("a", "b"), "Alias for field number 0", type, False)
+    failures = []
+    for cls in (ours, theirs):
+        for bad in (lambda c: c(), lambda c: c(1, 2, 3), lambda c: c._make([1]),
+                    lambda c: c(1)._replace(c=1)):
+            with pytest.raises((TypeError, ValueError)) as e:
+                bad(cls)
+            failures.append((type(e.value), str(e.value)))
+    assert failures[:4] == failures[4:]  # the same errors, word for word
     with pytest.raises(TypeError, match="without a default follows"):
         class Bad(NamedTuple):
             a: int = 0

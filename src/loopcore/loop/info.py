@@ -9,7 +9,6 @@ and a process that only lists devices never imports :mod:`enum`.
 from __future__ import annotations
 
 import os
-from operator import itemgetter
 
 from .. import _c
 from .._validate import check_int
@@ -17,7 +16,7 @@ from ..errors import ValueError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, NamedTuple, Optional
+    from typing import Any, Dict, NamedTuple, Optional
 
     from .flags import Flags
 else:
@@ -190,9 +189,12 @@ class LoopInfo(NamedTuple):
         return {name: getattr(self, name) for name in self._fields}
 
 
-_FLAGS_AT = LoopInfo._fields.index("flags")
-#: a LoopInfo's flags as the int the tuple holds (no enum made)
-_flag_bits: Callable[[LoopInfo], int] = itemgetter(_FLAGS_AT)
+def _flag_bits(info: LoopInfo) -> int:
+    """A LoopInfo's flags as the int the tuple holds (no enum made)."""
+    return info[7]
+
+
+assert LoopInfo._fields[7] == "flags", LoopInfo._fields  # _flag_bits' index
 
 
 def _flags(info: LoopInfo) -> Flags:
