@@ -293,12 +293,13 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
          * file has size 0 too. */
         memcpy(path, d->d_name, strlen(d->d_name));
         strcpy(path + strlen(d->d_name), "/loop");
-        if (faccessat(dirfd(dir), path, F_OK, 0) < 0) {
-            if (errno != ENOENT || !(flags & LC_SCAN_INCLUDE_UNBOUND))
+        if (faccessat(dirfd(dir), path, F_OK, 0) < 0 && errno == ENOENT) {
+            if (!(flags & LC_SCAN_INCLUDE_UNBOUND))
                 continue;   /* unbound, or loopN went away meanwhile */
             len = -ENOENT;
         } else {
-            /* The one attribute always read from sysfs: the full path. */
+            /* The one attribute always read from sysfs: the full path
+             * (any other answer of the look-up is left to this read). */
             strcat(path, "/backing_file");
             len = read_attr(dirfd(dir), path, attr, sizeof(attr));
         }
