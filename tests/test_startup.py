@@ -276,3 +276,15 @@ def test_the_debug_level_is_loggings():
 
     from loopcore import _log
     assert _log.DEBUG == logging.DEBUG
+
+
+def test_public_annotations_resolve_where_they_always_did():
+    # Modules whose public functions' annotations name typing at run time
+    # keep it there (typing.get_type_hints works on them); those on the
+    # listing's path (LoopInfo, list_devices, find) never did.
+    import typing
+
+    from loopcore import loop
+    for name in ("attach", "attach_many", "detach", "detach_many", "open", "LoopDevice",
+                 "LoopControl", "DeviceLock", "Flags", "Partition", "PartitionTable"):
+        typing.get_type_hints(getattr(loop, name))

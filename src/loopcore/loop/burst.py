@@ -12,25 +12,22 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # signal's core: signal imports enum
 import errno
 import os
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence  # run time: get_type_hints
 
 from .. import _c, _retry
 from .._log import get_logger
 from ..errors import TypeError, translate
 from . import nodes, teardown
-from .backing import BackingFile
+from .backing import Backing, BackingFile
 from .binding import attach_timeout, bind_error, check_bound, device_from_result, refuses_direct_io
 from .control import control
+from .device import LoopDevice
 from .info import LO_NAME_SIZE
 from .policy import attach_making_nodes, attach_request
 from .request import DIRECT_IO, AttachRequest, check_backing
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, List, Optional, Sequence
-
     from .._native import CData
-    from .backing import Backing
-    from .device import LoopDevice
 
 __all__ = ["attach_many"]
 

@@ -5,15 +5,13 @@
 """
 from __future__ import annotations
 
+from typing import Dict, Iterable, List, Optional  # at run time: get_type_hints
+
 from .. import _c, _retry
 from .._validate import check_timeout
 from ..errors import TypeError, translate
 from . import teardown
 from .device import LoopDevice
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Dict, Iterable, List, Optional
 
 __all__ = ["detach_many"]
 
