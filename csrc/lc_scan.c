@@ -202,8 +202,9 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
     return status_only ? -1 : 0;
 }
 
-/* The same attributes from their sysfs files (no node, or LC_SCAN_SYSFS). */
-static void read_sysfs(int dfd, struct lc_scan_rec *rec)
+/* The same attributes from their sysfs files (no node, or LC_SCAN_SYSFS).
+ * -ENOENT if a bound device's loop/ is gone (detached since), else 0. */
+static int read_sysfs(int dfd, struct lc_scan_rec *rec)
 {
     char dev[64], *colon;
     uint64_t v;
@@ -214,7 +215,11 @@ static void read_sysfs(int dfd, struct lc_scan_rec *rec)
     rec->offset = rec->sizelimit = rec->size_sectors = rec->diskseq = 0;
     rec->block_size = 0;
     if (rec->flags & LC_SCAN_BOUND) {
-        if (read_u64(dfd, "loop/offset", &v) == 0)
+        int r = read_u64(dfd, "loop/offset", &v);
+
+        if (r == -ENOENT)
+            return r;
+        if (r == 0)
             rec->offset = v;
         if (read_u64(dfd, "loop/sizelimit", &v) == 0)
             rec->sizelimit = v;
@@ -241,6 +246,7 @@ static void read_sysfs(int dfd, struct lc_scan_rec *rec)
             rec->minor = (uint32_t)mn;
         }
     }
+    return 0;
 }
 
 static int cmp_rec(const void *a, const void *b)
@@ -340,7 +346,18 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
             dfd = openat(dirfd(dir), d->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (dfd < 0)
                 continue;   /* removed while we looked */
-            read_sysfs(dfd, &rec);
+            if (read_sysfs(dfd, &rec) < 0) {
+                /* loop/ is gone: detached since backing_file was read */
+                rec.flags &= ~(uint32_t)(LC_SCAN_BOUND | LC_SCAN_NAME_PARTIAL
+                                         | LC_SCAN_HAS_STATUS);
+                rec.backing_dev = rec.backing_ino = 0;
+                len = 0;
+                if (!(flags & LC_SCAN_INCLUDE_UNBOUND)) {
+                    close(dfd);
+                    continue;
+                }
+                read_sysfs(dfd, &rec);
+            }
             close(dfd);
         }
 
