@@ -5,11 +5,11 @@
  * and one on /dev; per device one look-up of loopN/loop (there only while
  * bound: an unbound device costs nothing more), then for a bound one the
  * backing path from sysfs (openat + pread + close; lo_file_name where
- * sysfs cannot show it), then one read-only
- * open of /dev/loopN -- checked to be a loop block node -- for
- * LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which sysfs
- * attribute each replaces).  Where that open is impossible the
- * sysfs attribute files are read.  No stdio, no allocation.
+ * sysfs cannot show it) and one read-only open of /dev/loopN -- checked
+ * to be a loop block node -- for LOOP_GET_STATUS64 and four block ioctls
+ * (see lc_scan.h for which sysfs attribute each replaces).  Where that
+ * open is impossible the sysfs attribute files are read.  No stdio, no
+ * allocation.
  */
 #define _GNU_SOURCE
 #include <dirent.h>

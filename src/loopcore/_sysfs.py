@@ -148,6 +148,7 @@ def fd_path(fd: int) -> Optional[str]:
         return None
     return target if target.startswith("/") else None
 
+
 def loop_bound(number: int) -> bool:
     """Whether ``loopN`` has a backing file: the kernel shows its
     ``loop/`` directory from bind to unbind (one access(), no read)."""
