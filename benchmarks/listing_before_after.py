@@ -15,8 +15,9 @@ take turns, so a busy machine's drift hits them alike):
 - **import+walk**: the library's share of a ``loopcore list`` process.
 
 The whole ``loopcore list`` process and the batch forms are
-``benchmarks/cli_before_after.py``'s.  Both trees need their C extension
-built in place (``scripts/bootstrap``; for a plain checkout, copy one in).
+``benchmarks/cli_before_after.py``'s.  "after" is the loopcore this
+interpreter imports; the baseline's ``src`` needs its C extension built in
+place (``scripts/bootstrap``; for a plain checkout, copy one in).
 Needs no root: nothing is attached.
 """
 from __future__ import annotations
@@ -110,7 +111,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20, help="processes per contender and round")
     args = ap.parse_args(argv)
-    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    import loopcore  # the tree this interpreter runs: where its package is
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(loopcore.__file__)))
     trees = {"after": here}
     if args.baseline:
         trees = {"before": os.path.join(os.path.abspath(args.baseline), "src"), **trees}
