@@ -2,12 +2,14 @@
  * loopcore C shim: scan every loop device in one call.
  *
  * One dirfd on /sys/devices/virtual/block (where /sys/block/loopN points)
- * and one on /dev; per device the backing path from sysfs (openat + pread
- * + close; lo_file_name where sysfs cannot show it), then one read-only
- * open of /dev/loopN -- checked to be a loop block node -- for
- * LOOP_GET_STATUS64 and four block ioctls (see lc_scan.h for which sysfs
- * attribute each replaces).  Where that open is impossible the
- * sysfs attribute files are read.  No stdio, no allocation.
+ * and one on /dev; per device one look-up of loopN/loop (there only while
+ * bound: an unbound device costs nothing more), then for a bound one the
+ * backing path from sysfs (openat + pread + close; lo_file_name where
+ * sysfs cannot show it) and one read-only open of /dev/loopN -- checked
+ * to be a loop block node -- for LOOP_GET_STATUS64 and four block ioctls
+ * (see lc_scan.h for which sysfs attribute each replaces).  Where that
+ * open is impossible the sysfs attribute files are read.  No stdio, no
+ * allocation.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -159,9 +161,12 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
     rec->major = major(facts.rdev);
     rec->minor = minor(facts.rdev);
     if (rec->flags & LC_SCAN_BOUND) {
-        if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0 || info.lo_number != rec->number) {
-            /* ENXIO: detached since we read backing_file */
-            rec->status_err = errno ? errno : ENODEV;
+        int r = ioctl(fd, LOOP_GET_STATUS64, &info);
+
+        if (r < 0 || info.lo_number != rec->number) {
+            /* ENXIO: detached since we read backing_file; another number:
+             * not this device's node */
+            rec->status_err = r < 0 ? errno : ENODEV;
             close(fd);
             return -1;
         }
@@ -197,8 +202,9 @@ static int read_node(int dev_dfd, const char *name, struct lc_scan_rec *rec,
     return status_only ? -1 : 0;
 }
 
-/* The same attributes from their sysfs files (no node, or LC_SCAN_SYSFS). */
-static void read_sysfs(int dfd, struct lc_scan_rec *rec)
+/* The same attributes from their sysfs files (no node, or LC_SCAN_SYSFS).
+ * -ENOENT if a bound device's loop/ is gone (detached since), else 0. */
+static int read_sysfs(int dfd, struct lc_scan_rec *rec)
 {
     char dev[64], *colon;
     uint64_t v;
@@ -209,7 +215,11 @@ static void read_sysfs(int dfd, struct lc_scan_rec *rec)
     rec->offset = rec->sizelimit = rec->size_sectors = rec->diskseq = 0;
     rec->block_size = 0;
     if (rec->flags & LC_SCAN_BOUND) {
-        if (read_u64(dfd, "loop/offset", &v) == 0)
+        int r = read_u64(dfd, "loop/offset", &v);
+
+        if (r == -ENOENT)
+            return r;
+        if (r == 0)
             rec->offset = v;
         if (read_u64(dfd, "loop/sizelimit", &v) == 0)
             rec->sizelimit = v;
@@ -236,6 +246,7 @@ static void read_sysfs(int dfd, struct lc_scan_rec *rec)
             rec->minor = (uint32_t)mn;
         }
     }
+    return 0;
 }
 
 static int cmp_rec(const void *a, const void *b)
@@ -281,10 +292,23 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
         memset(&rec, 0, sizeof(rec));
         rec.number = (uint32_t)n;
 
-        /* The one attribute always read from sysfs: the full path. */
+        /* loopN/loop exists only while the device is bound: one lookup
+         * tells most devices apart (a machine may have a thousand unbound
+         * ones), cheaper than the open of loop/backing_file, which fails
+         * one level deeper.  Size cannot tell: a device bound to an empty
+         * file has size 0 too. */
         memcpy(path, d->d_name, strlen(d->d_name));
-        strcpy(path + strlen(d->d_name), "/loop/backing_file");
-        len = read_attr(dirfd(dir), path, attr, sizeof(attr));
+        strcpy(path + strlen(d->d_name), "/loop");
+        if (faccessat(dirfd(dir), path, F_OK, 0) < 0 && errno == ENOENT) {
+            if (!(flags & LC_SCAN_INCLUDE_UNBOUND))
+                continue;   /* unbound, or loopN went away meanwhile */
+            len = -ENOENT;
+        } else {
+            /* The one attribute always read from sysfs: the full path
+             * (any other answer of the look-up is left to this read). */
+            strcat(path, "/backing_file");
+            len = read_attr(dirfd(dir), path, attr, sizeof(attr));
+        }
         if (len >= 0) {
             if (len > 0 && attr[len - 1] == '\n')
                 attr[--len] = '\0';
@@ -310,8 +334,10 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
                                                    attr, &len) < 0) {
             int dfd;
 
-            if ((rec.flags & LC_SCAN_NAME_PARTIAL) && rec.status_err == ENXIO) {
-                /* detached meanwhile: unbound after all */
+            if ((rec.flags & LC_SCAN_BOUND) && rec.status_err == ENXIO) {
+                /* LOOP_GET_STATUS64 says unbound: detached since we read
+                 * backing_file, so unbound after all (not listed with a
+                 * name it no longer has) */
                 rec.flags &= ~(uint32_t)(LC_SCAN_BOUND | LC_SCAN_NAME_PARTIAL);
                 rec.status_err = 0;
                 if (!(flags & LC_SCAN_INCLUDE_UNBOUND))
@@ -320,7 +346,18 @@ int lc_scan_loops(void *buf, uint64_t bufsize, uint32_t flags, uint64_t *needed)
             dfd = openat(dirfd(dir), d->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (dfd < 0)
                 continue;   /* removed while we looked */
-            read_sysfs(dfd, &rec);
+            if (read_sysfs(dfd, &rec) < 0) {
+                /* loop/ is gone: detached since backing_file was read */
+                rec.flags &= ~(uint32_t)(LC_SCAN_BOUND | LC_SCAN_NAME_PARTIAL
+                                         | LC_SCAN_HAS_STATUS);
+                rec.backing_dev = rec.backing_ino = 0;
+                len = 0;
+                if (!(flags & LC_SCAN_INCLUDE_UNBOUND)) {
+                    close(dfd);
+                    continue;
+                }
+                read_sysfs(dfd, &rec);
+            }
             close(dfd);
         }
 

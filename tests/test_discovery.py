@@ -19,6 +19,7 @@ import loopcore
 from loopcore import Flags, _c
 from loopcore.loop import discovery
 
+import faults
 from conftest import (
     BLKPG_ADD_PARTITION,
     LOOP_GET_STATUS64,
@@ -435,3 +436,52 @@ def test_backing_path_longer_than_a_page_is_listed(tmp_path):
             os.fchdir(cwd)
             os.close(cwd)
 
+
+
+# --- the walk: which devices are bound ------------------------------------------
+
+def test_a_device_bound_to_an_empty_file_is_listed(make_image):
+    # size 0, like every unbound device: the walk must not tell them apart by size
+    empty = make_image(size=0)
+    with attached((empty, {})) as (dev,):
+        for records in (discovery.scan(), discovery.scan(sysfs=True),
+                        discovery.scan(backing_status=False), loopcore.list_devices()):
+            info = {i.number: i for i in records}[dev.number]
+            assert info.bound and info.backing_file == str(empty)
+            assert info.size_bytes == 0
+        assert [i.number for i in loopcore.find(empty)] == [dev.number]
+
+
+def _listed_in_child(number: int, fault: faults.Fault, **scan: bool) -> faults.ChildResult:
+    def code(ctx: faults.Context) -> None:
+        bound = {i.number for i in discovery.scan(**scan)}
+        every = {i.number: i.backing_file for i in discovery.scan(include_unbound=True, **scan)}
+        ctx.report.update(bound=number in bound, every=every.get(number, "missing"))
+    return faults.run_with_faults(code, [fault])
+
+
+@pytest.mark.parametrize("where", ["backing_file", "GET_STATUS64", "sysfs attributes"])
+def test_a_device_detached_during_the_walk_is_skipped(image, where):
+    # Detached after the walk's look at loopN/loop: the kernel answers
+    # ENOENT (backing_file and the loop/ attributes went with loop/) or
+    # ENXIO (LOOP_GET_STATUS64 of an unbound device).  Not an error, not
+    # listed as bound with a name it no longer has; unbound with
+    # include_unbound.
+    with attached((image, {})) as (dev,):
+        scan = {}
+        if where == "backing_file":
+            fault = faults.Fault("openat", path=rf"(.*/)?loop{dev.number}/loop/backing_file",
+                                 errno=errno.ENOENT, times=faults.ALWAYS)
+        elif where == "GET_STATUS64":
+            fault = faults.Fault("ioctl", request=faults.LOOP_GET_STATUS64,
+                                 errno=errno.ENXIO, times=faults.ALWAYS)
+        else:  # no /dev/loopN asked: the attributes come from sysfs
+            scan = {"backing_status": False}
+            fault = faults.Fault("openat", path="loop/offset", errno=errno.ENOENT,
+                                 times=faults.ALWAYS)
+        result = _listed_in_child(dev.number, fault, **scan)
+        assert result.error is None, result.error
+        assert result.stats[0].injected > 0
+        assert result.report == {"bound": False, "every": None}  # unbound, still there
+        # and without the fault it is bound, so the fault is what hid it
+        assert loopcore.find(image)[0].number == dev.number

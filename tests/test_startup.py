@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import pickle
 import subprocess
 import sys
 from typing import Dict, Set
@@ -54,11 +55,44 @@ def test_import_loopcore_imports_nothing_but_itself():
 
 
 def test_listing_devices_in_the_library_imports_only_the_listing():
-    modules = _modules_after("import loopcore; loopcore.list_devices()")
+    modules = _modules_after("import loopcore\n"
+                             "for r in loopcore.list_devices(include_unbound=True):\n"
+                             "    r.read_only, r.autoclear, r.partscan, r.direct_io")
     assert modules & NOT_FOR_LIST == set()
     assert "argparse" not in modules
     assert "typing" not in modules  # LoopInfo is a NamedTuple all the same
+    assert "enum" not in modules  # the flags are read as bits; Flags is made when asked
+    assert "collections" not in modules  # records are made without it
     assert "loopcore.loop.discovery" in modules  # the test can see an import
+
+
+def test_detaching_imports_none_of_the_attach_code():
+    # what ``loopcore detach DEV...`` uses: open() and detach_many()
+    modules = _modules_after("import loopcore; loopcore.open; loopcore.detach_many")
+    assert "loopcore.loop.detach_burst" in modules
+    assert modules & {"loopcore.loop.burst", "loopcore.loop.binding", "loopcore.loop.policy",
+                      "loopcore.loop.request", "loopcore.loop.legacy"} == set()
+
+
+def test_a_record_reads_its_flags_as_the_enum():
+    from loopcore import Flags, LoopInfo
+    from loopcore.loop import info
+
+    def record(flags):
+        return LoopInfo(3, "/dev/loop3", "/x.img", 1, 2, 0, 0, flags, 512, 4096, None)
+
+    flags = Flags.READ_ONLY | Flags.PARTSCAN
+    bits, enum = record(int(flags)), record(flags)  # as the scan and info() make them
+    for rec in (bits, enum):
+        assert type(rec.flags) is Flags and rec.flags == flags
+        assert Flags.PARTSCAN in rec.flags and Flags.AUTOCLEAR not in rec.flags
+        assert (rec.read_only, rec.autoclear, rec.partscan, rec.direct_io) == \
+            (True, False, True, False)
+        assert "flags=<Flags.READ_ONLY|PARTSCAN: 9>" in repr(rec)
+        assert type(rec._asdict()["flags"]) is Flags
+    assert bits == enum and hash(bits) == hash(enum) and repr(bits) == repr(enum)
+    assert pickle.loads(pickle.dumps(bits)) == bits
+    assert info.Flags is Flags and record(0).flags is Flags(0)
 
 
 def test_loopcore_list_process_imports_only_its_command():
@@ -247,6 +281,18 @@ def test_a_record_class_is_what_typings_namedtuple_makes():
         assert (rec, rec.twice, rec._replace(b="y").b) == ((1, "x"), 2, "y")
         assert (cls.__mro__[1:], cls.__doc__, cls._fields, cls._field_defaults) == \
             ((tuple, object), "doc", ("a", "b"), {"b": "x"})
+        assert (repr(rec), rec._asdict(), cls._make([2, "z"]), cls(b="y", a=3)) == \
+            ("Rec(a=1, b='x')", {"a": 1, "b": "x"}, (2, "z"), (3, "y"))
+        assert (cls.__match_args__, cls.a.__doc__, type(cls), hasattr(rec, "__dict__")) == \
+            (("a", "b"), "Alias for field number 0", type, False)
+    failures = []
+    for cls in (ours, theirs):
+        for bad in (lambda c: c(), lambda c: c(1, 2, 3), lambda c: c._make([1]),
+                    lambda c: c(1)._replace(c=1)):
+            with pytest.raises((TypeError, ValueError)) as e:
+                bad(cls)
+            failures.append((type(e.value), str(e.value)))
+    assert failures[:4] == failures[4:]  # the same errors, word for word
     with pytest.raises(TypeError, match="without a default follows"):
         class Bad(NamedTuple):
             a: int = 0
@@ -294,3 +340,26 @@ def test_the_debug_level_is_loggings():
 
     from loopcore import _log
     assert _log.DEBUG == logging.DEBUG
+
+
+def test_public_annotations_resolve_where_they_always_did():
+    # Modules whose public functions' annotations name typing at run time
+    # keep it there (typing.get_type_hints works on them); those on the
+    # listing's path (LoopInfo, list_devices, find) never did.
+    import typing
+
+    from loopcore import loop
+    for name in ("attach", "attach_many", "detach", "detach_many", "open", "LoopDevice",
+                 "LoopControl", "DeviceLock", "Flags", "Partition", "PartitionTable"):
+        typing.get_type_hints(getattr(loop, name))
+
+
+def test_the_listing_benchmark_prints_its_figures():
+    # python -m benchmarks.listing_before_after, one round, the loopcore
+    # this interpreter imports (an installed wheel's too: no --baseline)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.listing_before_after",
+                        "--rounds", "1", "--runs", "1"],
+                       cwd=PACKAGE.parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    after = r.stdout.splitlines()[-1].split()
+    assert after[0] == "after" and float(after[3]) > 0  # the walk took time

@@ -24,6 +24,10 @@ __all__ = ["SYS_BLOCK", "dev_block_path", "block_name", "loop_number", "loop_bac
            "dm_name"]
 
 SYS_BLOCK = "/sys/block"
+# Where /sys/block/loopN points (a loop disk has no parent device): a
+# loop device's files are read there, without the symlink, which costs
+# kernfs more than the read itself (a detach burst's per-device checks).
+LOOP_SYSFS_DIR = "/sys/devices/virtual/block/loop"
 
 
 def dev_block_path(devnum: int) -> str:
@@ -54,7 +58,7 @@ def loop_backing_file(number: int) -> Optional[str]:
     the device is unbound or gone.  Raises OSError(ENAMETOOLONG) for a path
     longer than sysfs shows (a page)."""
     try:
-        fd = os.open(f"{SYS_BLOCK}/loop{number}/loop/backing_file", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{LOOP_SYSFS_DIR}{number}/loop/backing_file", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         # ENODEV/ENXIO: the device is being removed while we look
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO):
@@ -76,9 +80,11 @@ def loop_partition_numbers(number: int) -> Optional[List[int]]:
     no ``loopN``."""
     prefix = f"loop{number}p"
     try:
-        names = os.listdir(f"{SYS_BLOCK}/loop{number}")
+        names = os.listdir(f"{LOOP_SYSFS_DIR}{number}")
     except FileNotFoundError:
         return None
+    if prefix not in "/".join(names):  # most have none: one search, not a loop
+        return []
     return sorted(int(entry[len(prefix):]) for entry in names
                   if entry.startswith(prefix) and entry[len(prefix):].isdigit())
 
@@ -97,7 +103,7 @@ def loop_partition(number: int, pno: int) -> Optional[Tuple[int, int, int]]:
     """(start, size, dev_t) of ``loopNpM``, start and size in bytes (sysfs
     counts 512-byte sectors whatever the logical block size); None if the
     kernel has no such partition (or drops it while we read)."""
-    base = f"{SYS_BLOCK}/loop{number}/loop{number}p{pno}"
+    base = f"{LOOP_SYSFS_DIR}{number}/loop{number}p{pno}"
     try:
         values = []
         for attr in ("start", "size", "dev"):
@@ -141,10 +147,6 @@ def fd_path(fd: int) -> Optional[str]:
     except OSError:
         return None
     return target if target.startswith("/") else None
-
-# Where /sys/block/loopN points: read directly, without the symlink, by
-# the check after every detach (part of the attach+detach hot path).
-LOOP_SYSFS_DIR = "/sys/devices/virtual/block/loop"
 
 
 def loop_bound(number: int) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import builtins
 import errno as _errno
-import functools
 import os
 
 TYPE_CHECKING = False
@@ -246,7 +245,6 @@ def translate(func: F, *, dm: bool = False) -> F:
     member of the family (psutil's ``wrap_exceptions`` idea).  Free when
     nothing is raised.  ``translate(func, dm=True)`` is the device-mapper
     variant (:class:`DmError` where the loop one gives :class:`LoopError`)."""
-    @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
@@ -255,4 +253,17 @@ def translate(func: F, *, dm: bool = False) -> F:
             if new is e:
                 raise
             raise new.with_traceback(e.__traceback__) from None
+    # functools.wraps' work, without importing functools (and collections)
+    # into every process that lists devices
+    for attribute in _WRAPPER_ASSIGNMENTS:
+        try:
+            setattr(wrapper, attribute, getattr(func, attribute))
+        except AttributeError:
+            pass
+    wrapper.__dict__.update(func.__dict__)
+    wrapper.__wrapped__ = func  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+#: what functools.wraps copies (functools.WRAPPER_ASSIGNMENTS)
+_WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__")

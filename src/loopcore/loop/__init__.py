@@ -2,8 +2,10 @@
 
 One file per job:
 
-- ``info``: :class:`Flags`, :class:`LoopInfo` (the one record of a
-  device), the loop driver's constants;
+- ``info``: :class:`LoopInfo` (the one record of a device), the flag
+  bits, the loop driver's constants;
+- ``flags``: :class:`Flags`, the enum (imported on first use: a listing
+  never imports :mod:`enum`);
 - ``control``: ``/dev/loop-control`` (:class:`LoopControl`) and the
   process's shared control state (fd, locks, fork handling, the
   LOOP_CONFIGURE probe);
@@ -22,7 +24,8 @@ One file per job:
   ``binding`` (the one C call, lc_attach, and the one post-bind check),
   ``legacy`` (the pre-5.8 LOOP_SET_FD path) and ``reuse`` (losetup
   --nooverlap);
-- ``burst``: :func:`attach_many`, :func:`detach_many`;
+- ``burst``: :func:`attach_many`; ``detach_burst``: :func:`detach_many`
+  (apart, so that detaching imports no attach code);
 - ``discovery``: :func:`list_devices`, :func:`find`, partitions;
 - ``holders``: who holds a device open (processes, sysfs holders,
   mounts), named when ``detach(wait=)`` runs out;
@@ -48,10 +51,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .backing import Backing as Backing
     from .burst import attach_many as attach_many
-    from .burst import detach_many as detach_many
     from .control import FORCE_LEGACY_ENV as FORCE_LEGACY_ENV
     from .control import LoopControl as LoopControl
     from .control import kernel_supports_configure as kernel_supports_configure
+    from .detach_burst import detach_many as detach_many
     from .device import LoopDevice as LoopDevice
     from .discovery import find as find
     from .discovery import list_devices as list_devices
@@ -106,7 +109,10 @@ __all__ = export(__name__, {
         "attach",
     ),
     ".burst": (
-        "attach_many", "detach_many",
+        "attach_many",
+    ),
+    ".detach_burst": (
+        "detach_many",
     ),
     ".discovery": (
         "find", "list_devices", "wait_for_partitions",

@@ -1,6 +1,7 @@
 """Bursts: :func:`attach_many` binds many backing files under one hold
-of the control lock, a chunk of them per C call, all or nothing; :func:`detach_many`
-detaches many devices in one C loop.
+of the control lock, a chunk of them per C call, all or nothing
+(:func:`detach_many`, its counterpart, is :mod:`.detach_burst`'s: a
+process that detaches does not import the attach machinery).
 
 A burst pays the per-attach costs once -- the lock, the Python around
 each bind -- so what is left is the kernel's work: LOOP_CONFIGURE, and
@@ -8,15 +9,13 @@ LOOP_CTL_GET_FREE making a new device where none is free.
 """
 from __future__ import annotations
 
-import contextlib
+import _signal  # type: ignore[import-not-found]  # signal's core: signal imports enum
 import errno
 import os
-import signal
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence  # run time: get_type_hints
 
 from .. import _c, _retry
 from .._log import get_logger
-from .._validate import check_timeout
 from ..errors import TypeError, translate
 from . import nodes, teardown
 from .backing import Backing, BackingFile
@@ -30,7 +29,7 @@ from .request import DIRECT_IO, AttachRequest, check_backing
 if TYPE_CHECKING:
     from .._native import CData
 
-__all__ = ["attach_many", "detach_many"]
+__all__ = ["attach_many"]
 
 log = get_logger("loop")
 
@@ -101,26 +100,20 @@ def _attach_chunk(chunk: Sequence[Backing], request: AttachRequest,
             opened.append(BackingFile.open(backing, request.read_only, probe_direct_io=probe))
         flags = [check_backing(request, bf) for bf in opened]
         results = _bind_all(opened, flags, request)
-        # From here the LoopDevices own the fds: made with signals held, so
-        # a Ctrl-C cannot fall between a device and its fd.
+        # From here the LoopDevices own the fds: made with signals held (their
+        # Python handlers run when the block ends), so a Ctrl-C cannot fall
+        # between a device and its fd.
         first = len(devices)
-        with _signals_held():
+        held = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        try:
             devices.extend([device_from_result(results[i]) for i in range(len(opened))])
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
         for i, bf in enumerate(opened):
             check_bound(devices[first + i], bf, request, results[i])
     finally:
         for bf in opened:
             bf.close()
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold back signals (their Python handlers run when the block ends)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _bind_all(opened: Sequence[BackingFile], flags: List[int],
@@ -177,61 +170,3 @@ def _bind_all(opened: Sequence[BackingFile], flags: List[int],
                 results[i].fd = -1
         raise
     return results
-
-
-@translate
-def detach_many(devices: Iterable[LoopDevice], *, wait: Optional[float] = None) -> List[bool]:
-    """Detach each of ``devices`` as :meth:`LoopDevice.detach` does, in
-    one C loop (write back, LOOP_CLR_FD, close, for each).
-
-    It goes on past a device that fails (which stays bound and open, as
-    with detach()) and raises the first failure once all were tried.
-    Devices with partitions (added, or found by open()) or a lock held
-    take detach() itself.
-    It returns, for each device in order, what :meth:`LoopDevice.detach`
-    does: True where the kernel released the backing file at once, False
-    where it deferred that to another opener's last close (lc_detach_many
-    says which, so this costs nothing).  ``wait`` (seconds, for the whole
-    burst) waits until every backing file is released, or raises
-    TimeoutError naming who holds the first device still bound.
-    """
-    check_timeout(wait, "wait")
-    deadline_ns = _retry.deadline_after(wait)
-    devices = list(devices)
-    released: Dict[int, bool] = {}  # id(device) -> released at once
-    simple: List[LoopDevice] = []
-    first_error: Optional[BaseException] = None
-    for device in devices:
-        if not isinstance(device, LoopDevice):
-            raise TypeError(f"detach_many takes LoopDevices, not {type(device).__name__}")
-        if device._partitions is not None or device.locked:  # partitions first
-            try:
-                released[id(device)] = device.detach()
-            except Exception as e:  # noqa: BLE001 -- the first is raised below
-                first_error = first_error or e
-        else:
-            simple.append(device)
-    if simple:
-        count = len(simple)
-        fds = _c.ffi.new("int32_t[]", [device.fileno() for device in simple])
-        rcs = _c.ffi.new("int32_t[]", count)
-        _c.lib.lc_detach_many(fds, count, rcs)
-        for i, device in enumerate(simple):
-            if rcs[i] >= 0:  # 1: unbound at another opener's last close
-                device._fd = -1
-                released[id(device)] = rcs[i] == 0
-                continue
-            try:
-                teardown.detach_failed(device, rcs[i])
-                # retried: whether the kernel deferred it is not passed back
-                released[id(device)] = teardown.after_unbind(device.number, device.diskseq, None)
-            except Exception as e:  # noqa: BLE001 -- the first is raised below
-                first_error = first_error or e
-    if first_error is not None:
-        raise first_error
-    if wait is not None:
-        for device in devices:
-            if not released[id(device)]:
-                released[id(device)] = teardown.after_unbind(
-                    device.number, device.diskseq, wait, deadline_ns)
-    return [released[id(device)] for device in devices]

@@ -17,7 +17,7 @@ import time
 from .. import _c, _retry, _sysfs
 from .._validate import check_int, check_number, check_timeout
 from ..errors import TimeoutError, ValueError, error_from_errno, translate
-from .info import FLAG_MASK, SCAN_DETAIL_BITS, Flags, LoopInfo, device_path, partition_path
+from .info import FLAG_MASK, SCAN_DETAIL_BITS, LoopInfo, device_path, partition_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,11 +54,6 @@ _NAME_LEN = _REC_VIEW.names.index("name_len")
 _FLAGS = _REC_VIEW.names.index("flags")
 assert _REC_VIEW.names[:_INTS] == _RECORD_INTS and _NAME_OFF == _INTS, _REC_VIEW.names
 
-# Flags for every combination of the bits, by value: built once, indexed in
-# the scan's loop (making an IntFlag costs microseconds).
-_FLAGS_BY_BITS: List[Flags] = [Flags(bits & FLAG_MASK) for bits in range(FLAG_MASK + 1)]
-
-
 _buffer_size = INITIAL_BUFFER
 
 
@@ -79,13 +74,14 @@ def scan(*, include_unbound: bool = False, backing_status: bool = True,
         flags |= _c.lib.LC_SCAN_NO_STATUS
     if sysfs:
         flags |= _c.lib.LC_SCAN_SYSFS
-    by_bits = _FLAGS_BY_BITS
     detail_bits = SCAN_DETAIL_BITS
     # LoopInfo's fields in order: a NamedTuple is built as fast as a tuple.
-    return [LoopInfo(number, device_path(number), name, bdev, bino, offset, sizelimit,
-                     by_bits[rflags & FLAG_MASK], block_size,
-                     sectors * 512, diskseq if rflags & _HAS_DISKSEQ else None,
-                     major, minor, rflags & detail_bits, status_err)
+    # The flags stay an int (LoopInfo.flags makes the Flags when read).
+    make = LoopInfo._make
+    return [make((number, device_path(number), name, bdev, bino, offset, sizelimit,
+                  rflags & FLAG_MASK, block_size,
+                  sectors * 512, diskseq if rflags & _HAS_DISKSEQ else None,
+                  major, minor, rflags & detail_bits, status_err))
             for (offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
                  block_size, rflags, status_err, name) in _scan_raw(flags)]
 

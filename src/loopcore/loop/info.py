@@ -1,9 +1,13 @@
-"""What a loop device is: its flags, the one record that describes it
-(:class:`LoopInfo`, used by the scan, the API and the CLI) and the
-constants of the kernel's loop driver."""
+"""What a loop device is: the one record that describes it
+(:class:`LoopInfo`, used by the scan, the API and the CLI), its flags'
+bits and the constants of the kernel's loop driver.
+
+:class:`Flags` (the enum) lives in :mod:`.flags` and is imported from
+there on first use: ``loopcore.loop.info.Flags`` works as it always did,
+and a process that only lists devices never imports :mod:`enum`.
+"""
 from __future__ import annotations
 
-import enum
 import os
 
 from .. import _c
@@ -12,13 +16,15 @@ from ..errors import ValueError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NamedTuple, Optional
+    from typing import Any, Dict, NamedTuple, Optional
+
+    from .flags import Flags
 else:
     from .._namedtuple import NamedTuple
 
-__all__ = ["Flags", "FLAG_MASK", "LoopInfo", "device_path", "partition_path", "LOOP_MAJOR",
-           "LO_NAME_SIZE", "PAGE_SIZE", "MAX_BLOCK_SIZE", "check_block_size",
-           "block_size_refused"]
+__all__ = ["Flags", "FLAG_MASK", "READ_ONLY", "AUTOCLEAR", "PARTSCAN", "DIRECT_IO", "LoopInfo",
+           "device_path", "partition_path", "LOOP_MAJOR", "LO_NAME_SIZE", "PAGE_SIZE",
+           "MAX_BLOCK_SIZE", "check_block_size", "block_size_refused"]
 
 LOOP_MAJOR = 7
 LO_NAME_SIZE = 64  # lo_file_name: 63 bytes and a NUL
@@ -47,19 +53,24 @@ def block_size_refused(block_size: int, error: OSError) -> ValueError:
                       f"every kernel takes powers of two from 512 to the page size, {PAGE_SIZE}")
 
 
-class Flags(enum.IntFlag):
-    """``lo_flags`` of a loop device (``LO_FLAGS_*`` in linux/loop.h).  The
-    values come from the shim, whose scan flags are these very bits (the C
-    asserts it against the kernel's header at compile time)."""
-
-    READ_ONLY = _c.lib.LC_SCAN_RO
-    AUTOCLEAR = _c.lib.LC_SCAN_AUTOCLEAR
-    PARTSCAN = _c.lib.LC_SCAN_PARTSCAN
-    DIRECT_IO = _c.lib.LC_SCAN_DIO
-
-
+#: the ``lo_flags`` bits as ints (:class:`Flags`' values, from the shim,
+#: whose scan flags are these very bits): what code that tests a bit uses
+READ_ONLY = _c.lib.LC_SCAN_RO
+AUTOCLEAR = _c.lib.LC_SCAN_AUTOCLEAR
+PARTSCAN = _c.lib.LC_SCAN_PARTSCAN
+DIRECT_IO = _c.lib.LC_SCAN_DIO
 #: every Flags bit: what of ``lo_flags`` a LoopInfo keeps
-FLAG_MASK = int(Flags.READ_ONLY | Flags.AUTOCLEAR | Flags.PARTSCAN | Flags.DIRECT_IO)
+FLAG_MASK = READ_ONLY | AUTOCLEAR | PARTSCAN | DIRECT_IO
+
+
+def __getattr__(name: str) -> object:
+    """``Flags``, imported on first use (PEP 562)."""
+    if name == "Flags":
+        from .flags import Flags
+
+        globals()["Flags"] = Flags  # found at once next time
+        return Flags
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def device_path(number: int) -> str:
@@ -95,7 +106,9 @@ class LoopInfo(NamedTuple):
     ``backing_partial``); ``size_bytes`` is the device's size; ``diskseq``
     is ``None`` on kernels before 5.15.  ``backing_devnum`` and
     ``backing_inode`` are 0 where ``/dev/loopN`` could not be asked
-    (``has_status``).
+    (``has_status``).  ``flags`` is a :class:`Flags`; the tuple itself may
+    hold the bits as a plain int (the scan's records do: no enum is made
+    until ``flags`` is read), which compares, hashes and pickles the same.
     """
 
     number: int
@@ -119,19 +132,19 @@ class LoopInfo(NamedTuple):
 
     @property
     def read_only(self) -> bool:
-        return bool(self.flags & Flags.READ_ONLY)
+        return bool(_flag_bits(self) & READ_ONLY)
 
     @property
     def autoclear(self) -> bool:
-        return bool(self.flags & Flags.AUTOCLEAR)
+        return bool(_flag_bits(self) & AUTOCLEAR)
 
     @property
     def partscan(self) -> bool:
-        return bool(self.flags & Flags.PARTSCAN)
+        return bool(_flag_bits(self) & PARTSCAN)
 
     @property
     def direct_io(self) -> bool:
-        return bool(self.flags & Flags.DIRECT_IO)
+        return bool(_flag_bits(self) & DIRECT_IO)
 
     @property
     def bound(self) -> bool:
@@ -166,3 +179,29 @@ class LoopInfo(NamedTuple):
     @property
     def devnum(self) -> int:
         return os.makedev(self.major, self.minor)
+
+    def __repr__(self) -> str:
+        # as the tuple's own, with ``flags`` the Flags it reads as
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+    def _asdict(self) -> Dict[str, Any]:  # type: ignore[misc]  # the same, flags a Flags
+        return {name: getattr(self, name) for name in self._fields}
+
+
+def _flag_bits(info: LoopInfo) -> int:
+    """A LoopInfo's flags as the int the tuple holds (no enum made)."""
+    return info[7]
+
+
+assert LoopInfo._fields[7] == "flags", LoopInfo._fields  # _flag_bits' index
+
+
+def _flags(info: LoopInfo) -> Flags:
+    from .flags import Flags  # enum: only when someone reads ``flags``
+
+    return Flags(_flag_bits(info))
+
+
+# The field's own accessor gives what the tuple holds; this one the Flags.
+LoopInfo.flags = property(_flags, doc="lo_flags: a :class:`Flags`")  # type: ignore[assignment]
