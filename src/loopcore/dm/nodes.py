@@ -9,7 +9,6 @@ udev made a symlink to the right device, it is left alone.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import subprocess
@@ -18,7 +17,7 @@ from typing import Dict
 
 from .. import _sysfs, errors
 from .._devnodes import make_block_node
-from .._log import get_logger
+from .._log import DEBUG, get_logger
 
 __all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control",
            "node_path", "remove_node", "sync_nodes"]
@@ -80,7 +79,7 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     """Make ``dev_dir/<kernel_name>`` a block node for ``devnum``, replacing
     a wrong node or a dangling symlink."""
     path = node_path(kernel_name, dev_dir)
-    debug = log.isEnabledFor(logging.DEBUG)
+    debug = log.isEnabledFor(DEBUG)
     try:
         st = os.stat(path)
         if stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum:
