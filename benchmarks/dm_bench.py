@@ -24,8 +24,9 @@ the C floor's (no cookie) find the device gone and spawn ``dmsetup info``
 cycle) -- each contender's backlog then slowed whichever ran next.
 
 Also recorded, to show what bounds the ratios: the C floor's cycle step by
-step ("split": most of it is DM_DEV_REMOVE), and the start of a dmsetup
-process (``dmsetup version``), which each dmsetup cycle pays twice.
+step ("split": most of it is DM_DEV_REMOVE), the start of a dmsetup
+process (``dmsetup version``), which each dmsetup cycle pays twice, and
+loopcore's Python layer alone here (benchmarks/dm_python_layer.py).
 ``--rcu-probe`` (changes a system setting for a moment: for a VM) also
 times the split with /sys/kernel/rcu_expedited set.
 """
@@ -93,6 +94,16 @@ def process_start_ms(n: int = 10) -> float:
         subprocess.run([DMSETUP, "version"], check=True, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return round((time.perf_counter() - t0) / n * 1e3, 3)
+
+
+def python_layer_us(cycles: int = 2000) -> Dict[str, float]:
+    """loopcore.dm's own share of a cycle here, its C calls stubbed
+    (benchmarks/dm_python_layer.py): us per cycle, median of 5 rounds."""
+    try:
+        from . import dm_python_layer  # imported as benchmarks.dm_bench
+    except ImportError:
+        import dm_python_layer  # run as a script: this directory is on sys.path
+    return {k: round(v, 2) for k, v in dm_python_layer.measure(cycles).items()}
 
 
 def main() -> int:
@@ -184,6 +195,7 @@ def main() -> int:
                         with open(RCU_EXPEDITED, "w") as f:
                             f.write(before)
             extra["dmsetup_process_ms"] = process_start_ms()
+            extra["python_layer_us"] = python_layer_us()
         finally:
             loop.detach()
 
@@ -214,11 +226,18 @@ def main() -> int:
             print(f"  {label:34}: {med[k] * 1e3:8.3f} ms/cycle   rounds "
                   f"{result[f'{k}_cycle_ms']}")
     if not args.udev:
+        per_round = result["vs_c_same_syscalls_rounds"]
+        assert isinstance(per_round, list)
         print(f"  loopcore = {result['vs_c_same_syscalls']:.2f}x the same syscalls in C, "
-              f"{result['vs_c_bare']:.2f}x the bare ioctls")
+              f"{result['vs_c_bare']:.2f}x the bare ioctls (round by round: "
+              f"median {statistics.median(per_round):.2f}x, {min(per_round):.2f}-"
+              f"{max(per_round):.2f}x)")
     print(f"  loopcore is {result['ratio']:.1f}x faster than dmsetup")
     print(f"  udev's rule runs {'paused' if paused else 'not paused'} while timing; "
           f"a dmsetup process (dmsetup version): {result['dmsetup_process_ms']:.1f} ms")
+    layer = result["python_layer_us"]
+    assert isinstance(layer, dict)
+    print(f"  loopcore.dm's Python layer, C calls stubbed: {layer['median']:.1f} us/cycle")
     for key, label in (("c_split_ms", "C floor by step"),
                        ("c_split_rcu_expedited_ms", "same, rcu_expedited=1")):
         if key in result:
