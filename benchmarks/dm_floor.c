@@ -5,10 +5,10 @@
  *
  * MODE "bare": DM_DEV_CREATE, DM_TABLE_LOAD, DM_DEV_SUSPEND (resume),
  * DM_DEV_REMOVE.  MODE "nodes": also what loopcore does for the
- * /dev/mapper node without udev (stat, unlink, mknod, chown root:disk and
- * chmod 0660 -- udev's owner and mode, whatever the umask -- after create;
- * lstat, unlink after remove), so that the comparison with loopcore is the
- * same syscalls.  Prints the mean nanoseconds per cycle.  MODE "split":
+ * /dev/mapper node without udev (stat, mknod, chown root:disk and chmod
+ * 0660 -- udev's owner and mode, whatever the umask -- after create; lstat,
+ * unlink after remove), so that the comparison with loopcore is the same
+ * syscalls.  Prints the mean nanoseconds per cycle.  MODE "split":
  * "nodes", timing each step apart; prints one "step=ns" per step (the
  * mean), to show where the kernel spends a cycle.  Built by
  * benchmarks/dm_bench.py with the system compiler.
@@ -106,7 +106,7 @@ int main(int argc, char **argv)
         dev_t dev = (dev_t)io->dev;
         lap(split, CREATE);
         if (nodes) {
-            if (stat(path, &st) < 0)
+            if (stat(path, &st) == 0)    /* not there: the usual case */
                 unlink(path);
             must(mknod(path, S_IFBLK | 0660, dev), "mknod", path);
             must(chown(path, 0, disk_gid), "chown", path);

@@ -82,17 +82,17 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     debug = log.isEnabledFor(DEBUG)
     try:
         st = os.stat(path)
+    except FileNotFoundError:
+        # nothing there (the usual case: stat then mknod, as libdevmapper
+        # does), or a dangling symlink, which mknod's EEXIST finds below
+        pass
+    else:
         if stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum:
             return  # ours already, or udev's symlink to the right device
         if debug:
             log.debug("%s is not block %d:%d: replaced", path, os.major(devnum),
                       os.minor(devnum))
         os.unlink(path)
-    except FileNotFoundError:
-        try:
-            os.unlink(path)  # a dangling symlink
-        except FileNotFoundError:
-            pass
     if debug:
         log.debug("mknod %s b %d:%d", path, os.major(devnum), os.minor(devnum))
     try:
@@ -101,9 +101,14 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
         os.makedirs(dev_dir, mode=0o755, exist_ok=True)
         make_block_node(path, devnum)
     except FileExistsError:
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # a dangling symlink
+            os.unlink(path)
+            make_block_node(path, devnum)
+            return
         if not (stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum):
-            raise
+            raise  # something else made meanwhile
 
 
 def remove_node(dev_dir: str, kernel_name: str) -> None:
