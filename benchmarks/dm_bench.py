@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -137,19 +138,34 @@ def main() -> int:
             mapper = dm.DeviceMapper(udev="wait" if args.udev else "off")
             target = table[0]
 
+            # CPU time per cycle (user, system), the process's own for
+            # loopcore, the child's for the C floor (its start included)
+            cpu: Dict[str, List[List[float]]] = {"loopcore": [], "c_nodes": []}
+
+            def charge(key: str, who: int, before: resource.struct_rusage, n: int) -> None:
+                after = resource.getrusage(who)
+                cpu[key].append([(after.ru_utime - before.ru_utime) / n * 1e3,
+                                 (after.ru_stime - before.ru_stime) / n * 1e3])
+
             def run_ours(n: int) -> float:
+                r0 = resource.getrusage(resource.RUSAGE_SELF)
                 t0 = time.perf_counter()
                 for i in range(n):
                     name = f"lcbench-ours-{i}"
                     mapper.create(name, table=table)
                     mapper.remove(name)
-                return (time.perf_counter() - t0) / n
+                seconds = (time.perf_counter() - t0) / n
+                charge("loopcore", resource.RUSAGE_SELF, r0, n)
+                return seconds
 
             def run_floor(mode: str) -> Callable[[int], float]:
                 def run(n: int) -> float:
+                    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     out = subprocess.run([floor, mode, str(n), f"lcbench-c{mode}-",
                                           target.target_type, target.params, str(target.length)],
                                          check=True, capture_output=True, text=True).stdout
+                    if mode == "nodes":
+                        charge("c_nodes", resource.RUSAGE_CHILDREN, r0, n)
                     return float(out) / 1e9
                 return run
 
@@ -181,6 +197,11 @@ def main() -> int:
                 for k in order[r % len(order):] + order[:r % len(order)]:
                     samples[k].append(contenders[k](cycles[k]))
             mapper.close()
+            for key, rows in cpu.items():
+                if len(rows) > 1:  # the first is the warm-up's
+                    extra[f"{key}_cpu_ms"] = {
+                        "user": round(statistics.median(r[0] for r in rows[1:]), 3),
+                        "sys": round(statistics.median(r[1] for r in rows[1:]), 3)}
             if not args.udev:
                 extra["c_split_ms"] = floor_split(floor, args.loopcore_cycles, target)
                 if args.rcu_probe and os.path.exists(RCU_EXPEDITED):
@@ -235,6 +256,12 @@ def main() -> int:
     print(f"  loopcore is {result['ratio']:.1f}x faster than dmsetup")
     print(f"  udev's rule runs {'paused' if paused else 'not paused'} while timing; "
           f"a dmsetup process (dmsetup version): {result['dmsetup_process_ms']:.1f} ms")
+    for key, label in (("loopcore_cpu_ms", "loopcore.dm"), ("c_nodes_cpu_ms", "C, same syscalls")):
+        if key in result:
+            used = result[key]
+            assert isinstance(used, dict)
+            print(f"  CPU per cycle, {label:17}: user {used['user']:.2f} ms, "
+                  f"system {used['sys']:.2f} ms")
     layer = result["python_layer_us"]
     assert isinstance(layer, dict)
     print(f"  loopcore.dm's Python layer, C calls stubbed: {layer['median']:.1f} us/cycle")
