@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import enum
 import errno
-import logging
 import os
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from .. import _c, errors
 from .._c import StructView
-from .._log import get_logger
+from .._log import DEBUG, get_logger
 from . import nodes
 from .names import decode, encode
 
@@ -179,6 +178,29 @@ F_SUSPEND = int(Flag.SUSPEND)
 F_UEVENT_GENERATED = int(Flag.UEVENT_GENERATED)
 F_UUID = int(Flag.UUID)
 
+# The command numbers the call path tests, as plain ints.
+_NR_VERSION = int(Cmd.VERSION)
+_NR_TARGET_MSG = int(Cmd.TARGET_MSG)
+
+
+class _CmdEntry(NamedTuple):
+    """What :meth:`Channel.call` reads per command, by number: the flags it
+    takes, the version the header asks for, and whether this channel's
+    kernel has the command (True until its version is known)."""
+
+    valid_flags: int
+    version: Tuple[int, int, int]
+    supported: bool
+
+
+def _entries(kernel: Optional[Tuple[int, int, int]]) -> Tuple[_CmdEntry, ...]:
+    """Every command's :class:`_CmdEntry`, indexed by number, for a kernel
+    of interface ``kernel`` (None: not known yet)."""
+    assert sorted(COMMANDS) == list(range(len(COMMANDS)))  # numbers index the tuple
+    return tuple(_CmdEntry(spec.valid_flags, spec.min_version,
+                           kernel is None or kernel >= spec.min_version)
+                 for _cmd, spec in sorted(COMMANDS.items()))
+
 
 class Reply:
     """The kernel's answer: the header as it rewrote it (``flags`` a plain
@@ -251,6 +273,7 @@ class Channel:
         self.version: Optional[Tuple[int, int, int]] = None
         self.out_size = OUT_SIZE
         self._spare: Optional[_Buffer] = None
+        self._commands = _ALL_SUPPORTED
 
     @classmethod
     def open(cls, path: str = nodes.CONTROL_PATH) -> "Channel":
@@ -289,57 +312,58 @@ class Channel:
 
     def supports(self, cmd: Cmd) -> bool:
         """Whether the kernel's interface version has ``cmd``."""
-        return self.version is None or self.version >= COMMANDS[cmd].min_version
+        return self._commands[cmd].supported
 
-    def call(self, cmd: Cmd, *, name: bytes = b"", uuid: bytes = b"", flags: int = 0,
+    def call(self, cmd: int, *, name: bytes = b"", uuid: bytes = b"", flags: int = 0,
              payload: Union[bytes, bytearray] = b"", event_nr: int = 0, target_count: int = 0,
              out: bool = False, grow: bool = True, secure: bool = False,
              filename: Optional[str] = None) -> Reply:
         """One DM ioctl.
 
-        ``name`` or ``uuid`` (kernel form) address a device; ``flags`` are
-        :class:`Flag` bits (a plain int is cheapest); ``payload`` follows
-        the header.  ``out`` selects a buffer with room for data coming
-        back; BUFFER_FULL then doubles it and retries (when ``grow``).
-        ``secure`` (the buffer holds keys, going in or out) sets
-        SECURE_DATA, so the kernel wipes its copies, and wipes this side's
-        buffer after each attempt.  Errors are OSErrors with ``filename``
-        (default: the control node) set.
+        ``cmd`` is a :class:`Cmd` (or its number); ``name`` or ``uuid``
+        (kernel form) address a device; ``flags`` are :class:`Flag` bits
+        (a plain int is cheapest); ``payload`` follows the header.  ``out``
+        selects a buffer with room for data coming back; BUFFER_FULL then
+        doubles it and retries (when ``grow``).  ``secure`` (the buffer
+        holds keys, going in or out) sets SECURE_DATA, so the kernel wipes
+        its copies, and wipes this side's buffer after each attempt.
+        Errors are OSErrors with ``filename`` (default: the control node)
+        set.
         """
         if self.fd < 0:
             raise errors.ValueError("DeviceMapper is closed")
-        spec = COMMANDS[cmd]
+        valid_flags, version, supported = self._commands[cmd]
         if secure:
             flags |= F_SECURE_DATA
-        if flags & ~spec.valid_flags:
-            raise errors.ValueError(f"DM_{cmd.name} does not take "
-                                    f"{flag_names(flags & ~spec.valid_flags)}")
-        flags = int(flags)  # a Flag is accepted; the header takes its value
-        filename = filename or self.path
-        if self.version is not None and self.version < spec.min_version:
-            raise errors.error_from_errno(
-                errno.EOPNOTSUPP, filename,
-                f"DM_{cmd.name} needs device-mapper interface "
-                f"{_version_text(spec.min_version)} (the kernel has "
-                f"{_version_text(self.version)})", dm=True)
+        if flags & ~valid_flags:
+            raise errors.ValueError(f"DM_{Cmd(cmd).name} does not take "
+                                    f"{flag_names(flags & ~valid_flags)}")
+        if type(flags) is not int:
+            flags = int(flags)  # a Flag is accepted; the header takes its value
+        if not supported:
+            raise self._unsupported(cmd, filename)
         need = HEADER_SIZE + len(payload)
-        size = max(need + (-need % ALIGN), self.out_size if out else 0)
-        debug = log.isEnabledFor(logging.DEBUG)
+        size = need + (-need % ALIGN)
+        if out and size < self.out_size:
+            size = self.out_size
+        debug = log.isEnabledFor(DEBUG)
         if debug:
             who = decode(name) or (f"uuid {decode(uuid)}" if uuid else "-")
-            log.debug("DM_%s %s flags=%s, %d bytes", cmd.name, who, flag_names(flags), size)
+            log.debug("DM_%s %s flags=%s, %d bytes", Cmd(cmd).name, who, flag_names(flags),
+                      size)
         # the spare buffer if it is large enough (bytes the last call left
         # past ``need`` zeroed, so the kernel sees only this request)
-        buf, self._spare = self._spare, None
+        buf = self._spare
+        self._spare = None
         if buf is None or len(buf.data) < size:
             # at least a reply buffer's size: the next calls fit in it too
-            buf = _Buffer(max(size, self.out_size))
+            buf = _Buffer(size if size > self.out_size else self.out_size)
         elif buf.used > need:
             buf.data[need:buf.used] = bytes(buf.used - need)
         while True:
             data = buf.data
             try:
-                HEADER.pack_into(data, 0, *spec.min_version, size, HEADER_SIZE, target_count, 0,
+                HEADER.pack_into(data, 0, *version, size, HEADER_SIZE, target_count, 0,
                                  flags, event_nr, 0, 0, name, uuid, b"")
                 if payload:
                     data[HEADER_SIZE:need] = payload
@@ -348,26 +372,22 @@ class Channel:
                     # Signal handlers have run by now (a raising one has
                     # raised): resume, as PEP 475 does.  Not a message: the
                     # target may have acted on it before the interruption.
-                    if rc != -errno.EINTR or cmd == Cmd.TARGET_MSG:
+                    if rc != -errno.EINTR or cmd == _NR_TARGET_MSG:
                         break
                     if debug:
-                        log.debug("DM_%s: EINTR, again", cmd.name)
+                        log.debug("DM_%s: EINTR, again", Cmd(cmd).name)
                 if rc < 0:
-                    err = -rc
-                    if debug:
-                        log.debug("DM_%s: %s", cmd.name, errno.errorcode.get(err, err))
-                    message = "No such device-mapper device" \
-                        if err == errno.ENXIO and (name or uuid) else None
-                    raise errors.error_from_errno(err, filename, message, dm=True)
+                    raise self._failed(cmd, -rc, name or uuid, filename, debug)
                 (v0, v1, v2, data_size, data_start, tcount, open_count, rflags, revent, _pad,
                  dev, rname, ruuid, _data) = HEADER.unpack_from(data, 0)
                 if rflags & F_BUFFER_FULL and grow and out:
                     if size * 2 > MAX_SIZE:
                         raise errors.error_from_errno(
-                            errno.ENOBUFS, filename, "device-mapper reply too large", dm=True)
+                            errno.ENOBUFS, filename or self.path,
+                            "device-mapper reply too large", dm=True)
                     if debug:
                         log.debug("DM_%s: buffer full at %d bytes, retrying with %d",
-                                  cmd.name, size, size * 2)
+                                  Cmd(cmd).name, size, size * 2)
                     size *= 2
                     self.out_size = max(self.out_size, size)
                     buf = _Buffer(size)
@@ -380,10 +400,30 @@ class Channel:
             # Kept for the next call, with how far this one (or the kernel)
             # wrote; not one that held a key (wiped, and let go).
             if not secure:
-                buf.used = max(need, min(data_size, size))
+                buf.used = need if data_size < need else data_size if data_size < size else size
                 self._spare = buf
             reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev, rname, ruuid,
                           reply_data)
-            if cmd == Cmd.VERSION:
+            if cmd == _NR_VERSION:
                 self.version = reply.version
+                self._commands = _entries(reply.version)
             return reply
+
+    def _unsupported(self, cmd: int, filename: Optional[str]) -> OSError:
+        """EOPNOTSUPP: the kernel's interface is older than ``cmd``."""
+        return errors.error_from_errno(
+            errno.EOPNOTSUPP, filename or self.path,
+            f"DM_{Cmd(cmd).name} needs device-mapper interface "
+            f"{_version_text(COMMANDS[Cmd(cmd)].min_version)} (the kernel has "
+            f"{_version_text(self.version or (0, 0, 0))})", dm=True)
+
+    def _failed(self, cmd: int, err: int, who: bytes, filename: Optional[str],
+                debug: bool) -> OSError:
+        """The error of an ioctl that returned -``err``."""
+        if debug:
+            log.debug("DM_%s: %s", Cmd(cmd).name, errno.errorcode.get(err, err))
+        message = "No such device-mapper device" if err == errno.ENXIO and who else None
+        return errors.error_from_errno(err, filename or self.path, message, dm=True)
+
+
+_ALL_SUPPORTED = _entries(None)

@@ -9,7 +9,6 @@ udev made a symlink to the right device, it is left alone.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import subprocess
@@ -18,7 +17,7 @@ from typing import Dict
 
 from .. import _sysfs, errors
 from .._devnodes import make_block_node
-from .._log import get_logger
+from .._log import DEBUG, get_logger
 
 __all__ = ["CONTROL_PATH", "DEV_DIR", "MISC_MAJOR", "add_node", "ensure_control",
            "node_path", "remove_node", "sync_nodes"]
@@ -80,20 +79,20 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
     """Make ``dev_dir/<kernel_name>`` a block node for ``devnum``, replacing
     a wrong node or a dangling symlink."""
     path = node_path(kernel_name, dev_dir)
-    debug = log.isEnabledFor(logging.DEBUG)
+    debug = log.isEnabledFor(DEBUG)
     try:
         st = os.stat(path)
+    except FileNotFoundError:
+        # nothing there (the usual case: stat then mknod, as libdevmapper
+        # does), or a dangling symlink, which mknod's EEXIST finds below
+        pass
+    else:
         if stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum:
             return  # ours already, or udev's symlink to the right device
         if debug:
             log.debug("%s is not block %d:%d: replaced", path, os.major(devnum),
                       os.minor(devnum))
         os.unlink(path)
-    except FileNotFoundError:
-        try:
-            os.unlink(path)  # a dangling symlink
-        except FileNotFoundError:
-            pass
     if debug:
         log.debug("mknod %s b %d:%d", path, os.major(devnum), os.minor(devnum))
     try:
@@ -102,9 +101,14 @@ def add_node(dev_dir: str, kernel_name: str, devnum: int) -> None:
         os.makedirs(dev_dir, mode=0o755, exist_ok=True)
         make_block_node(path, devnum)
     except FileExistsError:
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # a dangling symlink
+            os.unlink(path)
+            make_block_node(path, devnum)
+            return
         if not (stat.S_ISBLK(st.st_mode) and st.st_rdev == devnum):
-            raise
+            raise  # something else made meanwhile
 
 
 def remove_node(dev_dir: str, kernel_name: str) -> None:

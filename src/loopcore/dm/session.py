@@ -154,9 +154,10 @@ class Session:
         return unmangle(stored, self.name_mangling) if "\\" in stored else stored
 
     def _info(self, reply: Reply) -> DeviceInfo:
-        return DeviceInfo(self._unmangle(reply.kernel_name), self._unmangle(reply.kernel_uuid),
+        kernel_name = reply.kernel_name
+        return DeviceInfo(self._unmangle(kernel_name), self._unmangle(reply.kernel_uuid),
                           reply.dev, reply.open_count, reply.event_nr, reply.target_count,
-                          Flag(reply.flags), KernelName.stored(reply.kernel_name))
+                          Flag(reply.flags), KernelName.stored(kernel_name))
 
     # -- nodes: named after the stored (mangled) name, as udev names them --
 
