@@ -35,7 +35,14 @@ from .control import control, missing_node_error
 from .device import LoopDevice
 from .legacy import bind_legacy
 from .locks import LOCK_SHARED
-from .request import DIRECT_IO, READ_SETTINGS, AttachRequest, LockArg, check_backing
+from .request import (
+    DIRECT_IO,
+    READ_SETTINGS,
+    AttachRequest,
+    LockArg,
+    check_backing,
+    plain_request,
+)
 from .reuse import find_reusable
 
 if TYPE_CHECKING:
@@ -119,10 +126,18 @@ def attach(
     # The translate decorator's work, inline: a wrapper frame costs a
     # measurable share of a 50 us cycle.
     try:
-        # positional: keywords cost a measurable share here too
-        request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size, offset,
-                                size_limit, number, lock, legacy, timeout)
-        if make_nodes or nodes.wanted(False):
+        making_nodes = make_nodes or nodes.wanted(False)
+        if (number is None and lock is False and timeout is None and legacy is None
+                and not partscan and not reuse and not making_nodes
+                and type(block_size) is int and type(offset) is int
+                and type(size_limit) is int and not (block_size or offset or size_limit)):
+            # the common attach: its request is made once, and shared
+            request = plain_request(read_only, autoclear, direct_io)
+        else:
+            # positional: keywords cost a measurable share here too
+            request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size,
+                                    offset, size_limit, number, lock, legacy, timeout)
+        if making_nodes:
             return attach_making_nodes(lambda: attach_request(backing, request, reuse), request)
         return attach_request(backing, request, reuse)
     except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:
