@@ -359,6 +359,42 @@ def test_an_unbind_another_opener_deferred_is_waited_for_by_the_leak_checks(tmp_
     assert bound_under(tmp_path) == {}
 
 
+def test_lc_attach_returns_after_each_backoff_sleep(tmp_path: Path):
+    """lc_attach comes back after each backoff sleep (-EINTR, the attempt
+    to resume from): a signal whose handler ran while its loop was between
+    syscalls is then acted on one sleep later, not after every attempt."""
+    image = tmp_path / "image.img"
+    with open(image, "wb") as f:
+        f.truncate(IMAGE_SIZE)
+
+    def code(ctx):
+        from loopcore import _c
+        from loopcore.loop.control import control
+        req = _c.ffi.new("struct lc_attach_req *")
+        result = _c.ffi.new("struct lc_attach_result *")
+        req.backing_fd, req.number, req.max_attempts = -1, -1, 4
+        req.sleep_base_us = 100
+        calls = []
+        while len(calls) < 8:
+            rc = _c.lib.lc_attach(control.fd(), req, os.fsencode(str(image)), result)
+            calls.append([-rc, int(result.failed_step), int(result.attempts)])
+            if rc != -errno.EINTR:
+                break
+            req.first_attempt = result.attempts
+        ctx.report["calls"] = calls
+
+    result = run_with_faults(code, [Fault("ioctl", request=faults.LOOP_CONFIGURE,
+                                          errno=errno.EBUSY, times=ALWAYS)],
+                             setup=_common_setup(image), timeout=CASE_TIMEOUT, watch=tmp_path)
+    assert result.error is None, result.error
+    backoff, bind = loopcore._c.lib.LC_STEP_BACKOFF, loopcore._c.lib.LC_STEP_BIND
+    # attempt 1 fails and retries at once (a fresh GET_FREE); 2 and 3 sleep
+    # first, each in a call of its own; 4, the last, has nothing to wait for
+    assert result.report["calls"] == [[errno.EINTR, backoff, 2], [errno.EINTR, backoff, 3],
+                                      [errno.EBUSY, bind, 4]]
+    assert not result.bound and not result.leaked_fds
+
+
 def test_detach_writes_back_through_a_flush_call(tmp_path: Path):
     """The flush steps above may go unreached one by one (detach uses one
     of them); together they must be: detach writes back before unbinding."""
