@@ -52,6 +52,8 @@ __all__ = ["attach"]  # attach_request, attach_making_nodes: attach_many's, not 
 
 log = get_logger("loop")
 
+_ZERO = 0  # attach()'s default offset, size limit and block size
+
 
 def attach(
     backing: Backing,
@@ -127,11 +129,12 @@ def attach(
     # measurable share of a 50 us cycle.
     try:
         making_nodes = make_nodes or nodes.wanted(False)
+        # The common attach, by identity with the defaults (an equal value
+        # of another type, 0.0 or False, takes the checked path below): its
+        # request is made once, and shared.
         if (number is None and lock is False and timeout is None and legacy is None
-                and not partscan and not reuse and not making_nodes
-                and type(block_size) is int and type(offset) is int
-                and type(size_limit) is int and not (block_size or offset or size_limit)):
-            # the common attach: its request is made once, and shared
+                and offset is _ZERO and size_limit is _ZERO and block_size is _ZERO
+                and not partscan and not reuse and not making_nodes):
             request = plain_request(read_only, autoclear, direct_io)
         else:
             # positional: keywords cost a measurable share here too
