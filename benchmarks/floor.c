@@ -11,7 +11,7 @@
  *
  *   floor cycle N BACKING DIRECT_IO   N x (GET_FREE, open, LOOP_CONFIGURE,
  *                                      LOOP_CLR_FD, close); BACKING opened once
- *   floor cycle-same N BACKING DIO    the same plus the syscalls loopcore adds
+ *   floor cycle-same N BACKING DIO    exactly loopcore's syscalls for the same cycle
  *   floor burst ROUNDS LIST DIO       ROUNDS x attach every file named in LIST
  *                                      (one path a line) without detaching in
  *                                      between, making attach_many()'s syscalls,
@@ -100,11 +100,14 @@ static void read_back(int dev)
 
 /*
  * One attach+detach cycle; retries the races with a fresh GET_FREE.  With
- * same_as_loopcore it also makes the syscalls loopcore makes beyond the
- * minimum: the backing file opened per cycle (O_NONBLOCK, fstat, fstatfs
- * for the overlayfs direct I/O check, F_SETFL), flock on the control fd,
- * the read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range before
- * LOOP_CLR_FD.  The gap between the two variants is the cost of those
+ * same_as_loopcore it makes exactly the syscalls loopcore.attach(path)
+ * .detach() makes, in its order and with its arguments: the backing file
+ * opened per cycle (O_NONBLOCK, statx, fstatfs for the overlayfs direct
+ * I/O check only with direct I/O, F_SETFL), flock on the control fd,
+ * LOOP_CONFIGURE recording the path in lo_file_name, the read-back
+ * (BLKROGET, BLKGETDISKSEQ), the backing fd closed, sync_file_range
+ * before LOOP_CLR_FD, and LOOP_GET_STATUS64 after it (whether the unbind
+ * was deferred).  The gap between the two variants is the cost of those
  * syscalls; the gap between this one and loopcore is Python's.
  */
 static int cycle_once(int ctl, const char *backing_path, int backing, int direct_io,
@@ -114,11 +117,13 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
     struct loop_config config;
 
     if (same_as_loopcore) {
-        struct stat st;
+        struct statx stx;
         struct statfs fs;
 
         backing = open(backing_path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-        if (backing < 0 || fstat(backing, &st) < 0 || fstatfs(backing, &fs) < 0
+        if (backing < 0
+            || statx(backing, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE | STATX_INO, &stx) < 0
+            || (direct_io && fstatfs(backing, &fs) < 0)
             || fcntl(backing, F_SETFL, 0) < 0)
             return die(backing_path);
     }
@@ -144,6 +149,8 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
         memset(&config, 0, sizeof(config));
         config.fd = (uint32_t)backing;
         config.info.lo_flags = direct_io ? LO_FLAGS_DIRECT_IO : 0;
+        if (same_as_loopcore)
+            strncpy((char *)config.info.lo_file_name, backing_path, LO_NAME_SIZE - 1);
         if (ioctl(dev, LOOP_CONFIGURE, &config) < 0) {
             int saved = errno;
 
@@ -171,6 +178,11 @@ static int cycle_once(int ctl, const char *backing_path, int backing, int direct
             errno = saved;
             return die("LOOP_CLR_FD");
         }
+        if (same_as_loopcore) {
+            struct loop_info64 status;
+
+            ioctl(dev, LOOP_GET_STATUS64, &status);  /* ENXIO: unbound now */
+        }
         close(dev);
         return 0;
     }
@@ -182,12 +194,15 @@ static int run_cycles(long count, const char *backing_path, int direct_io,
                       int same_as_loopcore)
 {
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-    int backing = open(backing_path, O_RDWR | O_CLOEXEC);
+    /* opened once for the bare cycle; loopcore's opens its own per cycle
+     * (and holds no other: a second writer changes what the last close
+     * of the file costs) */
+    int backing = same_as_loopcore ? -1 : open(backing_path, O_RDWR | O_CLOEXEC);
     unsigned retries = 0;
 
     if (ctl < 0)
         return die("/dev/loop-control");
-    if (backing < 0)
+    if (backing < 0 && !same_as_loopcore)
         return die(backing_path);
     for (long i = 0; i < count; i++) {
         uint64_t start = now_ns();

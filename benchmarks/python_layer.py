@@ -57,19 +57,24 @@ class StubLib:
         out.mode = 0o100000
         return os.dup(0)  # the caller closes it: a real fd, closed for real
 
-    @staticmethod
-    def _attach(ctl_fd: int, req: Any, result: Any) -> int:
-        result.number = _NUMBER
-        result.fd = _FD
-        result.lock_fd = -1
+    # What lc_attach writes into its result is C's work, not the Python
+    # layer's: the stub writes it into each result it meets once (attach
+    # reuses one per thread, and nothing else writes these fields).
+    _filled: Any = None
+
+    def _fill(self, result: Any) -> int:
+        if result is not self._filled:
+            result.number = _NUMBER
+            result.fd = _FD
+            result.lock_fd = -1
+            self._filled = result
         return _NUMBER
 
-    @staticmethod
-    def _attach_path(ctl_fd: int, req: Any, path: bytes, result: Any) -> int:
-        result.number = _NUMBER
-        result.fd = _FD
-        result.lock_fd = -1
-        return _NUMBER
+    def _attach(self, ctl_fd: int, req: Any, result: Any) -> int:
+        return _NUMBER if result is self._filled else self._fill(result)
+
+    def _attach_path(self, ctl_fd: int, req: Any, path: bytes, result: Any) -> int:
+        return _NUMBER if result is self._filled else self._fill(result)
 
 
 def timed(path: str, direct_io: bool) -> Callable[[int], List[float]]:

@@ -167,8 +167,9 @@ def cycle(settings: Settings, ws: Workspace, floor: str, progress: Progress) -> 
         Contender("c_floor", floor_run("cycle"), fast,
                   "plain C: GET_FREE, open, LOOP_CONFIGURE, LOOP_CLR_FD, close"),
         Contender("c_same_syscalls", floor_run("cycle-same"), fast,
-                  "plain C making loopcore's syscalls: + backing open/fstat/fstatfs/F_SETFL, "
-                  "flock, read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range"),
+                  "plain C making exactly loopcore's syscalls: + backing open/statx/fstatfs/"
+                  "F_SETFL, flock, read-back (BLKROGET, BLKGETDISKSEQ), sync_file_range, "
+                  "LOOP_GET_STATUS64 after LOOP_CLR_FD (tests/test_bench_syscalls.py)"),
         Contender("python_fcntl", _timed(fcntl_cycler.cycle), fast,
                   "pure Python fcntl.ioctl, same ioctls as the C floor"),
         Contender("losetup", _timed(losetup_cycle), slow,

@@ -652,11 +652,14 @@ static int attach_one(int ctl_fd, const struct lc_attach_req *req, int32_t backi
         /* Back off (not before the first retry from GET_FREE: a fresh
          * GET_FREE usually names another device; a chosen device is the
          * same one, so it waits from the start) without holding the
-         * control lock (unless the caller holds it). */
-        if ((attempt >= 1 || chosen) && attempt + 1 < req->max_attempts
-            && (r = backoff(req, attempt + 1)) < 0) {
+         * control lock (unless the caller holds it), then return to the
+         * caller: a signal that came while this loop ran between two
+         * syscalls interrupted none of them, and its Python handler must
+         * run before the next sleep, not after the last (PEP 475). */
+        if ((attempt >= 1 || chosen) && attempt + 1 < req->max_attempts) {
             result->failed_step = LC_STEP_BACKOFF;
-            return interrupted(result, attempt + 1, r);
+            r = backoff(req, attempt + 1);
+            return interrupted(result, attempt + 1, r < 0 ? r : -EINTR);
         }
     }
     return last_error;

@@ -209,7 +209,10 @@ int lc_blkpg(int fd, int op, int pno, int64_t start, int64_t length);
  * signal interrupting a lock wait or a sleep, mostly) is returned at once
  * with result->attempts set to the attempt to resume from: the caller runs
  * its signal handlers and calls again with that as first_attempt (PEP
- * 475), so Ctrl-C is never held up by a retry loop.  req->deadline_ns, if
+ * 475), so Ctrl-C is never held up by a retry loop.  -EINTR (failed_step
+ * LC_STEP_BACKOFF) also comes after each backoff sleep, signal or not: a
+ * signal taken while the loop ran between syscalls interrupted none, and
+ * its handler runs then, one sleep later at most.  req->deadline_ns, if
  * not 0, is a CLOCK_MONOTONIC time after which waiting for a lock or
  * sleeping between attempts gives up with -ETIMEDOUT.
  *

@@ -17,6 +17,8 @@ import pytest
 
 import loopcore
 
+from uevents import wait_for_deferred_detaches
+
 LOOP_GET_STATUS64 = 0x4C05
 BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
@@ -167,6 +169,7 @@ def no_leaks(tmp_path: Path):
     before = open_fds()
     yield
     gc.collect()
+    wait_for_deferred_detaches(lambda: [f"loop{n}" for n in bound_under(tmp_path)])
     leaked_devices = bound_under(tmp_path)
     force_detach(set(leaked_devices))
     leaked_fds = {fd: t for fd, t in open_fds().items() if before.get(fd) != t}

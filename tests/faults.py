@@ -79,6 +79,8 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from uevents import wait_for_deferred_detaches
+
 __all__ = [
     "Fault", "run_with_faults", "ChildResult", "ErrorInfo", "FaultStats", "Interrupted",
     "FaultToolError", "ONCE", "ALWAYS", "bound_under", "open_fds", "fast_retries",
@@ -522,6 +524,8 @@ def _child_main(sock: socket.socket, code: Code, setup: Optional[Code], matchers
         error = describe_error(exc)
     after = open_fds()
     leaked = {fd: target for fd, target in after.items() if before.get(fd) != target}
+    if watch:
+        wait_for_deferred_detaches(lambda: [dev[5:] for dev in bound_under(watch)])
     _send(sock, {"op": "result", "error": error, "report": ctx.report,
                  "leaked_fds": leaked, "bound": bound_under(watch) if watch else {}})
 

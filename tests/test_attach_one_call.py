@@ -180,3 +180,42 @@ def test_many_threads_attach_paths_at_once(make_image):
         for d in got:
             if d is not None:
                 d.detach()
+
+
+def _request_state(request: Any) -> Dict[str, Any]:
+    return {name: getattr(request, name) for name in type(request).__slots__}
+
+
+def test_plain_attaches_share_one_request_that_no_attach_changes(make_image):
+    """attach() with nothing but read_only/autoclear/direct_io set uses one
+    shared request per lo_flags; attaches that go further (reuse, a lock,
+    a timeout, a block size) make their own and leave it as it was."""
+    from loopcore.loop import request as request_module
+    image = str(make_image(size=MiB))
+    loopcore.attach(image).detach()
+    shared = request_module.plain_request(False, False, True)
+    before = _request_state(shared)
+    assert before["options"] == 0 and before["number"] == -1 and not before["created"]
+    with loopcore.attach(image, reuse=True):
+        pass
+    with loopcore.attach(image, lock=True, timeout=30):
+        pass
+    with loopcore.attach(image, block_size=4096):
+        pass
+    loopcore.attach(image).detach()
+    assert request_module.plain_request(False, False, True) is shared
+    assert _request_state(shared) == before
+    assert request_module.plain_request(True, 1, 0) is not shared
+    assert request_module.plain_request(True, 1, 0).read_only is True
+
+
+@pytest.mark.parametrize("argument", ["offset", "size_limit", "block_size"])
+@pytest.mark.parametrize("value", [0.0, False], ids=["float", "bool"])
+def test_plain_looking_arguments_of_the_wrong_type_are_refused(make_image, counting,
+                                                              argument: str, value: Any):
+    """The shared request's shortcut takes ints only: a 0.0 or a False is
+    refused, as before, without a C call."""
+    image = str(make_image(size=MiB))
+    with pytest.raises(loopcore.errors.TypeError, match=argument):
+        loopcore.attach(image, **{argument: value})
+    assert counting.calls == {}

@@ -18,6 +18,7 @@ from conftest import (
     kernel_status,
     sysfs,
 )
+from uevents import wait_for_deferred_detaches
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
@@ -69,6 +70,8 @@ def test_set_autoclear(image: Path):
         dev.set_autoclear(True)
     finally:
         dev.close()  # autoclear: the last close detaches
+    # ... or another process's close, if one had it open meanwhile (a scan)
+    wait_for_deferred_detaches(lambda: [f"loop{n}"] if bound_backing(n) == str(image) else [])
     assert bound_backing(n) != str(image)
 
 

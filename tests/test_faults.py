@@ -42,7 +42,7 @@ import loopcore
 
 import faults
 from faults import ALWAYS, ONCE, ChildResult, Fault, bound_under, run_with_faults
-from uevents import Uevents
+from uevents import Uevents, wait_for_deferred_detaches
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("no_leaks")]
 
@@ -195,6 +195,7 @@ def _detach_code(pattern: bytes):
 def _cleanup(directory: Path) -> Dict[str, str]:
     """Detach (with losetup, not the code under test) whatever is bound under
     ``directory`` (this test's own files only); return what was."""
+    wait_for_deferred_detaches(lambda: [dev[5:] for dev in bound_under(directory)])
     left = bound_under(directory)
     for dev in left:
         subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
@@ -332,6 +333,66 @@ def test_fault(tmp_path: Path, step: Step, err: int, mode: str):
     assert not problems, "\n".join(
         problems + [f"error: {result.error}", f"report: {result.report}",
                     f"faults: {result.stats}", f"{result.seconds:.3f} s"])
+
+
+def test_an_unbind_another_opener_deferred_is_waited_for_by_the_leak_checks(tmp_path: Path):
+    """The leak checks' premise: a detach while another process has the
+    device open (a scan, or another attach that got the same number from
+    GET_FREE) leaves it bound with AUTOCLEAR until that close, which is no
+    leak; wait_for_deferred_detaches waits for exactly that."""
+    image = tmp_path / "image.img"
+    with open(image, "wb") as f:
+        f.truncate(IMAGE_SIZE)
+    dev = loopcore.attach(image)
+    holder = subprocess.Popen([sys.executable, "-c", "import os, sys; fd = os.open(sys.argv[1], "
+                               "os.O_RDONLY); print(flush=True); sys.stdin.read()", dev.path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "\n"  # it has it open
+        assert dev.detach() is False  # deferred to the holder's close
+        assert bound_under(tmp_path) == {dev.path: str(image)}
+        with open(f"/sys/block/loop{dev.number}/loop/autoclear") as f:
+            assert f.read().strip() == "1"
+    finally:
+        holder.communicate("")  # it closes the device and exits
+    wait_for_deferred_detaches(lambda: [d[5:] for d in bound_under(tmp_path)])
+    assert bound_under(tmp_path) == {}
+
+
+def test_lc_attach_returns_after_each_backoff_sleep(tmp_path: Path):
+    """lc_attach comes back after each backoff sleep (-EINTR, the attempt
+    to resume from): a signal whose handler ran while its loop was between
+    syscalls is then acted on one sleep later, not after every attempt."""
+    image = tmp_path / "image.img"
+    with open(image, "wb") as f:
+        f.truncate(IMAGE_SIZE)
+
+    def code(ctx):
+        from loopcore import _c
+        from loopcore.loop.control import control
+        req = _c.ffi.new("struct lc_attach_req *")
+        result = _c.ffi.new("struct lc_attach_result *")
+        req.backing_fd, req.number, req.max_attempts = -1, -1, 4
+        req.sleep_base_us = 100
+        calls = []
+        while len(calls) < 8:
+            rc = _c.lib.lc_attach(control.fd(), req, os.fsencode(str(image)), result)
+            calls.append([-rc, int(result.failed_step), int(result.attempts)])
+            if rc != -errno.EINTR:
+                break
+            req.first_attempt = result.attempts
+        ctx.report["calls"] = calls
+
+    result = run_with_faults(code, [Fault("ioctl", request=faults.LOOP_CONFIGURE,
+                                          errno=errno.EBUSY, times=ALWAYS)],
+                             setup=_common_setup(image), timeout=CASE_TIMEOUT, watch=tmp_path)
+    assert result.error is None, result.error
+    backoff, bind = loopcore._c.lib.LC_STEP_BACKOFF, loopcore._c.lib.LC_STEP_BIND
+    # attempt 1 fails and retries at once (a fresh GET_FREE); 2 and 3 sleep
+    # first, each in a call of its own; 4, the last, has nothing to wait for
+    assert result.report["calls"] == [[errno.EINTR, backoff, 2], [errno.EINTR, backoff, 3],
+                                      [errno.EBUSY, bind, 4]]
+    assert not result.bound and not result.leaked_fds
 
 
 def test_detach_writes_back_through_a_flush_call(tmp_path: Path):

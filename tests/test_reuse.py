@@ -19,7 +19,7 @@ from conftest import (
     fresh_number,
 )
 from loop_helpers import MiB, leak_checked, root
-from uevents import Uevents
+from uevents import Uevents, wait_for_deferred_detaches
 
 
 @root
@@ -73,6 +73,9 @@ class TestReuse:
             assert e.value.errno == errno.EROFS and isinstance(e.value, loopcore.Error)
             with loopcore.attach(image, read_only=True, reuse=True) as shared:
                 assert shared.number == ro.number
+        # a detach another process's open deferred is still bound (and
+        # reusable) until that close: wait for it
+        wait_for_deferred_detaches(lambda: [f"loop{n}" for n in bound_under(tmp_path)])
         with loopcore.attach(image) as rw:
             # a read-only user may share a writable device (util-linux does),
             # through a read-only fd

@@ -21,9 +21,10 @@ import os
 import select
 import socket
 import time
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional
 
-__all__ = ["Uevents", "NETLINK_KOBJECT_UEVENT", "KERNEL_GROUP", "HANG_GUARD_S"]
+__all__ = ["Uevents", "NETLINK_KOBJECT_UEVENT", "KERNEL_GROUP", "HANG_GUARD_S",
+           "wait_for_deferred_detaches"]
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1
@@ -31,6 +32,10 @@ KERNEL_GROUP = 1
 # would otherwise hang (a broken kernel or test), not a guess at how long
 # things take.
 HANG_GUARD_S = 60.0
+# A leak check's wait for unbinds another opener deferred (see
+# wait_for_deferred_detaches): that opener is a scan or a racing attach of
+# another process, holding the device for microseconds to milliseconds.
+DEFERRED_DETACH_S = 5.0
 
 
 class Uevents:
@@ -104,3 +109,28 @@ class Uevents:
                 "MINOR": str(os.minor(devnum))}
         return any(all(event.get(k) == v for k, v in want.items())
                    for event in self.events(timeout))
+
+
+def _autoclear(name: str) -> bool:
+    try:
+        with open(f"/sys/block/{name}/loop/autoclear") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False  # unbound, or gone
+
+
+def wait_for_deferred_detaches(loop_names: Callable[[], Iterable[str]]) -> None:
+    """Before a leak check: wait until none of the loop devices
+    ``loop_names()`` names ("loop3") is an unbind another opener deferred.
+    LOOP_CLR_FD while another process has the device open (a scan of the
+    devices, another process's attach that got the same number from
+    GET_FREE and lost the race) only sets AUTOCLEAR; the kernel unbinds at
+    that opener's close.  Woken by uevents; after DEFERRED_DETACH_S what
+    is still bound is the caller's to report."""
+    def pending() -> bool:
+        return any(_autoclear(name) for name in loop_names())
+
+    if not pending():  # the usual case: no socket needed
+        return
+    with Uevents() as events:
+        events.wait_until(lambda: not pending(), DEFERRED_DETACH_S)

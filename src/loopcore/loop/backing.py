@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["Backing"]  # BackingFile: the attach paths' and change_fd's own
 
 _BACKING = _c.ffi.typeof("struct lc_backing *")
+# An unopened file's ``found`` until its bind: all zeros, never written.
+_NOT_FOUND_YET = _c.ffi.new(_BACKING)
 
 # os.fsencode's arguments, looked up once (it is on the attach path)
 _FS_ENCODING = sys.getfilesystemencoding()
@@ -52,11 +54,11 @@ class BackingFile:
     __slots__ = ("fd", "owned", "name", "path", "_encoded", "found")
 
     def __init__(self, fd: int, owned: bool, name: str, found: CData,
-                 encoded: Optional[bytes] = None) -> None:
+                 encoded: Optional[bytes] = None, path: bytes = b"") -> None:
         self.fd = fd
         self.owned = owned
         self.name = name
-        self.path = b""  # open: lc_attach binds fd
+        self.path = path  # b"": open, lc_attach binds fd
         self._encoded = encoded
         self.found = found  # read field by field, when asked
 
@@ -126,12 +128,8 @@ class BackingFile:
             return None
         if path[0] != "/":
             path = os.path.abspath(path)
-        self = cls.__new__(cls)
-        self.fd = -1
-        self.owned = True
-        self.name = path
-        self.path = self._encoded = path.encode(_FS_ENCODING, _FS_ERRORS)
-        return self
+        encoded = path.encode(_FS_ENCODING, _FS_ERRORS)
+        return cls(-1, True, path, _NOT_FOUND_YET, encoded, encoded)
 
     def writable(self) -> bool:
         """Whether the fd was opened for writing (a caller's may not be)."""

@@ -42,6 +42,8 @@ log = get_logger("loop")
 _RESULT = _c.ffi.typeof("struct lc_attach_result *")
 _SET_FD = _c.lib.LC_ATTACH_SET_FD
 _CONTROL_HELD = _c.lib.LC_ATTACH_CONTROL_HELD
+_READ_SETTINGS = _c.lib.LC_ATTACH_READ_SETTINGS
+_DEBUG = logging.DEBUG
 # Each thread's one lc_attach result, reused by its binds (none allocates
 # one): a bind's result is read before the same thread binds again.
 _scratch = threading.local()
@@ -78,6 +80,7 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
         result = _scratch.result
     except AttributeError:
         result = _scratch.result = _c.ffi.new(_RESULT)
+    lib = _c.lib  # looked up per call: tests put their own in _c
     first_attempt = 0
     while True:
         if take_lock:
@@ -86,13 +89,19 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
             else:
                 control.lock.acquire()
         try:
-            req = request.fill(bf.fd, options, flags, file_name, first_attempt)
-            rc = _c.lib.lc_attach(control.fd(), req, path, result)
+            rc = lib.lc_attach(control.fd(), request.fill(bf.fd, options, flags, file_name,
+                                                          first_attempt), path, result)
         finally:
             if take_lock:
                 control.lock.release()
         if rc >= 0:
-            break
+            if path and options & _READ_SETTINGS:
+                bf.found = result.backing  # check_bound compares the size with it
+            if request.number >= 0 and result.created:
+                request.created = True
+            if log.isEnabledFor(_DEBUG):
+                _log_bind(bf, set_fd, rc, result)
+            return result
         if result.created:  # a failed attempt may have made the device
             request.created = True
         if rc == -errno.EINTR:
@@ -110,16 +119,16 @@ def bind(bf: BackingFile, request: AttachRequest, flags: int, *,
             break
     if path:
         bf.found = result.backing
-    if request.number >= 0 and result.created:
-        request.created = True
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
-                  bf.name, "LOOP_SET_FD" if set_fd else "LOOP_CONFIGURE", result.number,
-                  "ok" if rc >= 0 else f"errno {-rc}", result.attempts,
-                  result.busy_retries, result.vanished_retries)
-    if rc >= 0:
-        return result
+        _log_bind(bf, set_fd, rc, result)
     raise bind_error(rc, result, request, bf.name)
+
+
+def _log_bind(bf: BackingFile, set_fd: bool, rc: int, result: CData) -> None:
+    log.debug("%s: %s on /dev/loop%d: %s after %d attempt(s) (%d busy, %d vanished)",
+              bf.name, "LOOP_SET_FD" if set_fd else "LOOP_CONFIGURE", result.number,
+              "ok" if rc >= 0 else f"errno {-rc}", result.attempts,
+              result.busy_retries, result.vanished_retries)
 
 
 def refuses_direct_io(rc: int, result: CData, flags: int) -> bool:

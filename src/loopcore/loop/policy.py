@@ -35,7 +35,14 @@ from .control import control, missing_node_error
 from .device import LoopDevice
 from .legacy import bind_legacy
 from .locks import LOCK_SHARED
-from .request import DIRECT_IO, READ_SETTINGS, AttachRequest, LockArg, check_backing
+from .request import (
+    DIRECT_IO,
+    READ_SETTINGS,
+    AttachRequest,
+    LockArg,
+    check_backing,
+    plain_request,
+)
 from .reuse import find_reusable
 
 if TYPE_CHECKING:
@@ -44,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["attach"]  # attach_request, attach_making_nodes: attach_many's, not public
 
 log = get_logger("loop")
+
+_ZERO = 0  # attach()'s default offset, size limit and block size
 
 
 def attach(
@@ -119,10 +128,19 @@ def attach(
     # The translate decorator's work, inline: a wrapper frame costs a
     # measurable share of a 50 us cycle.
     try:
-        # positional: keywords cost a measurable share here too
-        request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size, offset,
-                                size_limit, number, lock, legacy, timeout)
-        if make_nodes or nodes.wanted(False):
+        making_nodes = make_nodes or nodes.wanted(False)
+        # The common attach, by identity with the defaults (an equal value
+        # of another type, 0.0 or False, takes the checked path below): its
+        # request is made once, and shared.
+        if (number is None and lock is False and timeout is None and legacy is None
+                and offset is _ZERO and size_limit is _ZERO and block_size is _ZERO
+                and not partscan and not reuse and not making_nodes):
+            request = plain_request(read_only, autoclear, direct_io)
+        else:
+            # positional: keywords cost a measurable share here too
+            request = AttachRequest(read_only, autoclear, partscan, direct_io, block_size,
+                                    offset, size_limit, number, lock, legacy, timeout)
+        if making_nodes:
             return attach_making_nodes(lambda: attach_request(backing, request, reuse), request)
         return attach_request(backing, request, reuse)
     except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:

@@ -10,7 +10,7 @@ file (its fd, its name, direct I/O where its file system refuses it) is
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 from .. import _c, _retry
 from .._log import get_logger
@@ -125,6 +125,26 @@ class AttachRequest:
                       _calls.ATTACH_ATTEMPTS, _calls.ATTACH_SLEEP_BASE_US,
                       _calls.ATTACH_SLEEP_SPAN_US, file_name)
         return _C_REQUEST
+
+
+# attach()'s requests with every setting but read_only, autoclear and
+# direct_io at its default, one per lo_flags, made once and shared: only
+# a chosen number, reuse=True and make_nodes change a request, and such an
+# attach makes its own.
+_PLAIN: Dict[int, AttachRequest] = {}
+
+
+def plain_request(read_only: bool, autoclear: bool, direct_io: bool) -> AttachRequest:
+    """The shared request of ``attach(path, read_only=, autoclear=,
+    direct_io=)`` with nothing else asked for (the caller checks that);
+    never to be changed."""
+    flags = ((READ_ONLY if read_only else 0) | (AUTOCLEAR if autoclear else 0)
+             | (DIRECT_IO if direct_io else 0))
+    request = _PLAIN.get(flags)
+    if request is None:
+        request = _PLAIN[flags] = AttachRequest(bool(read_only), bool(autoclear), False,
+                                                bool(direct_io))
+    return request
 
 
 def offset_past_end(name: str, offset: int, size: int) -> ValueError:

@@ -30,11 +30,13 @@ _NOT_WRITTEN_BACK = _c.lib.LC_NOT_WRITTEN_BACK
 def detach(device: LoopDevice, wait: Optional[float] = None) -> bool:
     """LoopDevice.detach() (see there), errors untranslated: True if the
     backing file was released now, False if the kernel deferred it."""
-    if device._fd < 0:
+    fd = device._fd
+    if fd < 0:
         device._check_open()  # raises
     if device._partitions is not None or device._locks is not None:
         _before_detach(device)
-    rc = _c.lib.lc_detach(device._fd)
+        fd = device._fd
+    rc = _c.lib.lc_detach(fd)
     if rc >= 0:  # the common case, without the retries
         device._fd = -1
     else:
