@@ -123,14 +123,17 @@ def _losetup(*args: str) -> str:
 
 
 def _losetup_attach(*args: str) -> str:
-    """``losetup -f --show ...``, tried again a few times: losetup -f loses
-    races with other users of loop devices (it retries EBUSY only), and on
-    a shared machine those are not what the benchmark measures."""
-    for attempt in range(5):
+    """``losetup -f --show ...``, tried again: losetup -f loses races with
+    other users of loop devices (it retries EBUSY only; a device another
+    process is detaching opens with ENXIO, and under a busy neighbour's
+    attach+detach loop the lowest free device is that one again and again),
+    and on a shared machine those are not what the benchmark measures."""
+    attempts = 50
+    for attempt in range(attempts):
         try:
             return _losetup("-f", "--show", *args)
         except subprocess.CalledProcessError:
-            if attempt == 4:
+            if attempt == attempts - 1:
                 raise
             time.sleep(0.01)
     raise AssertionError("unreachable")
