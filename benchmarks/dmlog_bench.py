@@ -10,7 +10,11 @@ Two parts:
   reference side by side in interleaved rounds, each sleeping between
   requests and busy-polling; the reference's dispatch alone without
   sockets; and the server's memory with 2^20 regions (RSS growth of a
-  fresh process, and tracemalloc's count of the log's allocations);
+  fresh process, and tracemalloc's count of the log's allocations).  The
+  16 in flight are kept by a peer that receives and sends with
+  ``recvmmsg``/``sendmmsg`` (the kernel's cost per request is small too):
+  a peer making one Python socket call per request, also measured, bounds
+  the C loop's figure by its own cost;
 - ``--vm`` (where device-mapper is: in the test VM through
   ``benchmarks/dmlog-bench``): the resync of a 256 MiB two-leg mirror with
   the kernel's ``core`` log and with ``userspace ... clustered-core`` (and
@@ -83,11 +87,14 @@ def _serve_in_child(sock: socket.socket, c_loop: bool, busy_poll_us: int) -> int
 BURST = 8
 
 
-class _BurstPeer:
-    """A fake kernel that sends ``BURST`` requests in one ``sendmmsg`` and
-    takes the replies with ``recvmmsg`` (libc through ctypes): a peer whose
-    own cost per request is small next to the server's, as the kernel's is,
-    so that the figure is the server's."""
+class _MmsgPeer:
+    """A fake kernel that sends with ``sendmmsg`` and receives with
+    ``recvmmsg`` (libc through ctypes), cycling through ``requests``: a
+    peer whose own cost per request is small next to the server's, as the
+    kernel's is, so that the figure is the server's.  :meth:`burst` sends
+    ``BURST`` requests and waits for every reply; :meth:`window` keeps
+    ``WINDOW`` requests in flight, sending a new one for each reply as it
+    comes (the replies taken together, the new requests sent together)."""
 
     def __init__(self, sock: socket.socket, requests: List[bytes]) -> None:
         import ctypes
@@ -104,32 +111,67 @@ class _BurstPeer:
         class MMsgHdr(ctypes.Structure):
             _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
 
+        ring = len(requests)
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._fd = sock.fileno()
-        self._keep = [ctypes.create_string_buffer(r, len(r)) for r in requests[:BURST]] + \
-            [ctypes.create_string_buffer(4096) for _ in range(BURST)]
-        self._iov = (IoVec * (2 * BURST))(*[IoVec(ctypes.addressof(b), len(b))
-                                            for b in self._keep])
-        self._send = (MMsgHdr * BURST)()
-        self._recv = (MMsgHdr * BURST)()
-        for i in range(BURST):
+        self._keep = [ctypes.create_string_buffer(r, len(r)) for r in requests] + \
+            [ctypes.create_string_buffer(4096) for _ in range(WINDOW)]
+        self._iov = (IoVec * (ring + WINDOW))(*[IoVec(ctypes.addressof(b), len(b))
+                                                for b in self._keep])
+        self._send = (MMsgHdr * ring)()
+        self._recv = (MMsgHdr * WINDOW)()
+        for i in range(ring):
             self._send[i].hdr.iov = ctypes.pointer(self._iov[i])
             self._send[i].hdr.iovlen = 1
-            self._recv[i].hdr.iov = ctypes.pointer(self._iov[BURST + i])
+        for i in range(WINDOW):
+            self._recv[i].hdr.iov = ctypes.pointer(self._iov[ring + i])
             self._recv[i].hdr.iovlen = 1
+        self._ring = ring
+        self._next = 0          # the next request of the ring to send
+        self._in_flight = 0
+        self._size = ctypes.sizeof(MMsgHdr)
         self._ctypes = ctypes
 
-    def burst(self) -> None:
-        """One burst sent and every reply to it received."""
-        if self._libc.sendmmsg(self._fd, self._send, BURST, 0) != BURST:
-            raise OSError(self._ctypes.get_errno(), "sendmmsg")
-        got = 0
-        while got < BURST:
-            n = self._libc.recvmmsg(self._fd, self._ctypes.byref(self._recv, 0), BURST - got,
-                                    0x10000, None)   # MSG_WAITFORONE
-            if n < 0:
-                raise OSError(self._ctypes.get_errno(), "recvmmsg")
-            got += n
+    def _send_next(self, count: int) -> None:
+        ctypes = self._ctypes
+        while count:
+            n = min(count, self._ring - self._next)
+            sent = self._libc.sendmmsg(self._fd, ctypes.byref(self._send,
+                                                              self._next * self._size), n, 0)
+            if sent <= 0:
+                raise OSError(ctypes.get_errno(), "sendmmsg")
+            self._next = (self._next + sent) % self._ring
+            self._in_flight += sent
+            count -= sent
+
+    def _receive(self) -> int:
+        n = self._libc.recvmmsg(self._fd, self._ctypes.byref(self._recv, 0),
+                                min(self._in_flight, WINDOW), 0x10000, None)  # MSG_WAITFORONE
+        if n <= 0:
+            raise OSError(self._ctypes.get_errno(), "recvmmsg")
+        self._in_flight -= n
+        return int(n)
+
+    def burst(self) -> int:
+        """One burst sent and every reply to it received: ``BURST``."""
+        self._send_next(BURST)
+        while self._in_flight:
+            self._receive()
+        return BURST
+
+    def window(self) -> int:
+        """The replies that came, each replaced by a new request in flight:
+        how many (the first call fills the window)."""
+        if self._in_flight < WINDOW:
+            self._send_next(WINDOW - self._in_flight)
+        n = self._receive()
+        self._send_next(n)
+        return n
+
+    def drain(self) -> None:
+        """Every reply still in flight received."""
+        while self._in_flight:
+            self._receive()
 
 
 def _cpu_ns(pid: int) -> int:
@@ -157,37 +199,55 @@ def _peer_rates(b: socket.socket, seconds: float,
     in_sync = [_request(P.RT.IN_SYNC, i, b"bench", 1, struct.pack("=Q", i % 512))
                for i in range(4096)]
 
-    def window(i: int) -> None:
-        # WINDOW requests in flight: a new one sent as each answer comes
+    def window(i: int) -> int:
+        # WINDOW requests in flight, a new one sent as each answer comes,
+        # one recv and one send of Python's socket per request
         if i == 0:
             for r in in_sync[:WINDOW]:
                 b.send(r)
         b.recv(4096)
         b.send(in_sync[(i + WINDOW) % len(in_sync)])
+        return 1
 
-    bursts = _BurstPeer(b, in_sync)
-    mixes: Dict[str, Tuple[int, Callable[[int], object]]] = {
-        "IN_SYNC (core log)": (1, lambda i: ask(P.RT.IN_SYNC, struct.pack("=Q", i % 512))),
-        "GET_SYNC_COUNT": (1, lambda i: ask(P.RT.GET_SYNC_COUNT)),
-        "MARK, CLEAR, FLUSH (core log)": (3, lambda i: (
+    def window_drain() -> None:
+        for _ in range(WINDOW):
+            b.recv(4096)
+
+    def ask_count(per: int, fn: Callable[[int], object]) -> Callable[[int], int]:
+        def run(i: int) -> int:
+            fn(i)
+            return per
+        return run
+
+    peer = _MmsgPeer(b, in_sync)
+    # each mix: the requests it answers per call, and what drains it after
+    mixes: Dict[str, Tuple[Callable[[int], int], Callable[[], None]]] = {
+        "IN_SYNC (core log)": (ask_count(1, lambda i: ask(
+            P.RT.IN_SYNC, struct.pack("=Q", i % 512))), lambda: None),
+        "GET_SYNC_COUNT": (ask_count(1, lambda i: ask(P.RT.GET_SYNC_COUNT)), lambda: None),
+        "MARK, CLEAR, FLUSH (core log)": (ask_count(3, lambda i: (
             ask(P.RT.MARK_REGION, struct.pack("=Q", i % 512)),
             ask(P.RT.CLEAR_REGION, struct.pack("=Q", i % 512)),
-            ask(P.RT.FLUSH))),
-        f"IN_SYNC (core log), {WINDOW} in flight": (1, window),
+            ask(P.RT.FLUSH))), lambda: None),
+        # the figure of the server under several waiting kernel threads: a
+        # peer that Python's per-call cost does not bound (sendmmsg/recvmmsg)
+        f"IN_SYNC (core log), {WINDOW} in flight": (lambda i: peer.window(), peer.drain),
+        # the same window kept by Python's socket calls, one request at a time:
+        # bound by the peer's own cost more than by the server's
+        f"IN_SYNC (core log), {WINDOW} in flight, Python socket peer": (
+            window, window_drain),
         f"IN_SYNC (core log), bursts of {BURST} (sendmmsg/recvmmsg peer)":
-            (BURST, lambda i: bursts.burst()),
+            (lambda i: peer.burst(), lambda: None),
     }
     out: Dict[str, Tuple[float, float]] = {}
-    for label, (per, fn) in mixes.items():
-        n, cpu0, t0 = 0, _cpu_ns(server_pid), time.perf_counter()
+    for label, (fn, drain) in mixes.items():
+        n, calls, cpu0, t0 = 0, 0, _cpu_ns(server_pid), time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            fn(n)
-            n += 1
-        if label.endswith("in flight"):
-            for _ in range(WINDOW):
-                b.recv(4096)
-        out[label] = (n * per / (time.perf_counter() - t0),
-                      (_cpu_ns(server_pid) - cpu0) / (n * per))
+            n += fn(calls)
+            calls += 1
+        elapsed = time.perf_counter() - t0
+        drain()
+        out[label] = (n / elapsed, (_cpu_ns(server_pid) - cpu0) / n)
     return out
 
 
@@ -255,23 +315,38 @@ def _rss_kib() -> int:
 
 
 def host_memory_child() -> None:
-    """In a fresh process, for a 2^20-region core log and disk log (nosync:
-    every byte of both bitmaps written, so that RSS counts them all):
-    tracemalloc's retained and peak bytes, and the growth of RSS."""
+    """In a fresh process, for a 2^20-region core log (with no store, and
+    with a state file, as a server with ``--state-dir`` keeps it) and disk
+    log (nosync: every byte of both bitmaps written, so that RSS counts
+    them all): tracemalloc's retained and peak bytes plus the state in C
+    memory, and the growth of RSS.  A small log made first pays what the
+    process pays once (the logging module, imported by the first log line):
+    what is counted is what each log keeps."""
     from loopcore._c import ffi
     from loopcore.dmlog import log as logmod
     from loopcore.dmlog.disklog import LogStore
     result: Dict[str, float] = {}
     keep = []
-    with tempfile.NamedTemporaryFile() as f:
-        f.truncate(1 << 20)
-        for kind, ctr in (("core", f"{1 << 21} clustered-core 2 nosync"),
-                          ("disk", f"{1 << 21} clustered-disk {f.name} 2 nosync")):
+    with tempfile.TemporaryDirectory() as tmp:
+        disk, state = os.path.join(tmp, "disk.img"), os.path.join(tmp, "core.log")
+        with open(disk, "wb") as f:
+            f.truncate(1 << 20)
+        warm = logmod.DirtyLog(b"warm-up", 1, logmod.parse_ctr(b"1024 clustered-core 2"),
+                               store=LogStore(os.path.join(tmp, "warm.log"), 512,
+                                              durable=False, create=True))
+        warm.resume()
+        warm.persist_all()
+        warm.close()
+        for kind, ctr, store_of in (
+                ("core log", f"{1 << 21} clustered-core 2 nosync", lambda n: None),
+                ("core log with a state file", f"{1 << 21} clustered-core 2 nosync",
+                 lambda n: LogStore(state, n, durable=False, create=True)),
+                ("disk log", f"{1 << 21} clustered-disk {disk} 2 nosync",
+                 lambda n: LogStore(disk, n))):
             args = logmod.parse_ctr(ctr.encode())
             before = _rss_kib()
             tracemalloc.start()
-            store = LogStore(f.name, args.region_count) if kind == "disk" else None
-            log = logmod.DirtyLog(kind.encode(), 1, args, store=store)
+            log = logmod.DirtyLog(kind.encode(), 1, args, store=store_of(args.region_count))
             log.resume()
             for r in range(0, 1 << 20, 997):
                 log.mark([r])
@@ -284,10 +359,12 @@ def host_memory_child() -> None:
                 + ffi.sizeof(log.c[0])
             current, peak = current + c_bytes, peak + c_bytes
             keep.append(log)
-            result[f"{kind} log, 2^20 regions: retained KiB (tracemalloc + C state)"] = \
+            result[f"{kind}, 2^20 regions: retained KiB (tracemalloc + C state)"] = \
                 current / 1024
-            result[f"{kind} log, 2^20 regions: peak KiB (tracemalloc + C state)"] = peak / 1024
-            result[f"{kind} log, 2^20 regions: RSS growth KiB"] = _rss_kib() - before
+            result[f"{kind}, 2^20 regions: peak KiB (tracemalloc + C state)"] = peak / 1024
+            result[f"{kind}, 2^20 regions: RSS growth KiB"] = _rss_kib() - before
+        for log in keep:
+            log.close()
     result["RSS KiB, whole process"] = _rss_kib()
     print(json.dumps(result))
 

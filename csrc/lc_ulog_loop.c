@@ -406,15 +406,27 @@ static int receive(struct lc_ulog_table *t)
     }
     t->count = (uint32_t)n;
     t->next = 0;
+    /* fewer than asked for: the socket was empty when the call returned */
+    t->drained = n < LC_ULOG_BATCH;
     return n;
+}
+
+/* A failed receive as the event Python logs (0: nothing from a readable
+ * socket, whose peer is gone: a test's socketpair). */
+static int receive_failed(struct lc_ulog_event *ev, int n)
+{
+    ev->err = n < 0 ? -n : ENOTCONN;
+    return LC_ULOG_RECV_ERROR;
 }
 
 int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
 {
     /* Python's signal handlers run only between calls: a signal that came
      * while this loop was busy must not be slept on.  So the loop goes back
-     * to Python (LC_ULOG_IDLE) before each sleep that follows work. */
+     * to Python (LC_ULOG_IDLE) before each sleep that follows work, and
+     * after LC_ULOG_STREAK batches without a sleep. */
     int worked = 0;
+    unsigned batches = 0;
 
     for (;;) {
         int n, answered = 0;
@@ -451,6 +463,22 @@ int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
         }
         if (answered && t->spin_ns)
             t->busy_until_ns = now_ns() + t->spin_ns;
+        if (!t->drained) {
+            /* the last receive took a full batch: more is waiting (several
+             * kernel threads at once), taken without a poll or a trip to Python */
+            if (batches >= LC_ULOG_STREAK) {
+                ev->err = 0;
+                return LC_ULOG_IDLE;
+            }
+            n = receive(t);
+            if (n > 0) {
+                batches++;
+                continue;
+            }
+            if (n != -EAGAIN && n != -EINTR)
+                return receive_failed(ev, n);
+            t->drained = 1;
+        }
         if (worked && !t->busy_until_ns) {
             ev->err = 0;
             return LC_ULOG_IDLE;
@@ -479,11 +507,8 @@ int lc_ulog_serve(struct lc_ulog_table *t, struct lc_ulog_event *ev)
         n = receive(t);
         if (n == -EAGAIN || n == -EINTR)
             continue;
-        if (n <= 0) {
-            /* nothing from a readable socket: its peer is gone (a test's
-             * socketpair); Python logs it and waits before the next look */
-            ev->err = n < 0 ? -n : ENOTCONN;
-            return LC_ULOG_RECV_ERROR;
-        }
+        if (n <= 0)
+            return receive_failed(ev, n);
+        batches++;
     }
 }

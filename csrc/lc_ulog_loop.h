@@ -13,7 +13,9 @@
  *
  * Datagrams are received in batches (recvmmsg) and the replies sent in
  * batches (sendmmsg); in order, so a request handed to Python sees the
- * state every earlier one left.
+ * state every earlier one left.  After a full batch the loop receives
+ * again at once (more is waiting); after a smaller one, which emptied the
+ * socket, it polls (and sleeps if nothing came meanwhile).
  */
 
 /* One log's state (the fields Python's DirtyLog keeps here). */
@@ -41,6 +43,7 @@ enum {
     LC_ULOG_BATCH = 16,           /* datagrams per recvmmsg */
     LC_ULOG_SLOT = 65536,         /* the largest datagram received whole */
     LC_ULOG_REPLY_MAX = 212,      /* 36 + 160 + the largest reply C builds (16) */
+    LC_ULOG_STREAK = 64,          /* batches received back to back before Python's turn */
 };
 
 /* What lc_ulog_serve returns for. */
@@ -75,6 +78,7 @@ struct lc_ulog_table {
     uint32_t count;               /* datagrams of the batch */
     uint32_t next;                /* the next one to answer */
     uint32_t nreplies;
+    uint32_t drained;             /* the last receive emptied the socket: poll first */
     uint32_t lens[LC_ULOG_BATCH];
     uint32_t senders[LC_ULOG_BATCH];
     uint32_t reply_lens[LC_ULOG_BATCH];
@@ -103,8 +107,10 @@ int lc_ulog_answer(struct lc_ulog_table *table, const uint8_t *dgram, uint32_t l
 
 /*
  * Serve table->sock_fd until a datagram needs Python, the wake-up fd is
- * readable, a signal comes, the busy poll runs out or a socket call fails:
- * one of LC_ULOG_*, with ev filled in.  Call again to go on (the rest of a
- * batch is kept).
+ * readable, a signal comes, the busy poll runs out, a socket call fails,
+ * or LC_ULOG_STREAK batches came back to back (LC_ULOG_IDLE: Python's
+ * signal handlers get their turn under a steady stream too): one of
+ * LC_ULOG_*, with ev filled in.  Call again to go on (the rest of a batch
+ * is kept).
  */
 int lc_ulog_serve(struct lc_ulog_table *table, struct lc_ulog_event *ev);

@@ -26,6 +26,7 @@ from loopcore.dm import mirror
 from loopcore.dmlog import DirtyLogServer
 from loopcore.dmlog import log as logmod
 from loopcore.dmlog import protocol as P
+from loopcore.dmlog.disklog import LogStore
 
 from conftest import connector_available
 
@@ -824,13 +825,18 @@ def test_context_manager_and_serve_forever(h):
 
 # --- compact memory -----------------------------------------------------------------------------
 
-def test_two_to_the_twenty_regions_cost_under_300_kib(h):
+@pytest.mark.parametrize("state_file", [False, True], ids=["no-store", "state-file"])
+def test_two_to_the_twenty_regions_cost_under_300_kib(h, tmp_path, state_file):
+    """One owner of the bitmaps (C memory): Python keeps no copy of them,
+    for the state file either."""
     args = logmod.parse_ctr(f"{1 << 21} clustered-core 2".encode())
     assert args.region_count == 1 << 20
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        log = logmod.DirtyLog(b"big", 1, args, store=None)
+        store = LogStore(str(tmp_path / "core.log"), args.region_count, durable=False,
+                         create=True) if state_file else None
+        log = logmod.DirtyLog(b"big", 1, args, store=store)
         log.resume()
         for r in range(0, 1 << 20, 4096):
             log.mark([r])
@@ -845,6 +851,7 @@ def test_two_to_the_twenty_regions_cost_under_300_kib(h):
         + ffi.sizeof(log.c[0])
     assert used < 300 * 1024, f"{used} bytes for 2^20 regions"
     assert log.first_out_of_sync() == 0
+    log.close()
 
 
 def test_large_log_resync_search_finds_the_one_region_out_of_sync(h):

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from loopcore import _c
 from loopcore.dmlog import DirtyLogServer
 from loopcore.dmlog import log as logmod
 from loopcore.dmlog import protocol as P
@@ -33,6 +34,7 @@ from properties import examples
 RT = P.RT
 RECORDING = Path(__file__).parent / "data" / "dmlog-kernel-stream.jsonl.gz"
 LOGDEV = "@LOGDEV@"   # the log device's path in a stream, filled in per run
+SO_SNDBUFFORCE = 32    # <asm-generic/socket.h> (root: above wmem_max)
 
 
 class Legs:
@@ -314,6 +316,50 @@ def test_served_burst_same_replies_as_the_reference(world):
     a.close()
     b.close()
     assert [got[i] for i in range(len(steps))] == reference
+
+
+def test_a_backlog_is_taken_in_batches_back_to_back_then_python_gets_its_turn(world):
+    """Requests queued faster than they are answered (several kernel threads
+    waiting at once) are received again after each full batch, with no poll
+    and no return to Python between batches; after LC_ULOG_STREAK batches
+    the loop returns to Python all the same (its signal handlers, a stop),
+    and a smaller batch, which emptied the socket, ends with a return before
+    the sleep.  The replies are the reference's, in order."""
+    lib = _c.lib
+    # a seqpacket pair: no queue limit of 10 datagrams as a datagram pair has
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for sock in (a, b):
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 16 << 20)
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    srv = DirtyLogServer(lock_file=None, state_dir=None, sock=a)
+    ref = DirtyLogServer(lock_file=None, state_dir=None, c_loop=False)
+    try:
+        setup = [P.build_request(RT.CTR, 1, b"u", 1, b"64 clustered-core 2 nosync"),
+                 P.build_request(RT.RESUME, 2, b"u", 1)]
+        for server in (srv, ref):
+            for d in setup:
+                server.handle_datagram(d)
+        table = srv._table
+        assert table is not None
+        full = lib.LC_ULOG_STREAK * lib.LC_ULOG_BATCH
+        steps = [P.build_request(RT.IN_SYNC, 3 + i, b"u", 1, struct.pack("=Q", i % 32))
+                 for i in range(full + 5)]
+        for d in steps:
+            b.send(d)
+        table.attach(a.fileno(), wake_r, False, 0, False)
+        assert table.serve() == lib.LC_ULOG_IDLE
+        assert table.answered == full
+        assert table.serve() == lib.LC_ULOG_IDLE
+        assert table.answered == full + 5
+        assert [b.recv(4096) for _ in steps] == [ref.handle_datagram(d) for d in steps]
+    finally:
+        for server in (srv, ref):
+            for log in server._logs.values():
+                log.close()
+        for fd in (wake_r, wake_w):
+            os.close(fd)
+        a.close()
+        b.close()
 
 
 def test_stop_is_prompt_while_busy_polling(world):

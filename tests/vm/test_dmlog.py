@@ -416,6 +416,7 @@ def test_table_reload_resumes_from_persisted_bits(mapper, daemon, mirrors, loops
     mapper.load(name, [target])        # CTR of a new luid, same log device
     mapper.resume(name)                # old: PRESUSPEND, POSTSUSPEND; new: RESUME; old: DTR
     before = sync_state(mapper, name)[0]
+    daemon.wait_for(lambda: len(re.findall(r"resumed, ", daemon.text())) >= 2)
     resumed = re.findall(r"resumed, (\d+)/(\d+) regions", daemon.text())
     assert len(resumed) == 2 and 4 <= int(resumed[1][0]) <= before, daemon.text()
     wait_synced(mapper, name)
@@ -451,7 +452,11 @@ def test_kernel_disk_log_and_ours_read_each_other(mapper, daemon, mirrors, loops
     mirrors.remove(name)
     name = mirrors.create(ours)
     assert sync_state(mapper, name)[:2] == (NREG, NREG)
-    assert re.search(rf"resumed, {NREG}/{NREG} regions", daemon.text())
+    # the line was written before the RESUME was answered; its copy from
+    # the server's stderr to the log file comes when the test's reader
+    # thread gets to it
+    daemon.wait_for(lambda: re.search(rf"resumed, {NREG}/{NREG} regions",
+                                      daemon.text()) is not None)
     # a kernel log with dirty bits: clear half the bitmap as the kernel
     # would leave it after a crash, then ours resyncs exactly those
     mirrors.remove(name)

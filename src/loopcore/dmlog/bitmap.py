@@ -26,7 +26,8 @@ def full(bit_count: int) -> bytearray:
     bits = bytearray(b"\xff") * (bit_count >> 3)
     if bit_count & 7:
         bits.append((1 << (bit_count & 7)) - 1)
-    return bits.ljust(nbytes(bit_count), b"\0")
+    bits += bytes(nbytes(bit_count) - len(bits))   # in place: no second copy
+    return bits
 
 
 def test(bits: Bits, r: int) -> bool:
@@ -61,5 +62,7 @@ def next_zero(bits: Bits, start: int, limit: int) -> int:
 
 def popcount(bits: Bits) -> int:
     """The number of bits set."""
-    # a byte-wise table: no transient copy larger than twice the bitmap
-    return sum(bytes(bits).translate(_POPCOUNT))
+    # a byte-wise table, a piece at a time: no transient copy of the bitmap
+    step = 16384
+    return sum(sum(bytes(bits[i:i + step]).translate(_POPCOUNT))
+               for i in range(0, len(bits), step))

@@ -126,6 +126,7 @@ class RequestTable:
         c.busy_until_ns = 0
         c.python_only = python_only
         c.count = c.next = c.nreplies = 0
+        c.drained = 1   # nothing received yet: poll first
 
     def serve(self) -> int:
         """Serve until something is Python's: ``LC_ULOG_*`` (``event``

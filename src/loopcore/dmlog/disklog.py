@@ -99,15 +99,21 @@ def decode_bitmap(raw: bytes, covered: int, region_count: int, *,
     log did not cover (a new log, or the mirror grew) are set with
     ``uncovered_clean`` (nosync), cleared otherwise, as dm-log.c does."""
     nr = covered
-    clean = bytearray(raw[BITMAP_OFFSET:BITMAP_OFFSET + (nr >> 3)])
+    # one copy of the bitmap: a zeroed one, the log's bytes copied in view
+    # to view (a bytearray's slice assignment would copy its source first)
+    clean = bytearray(bitmap_bytes(region_count))
+    with memoryview(raw) as src, memoryview(clean) as dst:
+        part = src[BITMAP_OFFSET:BITMAP_OFFSET + (nr >> 3)]
+        dst[:len(part)] = part
+        part.release()
     if nr & 7:
-        clean.append(raw[BITMAP_OFFSET + (nr >> 3)] & ((1 << (nr & 7)) - 1))
-    clean = clean.ljust(bitmap_bytes(region_count), b"\0")
+        clean[nr >> 3] = raw[BITMAP_OFFSET + (nr >> 3)] & ((1 << (nr & 7)) - 1)
     if nr < region_count and uncovered_clean:
         every = full(region_count)
         i = nr >> 3
         clean[i] |= every[i] & (0xFF << (nr & 7)) & 0xFF  # the byte shared with the log
-        clean[i + 1:] = every[i + 1:]
+        with memoryview(every) as src, memoryview(clean) as dst:
+            dst[i + 1:] = src[i + 1:]
     return clean
 
 
@@ -173,13 +179,16 @@ class LogStore:
                 return bytes(buf[:n]).ljust(self.size, b"\0")
             finally:
                 buf.close()
-        out = bytearray()
-        while len(out) < self.size:
-            chunk = os.pread(self.fd, self.size - len(out), len(out))
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out.ljust(self.size, b"\0"))
+        # read in place into a zeroed buffer (no pieces joined, no padding copy)
+        out = bytearray(self.size)
+        with memoryview(out) as view:
+            got = 0
+            while got < self.size:
+                n = os.preadv(self.fd, [view[got:]], got)
+                if n <= 0:
+                    break
+                got += n
+        return bytes(out)
 
     def write(self, pieces: Iterable[Tuple[int, bytes]]) -> None:
         """Write ``(offset, bytes)`` pieces, then ``fdatasync`` if durable:
