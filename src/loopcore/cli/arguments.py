@@ -11,7 +11,6 @@ import builtins
 import os
 
 from .. import loop
-from .._validate import check_number
 from ..errors import Error, ValueError
 
 TYPE_CHECKING = False
@@ -130,6 +129,8 @@ def loop_ref(text: str) -> LoopRef:
         text[4:] if text.startswith("loop") else text
     # ASCII digits only: str.isdigit() alone also takes other scripts' digits
     if digits and digits.isascii() and digits.isdigit():
+        from .._validate import check_number  # here: ``loopcore list`` takes no DEV
+
         try:
             number = check_number(int(digits))
         except ValueError as e:

@@ -10,7 +10,6 @@ and :func:`render_table` print what ``losetup -l --json`` and
 from __future__ import annotations
 
 import os
-import unicodedata
 
 from .. import loop
 from ..loop import LoopInfo
@@ -163,11 +162,19 @@ def safe_human(value: str) -> str:
             out.append("\\x%02x" % (code - 0xDC00))
         elif ch == "\\" and text[i + 1:i + 2] == "x":
             out.append("\\x5c")
-        elif unicodedata.category(ch) in ("Cc", "Cs"):
+        elif code < 0x20 or code == 0x7F or (code > 0x7F and _is_control(ch)):
             out.extend("\\x%02x" % b for b in ch.encode("utf-8", "surrogateescape"))
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _is_control(ch: str) -> bool:
+    # unicodedata only for a name that is not ASCII (ASCII's Cc: the
+    # tests above): a listing of ASCII paths does without its import
+    import unicodedata
+
+    return unicodedata.category(ch) in ("Cc", "Cs")
 
 
 def _raw_cell(value: str) -> str:
