@@ -10,6 +10,7 @@ It is also the one place a C struct's layout reaches Python: a struct is
 declared once, in the shim's headers (the cdef), and :func:`struct_view`
 derives the ``struct.Struct`` that packs it from what cffi compiled.
 """
+from __future__ import annotations
 
 # struct.py only re-exports _struct: importing it is ~0.13 ms of every
 # loopcore process (a module found on sys.path), _struct is built in
@@ -40,12 +41,12 @@ class StructView(NamedTuple):
     field ``names`` in the order ``struct.unpack`` yields them (an array of
     N non-char items yields N values)."""
 
-    struct: "Struct"
-    offsets: "Dict[str, int]"
-    names: "Tuple[str, ...]"
+    struct: Struct
+    offsets: Dict[str, int]
+    names: Tuple[str, ...]
 
 
-def _fields(ctype: "Any", base: int, prefix: str) -> "List[Tuple[str, int, str, int]]":
+def _fields(ctype: Any, base: int, prefix: str) -> List[Tuple[str, int, str, int]]:
     """(name, offset, format, size) of each leaf field, nested structs flattened
     as ``outer.inner``; a flexible array has format "" and size 0."""
     out: List[Tuple[str, int, str, int]] = []
@@ -66,7 +67,7 @@ def _fields(ctype: "Any", base: int, prefix: str) -> "List[Tuple[str, int, str, 
     return out
 
 
-def struct_view(ctype: str) -> "StructView":
+def struct_view(ctype: str) -> StructView:
     """The :class:`StructView` of a struct of the cdef, such as ``"struct
     lc_scan_rec"``: its layout is the compiler's, never restated in Python."""
     fmt, at = "=", 0

@@ -12,6 +12,7 @@ export but one of the package's modules (``loopcore.loop``,
 ``loopcore.loop.discovery``) is imported as the eager ``__init__`` of
 before had it at hand.  Nothing here imports typing: every path runs it.
 """
+from __future__ import annotations
 
 import sys
 
@@ -36,7 +37,7 @@ def _absolute(package: str, source: str) -> str:
     return f"{base}.{module}" if module else base
 
 
-def export(package: str, table: "Mapping[str, Sequence[str]]") -> "List[str]":
+def export(package: str, table: Mapping[str, Sequence[str]]) -> List[str]:
     """Make every name of ``table`` (``{".module": names}``, relative to
     ``package``) an attribute of ``package`` imported on first use, and
     return the names in order, for ``__all__``.  ``"alias=name"`` exports
@@ -64,7 +65,7 @@ def export(package: str, table: "Mapping[str, Sequence[str]]") -> "List[str]":
                     raise  # the module exists and failed to import something
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
-    def __dir__() -> "List[str]":
+    def __dir__() -> List[str]:
         return sorted(set(namespace) | set(where))
 
     namespace.update(__getattr__=__getattr__, __dir__=__dir__)

@@ -11,6 +11,7 @@ returns a stand-in that becomes the logger at its first use.  With
 ``LOOPCORE_DEBUG`` set, ``import loopcore`` sets the trace up at once
 (:func:`enable_if_requested`), as before.
 """
+from __future__ import annotations
 
 import os
 
@@ -34,7 +35,7 @@ _ROOT = "loopcore"
 _root: "logging.Logger | None" = None
 
 
-def _root_logger() -> "logging.Logger":
+def _root_logger() -> logging.Logger:
     """The ``loopcore`` logger, set up the first time it is needed."""
     global _root
     if _root is None:
@@ -74,7 +75,7 @@ class _Logger(_Base):
         return value
 
 
-def get_logger(name: str) -> "logging.Logger":
+def get_logger(name: str) -> logging.Logger:
     """The logger for a part of loopcore: ``get_logger("loop")`` is
     ``loopcore.loop``.  Call sites guard expensive messages with
     ``isEnabledFor(logging.DEBUG)``: the hot path pays one method call."""

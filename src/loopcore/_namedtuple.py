@@ -18,6 +18,7 @@ fields (built here the way it builds it: the same accessors, ``__new__``,
 ``_make``, ``_replace``, ``_asdict``, ``__repr__``, pickling), their
 defaults, and the class body's methods, properties and docstring.
 """
+from __future__ import annotations
 
 import sys
 from _collections import _tuplegetter  # type: ignore[import-not-found]  # namedtuple's (C)
@@ -34,8 +35,8 @@ _NOT_COPIED = {"__module__", "__qualname__", "__annotations__", "__dict__", "__w
                "__orig_bases__", "__slots__", "__new__", "__init__", "__getnewargs__"}
 
 
-def _record_namespace(name: str, fields: "Tuple[str, ...]",
-                      defaults: "Tuple[Any, ...]") -> "Dict[str, Any]":
+def _record_namespace(name: str, fields: Tuple[str, ...],
+                      defaults: Tuple[Any, ...]) -> Dict[str, Any]:
     """What ``collections.namedtuple(name, fields, defaults=defaults)``
     puts in its class."""
     tuple_new, count = tuple.__new__, len(fields)
@@ -50,25 +51,25 @@ def _record_namespace(name: str, fields: "Tuple[str, ...]",
         new.__defaults__ = defaults
     repr_format = "(" + ", ".join(f"{field}=%r" for field in fields) + ")"
 
-    def _make(cls: type, iterable: "Iterable[Any]") -> "Any":
+    def _make(cls: type, iterable: Iterable[Any]) -> Any:
         result: Any = tuple_new(cls, iterable)
         if len(result) != count:
             raise TypeError(f"Expected {count} arguments, got {len(result)}")
         return result
 
-    def _replace(self: "Any", /, **changes: "Any") -> "Any":
+    def _replace(self: Any, /, **changes: Any) -> Any:
         result = self._make(map(changes.pop, fields, self))
         if changes:
             raise ValueError(f"Got unexpected field names: {list(changes)!r}")
         return result
 
-    def __repr__(self: "Any") -> str:
+    def __repr__(self: Any) -> str:
         return str(self.__class__.__name__ + repr_format % self)
 
-    def _asdict(self: "Any") -> "Dict[str, Any]":
+    def _asdict(self: Any) -> Dict[str, Any]:
         return dict(zip(self._fields, self))
 
-    def __getnewargs__(self: "Any") -> "Tuple[Any, ...]":
+    def __getnewargs__(self: Any) -> Tuple[Any, ...]:
         return tuple(self)
 
     for method in (new, _make, _replace, __repr__, _asdict, __getnewargs__):

@@ -7,6 +7,7 @@ of a dev_t), read-ahead, the loop module's max_part, an fd's path; for
 device-mapper the misc minor and the uevent sequence number; for the
 dirty-log server a dm device's slaves.
 """
+from __future__ import annotations
 
 import errno
 import os
@@ -34,7 +35,7 @@ def dev_block_path(devnum: int) -> str:
     return f"/sys/dev/block/{os.major(devnum)}:{os.minor(devnum)}"
 
 
-def block_name(devnum: int) -> "Optional[str]":
+def block_name(devnum: int) -> Optional[str]:
     """The kernel's name for a block device (``loop3``, ``loop3p1``,
     ``dm-0``), None if there is no such device."""
     try:
@@ -43,7 +44,7 @@ def block_name(devnum: int) -> "Optional[str]":
         return None
 
 
-def loop_number(devnum: int) -> "Optional[int]":
+def loop_number(devnum: int) -> Optional[int]:
     """N if ``devnum`` is the loop device ``/dev/loopN`` (a whole disk:
     ``loopNpM`` is a partition, not a loop device), else None."""
     name = block_name(devnum) or ""
@@ -52,7 +53,7 @@ def loop_number(devnum: int) -> "Optional[int]":
     return None
 
 
-def loop_backing_file(number: int) -> "Optional[str]":
+def loop_backing_file(number: int) -> Optional[str]:
     """``/sys/block/loopN/loop/backing_file`` without its newline; None if
     the device is unbound or gone.  Raises OSError(ENAMETOOLONG) for a path
     longer than sysfs shows (a page)."""
@@ -74,7 +75,7 @@ def loop_backing_file(number: int) -> "Optional[str]":
     return os.fsdecode(raw[:-1] if raw.endswith(b"\n") else raw)
 
 
-def loop_partition_numbers(number: int) -> "Optional[List[int]]":
+def loop_partition_numbers(number: int) -> Optional[List[int]]:
     """The M of each ``loopNpM`` the kernel has, sorted; None if there is
     no ``loopN``."""
     prefix = f"loop{number}p"
@@ -88,7 +89,7 @@ def loop_partition_numbers(number: int) -> "Optional[List[int]]":
                   if entry.startswith(prefix) and entry[len(prefix):].isdigit())
 
 
-def loop_listing_order() -> "List[int]":
+def loop_listing_order() -> List[int]:
     """The loop device numbers in ``/sys/block``'s own (readdir) order,
     the order losetup lists devices in; empty without sysfs."""
     try:
@@ -98,7 +99,7 @@ def loop_listing_order() -> "List[int]":
     return [int(name[4:]) for name in names if name.startswith("loop") and name[4:].isdigit()]
 
 
-def loop_partition(number: int, pno: int) -> "Optional[Tuple[int, int, int]]":
+def loop_partition(number: int, pno: int) -> Optional[Tuple[int, int, int]]:
     """(start, size, dev_t) of ``loopNpM``, start and size in bytes (sysfs
     counts 512-byte sectors whatever the logical block size); None if the
     kernel has no such partition (or drops it while we read)."""
@@ -114,7 +115,7 @@ def loop_partition(number: int, pno: int) -> "Optional[Tuple[int, int, int]]":
     return int(values[0]) * 512, int(values[1]) * 512, os.makedev(int(major), int(minor))
 
 
-def read_ahead_sectors(devnum: int) -> "Optional[int]":
+def read_ahead_sectors(devnum: int) -> Optional[int]:
     """A block device's read-ahead in 512-byte sectors (``dmsetup info``)."""
     base = dev_block_path(devnum)
     for attr in ("bdi/read_ahead_kb", "queue/read_ahead_kb"):
@@ -127,7 +128,7 @@ def read_ahead_sectors(devnum: int) -> "Optional[int]":
 
 
 
-def loop_max_part() -> "Optional[int]":
+def loop_max_part() -> Optional[int]:
     """The loop module's ``max_part`` parameter (minors reserved per device
     for partitions, so a device's minor is N << bit_length(max_part));
     None where the module shows no parameters."""
@@ -138,7 +139,7 @@ def loop_max_part() -> "Optional[int]":
         return None
 
 
-def fd_path(fd: int) -> "Optional[str]":
+def fd_path(fd: int) -> Optional[str]:
     """What ``/proc/self/fd/N`` names: the path an fd was opened by (as
     the kernel has it now), None if it has none or /proc is missing."""
     try:
@@ -154,7 +155,7 @@ def loop_bound(number: int) -> bool:
     return os.access(f"{LOOP_SYSFS_DIR}{number}/loop", os.F_OK)
 
 
-def block_dev(name: str) -> "Optional[int]":
+def block_dev(name: str) -> Optional[int]:
     """The dev_t of block device ``name`` (``loop3``, ``loop3p1``) from
     ``/sys/class/block/NAME/dev``; None if there is no such device."""
     try:
@@ -165,7 +166,7 @@ def block_dev(name: str) -> "Optional[int]":
         return None
 
 
-def block_diskseq(name: str) -> "Optional[int]":
+def block_diskseq(name: str) -> Optional[int]:
     """``/sys/class/block/NAME/diskseq`` (Linux 5.15+), None without it."""
     try:
         with open(f"/sys/class/block/{name}/diskseq") as f:
@@ -174,7 +175,7 @@ def block_diskseq(name: str) -> "Optional[int]":
         return None
 
 
-def block_holders(name: str) -> "List[str]":
+def block_holders(name: str) -> List[str]:
     """The kernel names in ``/sys/class/block/NAME/holders`` (``dm-0``:
     device-mapper maps, md arrays built on the device), sorted."""
     try:
@@ -183,7 +184,7 @@ def block_holders(name: str) -> "List[str]":
         return []
 
 
-def open_block_paths() -> "List[Tuple[int, str, str]]":
+def open_block_paths() -> List[Tuple[int, str, str]]:
     """(pid, command name, path) for each fd of each process that names a
     path under ``/dev`` (``/proc/PID/fd``, as fuser and lsof read it);
     processes that end or hide meanwhile are left out."""
@@ -216,7 +217,7 @@ def open_block_paths() -> "List[Tuple[int, str, str]]":
     return found
 
 
-def mounts_by_devnum() -> "List[Tuple[int, str]]":
+def mounts_by_devnum() -> List[Tuple[int, str]]:
     """(dev_t, mount point) of each mount in ``/proc/self/mountinfo``, the
     octal escapes of the mount point undone."""
     found: List[Tuple[int, str]] = []
@@ -242,7 +243,7 @@ def mounts_by_devnum() -> "List[Tuple[int, str]]":
 # --- device-mapper's reads (dm/) ---
 # (a dm device's kernel name by number is block_name above: one resolver)
 
-def dm_name(devnum: int) -> "Optional[str]":
+def dm_name(devnum: int) -> Optional[str]:
     """The name of dm device ``devnum`` (its ``dm/name``), None if it is
     not a dm device or is gone."""
     try:
@@ -256,7 +257,7 @@ PROC_MISC = "/proc/misc"
 UEVENT_SEQNUM = "/sys/kernel/uevent_seqnum"
 
 
-def misc_minor(name: str) -> "Optional[int]":
+def misc_minor(name: str) -> Optional[int]:
     """The minor of misc device ``name`` (``device-mapper``) in
     ``/proc/misc``, None if the kernel has none."""
     try:
@@ -281,7 +282,7 @@ def uevent_seqnum() -> int:
 
 # --- the dirty-log server's reads (dmlog/) ---
 
-def dm_slaves() -> "Dict[str, List[Tuple[str, int]]]":
+def dm_slaves() -> Dict[str, List[Tuple[str, int]]]:
     """For every dm device (``dm-N``): the (kernel name, devnum) of each
     device its table holds (``/sys/block/dm-N/slaves``)."""
     out: Dict[str, List[Tuple[str, int]]] = {}

@@ -15,6 +15,7 @@ same time, the builtin a Python programmer expects (the way PyNaCl's are):
 So ``except loopcore.Error`` catches everything loopcore raises, and
 ``except FileNotFoundError`` or ``except ValueError`` still work.
 """
+from __future__ import annotations
 
 import builtins
 import errno as _errno
@@ -180,7 +181,7 @@ class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001
     """TimeoutError, raised by loopcore."""
 
 
-_MEMBERS: "Dict[type, Type[builtins.OSError]]" = {
+_MEMBERS: Dict[type, Type[builtins.OSError]] = {
     builtins.BlockingIOError: BlockingIOError,
     builtins.ChildProcessError: ChildProcessError,
     builtins.ConnectionError: ConnectionError,
@@ -200,8 +201,8 @@ _MEMBERS: "Dict[type, Type[builtins.OSError]]" = {
 __all__ += [cls.__name__ for cls in _MEMBERS.values()]
 
 
-def error_from_errno(err: int, filename: "PathArg" = None, message: "Optional[str]" = None, *,
-                     dm: bool = False) -> "builtins.OSError":
+def error_from_errno(err: int, filename: PathArg = None, message: Optional[str] = None, *,
+                     dm: bool = False) -> builtins.OSError:
     """The exception for ``err`` (a positive errno) about ``filename``.
 
     Builtin subclasses win (ENOENT gives loopcore's FileNotFoundError);
@@ -238,13 +239,13 @@ def converted(exc: BaseException, *, dm: bool = False) -> BaseException:
     return exc
 
 
-def translate(func: "F", *, dm: bool = False) -> "F":
+def translate(func: F, *, dm: bool = False) -> F:
     """Decorator for public entry points: whatever escapes ``func`` as a
     builtin OSError, ValueError or TypeError leaves it as the matching
     member of the family (psutil's ``wrap_exceptions`` idea).  Free when
     nothing is raised.  ``translate(func, dm=True)`` is the device-mapper
     variant (:class:`DmError` where the loop one gives :class:`LoopError`)."""
-    def wrapper(*args: "Any", **kwargs: "Any") -> "Any":
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except (builtins.OSError, builtins.ValueError, builtins.TypeError) as e:

@@ -41,6 +41,7 @@ loopcore's family.  A module (and argparse) is imported only when its
 subcommand (or the help) is asked for, so ``loopcore list`` does not pay
 for device-mapper's import, nor for argparse's.
 """
+from __future__ import annotations
 
 import os
 import sys
@@ -63,28 +64,28 @@ __all__ = [
 
 #: Drop-ins: another tool's command line, as it is, by the tool's name:
 #: ``loopcore NAME ARGS``, or a program called NAME (a symlink).
-DROP_INS: "Dict[str, str]" = {
+DROP_INS: Dict[str, str] = {
     "losetup": "loopcore.cli.losetup",
     "dmsetup": "loopcore.cli.dmsetup",
     "kpartx": "loopcore.cli.kpartx_dropin",
 }
 
 #: Subcommands added by modules imported on demand (see the docstring).
-SUBCOMMAND_MODULES: "Dict[str, str]" = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.cli.dmlog"}
+SUBCOMMAND_MODULES: Dict[str, str] = {"dm": "loopcore.cli.dm", "dmlog": "loopcore.cli.dmlog"}
 
 DESCRIPTION = "Set up, list and control Linux loop devices."
 #: ``loopcore``'s own options, before the command's name
 _OPTIONS = [LongOption("help", NO_ARGUMENT, "h"), LongOption("version", NO_ARGUMENT, "V")]
 
 
-def _module(name: str) -> "ModuleType":
+def _module(name: str) -> ModuleType:
     """The module ``name``, imported (importlib's import_module without
     importlib: its import is a tenth of this package's own start-up)."""
     __import__(name)
     return sys.modules[name]
 
 
-def build_parser(argv: "Optional[Sequence[str]]" = None) -> "argparse.ArgumentParser":
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
     """The argparse parser of the extension subcommands
     (:data:`SUBCOMMAND_MODULES`: ``dm``, ``dmlog``): only the one ``argv``
     names, or every one when it names none.  The loop commands are not in
@@ -128,7 +129,7 @@ def _help() -> str:
     ]) + "\n"
 
 
-def _parse(argv: "Sequence[str]") -> "Optional[object]":
+def _parse(argv: Sequence[str]) -> Optional[object]:
     """``loopcore``'s own options, then the command's: its parsed
     arguments, or None for help and the version (printed)."""
     words: List[str] = []
@@ -153,7 +154,7 @@ def _parse(argv: "Sequence[str]") -> "Optional[object]":
     return parse(COMMANDS[name], words[1:])
 
 
-def main(argv: "Optional[Sequence[str]]" = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``loopcore`` and ``python -m loopcore``; returns the exit status.
 
     Never raises SystemExit: a usage error returns 2, ``--help`` 0 (a

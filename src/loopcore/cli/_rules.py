@@ -18,6 +18,7 @@ raises: :class:`UsageError`, :class:`CLIError`, any :class:`loopcore.Error`,
 or a builtin ``OSError``/``ValueError``/``TypeError``; :func:`run` turns
 each into its line and status.
 """
+from __future__ import annotations
 
 import errno
 import os
@@ -53,7 +54,7 @@ class UsageError(Exception):
     command whose help the line points at (None: the parsed arguments'
     ``usage_prog``, else ``loopcore``)."""
 
-    def __init__(self, message: str, prog: "Optional[str]" = None) -> None:
+    def __init__(self, message: str, prog: Optional[str] = None) -> None:
         super().__init__(message)
         self.prog = prog
 
@@ -97,7 +98,7 @@ class _ClosedStream:
     def __init__(self, what: str) -> None:
         self._what = what
 
-    def _closed(self, *args: object, **kwargs: object) -> "NoReturn":
+    def _closed(self, *args: object, **kwargs: object) -> NoReturn:
         raise StreamError.closed(self._what)
 
     write = writelines = read = readline = readlines = fileno = _closed
@@ -133,7 +134,7 @@ class _StandIns:
             setattr(sys, name, None)
 
 
-def standard_streams() -> "_StandIns":
+def standard_streams() -> _StandIns:
     """Put a :class:`_ClosedStream` in place of a missing ``sys.stdout`` or
     ``sys.stdin`` while the block runs, and None back after (the
     interpreter's own state is not ours to keep changed)."""
@@ -241,7 +242,7 @@ def describe(e: BaseException, *, action: str = "", default: str = "") -> str:
     return f"{default + ': ' if default and default not in str(e) else ''}{e}"
 
 
-def print_made(paths: "Union[str, Sequence[str]]", undo: "Callable[[], None]", undone: str,
+def print_made(paths: Union[str, Sequence[str]], undo: Callable[[], None], undone: str,
                undo_failed: str) -> None:
     """Print the path of the device a command just made (or of each, one
     a line); undo it (all of them) if that fails.
@@ -289,7 +290,7 @@ def terminal_columns() -> int:
     return columns or 80
 
 
-def run(parse: "Callable[[Sequence[str]], Optional[object]]", argv: "Sequence[str]") -> int:
+def run(parse: Callable[[Sequence[str]], Optional[object]], argv: Sequence[str]) -> int:
     """Parse ``argv`` with ``parse``, run the handler it names, and return
     the exit status these rules give for what happened: returned, never
     raised as SystemExit, for a usage error (the parser's or a handler's)

@@ -5,6 +5,7 @@ Each has one parser raising loopcore's errors, and a converter for
 Neither uses :mod:`re`: a ``loopcore attach`` or ``detach`` process does
 not import it (start-up time).
 """
+from __future__ import annotations
 
 import builtins
 import os
@@ -35,7 +36,7 @@ def _run_of(text: str, start: int, digits: str) -> int:
     return end
 
 
-def _tail(rest: str) -> "Optional[Tuple[Optional[str], str, str]]":
+def _tail(rest: str) -> Optional[Tuple[Optional[str], str, str]]:
     """``[.FRACTION][SUFFIX[UNIT]]`` to its end, as (fraction or None,
     suffix, unit); None when ``rest`` is not that."""
     frac = None
@@ -49,7 +50,7 @@ def _tail(rest: str) -> "Optional[Tuple[Optional[str], str, str]]":
     return None
 
 
-def _split_size(text: str) -> "Optional[Tuple[str, Optional[str], str, str]]":
+def _split_size(text: str) -> Optional[Tuple[str, Optional[str], str, str]]:
     """(integer digits, fraction, suffix, unit) of a size, as strtoumax
     reads the number (base 0) and losetup the rest; None if it is none.
     Hex digits may end in a suffix letter (``0x1EiB``: 0x1 EiB), so the
@@ -119,7 +120,7 @@ class LoopRef:
         return f"LoopRef({self.number}, {self.node!r})"
 
 
-def loop_ref(text: str) -> "LoopRef":
+def loop_ref(text: str) -> LoopRef:
     """The loop device ``text`` names: ``N``, ``loopN`` or ``/dev/loopN``
     (the kernel's names: neither the device nor its node need exist), or
     any other path of a loop device's block node (``stat()``\\ ed: a

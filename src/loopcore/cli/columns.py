@@ -7,6 +7,7 @@ and :func:`render_table` print what ``losetup -l --json`` and
 ``losetup -l [--raw] [-n]`` print for the same devices and columns;
 :func:`losetup_j_line` what ``losetup -j FILE`` prints.
 """
+from __future__ import annotations
 
 import os
 
@@ -34,7 +35,7 @@ class Column:
     __slots__ = ("name", "json_type", "right", "value", "help")
 
     def __init__(self, name: str, json_type: str, right: bool,
-                 value: "Callable[[LoopInfo], Optional[str]]", help: str) -> None:
+                 value: Callable[[LoopInfo], Optional[str]], help: str) -> None:
         self.name, self.json_type, self.right, self.value, self.help = \
             name, json_type, right, value, help
 
@@ -42,22 +43,22 @@ class Column:
         return f"Column({self.name!r})"
 
 
-def _flag(name: str, unbound: str = "0") -> "Callable[[LoopInfo], str]":
+def _flag(name: str, unbound: str = "0") -> Callable[[LoopInfo], str]:
     """A flag's cell: LoopInfo's property ``name`` (``autoclear`` ...)."""
     return lambda r: ("1" if getattr(r, name) else "0") if r.bound else unbound
 
 
-def _if_bound(get: "Callable[[LoopInfo], object]") -> "Callable[[LoopInfo], Optional[str]]":
+def _if_bound(get: Callable[[LoopInfo], object]) -> Callable[[LoopInfo], Optional[str]]:
     return lambda r: str(get(r)) if r.bound else None
 
 
-def _back_majmin(r: "LoopInfo") -> "Optional[str]":
+def _back_majmin(r: LoopInfo) -> Optional[str]:
     if not r.has_status or not r.backing_devnum:
         return None
     return "%8u:%-3u" % (os.major(r.backing_devnum), os.minor(r.backing_devnum))
 
 
-def _majmin(r: "LoopInfo") -> "Optional[str]":
+def _majmin(r: LoopInfo) -> Optional[str]:
     # losetup stat()s /dev/loopN and wants major 7.
     if not r.has_node or r.major != loop.LOOP_MAJOR:
         return None
@@ -65,7 +66,7 @@ def _majmin(r: "LoopInfo") -> "Optional[str]":
 
 
 #: losetup's columns, in the order of its --help (the tests compare).
-COLUMNS: "Dict[str, Column]" = {c.name: c for c in (
+COLUMNS: Dict[str, Column] = {c.name: c for c in (
     Column("NAME", STRING, False, lambda r: loop.device_path(r.number), "loop device name"),
     Column("AUTOCLEAR", BOOLEAN, True, _flag("autoclear"), "autoclear flag set"),
     Column("BACK-FILE", STRING, False, lambda r: r.backing_file, "device backing file"),
@@ -98,7 +99,7 @@ def columns_help() -> str:
     return "\n".join(f"  {c.name:>12}  {c.help}" for c in COLUMNS.values())
 
 
-def parse_columns(spec: str) -> "List[str]":
+def parse_columns(spec: str) -> List[str]:
     """``-O`` list: comma-separated, case-insensitive; ``+COLS`` appends to the defaults.
 
     An unknown column is a :class:`CLIError` (exit status 1, as losetup's).
@@ -129,7 +130,7 @@ def _json_quote(data: bytes) -> bytes:
     return bytes(out)
 
 
-def render_json(columns: "Sequence[str]", records: "Iterable[LoopInfo]") -> bytes:
+def render_json(columns: Sequence[str], records: Iterable[LoopInfo]) -> bytes:
     """What ``losetup -l --json -O columns`` prints, byte for byte."""
     cols = [COLUMNS[c] for c in columns]
     keys = [_json_quote(c.name.lower().encode()) for c in cols]
@@ -190,7 +191,7 @@ def _raw_cell(value: str) -> str:
     return "".join(out)
 
 
-def render_table(columns: "Sequence[str]", records: "Iterable[LoopInfo]", *,
+def render_table(columns: Sequence[str], records: Iterable[LoopInfo], *,
                  headings: bool = True, raw: bool = False) -> str:
     """What ``losetup -l`` prints to a pipe (``raw``: ``losetup -l --raw``)."""
     cols = [COLUMNS[c] for c in columns]
@@ -206,7 +207,7 @@ def render_table(columns: "Sequence[str]", records: "Iterable[LoopInfo]", *,
     rows = [[safe_human(v) for v in row] for row in rows]
     widths = [max([len(c.name)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
 
-    def line(cells: "List[str]") -> str:
+    def line(cells: List[str]) -> str:
         parts = []
         for i, (col, cell) in enumerate(zip(cols, cells)):
             last = i == len(cols) - 1
@@ -226,7 +227,7 @@ def render_table(columns: "Sequence[str]", records: "Iterable[LoopInfo]", *,
 
 # --- losetup -j -----------------------------------------------------------------------
 
-def losetup_j_line(rec: "LoopInfo") -> str:
+def losetup_j_line(rec: LoopInfo) -> str:
     """One line of ``losetup -j FILE`` / ``losetup -a``."""
     name = loop.device_path(rec.number)
     backing = rec.backing_file or ""

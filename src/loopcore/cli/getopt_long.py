@@ -12,6 +12,7 @@ ending the options.  A misuse is a
 :class:`GetoptError` carrying glibc's own message (without the program
 name), so a drop-in prints what the tool it stands in for prints.
 """
+from __future__ import annotations
 
 import os
 
@@ -44,8 +45,8 @@ class GetoptError(Exception):
     """A command line getopt_long refuses; the message is glibc's line."""
 
 
-def _long(arg: str, argv: "Sequence[str]", i: int, longopts: "Sequence[LongOption]",
-          ) -> "Tuple[LongOption, Optional[str], int]":
+def _long(arg: str, argv: Sequence[str], i: int, longopts: Sequence[LongOption],
+          ) -> Tuple[LongOption, Optional[str], int]:
     """The long option ``arg`` (``--name[=value]``) names, its value, and
     the index of the next argument."""
     body = arg[2:]
@@ -67,9 +68,9 @@ def _long(arg: str, argv: "Sequence[str]", i: int, longopts: "Sequence[LongOptio
     return opt, value if eq else None, i + 1
 
 
-def getopt_long(argv: "Sequence[str]", shortopts: str,
-                longopts: "Optional[Sequence[LongOption]]",
-                operands: "List[str]") -> "Iterator[Tuple[str, Optional[str]]]":
+def getopt_long(argv: Sequence[str], shortopts: str,
+                longopts: Optional[Sequence[LongOption]],
+                operands: List[str]) -> Iterator[Tuple[str, Optional[str]]]:
     """Yield ``(key, value)`` for each option of ``argv`` (without the
     program name), in order; append the operands to ``operands``.
 

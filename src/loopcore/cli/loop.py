@@ -8,6 +8,7 @@ Devices on the command line go through :func:`.arguments.loop_ref`
 :class:`loopcore.LoopInfo`; losetup's columns and formats are in
 :mod:`.columns`.
 """
+from __future__ import annotations
 
 import errno
 import os
@@ -48,11 +49,11 @@ _FLAG_NAMES = (("read_only", "read-only"), ("autoclear", "autoclear"),
                ("partscan", "partscan"), ("direct_io", "direct-io"))
 
 
-def _records_by_number(include_unbound: bool) -> "Dict[int, LoopInfo]":
+def _records_by_number(include_unbound: bool) -> Dict[int, LoopInfo]:
     return {r.number: r for r in loop.list_devices(include_unbound=include_unbound)}
 
 
-def _named_records(refs: "List[str]") -> "List[LoopInfo]":
+def _named_records(refs: List[str]) -> List[LoopInfo]:
     """The records of the devices ``refs`` name, in that order; ENODEV
     naming the reference as typed for a device that does not exist."""
     numbers = [loop_ref(ref).number for ref in refs]
@@ -65,7 +66,7 @@ def _named_records(refs: "List[str]") -> "List[LoopInfo]":
     return records
 
 
-def _print_records(args: "Args", records: "List[LoopInfo]") -> None:
+def _print_records(args: Args, records: List[LoopInfo]) -> None:
     # losetup's columns only where records are printed: attach and detach
     # processes do not import them (start-up time)
     from .columns import ALL_COLUMNS, DEFAULT_COLUMNS, parse_columns, render_json, render_table
@@ -84,7 +85,7 @@ def _print_records(args: "Args", records: "List[LoopInfo]") -> None:
 
 # --- handlers -----------------------------------------------------------------------
 
-def _chosen_device(operands: "List[str]") -> "Optional[int]":
+def _chosen_device(operands: List[str]) -> Optional[int]:
     """losetup's DEV of ``attach DEV FILE``: the first of two operands when
     it names a loop device (``N``, ``loopN``, ``/dev/loopN``, a block node);
     None when the operands are files (``attach FILE...``)."""
@@ -108,7 +109,7 @@ def _is_block_device(path: str) -> bool:
         return False
 
 
-def cmd_attach(args: "Args") -> int:
+def cmd_attach(args: Args) -> int:
     # losetup's two forms, FILE (a free device) and DEV FILE (that device),
     # and FILE... (a free device each, in one burst, all or nothing)
     number = _chosen_device(args.operands)
@@ -144,7 +145,7 @@ def cmd_attach(args: "Args") -> int:
     return 0
 
 
-def cmd_partitions(args: "Args") -> int:
+def cmd_partitions(args: Args) -> int:
     device = loop.open(loop_ref(args.device).node)
     try:
         if args.action == "list":
@@ -174,7 +175,7 @@ def _deferred_notice(dev: str) -> None:
           "(--wait waits for that)")
 
 
-def cmd_detach(args: "Args") -> int:
+def cmd_detach(args: Args) -> int:
     wait: Optional[float] = args.wait
     if args.all == bool(args.devices):
         raise UsageError("detach: give DEV... or --all, not both" if args.all
@@ -204,7 +205,7 @@ def cmd_detach(args: "Args") -> int:
     return 0
 
 
-def _detach_all(wait: "Optional[float]") -> int:
+def _detach_all(wait: Optional[float]) -> int:
     """``detach --all`` (losetup -D): each bound device in turn, past
     those that fail and those someone else detached meanwhile."""
     status = 0
@@ -221,7 +222,7 @@ def _detach_all(wait: "Optional[float]") -> int:
     return status
 
 
-def cmd_list(args: "Args") -> int:
+def cmd_list(args: Args) -> int:
     if args.all and args.devices:
         raise UsageError("list: give DEV... or --all, not both")
     records = _named_records(args.devices) if args.devices else loop.list_devices()
@@ -229,7 +230,7 @@ def cmd_list(args: "Args") -> int:
     return 0
 
 
-def cmd_find(args: "Args") -> int:
+def cmd_find(args: Args) -> int:
     records = loop.find(args.file, offset=args.offset)
     if args.json or args.output or args.output_all:
         args.noheadings = args.raw = False
@@ -241,7 +242,7 @@ def cmd_find(args: "Args") -> int:
     return 0
 
 
-def _info_fields(rec: "LoopInfo") -> "Dict[str, object]":
+def _info_fields(rec: LoopInfo) -> Dict[str, object]:
     parts = discovery.partitions(rec.number) if rec.bound else []
     bdev = rec.backing_devnum if rec.has_status else None
     return {
@@ -269,7 +270,7 @@ def _info_fields(rec: "LoopInfo") -> "Dict[str, object]":
     }
 
 
-def cmd_info(args: "Args") -> int:
+def cmd_info(args: Args) -> int:
     from .columns import safe_human
 
     (rec,) = _named_records([args.device])
@@ -307,7 +308,7 @@ def cmd_info(args: "Args") -> int:
     return 0
 
 
-def cmd_set_capacity(args: "Args") -> int:
+def cmd_set_capacity(args: Args) -> int:
     device = loop.open(loop_ref(args.device).node)
     try:
         device.set_capacity()
@@ -316,7 +317,7 @@ def cmd_set_capacity(args: "Args") -> int:
     return 0
 
 
-def cmd_control(args: "Args") -> int:
+def cmd_control(args: Args) -> int:
     # Arguments first: a usage error must not hinge on /dev/loop-control
     # existing or being ours to open (containers, non-root users).
     given: Optional[int] = args.number

@@ -2,6 +2,7 @@
 row each in :data:`COMMANDS` (options, operands, help, the handler of
 :mod:`.loop`), parsed by :func:`.table_parser.parse` (getopt_long: no
 argparse on the way to ``loopcore list``)."""
+from __future__ import annotations
 
 from .arguments import loop_number_arg, parse_seconds, parse_size
 from .loop import (
@@ -37,7 +38,7 @@ _DEVICE = (Operand("device", "DEV"),)
 
 
 def _size(short: str, long: str, dest: str, help: str, metavar: str = "SIZE",
-          default: object = None) -> "Option":
+          default: object = None) -> Option:
     return Option(short, long, dest, help, REQUIRED_ARGUMENT, metavar, parse_size, default)
 
 
@@ -61,7 +62,7 @@ _ATTACH = (
            "LOOPCORE_MAKE_NODES=1"),
 )
 
-_COMMANDS: "Tuple[Command, ...]" = (
+_COMMANDS: Tuple[Command, ...] = (
     Command("attach", cmd_attach,
             "attach FILE to a free loop device (or to DEV, made if missing); print its path; "
             "several FILEs: one device each, one a line, all or none",
@@ -99,4 +100,4 @@ _COMMANDS: "Tuple[Command, ...]" = (
 )
 
 #: each loop subcommand, by name, in --help's order
-COMMANDS: "Dict[str, Command]" = {c.name: c for c in _COMMANDS}
+COMMANDS: Dict[str, Command] = {c.name: c for c in _COMMANDS}

@@ -17,6 +17,7 @@ Values are converted as they are parsed: a converter raises ValueError
 (its message says what is wrong with the text) and the parse turns that
 into the usage error ``argument -o/--offset: MESSAGE``.
 """
+from __future__ import annotations
 
 from ._rules import PROG, UsageError, terminal_columns, write_text
 from .getopt_long import (
@@ -49,9 +50,9 @@ class Args:
         return f"Args({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     if TYPE_CHECKING:
-        def __getattr__(self, name: str) -> "Any": ...
+        def __getattr__(self, name: str) -> Any: ...
 
-        def __setattr__(self, name: str, value: "Any") -> None: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
 
 # Plain classes, not NamedTuples: a NamedTuple class costs a ``loopcore
@@ -72,7 +73,7 @@ class Option:
 
     def __init__(self, short: str, long: str, dest: str, help: str,
                  takes: int = NO_ARGUMENT, metavar: str = "",
-                 convert: "Optional[Callable[[str], object]]" = None,
+                 convert: Optional[Callable[[str], object]] = None,
                  default: object = None, const: object = None) -> None:
         self.short, self.long, self.dest, self.help = short, long, dest, help
         self.takes, self.metavar, self.convert = takes, metavar, convert
@@ -94,7 +95,7 @@ class Operand:
     __slots__ = ("dest", "metavar", "nargs", "convert", "help")
 
     def __init__(self, dest: str, metavar: str, nargs: str = "1",
-                 convert: "Optional[Callable[[str], object]]" = None, help: str = "") -> None:
+                 convert: Optional[Callable[[str], object]] = None, help: str = "") -> None:
         self.dest, self.metavar, self.nargs, self.convert, self.help = \
             dest, metavar, nargs, convert, help
 
@@ -114,8 +115,8 @@ class Command:
 
     __slots__ = ("name", "handler", "help", "options", "operands", "usage")
 
-    def __init__(self, name: str, handler: "Callable[[Args], int]", help: str,
-                 options: "Tuple[Option, ...]" = (), operands: "Tuple[Operand, ...]" = (),
+    def __init__(self, name: str, handler: Callable[[Args], int], help: str,
+                 options: Tuple[Option, ...] = (), operands: Tuple[Operand, ...] = (),
                  usage: str = "") -> None:
         self.name, self.handler, self.help = name, handler, help
         self.options, self.operands, self.usage = options, operands, usage
@@ -133,7 +134,7 @@ class Command:
 HELP_OPTION = Option("h", "help", "help", "show this help message and exit")
 
 
-def choice(*words: str) -> "Callable[[str], str]":
+def choice(*words: str) -> Callable[[str], str]:
     """A converter taking only ``words``."""
     def convert(text: str) -> str:
         if text not in words:
@@ -143,7 +144,7 @@ def choice(*words: str) -> "Callable[[str], str]":
     return convert
 
 
-def _converted(what: str, convert: "Optional[Callable[[str], object]]", text: str,
+def _converted(what: str, convert: Optional[Callable[[str], object]], text: str,
                prog: str) -> object:
     if convert is None:
         return text
@@ -153,7 +154,7 @@ def _converted(what: str, convert: "Optional[Callable[[str], object]]", text: st
         raise UsageError(f"argument {what}: {e}", prog) from None
 
 
-def parse(command: "Command", argv: "Sequence[str]") -> "Optional[Args]":
+def parse(command: Command, argv: Sequence[str]) -> Optional[Args]:
     """``argv`` (after the command's name) as :class:`Args`; None when it
     asked for ``--help`` (printed)."""
     prog = command.prog
@@ -184,7 +185,7 @@ def parse(command: "Command", argv: "Sequence[str]") -> "Optional[Args]":
     return Args(func=command.handler, usage_prog=prog, **values)
 
 
-def _refuse_separate_optional_values(command: "Command", argv: "Sequence[str]") -> None:
+def _refuse_separate_optional_values(command: Command, argv: Sequence[str]) -> None:
     """A usage error for ``--opt VALUE`` where ``--opt`` takes an optional
     value: argparse took VALUE, getopt makes it an operand (a file to
     attach, a device to detach); neither guess is safe, so say how."""
@@ -206,7 +207,7 @@ def _refuse_separate_optional_values(command: "Command", argv: "Sequence[str]") 
                          f"--{option.long}={argv[i + 1]}", command.prog)
 
 
-def _operands(command: "Command", words: "List[str]") -> "Dict[str, object]":
+def _operands(command: Command, words: List[str]) -> Dict[str, object]:
     """Deal ``words`` out to the command's operands, in order: a required
     one takes its word while there is one; an optional or variadic one
     leaves enough for the required ones after it."""
@@ -231,7 +232,7 @@ def _operands(command: "Command", words: "List[str]") -> "Dict[str, object]":
 
 # --- help -----------------------------------------------------------------------
 
-def wrap(text: str, width: int, indent: str = "") -> "List[str]":
+def wrap(text: str, width: int, indent: str = "") -> List[str]:
     """``text``'s words in lines of at most ``width`` columns (a longer
     word alone), each after ``indent`` (textwrap would import re)."""
     lines: List[str] = []
@@ -247,7 +248,7 @@ def wrap(text: str, width: int, indent: str = "") -> "List[str]":
     return lines
 
 
-def two_columns(rows: "Sequence[Tuple[str, str]]", width: int) -> "List[str]":
+def two_columns(rows: Sequence[Tuple[str, str]], width: int) -> List[str]:
     """argparse's layout of ``(invocation, help)`` rows: the help in a
     column after the longest invocation (at most 24), wrapped."""
     column = min(max((len(left) for left, _ in rows), default=0) + 4, 26)
@@ -264,7 +265,7 @@ def two_columns(rows: "Sequence[Tuple[str, str]]", width: int) -> "List[str]":
     return lines
 
 
-def _invocation(option: "Option") -> str:
+def _invocation(option: Option) -> str:
     value = option.metavar or option.dest.upper()
     long = f"--{option.long}" + ("" if option.takes == NO_ARGUMENT else
                                  f" {value}" if option.takes == REQUIRED_ARGUMENT
@@ -272,14 +273,14 @@ def _invocation(option: "Option") -> str:
     return f"-{option.short}, {long}" if option.short else long
 
 
-def _usage_operands(command: "Command") -> str:
+def _usage_operands(command: Command) -> str:
     if command.usage:
         return command.usage
     shapes = {"1": "{}", "?": "[{}]", "*": "[{} ...]", "+": "{} [{} ...]"}
     return " ".join(shapes[o.nargs].format(o.metavar, o.metavar) for o in command.operands)
 
 
-def help_text(command: "Command") -> str:
+def help_text(command: Command) -> str:
     """``loopcore COMMAND --help``: usage, what it does, its operands and options."""
     width = terminal_columns() - 2
     lines = [f"usage: {command.prog} [options] {_usage_operands(command)}".rstrip(), ""]
@@ -292,6 +293,6 @@ def help_text(command: "Command") -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_help(command: "Command") -> None:
+def render_help(command: Command) -> None:
     """Print :func:`help_text` (output like any other: a lost help fails)."""
     write_text(help_text(command))

@@ -43,6 +43,7 @@ Each name below is imported from its module on first use
 ``loopcore.loop.discovery.partitions``: ``loopcore.loop.partitions`` is the
 BLKPG module.
 """
+from __future__ import annotations
 
 from .._lazy import export
 

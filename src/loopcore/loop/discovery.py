@@ -8,6 +8,7 @@ plus the backing file's device and inode (LOOP_GET_STATUS64, as losetup)
 into one buffer; this module parses it.  Nothing here opens a per-device
 file from Python.
 """
+from __future__ import annotations
 
 import errno
 import os
@@ -56,7 +57,7 @@ _buffer_size = INITIAL_BUFFER
 
 
 def scan(*, include_unbound: bool = False, backing_status: bool = True,
-         sysfs: bool = False) -> "List[LoopInfo]":
+         sysfs: bool = False) -> List[LoopInfo]:
     """Every loop device (bound ones only unless ``include_unbound``), by number.
 
     By default the backing path comes from sysfs and the rest from one
@@ -88,7 +89,7 @@ _BOUND = _c.lib.LC_SCAN_BOUND
 _HAS_DISKSEQ = _c.lib.LC_SCAN_HAS_DISKSEQ
 
 
-def _scan_raw(flags: int) -> "Iterator[_RawRecord]":
+def _scan_raw(flags: int) -> Iterator[_RawRecord]:
     """(offset, sizelimit, sectors, diskseq, bdev, bino, number, major, minor,
     block_size, flags, status_err, backing name or None) per device."""
     global _buffer_size
@@ -113,7 +114,7 @@ def _scan_raw(flags: int) -> "Iterator[_RawRecord]":
 
 
 @translate
-def list_devices(*, include_unbound: bool = False) -> "List[LoopInfo]":
+def list_devices(*, include_unbound: bool = False) -> List[LoopInfo]:
     """Every bound loop device (all of them with ``include_unbound``), by number.
 
     Values are what the sysfs attributes show (read more cheaply through
@@ -138,8 +139,8 @@ def strip_deleted(name: str) -> str:
     return name[: -len(DELETED_SUFFIX)] if name.endswith(DELETED_SUFFIX) else name
 
 
-def _find_records(backing: 'Union[str, bytes, "os.PathLike[str]"]',
-                  offset: "Optional[int]") -> "List[LoopInfo]":
+def _find_records(backing: Union[str, bytes, "os.PathLike[str]"],
+                  offset: Optional[int]) -> List[LoopInfo]:
     name = os.fsdecode(backing)
     if not name:
         raise ValueError("backing path is empty")
@@ -176,8 +177,8 @@ def _find_records(backing: 'Union[str, bytes, "os.PathLike[str]"]',
 
 
 @translate
-def find(backing: 'Union[str, bytes, "os.PathLike[str]"]', *,
-         offset: "Optional[int]" = None) -> "List[LoopInfo]":
+def find(backing: Union[str, bytes, "os.PathLike[str]"], *,
+         offset: Optional[int] = None) -> List[LoopInfo]:
     """The devices bound to ``backing``, by number (``losetup -j``).
 
     Matched by the file's (st_dev, st_ino); when the file cannot be
@@ -188,7 +189,7 @@ def find(backing: 'Union[str, bytes, "os.PathLike[str]"]', *,
     return _find_records(backing, offset)
 
 
-def _partition_numbers(number: int) -> "List[int]":
+def _partition_numbers(number: int) -> List[int]:
     parts = _sysfs.loop_partition_numbers(number)
     if parts is None:
         raise error_from_errno(errno.ENODEV, device_path(number), "no such loop device")
@@ -196,7 +197,7 @@ def _partition_numbers(number: int) -> "List[int]":
 
 
 @translate
-def partitions(number: int) -> "List[str]":
+def partitions(number: int) -> List[str]:
     """Paths of the partitions the kernel has for ``/dev/loopN`` (from sysfs).
 
     ``["/dev/loop3p1", "/dev/loop3p2"]``; empty without partscan or a
@@ -210,7 +211,7 @@ def partitions(number: int) -> "List[str]":
 
 
 @translate
-def wait_for_partitions(number: int, count: int, timeout: float = 5.0) -> "List[str]":
+def wait_for_partitions(number: int, count: int, timeout: float = 5.0) -> List[str]:
     """Wait until ``/dev/loopN`` has at least ``count`` partitions with nodes.
 
     Returns their paths (as :func:`partitions`); TimeoutError (ETIMEDOUT,

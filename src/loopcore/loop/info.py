@@ -6,6 +6,7 @@ bits and the constants of the kernel's loop driver.
 there on first use: ``loopcore.loop.info.Flags`` works as it always did,
 and a process that only lists devices never imports :mod:`enum`.
 """
+from __future__ import annotations
 
 import os
 
@@ -113,15 +114,15 @@ class LoopInfo(NamedTuple):
 
     number: int
     path: str
-    backing_file: "Optional[str]"
+    backing_file: Optional[str]
     backing_devnum: int
     backing_inode: int
     offset: int
     size_limit: int
-    flags: "Flags"
+    flags: Flags
     block_size: int
     size_bytes: int
-    diskseq: "Optional[int]"
+    diskseq: Optional[int]
     major: int = LOOP_MAJOR
     minor: int = 0
     #: LC_SCAN_* bits (SCAN_DETAIL_BITS): bound, has a /dev node, answered
@@ -185,11 +186,11 @@ class LoopInfo(NamedTuple):
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__name__}({fields})"
 
-    def _asdict(self) -> "Dict[str, Any]":  # type: ignore[misc]  # the same, flags a Flags
+    def _asdict(self) -> Dict[str, Any]:  # type: ignore[misc]  # the same, flags a Flags
         return {name: getattr(self, name) for name in self._fields}
 
 
-def _flag_bits(info: "LoopInfo") -> int:
+def _flag_bits(info: LoopInfo) -> int:
     """A LoopInfo's flags as the int the tuple holds (no enum made)."""
     return info[7]
 
@@ -197,7 +198,7 @@ def _flag_bits(info: "LoopInfo") -> int:
 assert LoopInfo._fields[7] == "flags", LoopInfo._fields  # _flag_bits' index
 
 
-def _flags(info: "LoopInfo") -> "Flags":
+def _flags(info: LoopInfo) -> Flags:
     from .flags import Flags  # enum: only when someone reads ``flags``
 
     return Flags(_flag_bits(info))
