@@ -29,6 +29,11 @@ NOT_FOR_LIST = {
     "loopcore.loop.burst", "loopcore.loop.device",
     "logging", "uuid", "platform", "fractions", "decimal", "json", "dataclasses",
     "shutil", "socket", "threading", "zlib",
+    # argument checks and deadlines: a listing takes no argument to check;
+    # unicodedata only for a name that is not ASCII
+    "loopcore._validate", "loopcore._retry", "unicodedata",
+    # struct.py re-exports _struct (built in): _c takes Struct from there
+    "struct",
 }
 
 
@@ -363,3 +368,16 @@ def test_the_listing_benchmark_prints_its_figures():
     assert r.returncode == 0, r.stderr
     after = r.stdout.splitlines()[-1].split()
     assert after[0] == "after" and float(after[3]) > 0  # the walk took time
+
+
+def test_safe_human_tells_controls_apart_as_unicodedata_does():
+    # the ASCII test in safe_human stands for unicodedata's category there
+    import unicodedata
+
+    from loopcore.cli.columns import safe_human
+
+    for code in [*range(0x100), 0x2028, 0x200B, 0xFEFF, 0x1F600]:
+        ch = chr(code)
+        control = unicodedata.category(ch) in ("Cc", "Cs")
+        escaped = safe_human(f"a{ch}b") != f"a{ch}b"
+        assert escaped == control, hex(code)

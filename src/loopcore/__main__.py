@@ -1,4 +1,5 @@
-"""``python -m loopcore`` and the ``loopcore`` console script."""
+"""``python -m loopcore`` (the ``loopcore`` console script calls
+:func:`loopcore.cli.main` itself: a process imports one module less)."""
 import sys
 
 from .cli import main

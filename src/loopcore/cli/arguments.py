@@ -11,14 +11,11 @@ import builtins
 import os
 
 from .. import loop
-from .._validate import check_number
 from ..errors import Error, ValueError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NamedTuple, Optional, Tuple
-else:
-    from .._namedtuple import NamedTuple
+    from typing import Optional, Tuple
 
 __all__ = ["parse_size", "parse_seconds", "LoopRef", "loop_ref", "loop_number_arg"]
 
@@ -108,13 +105,19 @@ def parse_seconds(text: str) -> float:
 
 # --- loop device references ------------------------------------------------------
 
-class LoopRef(NamedTuple):
-    """A loop device as the command line named it."""
+class LoopRef:
+    """A loop device as the command line named it: ``number`` (N of
+    /dev/loopN) and ``node``, the node to open it by (the path given, else
+    ``/dev/loopN``).  A plain class: a NamedTuple class is ~20 us of every
+    process's start-up."""
 
-    #: N of /dev/loopN
-    number: int
-    #: the node to open it by: the path given, else ``/dev/loopN``
-    node: str
+    __slots__ = ("number", "node")
+
+    def __init__(self, number: int, node: str) -> None:
+        self.number, self.node = number, node
+
+    def __repr__(self) -> str:
+        return f"LoopRef({self.number}, {self.node!r})"
 
 
 def loop_ref(text: str) -> LoopRef:
@@ -130,6 +133,8 @@ def loop_ref(text: str) -> LoopRef:
         text[4:] if text.startswith("loop") else text
     # ASCII digits only: str.isdigit() alone also takes other scripts' digits
     if digits and digits.isascii() and digits.isdigit():
+        from .._validate import check_number  # here: ``loopcore list`` takes no DEV
+
         try:
             number = check_number(int(digits))
         except ValueError as e:

@@ -10,7 +10,6 @@ and :func:`render_table` print what ``losetup -l --json`` and
 from __future__ import annotations
 
 import os
-import unicodedata
 
 from .. import loop
 from ..loop import LoopInfo
@@ -18,9 +17,7 @@ from ._rules import CLIError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
-else:
-    from .._namedtuple import NamedTuple
+    from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 __all__ = ["Column", "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "parse_columns", "render_json",
            "render_table", "losetup_j_line", "safe_human", "columns_help"]
@@ -28,16 +25,22 @@ __all__ = ["Column", "COLUMNS", "DEFAULT_COLUMNS", "ALL_COLUMNS", "parse_columns
 STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
 
 
-class Column(NamedTuple):
-    """One losetup column."""
+class Column:
+    """One losetup column: its ``name``, ``json_type`` (how --json prints
+    it: STRING, NUMBER or BOOLEAN), ``right`` (right-aligned in the
+    table), ``value`` (the cell for a record: None is empty, ``null`` in
+    JSON) and ``help``.  A plain class: a NamedTuple class is ~20 us of
+    every ``loopcore list``."""
 
-    name: str
-    #: how --json prints it: STRING, NUMBER or BOOLEAN
-    json_type: str
-    #: right-aligned in the table
-    right: bool
-    value: Callable[[LoopInfo], Optional[str]]
-    help: str
+    __slots__ = ("name", "json_type", "right", "value", "help")
+
+    def __init__(self, name: str, json_type: str, right: bool,
+                 value: Callable[[LoopInfo], Optional[str]], help: str) -> None:
+        self.name, self.json_type, self.right, self.value, self.help = \
+            name, json_type, right, value, help
+
+    def __repr__(self) -> str:
+        return f"Column({self.name!r})"
 
 
 def _flag(name: str, unbound: str = "0") -> Callable[[LoopInfo], str]:
@@ -163,11 +166,19 @@ def safe_human(value: str) -> str:
             out.append("\\x%02x" % (code - 0xDC00))
         elif ch == "\\" and text[i + 1:i + 2] == "x":
             out.append("\\x5c")
-        elif unicodedata.category(ch) in ("Cc", "Cs"):
+        elif code < 0x20 or code == 0x7F or (code > 0x7F and _is_control(ch)):
             out.extend("\\x%02x" % b for b in ch.encode("utf-8", "surrogateescape"))
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _is_control(ch: str) -> bool:
+    # unicodedata only for a name that is not ASCII (ASCII's Cc: the
+    # tests above): a listing of ASCII paths does without its import
+    import unicodedata
+
+    return unicodedata.category(ch) in ("Cc", "Cs")
 
 
 def _raw_cell(value: str) -> str:

@@ -18,9 +18,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is no run-time import of a ``loopcore list`` process
-    from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
-else:
-    from .._namedtuple import NamedTuple
+    from typing import Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["NO_ARGUMENT", "REQUIRED_ARGUMENT", "OPTIONAL_ARGUMENT", "LongOption",
            "GetoptError", "getopt_long"]
@@ -28,13 +26,19 @@ __all__ = ["NO_ARGUMENT", "REQUIRED_ARGUMENT", "OPTIONAL_ARGUMENT", "LongOption"
 NO_ARGUMENT, REQUIRED_ARGUMENT, OPTIONAL_ARGUMENT = 0, 1, 2
 
 
-class LongOption(NamedTuple):
-    """One entry of a ``struct option`` table."""
+class LongOption:
+    """One entry of a ``struct option`` table: ``name``, ``has_arg``, and
+    ``key``, what the parse yields for it (its short letter, or its long
+    name).  A plain class: a NamedTuple class is ~20 us of every
+    process's start-up."""
 
-    name: str
-    has_arg: int
-    #: what the parse yields for it: its short letter, or its long name
-    key: str
+    __slots__ = ("name", "has_arg", "key")
+
+    def __init__(self, name: str, has_arg: int, key: str) -> None:
+        self.name, self.has_arg, self.key = name, has_arg, key
+
+    def __repr__(self) -> str:
+        return f"LongOption({self.name!r}, {self.has_arg}, {self.key!r})"
 
 
 class GetoptError(Exception):

@@ -14,8 +14,7 @@ import errno
 import os
 import time
 
-from .. import _c, _retry, _sysfs
-from .._validate import check_int, check_number, check_timeout
+from .. import _c, _sysfs
 from ..errors import TimeoutError, ValueError, error_from_errno, translate
 from .info import FLAG_MASK, SCAN_DETAIL_BITS, LoopInfo, device_path, partition_path
 
@@ -146,6 +145,8 @@ def _find_records(backing: Union[str, bytes, "os.PathLike[str]"],
     if not name:
         raise ValueError("backing path is empty")
     if offset is not None:
+        from .._validate import check_int
+
         check_int("offset", offset)
     try:
         st: Optional[os.stat_result] = os.stat(name)
@@ -203,6 +204,8 @@ def partitions(number: int) -> List[str]:
     partition table.  The ``/dev`` nodes may lag a moment behind (udev or
     devtmpfs creates them); :func:`wait_for_partitions` waits for them.
     """
+    from .._validate import check_number
+
     check_number(number)
     return [partition_path(number, p) for p in _partition_numbers(number)]
 
@@ -214,6 +217,10 @@ def wait_for_partitions(number: int, count: int, timeout: float = 5.0) -> List[s
     Returns their paths (as :func:`partitions`); TimeoutError (ETIMEDOUT,
     naming the device) if they did not all appear within ``timeout`` s.
     """
+    # the checks and the deadline imported here: a listing needs neither
+    from .. import _retry
+    from .._validate import check_int, check_number, check_timeout
+
     check_number(number)
     check_int("count", count)
     check_timeout(timeout)

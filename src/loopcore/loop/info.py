@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 from .. import _c
-from .._validate import check_int
 from ..errors import ValueError
 
 TYPE_CHECKING = False
@@ -38,6 +37,8 @@ MAX_BLOCK_SIZE = 65536
 def check_block_size(block_size: int, *, allow_zero: bool) -> None:
     """A logical block size: 0 (the kernel's default) where allowed, else a
     power of two from 512 to 64 KiB (the running kernel may take less)."""
+    from .._validate import check_int  # here: a listing checks no argument
+
     check_int("block_size", block_size, maximum=MAX_BLOCK_SIZE)
     if block_size == 0 and allow_zero:
         return
