@@ -189,6 +189,18 @@ class Progress:
 # --- the C floor -----------------------------------------------------------------
 
 
+def source_trees(baseline: Optional[str]) -> Dict[str, str]:
+    """The ``src`` directories a before/after benchmark runs: "after", the
+    loopcore this interpreter imports (an installed wheel too), and, with
+    ``baseline`` (another checkout), its ``src`` as "before"."""
+    import loopcore
+
+    trees = {"after": os.path.dirname(os.path.dirname(os.path.abspath(loopcore.__file__)))}
+    if baseline:
+        trees = {"before": os.path.join(os.path.abspath(baseline), "src"), **trees}
+    return trees
+
+
 def compile_floor(build_dir: str) -> str:
     """Compile floor.c with the system cc into build_dir; the binary's path."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")

@@ -12,12 +12,10 @@ DEV...``), medians of wall time and, in brackets, of CPU time.  Needs root.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Sequence
 
-import loopcore
-
+from ._common import source_trees
 from .cli_bench import before_after
 
 __all__ = ["main"]
@@ -33,10 +31,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20, help="list processes per round")
     args = ap.parse_args(argv)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(loopcore.__file__)))
-    trees = {"after": here}
-    if args.baseline:
-        trees = {"before": os.path.join(os.path.abspath(args.baseline), "src"), **trees}
+    trees = source_trees(args.baseline)
     figures = before_after(trees, args.files, args.rounds, args.runs)
     print(f"{'':8} {'list ms':>8} {'pass ms':>8} {'list/pass':>9} {'(cpu)':>6} "
           f"{'batch ms':>9} {'losetup ms':>10} {'losetup/batch':>13} {'(cpu)':>6}")

@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Dict, List, Sequence, Tuple
 
+from ._common import source_trees
+
 __all__ = ["main", "measure"]
 
 IMPORT = "import loopcore.loop.discovery, loopcore.loop.info"
@@ -111,12 +113,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20, help="processes per contender and round")
     args = ap.parse_args(argv)
-    import loopcore  # the tree this interpreter runs: where its package is
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(loopcore.__file__)))
-    trees = {"after": here}
-    if args.baseline:
-        trees = {"before": os.path.join(os.path.abspath(args.baseline), "src"), **trees}
+    trees = source_trees(args.baseline)
     loops = sum(1 for name in os.listdir("/sys/block") if name.startswith("loop"))
     print(f"{loops} loop devices in /sys/block; medians of {args.rounds} rounds "
           f"x {args.runs} processes")
