@@ -17,7 +17,7 @@ import pytest
 from loopcore import dm
 from loopcore.dm import udev
 
-from vmhelpers import PREFIX, udev_settle
+from vmhelpers import PREFIX
 
 
 @pytest.fixture
@@ -92,27 +92,6 @@ def test_dm_disable_udev_means_our_nodes(monkeypatch, mapper, names, tmp_path):
     monkeypatch.delenv("DM_DISABLE_UDEV")
     with dm.DeviceMapper(udev="off") as m:
         assert not m.udev_sync
-
-
-def test_udev_off_keeps_udev_off_our_node(monkeypatch, names):
-    """udev="off" where udevd runs: loopcore makes /dev/mapper/NAME, and
-    its ioctls carry libdevmapper's flags for that case: udev's dm rules
-    leave the node alone, its disk rules make the by-id links (none without
-    the flags) and take them away with the device."""
-    monkeypatch.delenv("DM_DISABLE_UDEV", raising=False)
-    with dm.DeviceMapper(udev="off") as m:
-        name = names("offnode")
-        info = m.create(name, table=[dm.zero(0, 8)])
-        try:
-            udev_settle()   # udev has handled the resume's change event
-            st = os.lstat(Path(dm.DEV_DIR, name))
-            assert stat.S_ISBLK(st.st_mode) and st.st_rdev == info.devnum
-            assert os.stat(f"/dev/disk/by-id/dm-name-{name}").st_rdev == info.devnum
-        finally:
-            m.remove(name)
-        udev_settle()
-        assert not os.path.lexists(Path(dm.DEV_DIR, name))
-        assert not os.path.lexists(f"/dev/disk/by-id/dm-name-{name}")
 
 
 def test_no_udev_node_falls_back_to_ours(monkeypatch, mapper, names, tmp_path, caplog):

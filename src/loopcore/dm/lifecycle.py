@@ -35,7 +35,7 @@ from .records import DeviceInfo
 from .session import api, only_name
 from .table import TableArg, as_table, has_keys, pack_targets
 from .targets import error as error_target
-from .udev import NODES_COOKIE, UDEV_COOKIE
+from .udev import UDEV_COOKIE
 
 __all__ = ["REMOVE_RETRIES", "REMOVE_RETRY_DELAY", "Lifecycle"]
 
@@ -88,7 +88,7 @@ class Lifecycle(Queries):
                                        filename=filename)
                     reply = self._channel.call(Cmd.DEV_SUSPEND, name=raw,
                                                filename=filename,
-                                               event_nr=UDEV_COOKIE if waiter else NODES_COOKIE)
+                                               event_nr=UDEV_COOKIE if waiter else 0)
                     if waiter is not None:
                         self._settle(waiter, reply, reply.dev, "change", kernel_name)
             except BaseException as exc:
@@ -154,7 +154,7 @@ class Lifecycle(Queries):
         with udev, once udev has processed the change)."""
         waiter = self._waiter()
         if waiter is None:
-            return self._info(self._call(Cmd.DEV_SUSPEND, name, event_nr=NODES_COOKIE))
+            return self._info(self._call(Cmd.DEV_SUSPEND, name))
         with waiter:
             reply = self._call(Cmd.DEV_SUSPEND, name, event_nr=UDEV_COOKIE)
             self._settle(waiter, reply, reply.dev, "change", reply.kernel_name)
@@ -177,7 +177,7 @@ class Lifecycle(Queries):
                 try:
                     reply = self._channel.call(Cmd.DEV_REMOVE, name=name, uuid=uuid,
                                                flags=flags, filename=filename,
-                                               event_nr=UDEV_COOKIE if waiter else NODES_COOKIE)
+                                               event_nr=UDEV_COOKIE if waiter else 0)
                     break
                 except OSError as exc:
                     if exc.errno != errno.EBUSY:
@@ -247,7 +247,7 @@ class Lifecycle(Queries):
         try:
             reply = self._channel.call(Cmd.DEV_RENAME, name=raw, payload=new_raw + b"\0",
                                        filename=node_path(decode(raw), self.dev_dir),
-                                       event_nr=UDEV_COOKIE if waiter else NODES_COOKIE)
+                                       event_nr=UDEV_COOKIE if waiter else 0)
             if waiter is not None:
                 self._wait_udev(waiter, reply, reply.dev, "change")
         finally:
@@ -265,8 +265,7 @@ class Lifecycle(Queries):
         raw = self._stored_name(name)
         reply = self._channel.call(Cmd.DEV_RENAME, name=raw, flags=F_UUID,
                                    payload=new_uuid.raw + b"\0",
-                                   filename=node_path(decode(raw), self.dev_dir),
-                                   event_nr=UDEV_COOKIE if self.udev_sync else NODES_COOKIE)
+                                   filename=node_path(decode(raw), self.dev_dir))
         return dataclasses.replace(self._info(reply), uuid=self._unmangle(decode(new_uuid.raw)))
 
     @api

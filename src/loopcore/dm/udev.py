@@ -36,8 +36,8 @@ from .. import _c, _sysfs
 from .._log import get_logger
 from .._uevents import UDEV_GROUP, UeventSocket
 
-__all__ = ["DM_DISABLE_UDEV", "NODES_COOKIE", "UDEV_COOKIE", "UDEV_MODES", "UDEV_TIMEOUT",
-           "UeventWaiter", "parse_udev_message", "udev_running", "use_udev"]
+__all__ = ["DM_DISABLE_UDEV", "UDEV_COOKIE", "UDEV_MODES", "UDEV_TIMEOUT", "UeventWaiter",
+           "parse_udev_message", "udev_running", "use_udev"]
 
 log = get_logger("dm")
 
@@ -52,18 +52,8 @@ UDEV_CONTROL = "/run/udev/control"  # exists while systemd-udevd runs (libudev's
 DM_UDEV_FLAGS_SHIFT = 16
 DM_UDEV_DISABLE_LIBRARY_FALLBACK = 0x0020  # udev makes the nodes, not the library
 DM_UDEV_PRIMARY_SOURCE_FLAG = 0x0040       # a real activation: run every dm rule
-DM_UDEV_DISABLE_DM_RULES_FLAG = 0x0001         # 55-dm.rules leaves /dev/mapper alone
-DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG = 0x0002  # so do the subsystems' (LVM's) rules
 UDEV_COOKIE = (DM_UDEV_PRIMARY_SOURCE_FLAG | DM_UDEV_DISABLE_LIBRARY_FALLBACK) \
     << DM_UDEV_FLAGS_SHIFT
-# Without the wait the client makes /dev/mapper/NAME itself.  These are the
-# flags libdevmapper sends whenever it makes the nodes (dmsetup with
-# DM_DISABLE_UDEV=1 too): a live udevd runs no dm or subsystem rule (its
-# /dev/mapper symlink and late unlink stay off the client's node), but the
-# disk rules, which run only for a primary source, still make and remove
-# the /dev/disk/by-* links (an event without flags gets none).
-NODES_COOKIE = (DM_UDEV_PRIMARY_SOURCE_FLAG | DM_UDEV_DISABLE_DM_RULES_FLAG
-                | DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG) << DM_UDEV_FLAGS_SHIFT
 
 # struct udev_monitor_netlink_header (libudev): "libudev\0", magic (big
 # endian), header size, properties offset and length, then filter hashes.
