@@ -54,6 +54,13 @@ DM_UDEV_DISABLE_LIBRARY_FALLBACK = 0x0020  # udev makes the nodes, not the libra
 DM_UDEV_PRIMARY_SOURCE_FLAG = 0x0040       # a real activation: run every dm rule
 UDEV_COOKIE = (DM_UDEV_PRIMARY_SOURCE_FLAG | DM_UDEV_DISABLE_LIBRARY_FALLBACK) \
     << DM_UDEV_FLAGS_SHIFT
+# Without the wait no cookie at all: udev then runs none of the dm or disk
+# rules for the event (no /dev/mapper symlink over the client's node, no
+# by-id links).  libdevmapper's no-sync flags (dm and subsystem rules off,
+# primary source) were tried: with them the disk rules probe every device
+# (blkid holds it open for a moment: open counts, a remove's EBUSY, reads
+# an integrity device counts), which a caller that turned udev off did not
+# ask for.
 
 # struct udev_monitor_netlink_header (libudev): "libudev\0", magic (big
 # endian), header size, properties offset and length, then filter hashes.
