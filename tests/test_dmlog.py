@@ -240,15 +240,21 @@ def disk_ctr(h: Harness, extra: str = "", rs: int = RS, length: int = LEN) -> st
     return f"{length} clustered-disk {h.logdev} {rs}{' ' + extra if extra else ''}"
 
 
-def restarted_disk_log(h: Harness) -> Kernel:
-    """Kill the server (kill -9: no final write), start another and send
-    what the kernel sends it on reconnecting: the disk log's CTR (with its
-    NUL) and RESUME."""
+def restarted(h: Harness, ctr: str) -> Kernel:
+    """Kill the server (kill -9: no final write), start another (which does
+    not know the log yet) and send what the kernel sends it on
+    reconnecting: the log's CTR (with its NUL) and RESUME."""
     h.kill()
     k = h.server()
-    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
+    assert k.ask(IN_SYNC, u64(0)).error == -errno.ESRCH
+    k.ok(CTR, ctr.encode() + b"\0", capacity=0)
     k.ok(RESUME)
     return k
+
+
+def restarted_disk_log(h: Harness) -> Kernel:
+    """:func:`restarted` with the disk log's CTR."""
+    return restarted(h, disk_ctr(h))
 
 
 # --- framing and the reply rules ---------------------------------------------------------
@@ -678,11 +684,7 @@ def test_divergence_regression_clean_bits_are_never_held_back(h):
         k.ok(FLUSH)
         k.ok(CLEAR, u64(r))
         k.ok(FLUSH)
-    h.kill()
-    k = h.server()
-    assert k.ask(IN_SYNC, u64(17)).error == -errno.ESRCH
-    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
-    k.ok(RESUME)
+    k = restarted_disk_log(h)
     assert [k.s64(IN_SYNC, u64(r)) for r in range(NREG)] == [1] * NREG
     assert k.s64(GET_SYNC_COUNT) == NREG
 
@@ -692,11 +694,7 @@ def test_restart_of_a_core_log_uses_its_state_file(h):
     k.load(f"{LEN} clustered-core {RS}")
     k.recover_all()
     k.ok(MARK, u64(9))
-    h.kill()
-    k = h.server()
-    assert k.ask(IN_SYNC, u64(1)).error == -errno.ESRCH
-    k.ok(CTR, f"{LEN} clustered-core {RS}\0".encode(), capacity=0)
-    k.ok(RESUME)
+    k = restarted(h, f"{LEN} clustered-core {RS}")
     # region 9 dirty from the state file; in sync, as the sync was full
     # (see test_restart_after_a_full_sync_keeps_written_regions_in_sync)
     assert k.s64(IS_CLEAN, u64(9)) == 0 and k.s64(IS_CLEAN, u64(8)) == 1
@@ -723,11 +721,7 @@ def test_restart_after_a_full_sync_keeps_written_regions_in_sync(h):
     assert k.pair(IS_REMOTE_RECOVERING, u64(0)) == (0, NREG)   # the kernel's hint: all
     k.ok(MARK, u64(17))
     k.ok(FLUSH)
-    h.kill()
-    k = h.server()
-    assert k.ask(IN_SYNC, u64(17)).error == -errno.ESRCH
-    k.ok(CTR, disk_ctr(h).encode() + b"\0", capacity=0)
-    k.ok(RESUME)
+    k = restarted_disk_log(h)
     assert k.s64(GET_SYNC_COUNT) == NREG and k.s64(IN_SYNC, u64(17)) == 1
     assert k.s64(IS_CLEAN, u64(17)) == 0 and k.pair(GET_RESYNC_WORK) == (0, 0)
     k.ok(CLEAR, u64(17))
