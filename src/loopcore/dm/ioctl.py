@@ -343,9 +343,7 @@ class Channel:
         if not supported:
             raise self._unsupported(cmd, filename)
         need = HEADER_SIZE + len(payload)
-        size = need + (-need % ALIGN)
-        if out and size < self.out_size:
-            size = self.out_size
+        size = max(need + (-need % ALIGN), self.out_size if out else 0)
         debug = log.isEnabledFor(DEBUG)
         if debug:
             who = decode(name) or (f"uuid {decode(uuid)}" if uuid else "-")
@@ -357,7 +355,7 @@ class Channel:
         self._spare = None
         if buf is None or len(buf.data) < size:
             # at least a reply buffer's size: the next calls fit in it too
-            buf = _Buffer(size if size > self.out_size else self.out_size)
+            buf = _Buffer(max(size, self.out_size))
         elif buf.used > need:
             buf.data[need:buf.used] = bytes(buf.used - need)
         while True:
@@ -400,7 +398,7 @@ class Channel:
             # Kept for the next call, with how far this one (or the kernel)
             # wrote; not one that held a key (wiped, and let go).
             if not secure:
-                buf.used = need if data_size < need else data_size if data_size < size else size
+                buf.used = max(need, min(data_size, size))
                 self._spare = buf
             reply = Reply((v0, v1, v2), tcount, open_count, rflags, revent, dev, rname, ruuid,
                           reply_data)
