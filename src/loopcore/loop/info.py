@@ -190,12 +190,13 @@ class LoopInfo(NamedTuple):
         return {name: getattr(self, name) for name in self._fields}
 
 
+_FLAGS_FIELD = LoopInfo._fields.index("flags")
+
+
 def _flag_bits(info: LoopInfo) -> int:
     """A LoopInfo's flags as the int the tuple holds (no enum made)."""
-    return info[7]
-
-
-assert LoopInfo._fields[7] == "flags", LoopInfo._fields  # _flag_bits' index
+    bits: int = info[_FLAGS_FIELD]  # type: ignore[assignment]  # the tuple holds an int
+    return bits
 
 
 def _flags(info: LoopInfo) -> Flags:
